@@ -1,0 +1,1 @@
+"""netinvert: run trained neural networks in reverse."""

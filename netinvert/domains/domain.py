@@ -1,0 +1,88 @@
+"""The domain of a gradient run: the input set, its parameterization, transforms and priors.
+
+``Domain()`` with no arguments works out of the box: the model's input range, pixel
+parameterization for small images and Fourier for large ones, colour decorrelation for RGB,
+size-scaled transforms, and mild TV/L2 priors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from netinvert.domains.param import Fourier, Pixel
+from netinvert.domains.sets import Ball, Box
+from netinvert.domains.transforms import Transforms
+from netinvert.errors import NetinvertError, choices
+from netinvert.models.wrapper import InputSpec
+
+PARAMETERIZATIONS = ("auto", "pixel", "fourier")
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Where inputs live and how gradient methods search it.
+
+    ``region``: a ``Box`` (default: the model's range) or ``Ball``. ``param``: ``pixel``,
+    ``fourier`` or ``auto``. ``transforms``: ``"auto"`` (scaled to the input size), ``None``,
+    or a ``Transforms``. Prior weights are per item and relative to the value range.
+    ``bn_prior``: weight of the BatchNorm-statistics prior (``None``: on when the model has BN).
+    ``init``: starting inputs (B, *shape) in the model's range (e.g. a decoder's output).
+    """
+
+    region: Box | Ball = Box()
+    param: str = "auto"
+    decay: float = 1.0
+    decorrelate: bool | None = None
+    transforms: Transforms | str | None = "auto"
+    tv: float = 0.0
+    l1: float = 0.0
+    l2: float = 0.0
+    blur: float = 0.0
+    bn_prior: float | None = None
+    init: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.param not in PARAMETERIZATIONS:
+            raise NetinvertError(f"unknown parameterization {self.param!r}: use one of {choices(PARAMETERIZATIONS)}")
+        if isinstance(self.transforms, str) and self.transforms != "auto":
+            raise NetinvertError(f"transforms={self.transforms!r} is unknown: use 'auto', None or a Transforms")
+        for name in ("tv", "l1", "l2", "blur"):
+            if getattr(self, name) < 0:
+                raise NetinvertError(f"prior weight {name}={getattr(self, name)} must be >= 0")
+
+    def bounds(self, spec: InputSpec) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.region.bounds(spec)
+
+    def resolved_param(self, spec: InputSpec) -> str:
+        if self.param != "auto":
+            if self.param == "fourier" and len(spec.shape) != 3:
+                raise NetinvertError(f"Fourier parameterization needs (C, H, W) inputs, not {spec.shape}: use pixel")
+            return self.param
+        return "fourier" if len(spec.shape) == 3 and min(spec.shape[1:]) >= 64 else "pixel"
+
+    def resolved_transforms(self, spec: InputSpec) -> Transforms:
+        if self.transforms is None or len(spec.shape) != 3:
+            return Transforms()
+        if isinstance(self.transforms, Transforms):
+            return self.transforms
+        return Transforms.for_size(spec.shape[1], spec.shape[2])
+
+    def parameterize(self, spec: InputSpec, batch: int, generator: torch.Generator) -> nn.Module:
+        """A module producing a (batch, *shape) tensor inside the domain's bounds."""
+        low, high = self.bounds(spec)
+        init = self.init
+        if init is not None:
+            init = init.detach().to(torch.float32)
+            if init.shape != (batch, *spec.shape):
+                raise NetinvertError(
+                    f"initial inputs have shape {tuple(init.shape)}; expected {(batch, *spec.shape)}"
+                )
+            init = torch.maximum(torch.minimum(init, high), low)
+        if self.resolved_param(spec) == "fourier":
+            decorrelate = spec.channels == 3 if self.decorrelate is None else self.decorrelate
+            return Fourier(batch, spec.shape, low, high, generator, decay=self.decay, decorrelate=decorrelate, init=init)
+        noise = 0.01 if len(spec.shape) == 3 else 0.5
+        return Pixel(batch, spec.shape, low, high, generator, init=init, noise=noise)

@@ -1,0 +1,61 @@
+"""Random transforms applied to inputs before each forward pass (robustness priors).
+
+One ``grid_sample`` applies pad, jitter, scale and rotation to the whole batch with independent
+random draws per item. Default magnitudes scale with the input size, so the same defaults suit
+20x20 glyphs and 224x224 photos.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Transforms:
+    """Magnitudes: ``pad`` and ``jitter`` in pixels, ``scale`` as (min, max), ``degrees`` of rotation."""
+
+    pad: int = 0
+    jitter: int = 0
+    scale: tuple[float, float] = (1.0, 1.0)
+    degrees: float = 0.0
+
+    @staticmethod
+    def for_size(height: int, width: int) -> Transforms:
+        """Defaults proportional to the input size (about 1 px of jitter on a 28x28 digit, 7 on 224x224)."""
+        side = min(height, width)
+        if side < 16:
+            return Transforms()
+        return Transforms(
+            pad=max(1, round(side / 20)),
+            jitter=max(1, round(side / 32)),
+            scale=(0.95, 1.05),
+            degrees=5.0 if side >= 64 else 3.0,
+        )
+
+    @property
+    def is_identity(self) -> bool:
+        return self.pad == 0 and self.jitter == 0 and self.scale == (1.0, 1.0) and self.degrees == 0.0
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator, fill: float) -> torch.Tensor:
+        if self.is_identity or x.dim() != 4:
+            return x
+        b, _, h, w = x.shape
+        if self.pad:
+            x = F.pad(x, (self.pad,) * 4, value=fill)
+        ph, pw = x.shape[2], x.shape[3]
+        angle = (torch.rand(b, generator=generator) * 2 - 1) * math.radians(self.degrees)
+        scale = self.scale[0] + torch.rand(b, generator=generator) * (self.scale[1] - self.scale[0])
+        shift = torch.randint(-self.jitter, self.jitter + 1, (b, 2), generator=generator).float()
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        theta = torch.stack([
+            torch.stack([cos, -sin, shift[:, 0] * 2 / pw], dim=1),
+            torch.stack([sin, cos, shift[:, 1] * 2 / ph], dim=1),
+        ], dim=1).to(x.dtype)
+        grid = F.affine_grid(theta, [b, x.shape[1], ph, pw], align_corners=False)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        top, left = (ph - h) // 2, (pw - w) // 2
+        return out[:, :, top : top + h, left : left + w]

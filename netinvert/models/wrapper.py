@@ -1,0 +1,228 @@
+"""The model wrapper: any ``nn.Module`` plus what a reverse run must know about its input.
+
+Layer names are module paths (``features.0``, ``fc1``). Activations are captured with forward
+hooks registered only on the layers asked for and always removed, also when the forward fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from netinvert.errors import NetinvertError, choices
+
+OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", "none")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Shape of one input (no batch dimension), its value range and per-channel normalization.
+
+    The model's own input space is ``[low, high]``; ``mean``/``std`` are applied inside the
+    wrapper, so every method works in the raw range a user's data lives in.
+    """
+
+    shape: tuple[int, ...]
+    low: float = 0.0
+    high: float = 1.0
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.shape or any(int(s) <= 0 for s in self.shape):
+            raise NetinvertError(f"input shape {self.shape} is invalid: give positive sizes, e.g. 1,28,28")
+        if not self.high > self.low:
+            raise NetinvertError(f"input range [{self.low}, {self.high}] is empty: give low < high, e.g. 0,1")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if values is not None and len(values) not in (1, self.channels):
+                raise NetinvertError(
+                    f"--{name} has {len(values)} values but the input has {self.channels} channels: "
+                    f"give 1 or {self.channels} values"
+                )
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise NetinvertError(f"--std {self.std} must be positive")
+
+    @property
+    def channels(self) -> int:
+        return int(self.shape[0]) if len(self.shape) == 3 else 1
+
+    @property
+    def is_image(self) -> bool:
+        """True for (C, H, W) inputs with 1 or 3 channels, which render as pictures."""
+        return len(self.shape) == 3 and self.shape[0] in (1, 3) and min(self.shape[1:]) >= 4
+
+    def to_json(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "range": [self.low, self.high], "mean": self.mean, "std": self.std}
+
+
+class _Normalize(nn.Module):
+    """Per-channel (x - mean) / std, broadcast over the input's trailing dimensions."""
+
+    def __init__(self, spec: InputSpec) -> None:
+        nn.Module.__init__(self)
+        shape = (1, -1) + (1,) * (len(spec.shape) - 1) if len(spec.shape) == 3 else (1, -1)
+        mean = torch.tensor(spec.mean or (0.0,), dtype=torch.float32)
+        std = torch.tensor(spec.std or (1.0,), dtype=torch.float32)
+        if len(spec.shape) != 3:
+            mean, std = mean[:1], std[:1]
+        self.register_buffer("mean", mean.reshape(shape))
+        self.register_buffer("std", std.reshape(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class Model(nn.Module):
+    """A trained network ``f`` with named layers and a described input.
+
+    ``forward`` takes a batch in the model's raw input range (``input_spec.low..high``) and
+    returns the module's output (logits for classifiers). ``output_activation`` says how
+    outputs become class probabilities: ``softmax`` (default), ``sigmoid`` (independent
+    units, as in the classic sigmoid MLP) or ``none`` (regression).
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        input_spec: InputSpec,
+        *,
+        name: str = "model",
+        class_names: Sequence[str] | None = None,
+        output_activation: str = "softmax",
+        verifier: Model | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if output_activation not in OUTPUT_ACTIVATIONS:
+            raise NetinvertError(
+                f"output activation {output_activation!r} is unknown: use one of {choices(OUTPUT_ACTIVATIONS)}"
+            )
+        self.module = module.eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.input_spec = input_spec
+        self.name = name
+        self.class_names = list(class_names) if class_names is not None else None
+        self.output_activation = output_activation
+        self.normalize = _Normalize(input_spec) if (input_spec.mean or input_spec.std) else None
+        self.verifier = verifier
+        self.info: dict[str, Any] = dict(info or {})
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalize is not None:
+            x = self.normalize(x)
+        return self.module(x)
+
+    def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Class probabilities from outputs, following ``output_activation``."""
+        if self.output_activation == "softmax":
+            return torch.softmax(outputs, dim=-1)
+        if self.output_activation == "sigmoid":
+            return torch.sigmoid(outputs)
+        return outputs
+
+    @property
+    def num_outputs(self) -> int:
+        return int(self.info.get("num_outputs") or self._probe_outputs())
+
+    def _probe_outputs(self) -> int:
+        with torch.no_grad():
+            out = self(self.example_input(1))
+        self.info["num_outputs"] = int(out.reshape(out.shape[0], -1).shape[1])
+        return self.info["num_outputs"]
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        """A mid-gray batch in the model's input range (for shape probing)."""
+        mid = (self.input_spec.low + self.input_spec.high) / 2
+        return torch.full((batch, *self.input_spec.shape), mid, dtype=self._dtype())
+
+    def _dtype(self) -> torch.dtype:
+        p = next(self.module.parameters(), None)
+        if p is None:
+            p = next(self.module.buffers(), None)
+        return p.dtype if p is not None and p.is_floating_point() else torch.float32
+
+    # ---------------------------------------------------------------- classes
+    def class_index(self, name_or_index: str | int) -> int:
+        """Resolve a class name (``X``) or index (``3``) to an output index."""
+        n = self.num_outputs
+        if isinstance(name_or_index, int) or (isinstance(name_or_index, str) and name_or_index.lstrip("-").isdigit()):
+            k = int(name_or_index)
+            if not 0 <= k < n:
+                raise NetinvertError(f"class index {k} is out of range: {self.name} has classes 0..{n - 1}")
+            return k
+        if self.class_names and name_or_index in self.class_names:
+            return self.class_names.index(name_or_index)
+        valid = self.class_names or [str(i) for i in range(n)]
+        raise NetinvertError(f"unknown class {name_or_index!r} for {self.name}: choose one of {choices(valid)}")
+
+    def class_label(self, k: int) -> str:
+        return self.class_names[k] if self.class_names and k < len(self.class_names) else str(k)
+
+    # ---------------------------------------------------------------- layers
+    def layer_names(self) -> list[str]:
+        """Module paths of every named submodule of the wrapped network."""
+        return [name for name, _ in self.module.named_modules() if name]
+
+    def get_layer(self, name: str) -> nn.Module:
+        modules = dict(self.module.named_modules())
+        if not name or name not in modules:
+            raise NetinvertError(f"unknown layer {name!r} in {self.name}: choose one of {choices(self.layer_names())}")
+        return modules[name]
+
+    @contextmanager
+    def hooks(self, layers: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+        """Record the outputs of ``layers`` while the block runs; hooks always come off."""
+        store: dict[str, torch.Tensor] = {}
+        handles = []
+        try:
+            for name in dict.fromkeys(layers):
+                module = self.get_layer(name)
+
+                def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
+                    store[name] = out[0] if isinstance(out, (tuple, list)) else out
+
+                handles.append(module.register_forward_hook(hook))
+            yield store
+        finally:
+            for h in handles:
+                h.remove()
+
+    def capture(self, x: torch.Tensor, layers: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Forward ``x`` and return the output plus the activations of ``layers``."""
+        with self.hooks(layers) as store:
+            out = self(x)
+        return out, dict(store)
+
+    def layer_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Output shape (without batch) of every layer, probed with one forward pass."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        handles = []
+        try:
+            for name, module in self.module.named_modules():
+                if not name:
+                    continue
+
+                def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
+                    t = out[0] if isinstance(out, (tuple, list)) else out
+                    if isinstance(t, torch.Tensor):
+                        shapes[name] = tuple(t.shape[1:])
+
+                handles.append(module.register_forward_hook(hook))
+            with torch.no_grad():
+                self(self.example_input(1))
+        finally:
+            for h in handles:
+                h.remove()
+        return shapes
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "input": self.input_spec.to_json(), "output_activation": self.output_activation,
+                "classes": self.class_names, **{k: v for k, v in self.info.items() if k != "num_outputs"}}
+

@@ -1,0 +1,226 @@
+"""The built-in zoo: models that train on first use from data shipped with the package (or with
+scikit-learn), cache their weights as safetensors and are deterministic given a seed.
+
+Cache folder: ``$NETINVERT_HOME/zoo`` (default ``~/.cache/netinvert/zoo``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from netinvert.errors import NetinvertError, choices
+from netinvert.models import architectures as arch
+from netinvert.models.wrapper import InputSpec, Model
+
+CACHE_VERSION = "1"
+Dataset = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train a classifier: epochs, batch size, learning rate, loss and augmentation."""
+
+    epochs: int
+    batch_size: int = 64
+    lr: float = 2e-3
+    sigmoid_targets: bool = False
+    augment: bool = False
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    summary: str
+    build: Callable[[], nn.Module]
+    dataset: str
+    input_spec: InputSpec
+    class_names: tuple[str, ...]
+    recipe: Recipe
+    output_activation: str = "softmax"
+    verifier: str | None = None
+    data_options: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _glyph_data(seed: int) -> Dataset:
+    from netinvert.data.glyphs import render_glyphs
+
+    x, y = render_glyphs(7200, seed=1000 + seed)
+    return x[:6000], y[:6000], x[6000:], y[6000:]
+
+
+def _digits_data(seed: int) -> Dataset:
+    from netinvert.data.digits import load_digits_28
+
+    return load_digits_28(seed=0)
+
+
+def _moons_data(seed: int) -> Dataset:
+    from sklearn.datasets import make_moons
+
+    x, y = make_moons(n_samples=2400, noise=0.12, random_state=seed)
+    x = x.astype(np.float32)
+    return x[:2000], y[:2000].astype(np.int64), x[2000:], y[2000:].astype(np.int64)
+
+
+DATASETS: dict[str, Callable[[int], Dataset]] = {"glyphs": _glyph_data, "digits": _digits_data, "moons": _moons_data}
+DIGIT_NAMES = tuple(str(i) for i in range(10))
+GRAY20 = InputSpec((1, 20, 20))
+GRAY28 = InputSpec((1, 28, 28))
+
+ENTRIES: dict[str, ZooEntry] = {e.name: e for e in (
+    ZooEntry("roman-mlp", "sigmoid MLP 400+bias -> 100 -> 25 -> 6 on drawn Roman glyphs", arch.roman_mlp,
+             "glyphs", GRAY20, ("I", "II", "III", "IV", "V", "X"), Recipe(epochs=40, lr=3e-3, sigmoid_targets=True),
+             output_activation="sigmoid", verifier="roman-verifier"),
+    ZooEntry("roman-verifier", "independent CNN verifier for the Roman glyphs", lambda: arch.verifier_cnn(1, 20, 6),
+             "glyphs", GRAY20, ("I", "II", "III", "IV", "V", "X"), Recipe(epochs=8, augment=True)),
+    ZooEntry("digits-cnn", "CNN: 3 filters 5x5 -> ReLU -> maxpool 2 -> 432 -> 10 on digits 28x28", arch.digits_cnn,
+             "digits", GRAY28, DIGIT_NAMES, Recipe(epochs=40), verifier="digits-verifier", data_options=("mnist",)),
+    ZooEntry("digits-mlp", "ReLU MLP 784 -> 64 -> 32 -> 10 on digits 28x28", arch.digits_mlp,
+             "digits", GRAY28, DIGIT_NAMES, Recipe(epochs=40), verifier="digits-verifier", data_options=("mnist",)),
+    ZooEntry("digits-verifier", "independent CNN verifier for digits 28x28", lambda: arch.verifier_cnn(1, 28, 10),
+             "digits", GRAY28, DIGIT_NAMES, Recipe(epochs=25, augment=True), data_options=("mnist",)),
+    ZooEntry("moons-relu", "2-D ReLU classifier 2 -> 16 -> 16 -> 2 on two moons", arch.moons_relu,
+             "moons", InputSpec((2,), low=-2.0, high=3.0), ("upper", "lower"), Recipe(epochs=60, lr=1e-2)),
+)}
+
+_SEEDS = {"roman-verifier": 7, "digits-verifier": 7}
+
+
+def zoo_names() -> list[str]:
+    return list(ENTRIES)
+
+
+def cache_dir() -> Path:
+    home = os.environ.get("NETINVERT_HOME")
+    return (Path(home) if home else Path.home() / ".cache" / "netinvert") / "zoo"
+
+
+def _entry(name: str) -> ZooEntry:
+    if name not in ENTRIES:
+        raise NetinvertError(f"unknown model {name!r}: give a file path or one of the zoo models {choices(ENTRIES)}")
+    return ENTRIES[name]
+
+
+def _data_key(entry: ZooEntry, data: str | None) -> tuple[str, Callable[[int], Dataset]]:
+    if data is None:
+        return entry.dataset, DATASETS[entry.dataset]
+    kind, _, where = data.partition(":")
+    if kind not in entry.data_options or not where:
+        allowed = ", ".join(f"{k}:DIR" for k in entry.data_options) or "none (it trains on its built-in data)"
+        raise NetinvertError(f"--data {data!r} does not fit {entry.name}: allowed: {allowed}")
+    from netinvert.data.mnist import load_mnist
+
+    folder = Path(where).expanduser().resolve()
+    load_mnist(folder)  # validate early, with a clear message
+    digest = hashlib.sha1(str(folder).encode()).hexdigest()[:10]
+    return f"mnist-{digest}", lambda seed: load_mnist(folder)
+
+
+def cache_path(name: str, data: str | None = None, seed: int = 0) -> Path:
+    entry = _entry(name)
+    key, _ = _data_key(entry, data)
+    return cache_dir() / f"{name}-{key}-s{seed}-v{CACHE_VERSION}.safetensors"
+
+
+def load_zoo(name: str, *, data: str | None = None, seed: int = 0, verifier: bool = True, quiet: bool = True) -> Model:
+    """The zoo model ``name``, trained on first use and then loaded from the cache."""
+    entry = _entry(name)
+    key, loader = _data_key(entry, data)
+    path = cache_path(name, data, seed)
+    module = entry.build()
+    if path.exists():
+        from safetensors import safe_open
+
+        module.load_state_dict(load_file(path))
+        with safe_open(str(path), "pt") as f:
+            meta = dict(f.metadata() or {})
+    else:
+        if not quiet:
+            print(f"training zoo model {name} on {key} (first use; cached in {path.parent}) ...", flush=True)
+        meta = _train(entry, module, loader(seed), seed + _SEEDS.get(name, 0))
+        meta["data"] = key
+        _save_atomic(module, meta, path)
+    info = {"architecture": entry.summary, "test_accuracy": float(meta["test_accuracy"]), "data": meta["data"]}
+    verifier_model = None
+    if verifier and entry.verifier is not None:
+        verifier_model = load_zoo(entry.verifier, data=data, seed=seed, verifier=False, quiet=quiet)
+    return Model(module, entry.input_spec, name=name, class_names=entry.class_names,
+                 output_activation=entry.output_activation, verifier=verifier_model, info=info)
+
+
+def load_dataset(name: str, data: str | None = None, seed: int = 0) -> Dataset:
+    """The (x_train, y_train, x_test, y_test) arrays a zoo model trains and is tested on."""
+    _, loader = _data_key(_entry(name), data)
+    return loader(seed)
+
+
+def _save_atomic(module: nn.Module, meta: dict[str, str], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random shifts of up to 2 pixels and light noise, per image."""
+    n = x.shape[0]
+    shift = torch.randint(-2, 3, (n, 2), generator=gen)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    theta[:, :, 2] = shift.float() * 2.0 / torch.tensor([x.shape[3], x.shape[2]], dtype=torch.float32)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+    return (x + 0.05 * torch.randn(x.shape, generator=gen)).clamp(0.0, 1.0)
+
+
+def _train(entry: ZooEntry, module: nn.Module, data: Dataset, seed: int) -> dict[str, str]:
+    """Train a classifier with Adam; deterministic for a seed. Returns metadata (accuracy, seconds)."""
+    x_train, y_train, x_test, y_test = (torch.from_numpy(a) for a in data)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    recipe = entry.recipe
+    opt = torch.optim.Adam(module.parameters(), lr=recipe.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, recipe.epochs)
+    start = time.perf_counter()
+    n_classes = len(entry.class_names)
+    module.train()
+    for _ in range(recipe.epochs):
+        order = torch.randperm(len(y_train), generator=gen)
+        for i in range(0, len(order), recipe.batch_size):
+            idx = order[i : i + recipe.batch_size]
+            xb, yb = x_train[idx], y_train[idx]
+            if recipe.augment and xb.dim() == 4:
+                xb = _augment(xb, gen)
+            out = module(xb)
+            if recipe.sigmoid_targets:
+                loss = F.binary_cross_entropy_with_logits(out, F.one_hot(yb, n_classes).float())
+            else:
+                loss = F.cross_entropy(out, yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+    module.eval()
+    with torch.no_grad():
+        accuracy = (module(x_test).argmax(1) == y_test).float().mean().item()
+    return {"test_accuracy": f"{accuracy:.4f}", "seed": str(seed), "train_seconds": f"{time.perf_counter() - start:.1f}"}
