@@ -1,0 +1,70 @@
+"""A batched projected-gradient attack: many restarts per output disjunct, signed steps, box projection.
+
+It only ever proposes candidates; the caller re-checks every one on the original network.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from netinvert.solvers.piecewise import PLNet
+from netinvert.targets.output_set import OutputSet
+
+
+def _forward(layers: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
+    z = x
+    for i, (w, b) in enumerate(layers):
+        z = z @ w.T + b
+        if i < len(layers) - 1:
+            z = torch.relu(z)
+    return z
+
+
+def pgd(net: PLNet, lo: np.ndarray, hi: np.ndarray, target: OutputSet, *, restarts: int = 64, steps: int = 60,
+        time_limit: float = 5.0, seed: int = 0, start: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """The best input found (flat, float64) and its violation (< 0 means inside ``target``).
+
+    Each disjunct gets ``restarts`` random starts (plus the box centre and ``start``); the loss of a
+    start is the largest violation of its disjunct's rows, minimized by signed-gradient steps.
+    """
+    t0 = time.perf_counter()
+    gen = torch.Generator().manual_seed(seed)
+    layers = net.torch_layers(torch.float32)
+    lo_t = torch.as_tensor(lo, dtype=torch.float32)
+    hi_t = torch.as_tensor(hi, dtype=torch.float32)
+    width = hi_t - lo_t
+    d = len(target.disjuncts)
+    a = [torch.as_tensor(ad, dtype=torch.float32) for ad, _ in target.disjuncts]
+    b = [torch.as_tensor(bd, dtype=torch.float32) for _, bd in target.disjuncts]
+    best_x = (lo + hi) / 2.0
+    best_v = float(target.violations(net.forward(best_x[None]))[0])
+    rounds = 0
+    while time.perf_counter() - t0 < time_limit and best_v >= 0:
+        x = lo_t + width * torch.rand(d * restarts, lo_t.numel(), generator=gen)
+        if rounds == 0:
+            x[::restarts] = (lo_t + hi_t) / 2
+            if start is not None:
+                x[1::restarts] = torch.as_tensor(start, dtype=torch.float32)
+        x.requires_grad_(True)
+        for step in range(steps):
+            y = _forward(layers, x)
+            losses = [(y[i * restarts:(i + 1) * restarts] @ a[i].T - b[i]).amax(dim=1) for i in range(d)]
+            loss = torch.cat(losses)
+            (g,) = torch.autograd.grad(loss.sum(), x)
+            with torch.no_grad():
+                size = 0.25 * width * (1.0 - step / steps) + 1e-3 * width
+                x -= size * g.sign()
+                x.copy_(torch.maximum(torch.minimum(x, hi_t), lo_t))
+            if time.perf_counter() - t0 > time_limit:
+                break
+        xs = x.detach().double().numpy()
+        xs = np.clip(xs, lo, hi)
+        v = target.violations(net.forward(xs))
+        i = int(np.argmin(v))
+        if v[i] < best_v:
+            best_x, best_v = xs[i], float(v[i])
+        rounds += 1
+    return best_x, best_v

@@ -1,0 +1,240 @@
+"""Sound bounds on a ``PLNet`` over an input box: interval arithmetic, CROWN back-substitution
+(with optimizable lower ReLU slopes, alpha-CROWN style), and optional LP tightening with HiGHS.
+
+All bounds are computed in float64. Pre-activation bounds of hidden layer ``k`` are ``lower[k]``,
+``upper[k]``; a neuron with ``lower >= 0`` or ``upper <= 0`` is *stable* and needs no integer
+variable. Functions take a batch of boxes ``(B, n_in)`` so branch-and-bound can bound many
+sub-problems at once; ``splits`` clamps split neurons (``+1`` active, ``-1`` inactive).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from netinvert.solvers.piecewise import PLNet
+
+DT = torch.float64
+
+
+@dataclass
+class Bounds:
+    """Pre-activation bounds per hidden layer, each (B, n_k)."""
+
+    lower: list[torch.Tensor]
+    upper: list[torch.Tensor]
+
+    def unstable(self) -> list[int]:
+        """Unstable neuron count per hidden layer (summed over the batch)."""
+        return [int(((l < 0) & (u > 0)).sum()) for l, u in zip(self.lower, self.upper)]
+
+    def select(self, idx: torch.Tensor) -> Bounds:
+        return Bounds([l[idx] for l in self.lower], [u[idx] for u in self.upper])
+
+
+def layers_of(net: PLNet) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return net.torch_layers(DT)
+
+
+def interval(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: torch.Tensor, hi: torch.Tensor) -> Bounds:
+    """Interval arithmetic through the hidden layers."""
+    lows, ups = [], []
+    a_lo, a_hi = lo, hi
+    for w, b in layers[:-1]:
+        wp, wn = w.clamp(min=0), w.clamp(max=0)
+        z_lo = a_lo @ wp.T + a_hi @ wn.T + b
+        z_hi = a_hi @ wp.T + a_lo @ wn.T + b
+        lows.append(z_lo)
+        ups.append(z_hi)
+        a_lo, a_hi = z_lo.clamp(min=0), z_hi.clamp(min=0)
+    return Bounds(lows, ups)
+
+
+def _relax(l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Lower slope, upper slope and upper intercept of the ReLU relaxation, broadcastable to ``alpha``."""
+    active = l >= 0
+    inactive = u <= 0
+    unstable = ~(active | inactive)
+    denom = (u - l).clamp_min(1e-30)
+    up_s = torch.where(unstable, u / denom, active.to(DT))
+    up_b = torch.where(unstable, -l * u / denom, torch.zeros_like(l))
+    if alpha is None:
+        lo_s = torch.where(unstable, (u > -l).to(DT), active.to(DT))
+    else:
+        lo_s = torch.where(unstable.unsqueeze(1), alpha, active.to(DT).unsqueeze(1))
+    return lo_s, up_s, up_b
+
+
+def backsub(layers: list[tuple[torch.Tensor, torch.Tensor]], bounds: Bounds, k: int, lam: torch.Tensor, c: torch.Tensor,
+            lo: torch.Tensor, hi: torch.Tensor, alphas: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """Lower bound of ``lam @ z_k + c`` over the box, where ``z_k`` is layer ``k``'s pre-activation.
+
+    ``lam`` is (B, m, n_k) and ``c`` (B, m); ``alphas[j]`` (B, m, n_j) are lower ReLU slopes for the
+    hidden layers ``j < k`` (default: the CROWN choice).
+    """
+    w, b = layers[k]
+    c = c + lam @ b
+    lam = lam @ w
+    for j in range(k - 1, -1, -1):
+        lo_s, up_s, up_b = _relax(bounds.lower[j], bounds.upper[j], None if alphas is None else alphas[j])
+        if lo_s.dim() == 2:
+            lo_s = lo_s.unsqueeze(1)
+        lp, ln = lam.clamp(min=0), lam.clamp(max=0)
+        c = c + (ln * up_b.unsqueeze(1)).sum(-1)
+        lam = lp * lo_s + ln * up_s.unsqueeze(1)
+        w, b = layers[j]
+        c = c + lam @ b
+        lam = lam @ w
+    return c + (lam.clamp(min=0) * lo.unsqueeze(1)).sum(-1) + (lam.clamp(max=0) * hi.unsqueeze(1)).sum(-1)
+
+
+def _clamp(l: torch.Tensor, u: torch.Tensor, split: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    if split is None:
+        return l, u
+    return torch.where(split > 0, l.clamp(min=0), l), torch.where(split < 0, u.clamp(max=0), u)
+
+
+def crown(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: torch.Tensor, hi: torch.Tensor,
+          splits: list[torch.Tensor] | None = None, start: Bounds | None = None, from_layer: int = 0) -> Bounds:
+    """CROWN pre-activation bounds of every hidden layer (intersected with interval bounds).
+
+    With ``start`` and ``from_layer``, layers before ``from_layer`` are taken from ``start``.
+    """
+    ib = interval(layers, lo, hi)
+    lows: list[torch.Tensor] = []
+    ups: list[torch.Tensor] = []
+    for k in range(len(layers) - 1):
+        if start is not None and k < from_layer:
+            l, u = start.lower[k], start.upper[k]
+        elif k == 0:
+            l, u = ib.lower[0], ib.upper[0]
+        else:
+            w = layers[k][0]
+            n = w.shape[0]
+            eye = torch.eye(n, dtype=DT)
+            lam = torch.cat([eye, -eye]).expand(lo.shape[0], 2 * n, n)
+            both = backsub(layers, Bounds(lows, ups), k, lam, torch.zeros(lo.shape[0], 2 * n, dtype=DT), lo, hi)
+            l = torch.maximum(both[:, :n], ib.lower[k])
+            u = torch.minimum(-both[:, n:], ib.upper[k])
+        l, u = _clamp(l, u, None if splits is None else splits[k])
+        lows.append(l)
+        ups.append(u)
+    return Bounds(lows, ups)
+
+
+def spec_lower(layers: list[tuple[torch.Tensor, torch.Tensor]], bounds: Bounds, a: torch.Tensor, b: torch.Tensor,
+               lo: torch.Tensor, hi: torch.Tensor, *, steps: int = 0, lr: float = 0.1) -> torch.Tensor:
+    """Lower bounds of ``a @ y - b`` (rows of ``a``: (m, n_out) or (B, m, n_out)), optimizing slopes for ``steps``."""
+    bsz = lo.shape[0]
+    lam = a.expand(bsz, *a.shape[-2:]) if a.dim() == 2 else a
+    c = -(b.expand(bsz, b.shape[-1]) if b.dim() == 1 else b)
+    k = len(layers) - 1
+    best = backsub(layers, bounds, k, lam, c, lo, hi)
+    if steps <= 0 or k == 0:
+        return best
+    alphas = []
+    for j in range(k):
+        lo_s, _, _ = _relax(bounds.lower[j], bounds.upper[j], None)
+        alphas.append(lo_s.unsqueeze(1).expand(bsz, lam.shape[1], -1).clone().requires_grad_(True))
+    opt = torch.optim.Adam(alphas, lr=lr)
+    for _ in range(steps):
+        val = backsub(layers, bounds, k, lam, c, lo, hi, alphas)
+        best = torch.maximum(best, val.detach())
+        opt.zero_grad()
+        (-val.sum()).backward()
+        opt.step()
+        with torch.no_grad():
+            for al in alphas:
+                al.clamp_(0.0, 1.0)
+    with torch.no_grad():
+        best = torch.maximum(best, backsub(layers, bounds, k, lam, c, lo, hi, alphas))
+    return best
+
+
+def alpha_crown(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: torch.Tensor, hi: torch.Tensor, a: torch.Tensor,
+                b: torch.Tensor, *, steps: int = 20, lr: float = 0.1, bounds: Bounds | None = None,
+                splits: list[torch.Tensor] | None = None) -> tuple[Bounds, torch.Tensor]:
+    """Joint optimization of lower slopes for every intermediate bound and for the spec rows ``a @ y - b``.
+
+    Intermediate bounds only ever tighten (each step keeps the best seen); returns the final bounds
+    and the best lower bounds of the spec rows (B, m).
+    """
+    bsz = lo.shape[0]
+    base = bounds if bounds is not None else crown(layers, lo, hi, splits)
+    best_l = [l.clone() for l in base.lower]
+    best_u = [u.clone() for u in base.upper]
+    nk = len(layers) - 1
+    lam_out = a.expand(bsz, *a.shape[-2:]) if a.dim() == 2 else a
+    c_out = -(b.expand(bsz, b.shape[-1]) if b.dim() == 1 else b)
+    best_spec = backsub(layers, base, nk, lam_out, c_out, lo, hi)
+    if steps <= 0:
+        return base, best_spec
+    # alphas[k][j]: slopes of hidden layer j used when bounding layer k (k = nk: the spec)
+    alphas: dict[int, list[torch.Tensor]] = {}
+    for k in range(1, nk + 1):
+        m = lam_out.shape[1] if k == nk else 2 * layers[k][0].shape[0]
+        alphas[k] = [_relax(base.lower[j], base.upper[j], None)[0].unsqueeze(1).expand(bsz, m, -1).clone().requires_grad_(True)
+                     for j in range(k)]
+    opt = torch.optim.Adam([t for v in alphas.values() for t in v], lr=lr)
+    for _ in range(steps):
+        lows = [best_l[0]]
+        ups = [best_u[0]]
+        for k in range(1, nk):
+            n = layers[k][0].shape[0]
+            eye = torch.eye(n, dtype=DT)
+            lam = torch.cat([eye, -eye]).expand(bsz, 2 * n, n)
+            both = backsub(layers, Bounds(lows, ups), k, lam, torch.zeros(bsz, 2 * n, dtype=DT), lo, hi, alphas[k])
+            l = torch.maximum(both[:, :n], best_l[k])
+            u = torch.minimum(-both[:, n:], best_u[k])
+            l, u = _clamp(l, u, None if splits is None else splits[k])
+            lows.append(l)
+            ups.append(u)
+        val = backsub(layers, Bounds(lows, ups), nk, lam_out, c_out, lo, hi, alphas[nk])
+        best_spec = torch.maximum(best_spec, val.detach())
+        for k in range(1, nk):
+            best_l[k] = torch.maximum(best_l[k], lows[k].detach())
+            best_u[k] = torch.minimum(best_u[k], ups[k].detach())
+        opt.zero_grad()
+        loss = -val.sum() - sum(((lows[k] - ups[k]) * ((lows[k] < 0) & (ups[k] > 0))).sum() for k in range(1, nk)) * 1e-3
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for v in alphas.values():
+                for al in v:
+                    al.clamp_(0.0, 1.0)
+    return Bounds(best_l, best_u), best_spec
+
+
+def lp_tighten(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: np.ndarray, hi: np.ndarray, bounds: Bounds,
+               upto: int, time_limit: float = 30.0) -> Bounds:
+    """Tighten unstable neurons of hidden layers ``1..upto-1`` with one LP each (triangle relaxation, HiGHS)."""
+    import time
+
+    import highspy
+
+    from netinvert.solvers.milp import build_lp
+
+    lows = [l.clone() for l in bounds.lower]
+    ups = [u.clone() for u in bounds.upper]
+    t0 = time.perf_counter()
+    for k in range(1, min(upto, len(layers) - 1)):
+        cur = Bounds(lows, ups)
+        h, zvars = build_lp(layers, lo, hi, cur, k)
+        for i in np.flatnonzero(((lows[k][0] < 0) & (ups[k][0] > 0)).numpy()):
+            for sense in (highspy.ObjSense.kMinimize, highspy.ObjSense.kMaximize):
+                if time.perf_counter() - t0 > time_limit:
+                    return Bounds(lows, ups)
+                h.changeColCost(zvars[i], 1.0)
+                h.changeObjectiveSense(sense)
+                h.run()
+                h.changeColCost(zvars[i], 0.0)
+                if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+                    continue
+                val = h.getInfo().objective_function_value
+                if sense == highspy.ObjSense.kMinimize:
+                    lows[k][0, i] = max(float(lows[k][0, i]), val - 1e-7)
+                else:
+                    ups[k][0, i] = min(float(ups[k][0, i]), val + 1e-7)
+    return Bounds(lows, ups)
