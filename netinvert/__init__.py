@@ -1,1 +1,21 @@
-"""netinvert: run trained neural networks in reverse."""
+"""netinvert: run trained neural networks in reverse.
+
+``invert(model, target, domain, method=...)`` is the one entry point; ``load`` and ``load_zoo``
+give models; targets and domains describe what to reach and where inputs may live.
+"""
+
+from netinvert.domains.domain import Domain
+from netinvert.domains.sets import Ball, Box
+from netinvert.domains.transforms import Transforms
+from netinvert.errors import NetinvertError
+from netinvert.methods import invert
+from netinvert.models.wrapper import InputSpec, Model
+from netinvert.models.zoo import load_zoo
+from netinvert.result import Item, Result
+from netinvert.targets.base import Target
+from netinvert.targets.units import Channel, Class, Direction, Layer, Neuron
+
+__all__ = [
+    "Ball", "Box", "Channel", "Class", "Direction", "Domain", "InputSpec", "Item", "Layer", "Model",
+    "NetinvertError", "Neuron", "Result", "Target", "Transforms", "invert", "load_zoo",
+]

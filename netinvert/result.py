@@ -73,7 +73,7 @@ class Result:
     def save(self, out_dir: str | os.PathLike[str], *, images: bool = True) -> Path:
         """Write the result folder; on any error nothing is left half-written."""
         out = Path(out_dir)
-        _check_writable(out)
+        check_writable(out)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         try:
             (tmp / "result.json").write_text(json.dumps(self.to_json(), indent=2))
@@ -94,7 +94,7 @@ def _is_image(x: torch.Tensor) -> bool:
     return x.dim() == 4 and x.shape[1] in (1, 3) and min(x.shape[2:]) >= 4
 
 
-def _check_writable(out: Path) -> None:
+def check_writable(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise NetinvertError(f"output path {out} is a file: give a folder name with --out")
     base = _existing(out.absolute().parent)

@@ -29,6 +29,8 @@ class Domain:
     ``fourier`` or ``auto``. ``transforms``: ``"auto"`` (scaled to the input size), ``None``,
     or a ``Transforms``. Prior weights are per item and relative to the value range.
     ``bn_prior``: weight of the BatchNorm-statistics prior (``None``: on when the model has BN).
+    ``data_prior``: weight of the Gaussian prior fitted to the model's training inputs
+    (``None``: on with weight 20 when the model knows its data, e.g. zoo models or ``--data``).
     ``init``: starting inputs (B, *shape) in the model's range (e.g. a decoder's output).
     """
 
@@ -42,6 +44,7 @@ class Domain:
     l2: float = 0.0
     blur: float = 0.0
     bn_prior: float | None = None
+    data_prior: float | None = None
     init: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
@@ -49,8 +52,8 @@ class Domain:
             raise NetinvertError(f"unknown parameterization {self.param!r}: use one of {choices(PARAMETERIZATIONS)}")
         if isinstance(self.transforms, str) and self.transforms != "auto":
             raise NetinvertError(f"transforms={self.transforms!r} is unknown: use 'auto', None or a Transforms")
-        for name in ("tv", "l1", "l2", "blur"):
-            if getattr(self, name) < 0:
+        for name in ("tv", "l1", "l2", "blur", "bn_prior", "data_prior"):
+            if (getattr(self, name) or 0) < 0:
                 raise NetinvertError(f"prior weight {name}={getattr(self, name)} must be >= 0")
 
     def bounds(self, spec: InputSpec) -> tuple[torch.Tensor, torch.Tensor]:

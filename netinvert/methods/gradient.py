@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from netinvert.domains import priors
+from netinvert.domains.data_prior import prior_for
 from netinvert.domains.domain import Domain
 from netinvert.domains.sets import Ball
 from netinvert.errors import NetinvertError
@@ -25,6 +26,7 @@ from netinvert.targets.base import Target
 from netinvert.targets.resolve import resolve_all
 from netinvert.targets.units import Class
 
+DATA_PRIOR_WEIGHT = 20.0
 Penalty = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 
 
@@ -83,8 +85,8 @@ def run(
     targets: Target | list[Target],
     domain: Domain | None = None,
     *,
-    steps: int = 256,
-    lr: float = 0.05,
+    steps: int = 1024,
+    lr: float = 0.1,
     seed: int = 0,
     threads_: int | None = None,
     batch_size: int | None = None,
@@ -152,6 +154,10 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, l
                                      (domain.l1, lambda x: priors.l1(x, centre, span)),
                                      (domain.l2, lambda x: priors.l2(x, centre, span)),
                                      (domain.blur, lambda x: priors.blur(x, span))) if w > 0]
+    data_weight = DATA_PRIOR_WEIGHT if domain.data_prior is None else domain.data_prior
+    gaussian = prior_for(model) if data_weight > 0 else None
+    if gaussian is not None:
+        weights.append((data_weight, gaussian.penalty))
     goals_known = early_stop and all(isinstance(t, Class) for t in targets)
     opt = torch.optim.Adam(param.parameters(), lr=lr)
     trace: list[torch.Tensor] = []

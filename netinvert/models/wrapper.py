@@ -6,7 +6,7 @@ hooks registered only on the layers asked for and always removed, also when the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -83,7 +83,8 @@ class Model(nn.Module):
     ``forward`` takes a batch in the model's raw input range (``input_spec.low..high``) and
     returns the module's output (logits for classifiers). ``output_activation`` says how
     outputs become class probabilities: ``softmax`` (default), ``sigmoid`` (independent
-    units, as in the classic sigmoid MLP) or ``none`` (regression).
+    units, as in the classic sigmoid MLP) or ``none`` (regression). ``data`` is an optional loader
+    returning the training inputs (n, *shape) in the input range, which enables data priors.
     """
 
     def __init__(
@@ -96,6 +97,7 @@ class Model(nn.Module):
         output_activation: str = "softmax",
         verifier: Model | None = None,
         info: dict[str, Any] | None = None,
+        data: Callable[[], Any] | None = None,
     ) -> None:
         super().__init__()
         if output_activation not in OUTPUT_ACTIVATIONS:
@@ -112,6 +114,7 @@ class Model(nn.Module):
         self.normalize = _Normalize(input_spec) if (input_spec.mean or input_spec.std) else None
         self.verifier = verifier
         self.info: dict[str, Any] = dict(info or {})
+        self.data = data
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -221,6 +224,10 @@ class Model(nn.Module):
             for h in handles:
                 h.remove()
         return shapes
+
+    def training_inputs(self) -> Any:
+        """The training inputs (numpy, n x shape) when the model knows its data, else ``None``."""
+        return self.data() if self.data is not None else None
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "input": self.input_spec.to_json(), "output_activation": self.output_activation,

@@ -157,7 +157,8 @@ def load_zoo(name: str, *, data: str | None = None, seed: int = 0, verifier: boo
     if verifier and entry.verifier is not None:
         verifier_model = load_zoo(entry.verifier, data=data, seed=seed, verifier=False, quiet=quiet)
     return Model(module, entry.input_spec, name=name, class_names=entry.class_names,
-                 output_activation=entry.output_activation, verifier=verifier_model, info=info)
+                 output_activation=entry.output_activation, verifier=verifier_model, info=info,
+                 data=lambda: loader(seed)[0])
 
 
 def load_dataset(name: str, data: str | None = None, seed: int = 0) -> Dataset:
