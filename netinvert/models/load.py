@@ -1,0 +1,372 @@
+"""Load a user's trained network (or a zoo model by name) into a :class:`Model`.
+
+Formats: a state dict (``.pt``/``.pth``/``.safetensors``) plus ``arch`` (``package.module:Class`` or
+``path/file.py:Class``, any callable returning an ``nn.Module``) and its keyword arguments; a
+TorchScript file; an ONNX file (converted to a differentiable module); a whole pickled module, only
+with ``trust_pickle=True`` because unpickling runs arbitrary code. The input description (shape,
+value range, mean/std) comes from the file where it says so and from the options otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import pickle
+import sys
+import warnings
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from netinvert.errors import NetinvertError, choices
+from netinvert.models.wrapper import InputSpec, Model
+
+_PICKLE_HINT = ("it holds a pickled Python object (a whole module), and unpickling can run arbitrary code; "
+                "pass --trust-pickle only if you trust where the file comes from, or save a state dict "
+                "(torch.save(model.state_dict(), ...)) and load it with --arch")
+
+
+def load(
+    path_or_name: str | Path,
+    *,
+    arch: str | None = None,
+    arch_kwargs: str | Mapping[str, Any] | None = None,
+    trust_pickle: bool = False,
+    input_shape: Sequence[int] | None = None,
+    input_range: Sequence[float] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    labels: str | Path | None = None,
+    output_activation: str | None = None,
+) -> Model:
+    """A :class:`Model` from a file (state dict + arch, TorchScript, ONNX, trusted pickle) or a zoo name.
+
+    ``input_shape`` is one input without the batch dimension (``(1, 28, 28)``); ``input_range`` the
+    ``(low, high)`` raw values the model was trained on (default ``(0, 1)``); ``mean``/``std`` the
+    per-channel normalization the wrapper applies before the network; ``labels`` a text file with one
+    class name per line.
+    """
+    path = Path(path_or_name).expanduser()
+    if not path.is_file():
+        return _load_named(str(path_or_name), arch=arch, trust_pickle=trust_pickle, input_shape=input_shape,
+                           input_range=input_range, mean=mean, std=std, labels=labels,
+                           output_activation=output_activation)
+    shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
+    kind, module, inferred = _read(path, arch, arch_kwargs, trust_pickle, shape)
+    if shape is None:
+        shape = inferred or _infer_linear_shape(module)
+    if shape is None:
+        raise NetinvertError(f"cannot tell the input shape of {path.name}: {_shape_hint(module)}")
+    if input_range is not None and len(input_range) != 2:
+        raise NetinvertError(f"--input-range needs two numbers low,high (e.g. 0,255), got {len(input_range)}")
+    low, high = (float(input_range[0]), float(input_range[1])) if input_range is not None else (0.0, 1.0)
+    spec = InputSpec(shape, low, high, _floats(mean), _floats(std))
+    info: dict[str, Any] = {"source": str(path), "format": kind}
+    if arch is not None:
+        info["arch"] = arch
+    model = Model(module, spec, name=path.stem, output_activation=output_activation or "softmax", info=info)
+    outputs = _probe(model, path)
+    if labels is not None:
+        model.class_names = read_labels(labels, outputs)
+    return model
+
+
+def parse_floats(text: str, what: str) -> tuple[float, ...]:
+    """``"0.485,0.456,0.406"`` -> floats; ``what`` names the option in the error message."""
+    parts = [p.strip() for p in str(text).replace(";", ",").split(",")]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise NetinvertError(f"{what} {text!r} is not a comma-separated list of numbers (e.g. 0.485,0.456,0.406)")\
+            from None
+    if not values or any(v != v or v in (float("inf"), float("-inf")) for v in values):
+        raise NetinvertError(f"{what} {text!r} must be finite numbers, e.g. 0.485,0.456,0.406")
+    return values
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1,28,28"`` (or ``1x28x28``) -> ``(1, 28, 28)``: one input without the batch dimension."""
+    parts = [p.strip() for p in str(text).lower().replace("x", ",").split(",")]
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        raise NetinvertError(f"--input-shape {text!r} is not a comma-separated list of sizes "
+                             "(e.g. 1,28,28 or 3,224,224, without the batch dimension)") from None
+    if any(s <= 0 for s in shape):
+        raise NetinvertError(f"--input-shape {text!r} needs positive sizes (e.g. 1,28,28)")
+    return shape
+
+
+def read_labels(path: str | Path, expected: int | None = None) -> list[str]:
+    """Class names from a text file, one per line (blank trailing lines ignored)."""
+    path = Path(path).expanduser()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NetinvertError(f"cannot read labels file {path}: {exc}") from None
+    names = [line.strip() for line in lines]
+    while names and not names[-1]:
+        names.pop()
+    if not names:
+        raise NetinvertError(f"labels file {path} is empty: write one class name per line")
+    if expected is not None and len(names) != expected:
+        raise NetinvertError(f"labels file {path} has {len(names)} names but the model has {expected} outputs: "
+                             "write one class name per output, in output order")
+    return names
+
+
+# --------------------------------------------------------------------------- zoo names
+def _load_named(name: str, *, arch: str | None, trust_pickle: bool, input_shape: Any, input_range: Any,
+                mean: Any, std: Any, labels: Any, output_activation: str | None) -> Model:
+    looks_like_path = any(c in name for c in "/\\") or Path(name).suffix.lower() in _SUFFIXES
+    if looks_like_path:
+        raise NetinvertError(f"model file {name} does not exist: check the path")
+    given = [flag for flag, v in (("--arch", arch), ("--input-shape", input_shape), ("--input-range", input_range),
+                                  ("--mean", mean), ("--std", std)) if v is not None]
+    if trust_pickle:
+        given.append("--trust-pickle")
+    from netinvert.models.zoo import load_zoo, zoo_names
+
+    if given and name in zoo_names():
+        raise NetinvertError(f"{', '.join(given)} only apply to model files; the zoo model {name} "
+                             "describes its own input")
+    model = load_zoo(name)
+    if output_activation is not None:
+        model.output_activation = output_activation
+    if labels is not None:
+        model.class_names = read_labels(labels, model.num_outputs)
+    return model
+
+
+_SUFFIXES = {".pt", ".pth", ".onnx", ".safetensors", ".bin", ".ckpt", ".pkl", ".jit", ".torchscript"}
+
+
+# --------------------------------------------------------------------------- reading files
+def _read(path: Path, arch: str | None, arch_kwargs: Any, trust_pickle: bool,
+          shape: tuple[int, ...] | None) -> tuple[str, nn.Module, tuple[int, ...] | None]:
+    """(format, module, input shape the file states) for one model file."""
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        _no_arch(arch, path, "an ONNX model")
+        from netinvert.models.onnx_import import load_onnx
+
+        module = load_onnx(path, input_shape=shape)
+        return "onnx", module, module.item_shape
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except Exception as exc:
+            raise NetinvertError(f"cannot read {path} as safetensors: {exc}") from None
+        return "state_dict", _from_state_dict(state, path, arch, arch_kwargs), None
+    if _is_torchscript(path):
+        _no_arch(arch, path, "a TorchScript model")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise NetinvertError(f"cannot load TorchScript file {path}: {_first_line(exc)}") from None
+        return "torchscript", module, None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        if not trust_pickle:
+            raise NetinvertError(f"refusing to load {path}: {_PICKLE_HINT}") from None
+        return "pickle", _trusted_pickle(path, arch), None
+    except Exception as exc:
+        raise NetinvertError(f"cannot read {path} as a PyTorch, TorchScript or ONNX file: {_first_line(exc)}")\
+            from None
+    state = _state_dict_of(obj, path)
+    return "state_dict", _from_state_dict(state, path, arch, arch_kwargs), None
+
+
+def _no_arch(arch: str | None, path: Path, what: str) -> None:
+    if arch is not None:
+        raise NetinvertError(f"--arch applies to state dict files only; {path.name} is {what}: drop --arch")
+
+
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives hold compiled ``code/``; plain torch.save archives do not."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.split("/", 1)[-1].startswith("code/") or n.endswith("/constants.pkl") for n in z.namelist())
+
+
+def _trusted_pickle(path: Path, arch: str | None) -> nn.Module:
+    _no_arch(arch, path, "a pickled module")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise NetinvertError(f"cannot unpickle {path}: {_first_line(exc)} (the classes it references must be "
+                             "importable)") from None
+    if isinstance(obj, Mapping):
+        obj = obj.get("model", obj)
+    if not isinstance(obj, nn.Module):
+        raise NetinvertError(f"{path} holds a {type(obj).__name__}, not an nn.Module")
+    return obj
+
+
+def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            return tensors
+    raise NetinvertError(f"{path} holds no state dict (found {type(obj).__name__}); save one with "
+                         "torch.save(model.state_dict(), path), or export TorchScript / ONNX")
+
+
+def _from_state_dict(state: dict[str, torch.Tensor], path: Path, arch: str | None, arch_kwargs: Any) -> nn.Module:
+    if arch is None:
+        raise NetinvertError(f"{path.name} holds only weights (a state dict): pass --arch package.module:Class or "
+                             "--arch path/to/file.py:Class (and --arch-kwargs JSON) naming the network they belong to")
+    module = build_arch(arch, arch_kwargs)
+    _load_weights(module, state, path, arch)
+    return module
+
+
+def build_arch(arch: str, arch_kwargs: str | Mapping[str, Any] | None = None) -> nn.Module:
+    """Instantiate ``package.module:Name`` or ``path/file.py:Name`` with keyword arguments (dict or JSON)."""
+    target, sep, attr = arch.rpartition(":")
+    if not sep or not target or not attr:
+        raise NetinvertError(f"--arch {arch!r} must look like package.module:ClassName or path/to/file.py:ClassName")
+    kwargs = _kwargs(arch_kwargs)
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        namespace = _import_file(Path(target).expanduser())
+    else:
+        try:
+            namespace = importlib.import_module(target)
+        except Exception as exc:
+            raise NetinvertError(f"--arch: cannot import module {target!r} ({type(exc).__name__}: "
+                                 f"{_first_line(exc)}); is it installed or on PYTHONPATH?") from None
+    factory = getattr(namespace, attr, None)
+    if not callable(factory):
+        found = sorted(k for k, v in vars(namespace).items() if isinstance(v, type) and issubclass(v, nn.Module)
+                       and v.__module__ == namespace.__name__)
+        raise NetinvertError(f"--arch: {target} has no class or function {attr!r}; nn.Module classes there: "
+                             f"{choices(found) or 'none'}")
+    try:
+        module = factory(**kwargs)
+    except Exception as exc:
+        raise NetinvertError(f"--arch: {attr}(**{kwargs}) failed ({type(exc).__name__}: {_first_line(exc)}); "
+                             "check --arch-kwargs") from None
+    if not isinstance(module, nn.Module):
+        raise NetinvertError(f"--arch: {attr}(...) returned a {type(module).__name__}, not an nn.Module")
+    return module
+
+
+def _kwargs(arch_kwargs: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    if arch_kwargs is None:
+        return {}
+    if isinstance(arch_kwargs, Mapping):
+        return dict(arch_kwargs)
+    try:
+        value = json.loads(arch_kwargs)
+    except json.JSONDecodeError as exc:
+        raise NetinvertError(f"--arch-kwargs {arch_kwargs!r} is not valid JSON ({exc.msg}); "
+                             "give an object like '{\"width\": 64}'") from None
+    if not isinstance(value, dict):
+        raise NetinvertError(f"--arch-kwargs must be a JSON object like '{{\"width\": 64}}', got {arch_kwargs!r}")
+    return value
+
+
+def _import_file(path: Path) -> Any:
+    if not path.is_file():
+        raise NetinvertError(f"--arch: file {path} does not exist")
+    name = f"netinvert_arch_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise NetinvertError(f"--arch: cannot import {path} as Python")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise NetinvertError(f"--arch: importing {path} failed ({type(exc).__name__}: {_first_line(exc)})") from None
+    finally:
+        sys.path.remove(folder)
+    return module
+
+
+def _load_weights(module: nn.Module, state: dict[str, torch.Tensor], path: Path, arch: str) -> None:
+    expected = module.state_dict()
+    for prefix in ("module.", "model."):
+        if set(state) != set(expected) and all(k.startswith(prefix) for k in state):
+            stripped = {k[len(prefix):]: v for k, v in state.items()}
+            if set(stripped) == set(expected):
+                state = stripped
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [f"{k} {tuple(state[k].shape)} in file vs {tuple(v.shape)} in model"
+                  for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or mismatched:
+        problems = []
+        for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+            if keys:
+                problems.append(f"{what} ({len(keys)}): {choices(keys, limit=4)}")
+        raise NetinvertError(f"the weights in {path.name} do not fit --arch {arch}: {'; '.join(problems)}. "
+                             "Pass the --arch (and --arch-kwargs) the weights were trained with")
+    module.load_state_dict(state)
+
+
+# --------------------------------------------------------------------------- input description
+def _shape_hint(module: nn.Module) -> str:
+    first = next((m for m in module.modules() if not list(m.children()) and list(m.parameters(recurse=False))), None)
+    kind = getattr(first, "original_name", type(first).__name__) if first is not None else None
+    weight = getattr(first, "weight", None) if first is not None else None
+    if kind in ("Conv2d", "Conv1d", "Conv3d") and isinstance(weight, torch.Tensor):
+        channels = weight.shape[1] * int(getattr(first, "groups", 1))
+        spatial = {"Conv1d": "L", "Conv2d": "H,W", "Conv3d": "D,H,W"}[kind]
+        return f"its first layer is a {kind} on {channels} channels; pass --input-shape {channels},{spatial}"
+    return "the file does not say; pass --input-shape (without the batch dimension, e.g. 1,28,28)"
+
+
+def _infer_linear_shape(module: nn.Module) -> tuple[int, ...] | None:
+    first = next((m for m in module.modules() if not list(m.children()) and list(m.parameters(recurse=False))), None)
+    kind = getattr(first, "original_name", type(first).__name__) if first is not None else None
+    weight = getattr(first, "weight", None) if first is not None else None
+    if kind == "Linear" and isinstance(weight, torch.Tensor) and weight.dim() == 2:
+        return (int(weight.shape[1]),)
+    return None
+
+
+def _probe(model: Model, path: Path) -> int:
+    """Run a batch of two through the model so a wrong input description fails now, with its cause."""
+    try:
+        with torch.no_grad():
+            out = model(model.example_input(2))
+    except NetinvertError:
+        raise
+    except Exception as exc:
+        shape = ",".join(map(str, model.input_spec.shape))
+        raise NetinvertError(f"{path.name} does not run on inputs of shape {shape} (batch dimension excluded): "
+                             f"{_first_line(exc)}; pass the --input-shape it was trained on") from None
+    if not isinstance(out, torch.Tensor) or out.dim() < 1 or out.shape[0] != 2:
+        raise NetinvertError(f"{path.name} must return one tensor with the batch first; got "
+                             f"{type(out).__name__} {tuple(getattr(out, 'shape', ()))}")
+    model.info["num_outputs"] = int(out.reshape(2, -1).shape[1])
+    return model.info["num_outputs"]
+
+
+def _floats(values: Sequence[float] | None) -> tuple[float, ...] | None:
+    return tuple(float(v) for v in values) if values is not None else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
