@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,34 +184,45 @@ def _item(name: str, out: CaseOutcome) -> Item:
     return Item(name, out.status, out.reason, metrics)
 
 
-def run(model: Any, targets: Sequence[Any], domain: Any, *, timeout: float = 60.0, alpha_steps: int = 30,
-        lp_tighten: bool = False, seed: int = 0) -> Result:
-    """``invert(model, targets, domain, method="exact")``: one item per target (``OutputSet`` or ``Class``)."""
+def box_of(model: Any, domain: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Flat float64 bounds of a ``Box``, an L-inf ``Ball`` or a ``Domain`` over one of them (None: the input range)."""
+    from netinvert.domains.domain import Domain
     from netinvert.domains.sets import Ball, Box
+
+    region = domain.region if isinstance(domain, Domain) else (Box() if domain is None else domain)
+    if isinstance(region, Ball) and region.p != math.inf:
+        raise NetinvertError(f"exact methods need a box or an L-inf ball; this ball has p={region.p}: use p=inf or a Box")
+    if not isinstance(region, (Box, Ball)):
+        raise NetinvertError(f"exact methods need a Box or Ball domain, got {type(region).__name__}")
+    lo_t, hi_t = region.bounds(model.input_spec)
+    return lo_t.double().reshape(-1).numpy(), hi_t.double().reshape(-1).numpy()
+
+
+def as_output_set(model: Any, target: Any, num_outputs: int) -> tuple[OutputSet, str]:
+    """An ``OutputSet`` and its label from an ``OutputSet`` or ``Class(k, margin)`` target."""
     from netinvert.targets.units import Class
 
+    if isinstance(target, Class):
+        k = model.class_index(target.index)
+        return OutputSet.from_class(k, num_outputs, target.margin), f"class {model.class_label(k)} by {target.margin:g}"
+    if isinstance(target, OutputSet):
+        if target.num_outputs != num_outputs:
+            raise NetinvertError(f"output set is over {target.num_outputs} outputs but {model.name} has {num_outputs}")
+        return target, target.description
+    raise NetinvertError(f"exact methods support OutputSet and Class targets, not {type(target).__name__}")
+
+
+def run(model: Any, targets: Any, domain: Any = None, *, timeout: float = 60.0, alpha_steps: int = 30,
+        lp_tighten: bool = False, seed: int = 0) -> Result:
+    """``invert(model, targets, domain, method="exact")``: one item per target (``OutputSet`` or ``Class``)."""
+    lo, hi = box_of(model, domain)
     spec = model.input_spec
-    if isinstance(domain, Ball) and domain.p != math.inf:
-        raise NetinvertError(f"exact needs a box or an L-inf ball; the ball has p={domain.p}: use Ball(..., p=inf) or Box")
-    if not isinstance(domain, (Box, Ball)):
-        raise NetinvertError(f"exact needs a Box or Ball domain, got {type(domain).__name__}")
-    lo_t, hi_t = domain.bounds(spec)
-    lo, hi = lo_t.double().reshape(-1).numpy(), hi_t.double().reshape(-1).numpy()
     net = from_torch(model.module, spec.shape, mean=spec.mean, std=spec.std, name=model.name)
     check = torch_checker(model, spec.shape)
     items, rows, outs, results = [], [], [], []
     t0 = time.perf_counter()
-    for target in targets:
-        if isinstance(target, Class):
-            k = model.class_index(target.index)
-            oset = OutputSet.from_class(k, net.num_outputs, target.margin)
-            name = f"class {model.class_label(k)} by {target.margin:g}"
-        elif isinstance(target, OutputSet):
-            if target.num_outputs != net.num_outputs:
-                raise NetinvertError(f"output set is over {target.num_outputs} outputs but {model.name} has {net.num_outputs}")
-            oset, name = target, target.description
-        else:
-            raise NetinvertError(f"exact supports OutputSet and Class targets, not {type(target).__name__}")
+    for target in targets if isinstance(targets, (list, tuple)) else [targets]:
+        oset, name = as_output_set(model, target, net.num_outputs)
         out = solve_case(net, lo, hi, oset, check, timeout=timeout, alpha_steps=alpha_steps, lp_tighten=lp_tighten, seed=seed)
         items.append(_item(name, out))
         results.append(out)
