@@ -7,6 +7,7 @@ for a seed. The final inputs are re-scored by a plain forward pass without trans
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -14,7 +15,8 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch import nn
 
-from netinvert.domains import priors
+from netinvert.domains import bn_prior, priors
+from netinvert.domains import diversity as diverse
 from netinvert.domains.data_prior import prior_for
 from netinvert.domains.domain import Domain
 from netinvert.domains.sets import Ball
@@ -96,12 +98,15 @@ def run(
     progress: bool | None = None,
     penalties: list[Penalty] | None = None,
     penalty_layers: tuple[str, ...] = (),
+    diversity: int = 1,
 ) -> Result:
     """Optimize one input per target; returns a scored ``Result``.
 
     ``penalties`` are extra per-item loss terms ``f(x, acts) -> (B,)`` reading ``penalty_layers``
     (used by the BN-statistics and diversity priors). ``early_stop`` ends the run once every
     class target is reached with probability >= ``goal_prob`` (checked every ``check_every`` steps).
+    ``diversity=K`` returns K distinct inputs per target (items ``i*K .. i*K+K-1`` serve target i).
+    The BN-statistics prior follows ``domain.bn_prior`` (default: on when the model has BatchNorm).
     """
     if steps < 1:
         raise NetinvertError(f"steps={steps} must be >= 1")
@@ -112,8 +117,14 @@ def run(
     if batch_size is not None and batch_size < 1:
         raise NetinvertError(f"batch size {batch_size} must be >= 1")
     chunk = batch_size or len(resolved)
+    layer = diverse.default_layer(model) if diverse.check(diversity) > 1 else None
+    if layer is not None:
+        resolved, chunk = diverse.repeat(resolved, diversity), diverse.group_chunk(chunk, diversity)
+        penalties, penalty_layers = [*(penalties or []), diverse.penalty(layer, diversity)], (*penalty_layers, layer)
+        if domain.init is not None:
+            domain = dataclasses.replace(domain, init=domain.init.repeat_interleave(diversity, 0))
     start = time.perf_counter()
-    with threads(threads_):
+    with threads(threads_), bn_prior.bn_penalty(model, domain.bn_prior) as bn_terms:
         parts = []
         for i in range(0, len(resolved), chunk):
             part_domain = domain
@@ -122,19 +133,23 @@ def run(
 
                 part_domain = replace(domain, init=domain.init[i : i + chunk])
             parts.append(_optimize(model, resolved[i : i + chunk], part_domain, steps, lr, seed + i, early_stop,
-                                   goal_prob, check_every, progress, penalties or [], penalty_layers))
+                                   goal_prob, check_every, progress, [*(penalties or []), *bn_terms], penalty_layers))
         inputs = torch.cat([p[0] for p in parts])
         outputs, items = score(model, resolved, inputs, goal_prob)
     history = {"objective": [sum(vals, []) for vals in zip(*[p[1] for p in parts], strict=False)]}
     steps_run = sum(p[2] for p in parts)
     total = time.perf_counter() - start
-    return Result(
+    result = Result(
         method="gradient", model=model.name, inputs=inputs, outputs=outputs, items=items, history=history,
         timing={"total_s": total, "steps": steps_run, "per_step_ms": 1000 * sum(p[3] for p in parts) / max(steps_run, 1)},
         info={"options": {"steps": steps, "lr": lr, "seed": seed, "param": domain.resolved_param(model.input_spec),
                           "goal_prob": goal_prob}},
         value_range=(model.input_spec.low, model.input_spec.high),
     )
+    bn_prior.annotate(result, model, domain.bn_prior)
+    if layer is not None:
+        diverse.annotate(result, model, diversity, layer)
+    return result
 
 
 def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, lr: float, seed: int,

@@ -1,0 +1,114 @@
+"""Diversity: K distinct inputs per target (Lucid's diversity objective, Olah et al. 2017).
+
+Each target is repeated K times in a row; a penalty on the cosine similarity between the
+normalized Gram matrices of one layer's activations (its "style") pushes the K copies of a
+target apart while each still maximizes the target. ``score`` measures the result: the mean
+cosine distance between copies in the same layer's feature space (0 = identical features).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from netinvert.errors import NetinvertError
+from netinvert.models.wrapper import Model
+from netinvert.result import Result
+from netinvert.targets.base import Target
+
+DEFAULT_WEIGHT = 30.0
+Penalty = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
+
+
+def check(k: int) -> int:
+    if not isinstance(k, int) or k < 1:
+        raise NetinvertError(f"diversity={k!r} must be a whole number >= 1 (images per target)")
+    return k
+
+
+def repeat(targets: list[Target], k: int) -> list[Target]:
+    """Each target ``k`` times in a row: item ``i * k + j`` is copy ``j`` of target ``i``."""
+    return [t for t in targets for _ in range(check(k))]
+
+
+def group_chunk(chunk: int, k: int) -> int:
+    """The smallest multiple of ``k`` that is >= ``chunk``, so no target's copies straddle two batches."""
+    return -(-chunk // k) * k
+
+
+def default_layer(model: Model) -> str:
+    """The middle one of the model's leaf layers with spatial output (or of all hidden leaf layers)."""
+    order: list[tuple[str, int]] = []
+    handles = []
+    leaves = [(n, m) for n, m in model.module.named_modules() if n and not any(True for _ in m.children())]
+    try:
+        for name, module in leaves:
+
+            def hook(_m: Any, _i: Any, out: Any, name: str = name) -> None:
+                if isinstance(out, torch.Tensor) and out.dim() >= 2:
+                    order.append((name, out.dim()))
+
+            handles.append(module.register_forward_hook(hook))
+        with torch.no_grad():
+            model(model.example_input(1))
+    finally:
+        for h in handles:
+            h.remove()
+    hidden = list(dict.fromkeys(order))[:-1]
+    if not hidden:
+        raise NetinvertError(f"{model.name} has no hidden layer to measure diversity on: use diversity=1")
+    spatial = [name for name, dim in hidden if dim >= 4]
+    pool = spatial or [name for name, _ in hidden]
+    return pool[len(pool) // 2]
+
+
+def _grams(a: torch.Tensor) -> torch.Tensor:
+    """Per-item Gram matrix of channels over positions, flattened and L2-normalized: (B, C*C)."""
+    flat = a.flatten(2) if a.dim() > 2 else a[:, :, None]
+    gram = flat @ flat.transpose(1, 2) / flat.shape[2]
+    return F.normalize(gram.flatten(1), dim=1, eps=1e-10)
+
+
+def _mean_to_siblings(vectors: torch.Tensor, k: int) -> torch.Tensor:
+    """For each row, its mean dot product with the other k-1 rows of its group of k."""
+    groups = vectors.reshape(-1, k, vectors.shape[1])
+    sim = groups @ groups.transpose(1, 2)
+    others = sim.sum(2) - torch.diagonal(sim, dim1=1, dim2=2)
+    return (others / (k - 1)).reshape(-1)
+
+
+def penalty(layer: str, k: int, weight: float = DEFAULT_WEIGHT) -> Penalty:
+    """``f(x, acts) -> (B,)``: each copy's mean Gram similarity to the other copies of its target, times ``weight``."""
+    check(k)
+
+    def fn(x: torch.Tensor, acts: dict[str, torch.Tensor]) -> torch.Tensor:
+        a = acts[layer]
+        if a.shape[0] % k:
+            raise NetinvertError(f"batch of {a.shape[0]} is not whole groups of {k} copies; use a multiple of {k}")
+        return weight * _mean_to_siblings(_grams(a), k)
+
+    return fn
+
+
+@torch.no_grad()
+def score(model: Model, inputs: torch.Tensor, k: int, layer: str) -> torch.Tensor:
+    """Per item: mean cosine distance (1 - cos) of its ``layer`` features to the other copies of its target."""
+    check(k)
+    if k == 1:
+        return inputs.new_zeros(inputs.shape[0])
+    _, acts = model.capture(inputs, (layer,))
+    features = F.normalize(acts[layer].flatten(1), dim=1, eps=1e-10)
+    return 1.0 - _mean_to_siblings(features, k)
+
+
+def annotate(result: Result, model: Model, k: int, layer: str) -> None:
+    """Add each item's ``diversity`` score and copy number, caption copies ``#1..#k``, record the layer."""
+    values = score(model, result.inputs, k, layer)
+    for i, item in enumerate(result.items):
+        item.metrics.update(diversity=float(values[i]), copy=i % k)
+    result.labels = [f"{item.target} #{i % k + 1}" for i, item in enumerate(result.items)]
+    result.info["diversity"] = {"copies": k, "layer": layer, "weight": DEFAULT_WEIGHT,
+                                "mean": float(values.mean()) if len(values) else None}
