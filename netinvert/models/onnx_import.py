@@ -612,7 +612,7 @@ def _gather(n: _Node, xs: list) -> Tensor:
     axis = _axis(int(n.attr("axis", 0)), x.dim())
     idx = torch.where(idx < 0, idx + x.shape[axis], idx)
     out = x.index_select(axis, idx.reshape(-1))
-    return out.reshape(*x.shape[:axis], *idx.shape, *x.shape[axis + 1:])
+    return out.reshape((*x.shape[:axis], *idx.shape, *x.shape[axis + 1:]))
 
 
 def _gather_elements(n: _Node, xs: list) -> Tensor:
