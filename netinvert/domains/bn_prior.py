@@ -11,12 +11,15 @@ an item's result does not depend on which other targets share its batch. For BN 
 without spatial positions (``BatchNorm1d`` on ``(B, C)``) the item's standardized values
 across channels should have mean 0 and mean square 1.
 
-The BN *inputs* are captured with forward pre-hooks that exist only inside ``bn_penalty``.
+By default (weight ``None``) the prior is on for models with BN layers when the targets are
+outputs (classes, as in DeepInversion) and off for hidden-unit targets, whose own activation
+statistics it would pin down. The BN *inputs* are captured with forward pre-hooks that exist
+only inside ``bn_penalty`` and ``bn_distance``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,6 +29,7 @@ from torch import nn
 from netinvert.errors import NetinvertError
 from netinvert.models.wrapper import Model
 from netinvert.result import Result
+from netinvert.targets.base import Target
 
 DEFAULT_WEIGHT = 10.0
 FIRST_LAYER_WEIGHT = 10.0
@@ -39,10 +43,12 @@ def bn_layers(model: Model) -> list[str]:
             and m.running_var is not None]
 
 
-def resolve_weight(weight: float | None, model: Model) -> float:
-    """The prior's weight: ``weight`` as given, or ``DEFAULT_WEIGHT`` when ``None`` and the model has BN layers."""
+def resolve_weight(weight: float | None, model: Model, targets: Sequence[Target] = ()) -> float:
+    """The prior's weight: ``weight`` as given; for ``None``, ``DEFAULT_WEIGHT`` when the model has BN layers
+    and no target reads a hidden layer (a unit's own activation statistics are what the prior pins down,
+    so it would flatten unit visualizations), else 0."""
     if weight is None:
-        return DEFAULT_WEIGHT if bn_layers(model) else 0.0
+        return DEFAULT_WEIGHT if bn_layers(model) and not any(t.layers for t in targets) else 0.0
     if weight < 0:
         raise NetinvertError(f"BN prior weight {weight} must be >= 0 (0 switches it off)")
     return float(weight)
@@ -101,12 +107,13 @@ def _weighted_distance(model: Model, store: dict[str, torch.Tensor], names: list
 
 
 @contextmanager
-def bn_penalty(model: Model, weight: float | None, first_weight: float = FIRST_LAYER_WEIGHT) -> Iterator[list[Penalty]]:
+def bn_penalty(model: Model, weight: float | None, targets: Sequence[Target] = (),
+               first_weight: float = FIRST_LAYER_WEIGHT) -> Iterator[list[Penalty]]:
     """Inside the block: ``[penalty]`` with ``penalty(x, acts) -> (B,)`` reading the last forward's BN inputs.
 
-    Yields an empty list when the prior is off (weight 0, or ``None`` on a model without BN).
+    Yields an empty list when the prior is off (see ``resolve_weight``).
     """
-    w = resolve_weight(weight, model)
+    w = resolve_weight(weight, model, targets)
     names = bn_layers(model)
     if w == 0 or not names:
         if weight:
@@ -132,12 +139,12 @@ def bn_distance(model: Model, inputs: torch.Tensor, first_weight: float = FIRST_
         return _weighted_distance(model, store, names, first_weight)
 
 
-def annotate(result: Result, model: Model, weight: float | None) -> None:
+def annotate(result: Result, model: Model, weight: float | None, targets: Sequence[Target] = ()) -> None:
     """On a model with BN layers: each item's ``bn_distance`` and the prior's weight in ``result.info``."""
     if not bn_layers(model):
         return
     values = bn_distance(model, result.inputs)
     for item, value in zip(result.items, values.tolist(), strict=True):
         item.metrics["bn_distance"] = value
-    result.info["bn_prior"] = {"weight": resolve_weight(weight, model), "first_layer_weight": FIRST_LAYER_WEIGHT,
+    result.info["bn_prior"] = {"weight": resolve_weight(weight, model, targets), "first_layer_weight": FIRST_LAYER_WEIGHT,
                                "layers": bn_layers(model)}

@@ -106,7 +106,7 @@ def run(
     (used by the BN-statistics and diversity priors). ``early_stop`` ends the run once every
     class target is reached with probability >= ``goal_prob`` (checked every ``check_every`` steps).
     ``diversity=K`` returns K distinct inputs per target (items ``i*K .. i*K+K-1`` serve target i).
-    The BN-statistics prior follows ``domain.bn_prior`` (default: on when the model has BatchNorm).
+    The BN-statistics prior follows ``domain.bn_prior`` (default: on for class targets on models with BatchNorm).
     """
     if steps < 1:
         raise NetinvertError(f"steps={steps} must be >= 1")
@@ -124,7 +124,7 @@ def run(
         if domain.init is not None:
             domain = dataclasses.replace(domain, init=domain.init.repeat_interleave(diversity, 0))
     start = time.perf_counter()
-    with threads(threads_), bn_prior.bn_penalty(model, domain.bn_prior) as bn_terms:
+    with threads(threads_), bn_prior.bn_penalty(model, domain.bn_prior, resolved) as bn_terms:
         parts = []
         for i in range(0, len(resolved), chunk):
             part_domain = domain
@@ -146,7 +146,7 @@ def run(
                           "goal_prob": goal_prob}},
         value_range=(model.input_spec.low, model.input_spec.high),
     )
-    bn_prior.annotate(result, model, domain.bn_prior)
+    bn_prior.annotate(result, model, domain.bn_prior, resolved)
     if layer is not None:
         diverse.annotate(result, model, diversity, layer)
     return result
