@@ -1,0 +1,172 @@
+"""The ``bounds`` method: a certified over-approximation of the preimage of an output set.
+
+For low-dimensional inputs the domain box is split recursively (widest side first); each box is
+bounded with CROWN, batched over boxes. A box whose bounds refute every disjunct is *outside*
+(no input in it reaches the set); a box whose bounds satisfy some disjunct is *inside* (every
+input reaches it); the rest are *uncertain* once the box budget is spent. The preimage lies in
+inside + uncertain (the over-approximation) and contains inside (the under-approximation).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from netinvert.errors import NetinvertError
+from netinvert.methods.exact import as_output_set, box_of, torch_checker
+from netinvert.result import Item, Result
+from netinvert.solvers import linear_bounds as lb
+from netinvert.solvers.piecewise import PLNet, from_torch
+from netinvert.targets.output_set import OutputSet
+
+MAX_DIM = 8
+
+
+def preimage_boxes(net: PLNet, lo: np.ndarray, hi: np.ndarray, target: OutputSet, *, max_boxes: int = 4000,
+                   batch: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes (K, 2, n) with labels +1 inside / 0 uncertain (outside boxes are dropped) and the count examined."""
+    layers = lb.layers_of(net)
+    a = torch.as_tensor(np.vstack([d[0] for d in target.disjuncts]), dtype=lb.DT)
+    b = torch.as_tensor(np.concatenate([d[1] for d in target.disjuncts]), dtype=lb.DT)
+    owner = np.concatenate([[i] * d[0].shape[0] for i, d in enumerate(target.disjuncts)])
+    queue = [np.stack([lo, hi])]
+    kept: list[np.ndarray] = []
+    labels: list[int] = []
+    examined = 0
+    while queue:
+        chunk, queue = queue[:batch], queue[batch:]
+        boxes = np.stack(chunk)
+        examined += len(boxes)
+        lo_t = torch.as_tensor(boxes[:, 0], dtype=lb.DT)
+        hi_t = torch.as_tensor(boxes[:, 1], dtype=lb.DT)
+        with torch.no_grad():
+            bounds = lb.crown(layers, lo_t, hi_t)
+            low = lb.spec_lower(layers, bounds, a, b, lo_t, hi_t).numpy()  # lower bound of a y - b
+            up = -lb.spec_lower(layers, bounds, -a, -b, lo_t, hi_t).numpy()  # upper bound of a y - b
+        for j, box in enumerate(boxes):
+            refuted = all(np.any(low[j, owner == d] > 0) for d in range(len(target.disjuncts)))
+            if refuted:
+                continue
+            inside = any(np.all(up[j, owner == d] <= 0) for d in range(len(target.disjuncts)))
+            if inside:
+                kept.append(box)
+                labels.append(1)
+            elif examined + len(queue) + 2 <= max_boxes:
+                side = int(np.argmax((box[1] - box[0]) / np.maximum(hi - lo, 1e-30)))
+                mid = 0.5 * (box[0, side] + box[1, side])
+                left, right = box.copy(), box.copy()
+                left[1, side] = mid
+                right[0, side] = mid
+                queue += [left, right]
+            else:
+                kept.append(box)
+                labels.append(0)
+    return (np.stack(kept) if kept else np.zeros((0, 2, lo.size))), np.array(labels, dtype=int), np.array(examined)
+
+
+def _volume(boxes: np.ndarray) -> float:
+    return float(np.prod(boxes[:, 1] - boxes[:, 0], axis=1).sum()) if len(boxes) else 0.0
+
+
+def run(model: Any, targets: Any, domain: Any = None, *, max_boxes: int = 4000, plot: str | os.PathLike[str] | None = None
+        ) -> Result:
+    """``invert(model, targets, domain, method="bounds")``: one item per target with certified volumes.
+
+    ``found``: a certified-inside box exists (its centre is the input); ``none-exists``: every box
+    was refuted; ``unknown``: only uncertain boxes remain. ``info["preimage"]`` holds the boxes.
+    """
+    spec = model.input_spec
+    lo, hi = box_of(model, domain)
+    if lo.size > MAX_DIM:
+        raise NetinvertError(
+            f"method 'bounds' splits the input box and scales to about {MAX_DIM} inputs; {model.name} has {lo.size}: "
+            "use method='exact' for high-dimensional inputs"
+        )
+    net = from_torch(model.module, spec.shape, mean=spec.mean, std=spec.std, name=model.name)
+    check = torch_checker(model, spec.shape)
+    total = float(np.prod(hi - lo))
+    items, rows, outs, pre = [], [], [], []
+    t0 = time.perf_counter()
+    for target in targets if isinstance(targets, (list, tuple)) else [targets]:
+        oset, name = as_output_set(model, target, net.num_outputs)
+        ts = time.perf_counter()
+        boxes, labels, examined = preimage_boxes(net, lo, hi, oset, max_boxes=max_boxes)
+        inside, uncertain = boxes[labels == 1], boxes[labels == 0]
+        x = np.full(lo.size, np.nan)
+        if len(inside):
+            x = inside[np.argmax(np.prod(inside[:, 1] - inside[:, 0], axis=1))].mean(axis=0)
+        elif len(uncertain):
+            centres = uncertain.mean(axis=1)
+            ok = oset.contains(check(centres)[1], 1e-9)
+            if ok.any():
+                x = centres[int(np.argmax(ok))]
+        y = check(x[None])[1][0] if np.all(np.isfinite(x)) else np.full(net.num_outputs, np.nan)
+        if np.all(np.isfinite(x)):
+            status, reason = "found", ""
+        elif not len(boxes):
+            status, reason = "none-exists", ""
+        else:
+            status, reason = "unknown", f"box budget spent with {len(uncertain)} uncertain boxes"
+        v_over, v_under = _volume(boxes), _volume(inside)
+        items.append(Item(name, status, reason, {
+            "volume_over": v_over, "volume_under": v_under, "fraction_over": v_over / total if total else math.nan,
+            "fraction_under": v_under / total if total else math.nan, "boxes_inside": int(len(inside)),
+            "boxes_uncertain": int(len(uncertain)), "boxes_examined": int(examined), "stage": "bounds",
+            "solve_seconds": time.perf_counter() - ts}))
+        rows.append(x)
+        outs.append(y)
+        pre.append({"target": name, "inside": inside, "uncertain": uncertain, "domain": [lo, hi]})
+    result = Result(
+        method="bounds", model=model.name, inputs=torch.as_tensor(np.stack(rows)).float().reshape(-1, *spec.shape),
+        outputs=torch.as_tensor(np.stack(outs)).float(), items=items, timing={"total": time.perf_counter() - t0},
+        info={"preimage": pre}, value_range=(spec.low, spec.high),
+    )
+    if plot is not None:
+        plot_preimage(model, result, plot)
+    return result
+
+
+def plot_preimage(model: Any, result: Result, path: str | os.PathLike[str], which: int = 0, grid: int = 300) -> Path:
+    """PNG of a 2-D model's decision regions with the certified inside (green) and uncertain (orange) boxes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    pre = result.info["preimage"][which]
+    lo, hi = pre["domain"]
+    if lo.size != 2:
+        raise NetinvertError(f"preimage plots need 2-D inputs; {model.name} has {lo.size}")
+    g0, g1 = np.meshgrid(np.linspace(lo[0], hi[0], grid), np.linspace(lo[1], hi[1], grid))
+    pts = torch.as_tensor(np.stack([g0.ravel(), g1.ravel()], axis=1), dtype=torch.float32)
+    with torch.no_grad():
+        cls = model(pts.reshape(-1, *model.input_spec.shape)).reshape(len(pts), -1).argmax(dim=1).numpy().reshape(grid, grid)
+    fig, ax = plt.subplots(figsize=(6, 6), dpi=100)
+    ax.contourf(g0, g1, cls, levels=np.arange(cls.max() + 2) - 0.5, cmap="Pastel1", alpha=0.8)
+    for box in pre["uncertain"]:
+        ax.add_patch(Rectangle(box[0], *(box[1] - box[0]), fill=True, fc="orange", ec="darkorange", lw=0.3, alpha=0.6))
+    for box in pre["inside"]:
+        ax.add_patch(Rectangle(box[0], *(box[1] - box[0]), fill=True, fc="tab:green", ec="darkgreen", lw=0.3, alpha=0.5))
+    item = result.items[which]
+    ax.set_title(f"{pre['target']}: inside {item.metrics['fraction_under']:.1%}, over-approx {item.metrics['fraction_over']:.1%}")
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(lo[1], hi[1])
+    out = Path(path)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent if out.parent.exists() else None)
+    os.close(fd)
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, out)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out

@@ -1,0 +1,103 @@
+"""The VNNLIB reader and the OutputSet target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from netinvert.errors import NetinvertError
+from netinvert.targets.base import Target
+from netinvert.targets.output_set import OutputSet
+from netinvert.targets.vnnlib import parse_vnnlib, read_vnnlib
+
+SHARED = Path(__file__).parents[2] / "shared" / "data" / "vnncomp"
+
+HEADER = "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
+
+
+def test_reads_the_shared_families() -> None:
+    assert SHARED.is_dir(), f"missing {SHARED}: the shared data folder must sit beside the repository"
+    prop = read_vnnlib(SHARED / "test" / "test_prop.vnnlib")
+    assert (prop.num_inputs, prop.num_outputs, len(prop.cases)) == (5, 5, 1)
+    case = prop.cases[0]
+    assert case.lo[0] == pytest.approx(-0.30353115613746867) and case.hi[0] == pytest.approx(-0.29855281193475053)
+    a, b = case.output.disjuncts[0]
+    assert a.shape == (4, 5) and np.all(a[:, 0] == 1) and np.all(b == 0)  # Y_0 <= Y_j for j = 1..4
+    mnist = read_vnnlib(SHARED / "mnist_fc" / "vnnlib" / "prop_0_0.03.vnnlib")
+    assert (mnist.num_inputs, mnist.num_outputs) == (784, 10)
+    out = mnist.cases[0].output
+    assert len(out.disjuncts) == 9 and all(a.shape == (1, 10) for a, _ in out.disjuncts)
+    y = np.zeros(10)
+    y[4] = 1.0
+    assert not out.contains(y)[0]  # label 4 wins: no disjunct holds
+    y[2] = 1.0
+    assert out.contains(y)[0]  # a tie Y_2 >= Y_4 satisfies the non-strict spec
+    width = mnist.cases[0].hi - mnist.cases[0].lo
+    assert 0.0 < width.min() and width.max() <= 0.06 + 1e-6  # an L-inf ball of radius 0.03 clipped to [0, 1]
+
+
+def test_linear_terms_and_input_disjunction() -> None:
+    text = HEADER + """
+    ; two input boxes, each with its own output constraint
+    (assert (or (and (>= X_0 0) (<= X_0 1) (>= X_1 0) (<= X_1 1) (<= (+ Y_0 (* 2 Y_1)) 3))
+                (and (>= X_0 2) (<= X_0 3) (>= X_1 -1) (<= X_1 0) (>= (- Y_0 Y_1) 0.5))))
+    """
+    spec = parse_vnnlib(text)
+    assert len(spec.cases) == 2
+    c0, c1 = spec.cases
+    np.testing.assert_allclose(c0.lo, [0, 0])
+    np.testing.assert_allclose(c1.hi, [3, 0])
+    a0, b0 = c0.output.disjuncts[0]
+    np.testing.assert_allclose(a0, [[1, 2]])
+    np.testing.assert_allclose(b0, [3])
+    a1, b1 = c1.output.disjuncts[0]
+    np.testing.assert_allclose(a1, [[-1, 1]])
+    np.testing.assert_allclose(b1, [-0.5])
+
+
+@pytest.mark.parametrize(
+    ("body", "pattern"),
+    [
+        ("(assert (<= X_0 1)", r"<vnnlib>:5:1: '\(' is never closed"),
+        ("(assert (<= X_0 1)))", r"<vnnlib>:5:20: unbalanced '\)'"),
+        ("(assert (<= X_7 1))", r"<vnnlib>:5:13: variable X_7 is used but not declared"),
+        ("(assert (foo X_0 1))", r"<vnnlib>:5:10: unknown operator 'foo'"),
+        ("(assert (<= (* X_0 X_1) 1))", r"<vnnlib>:5:14: product of two variables"),
+        ("(assert (<= X_0 Y_0))", r"<vnnlib>:5:10: a constraint mixes inputs X and outputs Y"),
+        ("(assert (<= (+ X_0 X_1) 1))", r"<vnnlib>:5:10: input constraints must bound one X_i"),
+        ("(assert (<= X_0 abc))", r"<vnnlib>:5:17: 'abc' is neither a number"),
+    ],
+)
+def test_malformed_files_name_line_and_column(body: str, pattern: str) -> None:
+    with pytest.raises(NetinvertError, match=pattern):
+        parse_vnnlib(HEADER + body)
+
+
+def test_unbounded_input_and_gaps_are_errors() -> None:
+    with pytest.raises(NetinvertError, match="X_1 has no lower or upper bound"):
+        parse_vnnlib(HEADER + "(assert (>= X_0 0))(assert (<= X_0 1))(assert (<= X_1 1))")
+    with pytest.raises(NetinvertError, match="X_1 is not declared"):
+        parse_vnnlib("(declare-const X_0 Real)(declare-const X_2 Real)(declare-const Y_0 Real)")
+    with pytest.raises(NetinvertError, match="cannot read VNNLIB file"):
+        read_vnnlib("/nonexistent/spec.vnnlib")
+
+
+def test_output_set_builders_and_objective() -> None:
+    cls = OutputSet.from_class(1, 3, margin=0.5)
+    assert isinstance(cls, Target)
+    y = np.array([[0.0, 1.0, 0.2], [0.0, 0.4, 0.1], [2.0, 1.0, 0.0]])
+    np.testing.assert_allclose(cls.violations(y), [-0.3, 0.2, 1.5])
+    np.testing.assert_array_equal(cls.contains(y), [True, False, False])
+    obj = cls.objective(torch.tensor(y), {})
+    np.testing.assert_allclose(obj.numpy(), -cls.violations(y))  # maximize: positive exactly inside the set
+    other = OutputSet.not_class(1, 3)
+    np.testing.assert_array_equal(other.contains(y), [False, False, True])
+    both = OutputSet.all_of([OutputSet.linear([[1, 0, 0]], [1.0]), OutputSet.any_of([OutputSet.linear([[0, 1, 0]], [0.5]),
+                                                                                        OutputSet.linear([[0, 0, 1]], [0.0])])])
+    assert len(both.disjuncts) == 2
+    np.testing.assert_array_equal(both.contains(y), [True, True, False])
+    with pytest.raises(NetinvertError, match="does not fit 3 outputs"):
+        OutputSet(((np.ones((1, 2)), np.zeros(1)),), 3)
