@@ -143,6 +143,19 @@ def test_onnx_agrees_with_onnxruntime_and_hooks_see_the_batch(trained: Trained) 
     assert acts[conv].shape == (5, 8, 8, 8)
 
 
+@pytest.mark.slow
+def test_the_dynamo_exporter_output_loads_too(trained: Trained, tmp_path: Path) -> None:
+    path = tmp_path / "dynamo.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(trained.net, (trained.x_test[:2],), str(path), dynamo=True,
+                          dynamic_shapes=({0: torch.export.Dim("batch")},))
+    model = load(path)
+    assert model.input_spec.shape == (1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(model(trained.x_test), _reference(trained), atol=1e-4)
+
+
 def test_gradients_through_onnx_match_the_original(trained: Trained) -> None:
     model = load(trained.onnx)
     x = trained.x_test[:4].clone().requires_grad_(True)

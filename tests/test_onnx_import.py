@@ -36,7 +36,7 @@ def save(path: Path, nodes: list, x_shape: list, consts: dict[str, np.ndarray], 
         [helper.make_tensor_value_info(name, elem, None) for name, elem in (outputs or [("y", F32)])],
         initializer=[numpy_helper.from_array(v, k) for k, v in consts.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
+    model.ir_version = 10
     path.write_bytes(model.SerializeToString())
     return path
 
@@ -79,6 +79,8 @@ CASES = [
     ("BatchNormalization", [2, 3], {}, [rand(3), rand(3), rand(3), np.abs(rand(3)) + 0.5], 9),
     ("InstanceNormalization", [2, 3, 5, 5], {}, [rand(3), rand(3)], 13),
     ("LayerNormalization", [2, 3, 5, 5], dict(axis=-2), [rand(5, 5), rand(5, 5)], 17),
+    ("GroupNormalization", [2, 6, 3, 3], dict(num_groups=2, epsilon=1e-3), [rand(2), rand(2)], 18),
+    ("GroupNormalization", [2, 6, 3, 3], dict(num_groups=2), [rand(6), rand(6)], 21),
     ("LRN", [2, 5, 4, 4], dict(size=3, alpha=0.2, beta=0.75, bias=1.5), [], 13),
     ("LRN", [2, 5, 4, 4], dict(size=5), [], 13),
     ("Softmax", [2, 3, 4], dict(axis=1), [], 11),

@@ -143,7 +143,7 @@ def _load_named(name: str, *, arch: str | None, trust_pickle: bool, input_shape:
     return model
 
 
-_SUFFIXES = {".pt", ".pth", ".onnx", ".safetensors", ".bin", ".ckpt", ".pkl", ".jit", ".torchscript"}
+_SUFFIXES = {".pt", ".pth", ".onnx", ".safetensors", ".bin", ".ckpt", ".pkl", ".jit", ".ts", ".torchscript"}
 
 
 # --------------------------------------------------------------------------- reading files
