@@ -98,6 +98,6 @@ def test_output_set_builders_and_objective() -> None:
     both = OutputSet.all_of([OutputSet.linear([[1, 0, 0]], [1.0]), OutputSet.any_of([OutputSet.linear([[0, 1, 0]], [0.5]),
                                                                                         OutputSet.linear([[0, 0, 1]], [0.0])])])
     assert len(both.disjuncts) == 2
-    np.testing.assert_array_equal(both.contains(y), [True, True, False])
+    np.testing.assert_array_equal(both.contains(y), [False, True, False])
     with pytest.raises(NetinvertError, match="does not fit 3 outputs"):
         OutputSet(((np.ones((1, 2)), np.zeros(1)),), 3)
