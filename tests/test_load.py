@@ -224,6 +224,8 @@ def test_unreadable_files_give_one_line_errors(tmp_path: Path) -> None:
         load(bad, arch="netinvert.models.architectures:digits_mlp")
     with pytest.raises(NetinvertError, match="does not exist"):
         load(tmp_path / "missing.onnx")
+    with pytest.raises(NetinvertError, match="is a folder"):
+        load(tmp_path)
 
 
 def test_input_description_is_checked_against_the_network(trained: Trained) -> None:

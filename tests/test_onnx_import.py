@@ -343,6 +343,17 @@ def test_constants_fold_into_buffers_and_names_stay_unique(tmp_path: Path) -> No
     assert module.double()(torch.from_numpy(x).double()).dtype == torch.float64
 
 
+def test_half_precision_graphs_compute_in_the_input_dtype(tmp_path: Path) -> None:
+    nodes = [helper.make_node("Cast", ["x"], ["h"], name="to_half", to=TensorProto.FLOAT16),
+             helper.make_node("Conv", ["h", "w"], ["c"], name="conv", auto_pad="SAME_UPPER"),
+             helper.make_node("Cast", ["c"], ["y"], name="to_float", to=TensorProto.FLOAT)]
+    path = save(tmp_path / "half.onnx", nodes, ["N", 2, 6, 6], {"w": rand(3, 2, 3, 3).astype(np.float16)}, 13)
+    x = rand(2, 2, 6, 6)
+    expected, got = run_both(path, x)
+    np.testing.assert_allclose(got[0], expected[0], atol=2e-2)
+    assert got[0].dtype == np.float32
+
+
 def test_models_with_several_inputs_are_refused(tmp_path: Path) -> None:
     graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "g",
                               [helper.make_tensor_value_info("a", F32, [1]), helper.make_tensor_value_info("b", F32, [1])],

@@ -52,6 +52,8 @@ def load(
     class name per line.
     """
     path = Path(path_or_name).expanduser()
+    if path.is_dir():
+        raise NetinvertError(f"{path} is a folder: give the model file inside it (.pt, .pth, .safetensors, .onnx)")
     if not path.is_file():
         return _load_named(str(path_or_name), arch=arch, trust_pickle=trust_pickle, input_shape=input_shape,
                            input_range=input_range, mean=mean, std=std, labels=labels,

@@ -215,6 +215,8 @@ def _tensor(proto: onnx.TensorProto, source: str) -> Tensor:
         raise NetinvertError(f"{source}: tensor {proto.name!r} holds strings, which netinvert cannot use")
     if array.dtype in (np.uint16, np.uint32, np.uint64):
         array = array.astype(np.int64)
+    elif (array.dtype.kind == "f" and array.dtype.itemsize < 4) or str(array.dtype) == "bfloat16":
+        array = array.astype(np.float32)  # half-precision weights compute in float32 (casts follow the input)
     return torch.from_numpy(np.array(array, copy=True))
 
 
