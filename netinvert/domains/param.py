@@ -7,8 +7,6 @@ count; 3-channel images can be colour-decorrelated. All are ``nn.Module``s retur
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -58,7 +56,6 @@ class Fourier(nn.Module):
         fx = torch.fft.rfftfreq(w)[None, :]
         freq = torch.sqrt(fx * fx + fy * fy)
         scale = 1.0 / torch.clamp(freq, min=1.0 / max(h, w)) ** decay
-        scale = scale * math.sqrt(h * w) / scale.mean()
         self.register_buffer("scale", scale[None, None, :, :, None])
         self.register_buffer("low", low.reshape(1, *shape))
         self.register_buffer("span", (high - low).reshape(1, *shape))
