@@ -1,0 +1,274 @@
+"""The ``exact`` method: no wrong answer on instances with known answers, on random small ReLU
+networks (checked against dense sampling and exhaustive activation-pattern enumeration), and
+clear errors for what it cannot read."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import typer
+from onnx import TensorProto, helper
+from scipy.optimize import linprog
+from torch import nn
+from typer.testing import CliRunner
+
+from netinvert.cli.solve import solve
+from netinvert.errors import NetinvertError
+from netinvert.methods import exact, invert
+from netinvert.models.wrapper import InputSpec, Model
+from netinvert.domains.sets import Ball, Box
+from netinvert.solvers.piecewise import from_onnx, from_torch
+from netinvert.targets.output_set import OutputSet
+from netinvert.targets.units import Class
+from netinvert.targets.vnnlib import read_vnnlib
+
+VNN = Path(__file__).parents[2] / "shared" / "data" / "vnncomp"
+torch.set_num_threads(1)
+
+
+def _data() -> Path:
+    assert VNN.is_dir(), f"missing {VNN}: the shared data folder must sit beside the repository"
+    return VNN
+
+
+def _ort_outputs(onnx_path: Path, x: np.ndarray) -> np.ndarray:
+    """onnxruntime outputs, one row per row of ``x`` (a single row gives a flat vector)."""
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+    rows = np.atleast_2d(x)
+    ys = np.stack([sess.run(None, {inp.name: r.astype(np.float32).reshape(shape)})[0].reshape(-1) for r in rows])
+    return ys.astype(np.float64)[0] if x.ndim == 1 else ys.astype(np.float64)
+
+
+def _check_found(onnx_path: Path, vnnlib_path: Path, x: np.ndarray) -> None:
+    """An independent re-check: x is in some input box and onnxruntime's output is in that box's set."""
+    spec = read_vnnlib(vnnlib_path)
+    y = _ort_outputs(onnx_path, x)
+    assert any(np.all(x >= c.lo) and np.all(x <= c.hi) and c.output.contains(y)[0] for c in spec.cases)
+
+
+# ------------------------------------------------------------------------------------------ known answers
+def test_test_family_statuses() -> None:
+    fam = _data() / "test"
+    expected = {"test_sat.onnx": "found", "test_unsat.onnx": "none-exists"}
+    for onnx_name, spec_name, _ in csv.reader((fam / "instances.csv").open()):
+        onnx_path, spec_path = fam / onnx_name, fam / spec_name.strip()
+        res = exact.solve_files(onnx_path, spec_path, timeout=30)
+        status = res.items[0].status
+        assert status != "unknown", (onnx_name, res.items[0].reason)
+        if onnx_name in expected:
+            assert status == expected[onnx_name], onnx_name
+        if status == "found":
+            _check_found(onnx_path, spec_path, res.inputs[0].numpy().astype(np.float64))
+        else:  # one-input networks: a dense scan must agree that no input qualifies
+            spec = read_vnnlib(spec_path)
+            if spec.num_inputs == 1:
+                c = spec.cases[0]
+                xs = np.linspace(c.lo[0], c.hi[0], 4001)
+                ys = _ort_outputs(onnx_path, xs[:, None])
+                assert not c.output.contains(ys).any(), onnx_name
+
+
+MNIST_FAST = [("mnist-net_256x2.onnx", "prop_0_0.03.vnnlib"), ("mnist-net_256x2.onnx", "prop_1_0.03.vnnlib"),
+              ("mnist-net_256x4.onnx", "prop_0_0.03.vnnlib"), ("mnist-net_256x4.onnx", "prop_1_0.03.vnnlib"),
+              ("mnist-net_256x6.onnx", "prop_0_0.03.vnnlib")]
+
+
+@pytest.mark.parametrize(("onnx_name", "spec_name"), MNIST_FAST)
+def test_mnist_fc_fast_subset_matches_consensus(onnx_name: str, spec_name: str) -> None:
+    fam = _data() / "mnist_fc"
+    known = {(r["onnx"], r["vnnlib"]): r["consensus"] for r in csv.DictReader((fam / "known_results.csv").open())}
+    onnx_path, spec_path = fam / "onnx" / onnx_name, fam / "vnnlib" / spec_name
+    res = exact.solve_files(onnx_path, spec_path, timeout=60)
+    want = {"sat": "found", "unsat": "none-exists"}[known[(onnx_name, spec_name)]]
+    assert res.items[0].status == want, res.items[0].reason
+    if want == "found":
+        _check_found(onnx_path, spec_path, res.inputs[0].numpy().astype(np.float64))
+    else:
+        assert sum(res.info["certificates"][0]["unstable_crown"]) > 0  # a real proof over unstable neurons
+
+
+@pytest.mark.slow
+def test_mnist_fc_milp_instances_match_consensus() -> None:
+    fam = _data() / "mnist_fc"
+    for spec_name, want in (("prop_2_0.03.vnnlib", "found"), ("prop_6_0.03.vnnlib", "none-exists")):
+        res = exact.solve_files(fam / "onnx" / "mnist-net_256x2.onnx", fam / "vnnlib" / spec_name, timeout=120)
+        assert res.items[0].status == want
+        assert res.items[0].metrics["stage"] == "milp"
+
+
+# ------------------------------------------------------------------------------------------ random networks
+def _random_net(rng: np.random.Generator) -> tuple[nn.Sequential, int]:
+    n_in = int(rng.integers(2, 4))
+    hidden = [int(rng.integers(2, 5))] if rng.random() < 0.4 else [int(rng.integers(2, 5)), int(rng.integers(2, 5))]
+    sizes = [n_in, *hidden, int(rng.integers(2, 4))]
+    mods: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        lin = nn.Linear(sizes[i], sizes[i + 1]).double()
+        with torch.no_grad():
+            lin.weight.copy_(torch.as_tensor(rng.normal(size=lin.weight.shape)))
+            lin.bias.copy_(torch.as_tensor(rng.normal(size=lin.bias.shape) * 0.5))
+        mods += [lin, nn.ReLU()]
+    return nn.Sequential(*mods[:-1]).float(), n_in
+
+
+def _pattern_minimum(module: nn.Sequential, lo: np.ndarray, hi: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """min over x in the box of max(a f(x) - b), by one LP per ReLU activation pattern."""
+    lins = [m for m in module if isinstance(m, nn.Linear)]
+    ws = [m.weight.detach().double().numpy() for m in lins]
+    bs = [m.bias.detach().double().numpy() for m in lins]
+    n_hidden = sum(w.shape[0] for w in ws[:-1])
+    best = np.inf
+    for pattern in itertools.product((0.0, 1.0), repeat=n_hidden):
+        m_x, m_c = np.eye(lo.size), np.zeros(lo.size)  # current activation = m_x @ x + m_c
+        rows, rhs, k = [], [], 0
+        for w, bias in zip(ws[:-1], bs[:-1]):
+            z_x, z_c = w @ m_x, w @ m_c + bias
+            s = np.array(pattern[k:k + w.shape[0]])
+            k += w.shape[0]
+            sign = np.where(s > 0, -1.0, 1.0)  # active: -z <= 0; inactive: z <= 0
+            rows.append(sign[:, None] * z_x)
+            rhs.append(-sign * z_c)
+            m_x, m_c = s[:, None] * z_x, s * z_c
+        y_x, y_c = ws[-1] @ m_x, ws[-1] @ m_c + bs[-1]
+        n = lo.size
+        a_ub = np.vstack([np.hstack([r, np.zeros((r.shape[0], 1))]) for r in rows] + [np.hstack([a @ y_x, -np.ones((a.shape[0], 1))])])
+        b_ub = np.concatenate(rhs + [b - a @ y_c])
+        res = linprog(np.r_[np.zeros(n), 1.0], A_ub=a_ub, b_ub=b_ub, bounds=[*zip(lo, hi), (-1e6, None)], method="highs")
+        if res.status == 0:
+            best = min(best, float(res.fun))
+    return best
+
+
+def test_random_relu_networks_never_contradict_sampling_or_enumeration() -> None:
+    rng = np.random.default_rng(7)
+    seen = {"found": 0, "none-exists": 0}
+    for trial in range(30):
+        module, n_in = _random_net(rng)
+        lo, hi = -np.ones(n_in), np.ones(n_in)
+        samples = rng.uniform(lo, hi, size=(20000, n_in))
+        with torch.no_grad():
+            ys = module(torch.as_tensor(samples).float()).double().numpy()
+        n_out = ys.shape[1]
+        a = rng.normal(size=(int(rng.integers(1, 3)), n_out))
+        vals = (ys @ a.T).max(axis=1)
+        b = np.full(a.shape[0], np.min(vals) + rng.uniform(-0.1, 0.1) * (np.max(vals) - np.min(vals)))
+        target = OutputSet.linear(a, b)
+        net = from_torch(module, (n_in,))
+        out = exact.solve_case(net, lo, hi, target, exact.torch_checker(module, (n_in,)), timeout=20, seed=trial)
+        assert out.status in seen, (trial, out.reason)
+        seen[out.status] += 1
+        enum_min = _pattern_minimum(module, lo, hi, a, b)
+        if out.status == "none-exists":
+            assert not target.contains(ys).any(), f"trial {trial}: sampling found a point after none-exists"
+            assert enum_min > -1e-7, f"trial {trial}: an activation pattern reaches the set (min {enum_min})"
+        else:
+            x = out.x.astype(np.float64)
+            assert np.all(x >= lo) and np.all(x <= hi)
+            with torch.no_grad():
+                y = module.double()(torch.as_tensor(x)[None]).numpy()
+                module.float()
+            assert target.contains(y, exact.STRICT)[0]
+            assert enum_min <= -exact.STRICT + 1e-9
+    assert seen["found"] >= 5 and seen["none-exists"] >= 5, seen  # both answers were exercised
+
+
+# ------------------------------------------------------------------------------------------ public API
+def test_invert_exact_with_class_target_and_normalization() -> None:
+    torch.manual_seed(3)
+    module = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3))
+    model = Model(module, InputSpec((3,), low=0.0, high=1.0, mean=(0.5,), std=(0.25,)), name="tiny")
+    x0 = torch.full((3,), 0.5)
+    k = int(model(x0[None]).argmax())
+    res = invert(model, [Class(k, margin=0.0), Class((k + 1) % 3, margin=0.0)], Ball(x0, 0.001), method="exact", timeout=30)
+    assert res.statuses[0] == "found"  # the centre itself is class k
+    assert res.statuses[1] == "none-exists"  # a tiny ball keeps the prediction
+    assert torch.isnan(res.inputs[1]).all()
+    assert torch.all((res.inputs[0] - x0).abs() <= 0.001 + 1e-7)
+    with pytest.raises(NetinvertError, match="p=2"):
+        invert(model, Class(0), Ball(x0, 0.1, p=2), method="exact")
+
+
+def test_conv_batchnorm_maxpool_onnx_and_torch_readers_agree() -> None:
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                           nn.Linear(2 * 3 * 3, 4))
+    with torch.no_grad():
+        module[1].running_mean.uniform_(-0.5, 0.5)
+        module[1].running_var.uniform_(0.5, 2.0)
+    module.eval()
+    x = torch.rand(5, 1, 6, 6)
+    net = from_torch(module, (1, 6, 6))
+    np.testing.assert_allclose(net.forward(x.reshape(5, -1).numpy()), module(x).detach().numpy(), atol=1e-5)
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(2, 1, 3, 3)).astype(np.float32)
+    inits = [helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel()),
+             helper.make_tensor("mean", TensorProto.FLOAT, [1], [0.5]), helper.make_tensor("std", TensorProto.FLOAT, [1], [0.2])]
+    for name, vals in (("s", [1.5, 0.5]), ("bb", [0.1, -0.2]), ("m", [0.0, 0.3]), ("v", [1.0, 2.0])):
+        inits.append(helper.make_tensor(name, TensorProto.FLOAT, [2], vals))
+    fc = rng.normal(size=(18, 3)).astype(np.float32)
+    inits.append(helper.make_tensor("fc", TensorProto.FLOAT, fc.shape, fc.ravel()))
+    nodes = [helper.make_node("Sub", ["x", "mean"], ["x1"]), helper.make_node("Div", ["x1", "std"], ["x2"]),
+             helper.make_node("Conv", ["x2", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "s", "bb", "m", "v"], ["n"]),
+             helper.make_node("Relu", ["n"], ["r"]), helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("MatMul", ["f", "fc"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    path = Path(__file__).parent / ".tmp_conv.onnx"
+    try:
+        onnx.save(model, str(path))
+        net = from_onnx(path)
+        xs = rng.uniform(size=(4, 36))
+        ref = _ort_outputs(path, xs)
+        np.testing.assert_allclose(net.forward(xs), ref, atol=1e-4)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def test_unsupported_ops_and_modules_are_named(tmp_path: Path) -> None:
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="fc1"), helper.make_node("Sigmoid", ["h"], ["y"], name="act1")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor("w", TensorProto.FLOAT, [2, 2], [1, 0, 0, 1])])
+    path = tmp_path / "sig.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    with pytest.raises(NetinvertError, match="Sigmoid node 'act1' uses op Sigmoid"):
+        from_onnx(path)
+    with pytest.raises(NetinvertError, match=r"module 1 \(Tanh\) is not supported"):
+        from_torch(nn.Sequential(nn.Linear(2, 2), nn.Tanh()), (2,))
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def test_cli_solve_writes_result_and_counterexample(tmp_path: Path) -> None:
+    fam = _data() / "test"
+    app = typer.Typer()
+    app.command("solve")(solve)
+    app.command("other")(lambda: None)
+    runner = CliRunner()
+    out = tmp_path / "sat"
+    r = runner.invoke(app, ["solve", str(fam / "test_sat.onnx"), str(fam / "test_prop.vnnlib"), "--timeout", "30", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    data = json.loads((out / "result.json").read_text())
+    assert data["items"][0]["status"] == "found"
+    text = (out / "counterexample.txt").read_text()
+    xs = np.array([float(line.split()[1].rstrip(")")) for line in text.splitlines() if "(X_" in line])
+    _check_found(fam / "test_sat.onnx", fam / "test_prop.vnnlib", xs)
+    r = runner.invoke(app, ["solve", str(fam / "test_nano.onnx"), str(fam / "test_prop.vnnlib"), "--out", str(tmp_path / "bad")])
+    assert r.exit_code == 2 and "declares 5 inputs" in r.output
+    fam_out = tmp_path / "family"
+    r = runner.invoke(app, ["solve", "--instances", str(fam / "instances.csv"), "--timeout", "20", "--out", str(fam_out)])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader((fam_out / "results.csv").open()))
+    assert [row["status"] for row in rows] == ["none-exists", "none-exists", "none-exists", "found", "none-exists"]
