@@ -64,6 +64,13 @@ def load_model(model: str, *, arch: str | None = None, arch_kwargs: str | None =
     if not is_file:
         from netinvert.models.zoo import load_zoo
 
+        given = [flag for flag, value in (("--arch", arch), ("--arch-kwargs", arch_kwargs), ("--trust-pickle", trust_pickle),
+                                          ("--input-shape", input_shape), ("--input-range", input_range),
+                                          ("--mean", mean), ("--std", std), ("--labels", labels)) if value]
+        if given:
+            raise NetinvertError(f"{', '.join(given)} only apply to model files; {model!r} is a zoo model "
+                                 "(or a missing file) and describes itself")
+
         loaded = load_zoo(model, data=data, quiet=False)
     else:
         from netinvert.models.load import load, parse_floats, parse_shape

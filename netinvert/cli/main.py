@@ -100,7 +100,8 @@ def layers(
     table.add_column("type")
     table.add_column("output shape")
     for name in net.layer_names():
-        table.add_row(name, type(modules[name]).__name__, str(shapes.get(name, "-")))
+        kind = getattr(modules[name], "op_type", type(modules[name]).__name__)
+        table.add_row(name, str(kind), str(shapes.get(name, "-")))
     console.print(table)
 
 

@@ -187,6 +187,11 @@ class Model(nn.Module):
         try:
             for name in dict.fromkeys(layers):
                 module = self.get_layer(name)
+                if isinstance(module, torch.jit.ScriptModule):
+                    raise NetinvertError(
+                        f"layer {name!r} is inside a TorchScript model, which cannot carry hooks: hidden-layer "
+                        "targets need a state dict with --arch or an ONNX export"
+                    )
 
                 def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
                     store[name] = out[0] if isinstance(out, (tuple, list)) else out
@@ -209,7 +214,7 @@ class Model(nn.Module):
         handles = []
         try:
             for name, module in self.module.named_modules():
-                if not name:
+                if not name or isinstance(module, torch.jit.ScriptModule):
                     continue
 
                 def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
