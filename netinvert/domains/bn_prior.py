@@ -37,10 +37,27 @@ Penalty = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 
 
 def bn_layers(model: Model) -> list[str]:
-    """Names of the BatchNorm layers that carry running statistics, in module order."""
-    return [name for name, m in model.module.named_modules()
-            if name and isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
-            and m.running_var is not None]
+    """Names of the BatchNorm layers with running statistics (torch modules or ONNX nodes), in module order."""
+    return [name for name, m in model.module.named_modules() if name and _kind(m) in ("torch", "onnx")]
+
+
+def _kind(m: nn.Module) -> str | None:
+    if isinstance(m, torch.jit.ScriptModule):
+        return "script" if getattr(m, "original_name", "").startswith("BatchNorm") else None
+    if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None and m.running_var is not None:
+        return "torch"
+    if getattr(m, "op_type", None) == "BatchNormalization" and callable(getattr(m, "attr", None)):
+        return "onnx"
+    return None
+
+
+def _script_only(model: Model) -> bool:
+    """True when the model has BatchNorm layers that hooks cannot see (inside TorchScript)."""
+    return not bn_layers(model) and any(_kind(m) == "script" for m in model.module.modules())
+
+
+_SCRIPT_NOTE = ("the BN prior cannot run on TorchScript models (hooks do not fire inside compiled code); "
+                "load a state dict with --arch, or an ONNX file, to use it")
 
 
 def resolve_weight(weight: float | None, model: Model, targets: Sequence[Target] = ()) -> float:
@@ -54,10 +71,9 @@ def resolve_weight(weight: float | None, model: Model, targets: Sequence[Target]
     return float(weight)
 
 
-def _layer_distance(x: torch.Tensor, bn: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
-    """Per-item distance of ``x``'s channel statistics to ``bn``'s running statistics, in units of its std."""
-    mean = bn.running_mean.to(x.dtype)  # type: ignore[union-attr]
-    var = bn.running_var.to(x.dtype) + bn.eps  # type: ignore[union-attr,operator]
+def _layer_distance(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """Per-item distance of ``x``'s channel statistics to running ``mean``/``var`` (eps included), in stds."""
+    mean, var = mean.to(x.dtype).reshape(-1), var.to(x.dtype).reshape(-1)
     if x.dim() > 2:
         flat = x.flatten(2)
         m = flat.mean(2)
@@ -75,16 +91,27 @@ def _layer_weights(names: list[str], first_weight: float) -> list[float]:
     return [first_weight if i == 0 else 1.0 for i in range(len(names))]
 
 
+Stats = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _stats(m: nn.Module, args: tuple[Any, ...]) -> Stats:
+    """(input, running mean, running variance + eps) of one BN call, from a torch module or an ONNX node."""
+    if _kind(m) == "onnx":
+        eps = float(m.attr("epsilon", 1e-5))  # type: ignore[operator]
+        return args[0], args[3], args[4] + eps
+    return args[0], m.running_mean, m.running_var + m.eps  # type: ignore[operator,return-value]
+
+
 @contextmanager
-def _bn_inputs(model: Model, names: list[str]) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the input of each named BN layer while the block runs; hooks always come off."""
-    store: dict[str, torch.Tensor] = {}
+def _bn_inputs(model: Model, names: list[str]) -> Iterator[dict[str, Stats]]:
+    """Record each named BN layer's input and running statistics while the block runs; hooks always come off."""
+    store: dict[str, Stats] = {}
     handles = []
     try:
         for name in names:
 
-            def hook(_m: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
-                store[name] = args[0]
+            def hook(m: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
+                store[name] = _stats(m, args)
 
             handles.append(model.get_layer(name).register_forward_pre_hook(hook))
         yield store
@@ -93,14 +120,13 @@ def _bn_inputs(model: Model, names: list[str]) -> Iterator[dict[str, torch.Tenso
             h.remove()
 
 
-def _weighted_distance(model: Model, store: dict[str, torch.Tensor], names: list[str],
-                       first_weight: float) -> torch.Tensor:
+def _weighted_distance(store: dict[str, Stats], names: list[str], first_weight: float) -> torch.Tensor:
     weights = _layer_weights(names, first_weight)
     total = None
     for w, name in zip(weights, names, strict=True):
         if name not in store:
             raise NetinvertError(f"BatchNorm layer {name!r} did not run in the forward pass; pass bn_prior=0")
-        d = w * _layer_distance(store[name], model.get_layer(name))  # type: ignore[arg-type]
+        d = w * _layer_distance(*store[name])
         total = d if total is None else total + d
     assert total is not None
     return total / sum(weights)
@@ -117,13 +143,14 @@ def bn_penalty(model: Model, weight: float | None, targets: Sequence[Target] = (
     names = bn_layers(model)
     if w == 0 or not names:
         if weight:
-            raise NetinvertError(f"{model.name} has no BatchNorm layers with running statistics: pass bn_prior=0")
+            why = _SCRIPT_NOTE if _script_only(model) else "it has no BatchNorm layers with running statistics"
+            raise NetinvertError(f"cannot use the BN prior on {model.name}: {why}; or pass bn_prior=0")
         yield []
         return
     with _bn_inputs(model, names) as store:
 
         def penalty(x: torch.Tensor, acts: dict[str, torch.Tensor]) -> torch.Tensor:
-            return w * _weighted_distance(model, store, names, first_weight)
+            return w * _weighted_distance(store, names, first_weight)
 
         yield [penalty]
 
@@ -136,11 +163,13 @@ def bn_distance(model: Model, inputs: torch.Tensor, first_weight: float = FIRST_
         return inputs.new_zeros(inputs.shape[0])
     with _bn_inputs(model, names) as store:
         model(inputs)
-        return _weighted_distance(model, store, names, first_weight)
+        return _weighted_distance(store, names, first_weight)
 
 
 def annotate(result: Result, model: Model, weight: float | None, targets: Sequence[Target] = ()) -> None:
     """On a model with BN layers: each item's ``bn_distance`` and the prior's weight in ``result.info``."""
+    if _script_only(model):
+        result.info["bn_prior"] = {"weight": 0.0, "note": _SCRIPT_NOTE}
     if not bn_layers(model):
         return
     values = bn_distance(model, result.inputs)
