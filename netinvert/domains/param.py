@@ -28,6 +28,7 @@ class Pixel(nn.Module):
         super().__init__()
         self.register_buffer("low", low.reshape(1, *shape))
         self.register_buffer("span", (high - low).reshape(1, *shape))
+        self.unit_box = bool((low == 0).all() and (high == 1).all())
         if init is None:
             start = torch.full((batch, *shape), 0.5) + noise * torch.randn((batch, *shape), generator=generator)
         else:
@@ -35,6 +36,8 @@ class Pixel(nn.Module):
         self.raw = nn.Parameter(_inverse_sigmoid(start))
 
     def forward(self) -> torch.Tensor:
+        if self.unit_box:
+            return torch.sigmoid(self.raw)
         return self.low + self.span * torch.sigmoid(self.raw)
 
 

@@ -175,6 +175,7 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, l
         weights.append((data_weight, gaussian.penalty))
     goals_known = early_stop and all(isinstance(t, Class) for t in targets)
     opt = torch.optim.Adam(param.parameters(), lr=lr)
+    forward = model.module if model.normalize is None else model
     trace: list[torch.Tensor] = []
     steps_run = 0
     loop_start = time.perf_counter()
@@ -185,15 +186,14 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, l
             if project is not None:
                 x = project(x, spec)
             x_in = transforms(x, gen, centre) if not transforms.is_identity else x
-            out = model(x_in)
-            obj = objective(out, acts)
-            loss = -obj
+            obj = objective(forward(x_in), acts)
+            loss = -obj.sum()
             for w, fn in weights:
-                loss = loss + w * fn(x)
+                loss = loss + w * fn(x).sum()
             for fn in penalties:
-                loss = loss + fn(x, acts)
+                loss = loss + fn(x, acts).sum()
             opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
+            loss.backward()
             opt.step()
             trace.append(obj.detach())
             steps_run = step + 1
