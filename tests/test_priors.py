@@ -259,9 +259,9 @@ def test_imagine_cli_diversity_reports_scores(nets, tmp_path: Path):
     from netinvert.cli.main import app
 
     torch.save(nets["net"].state_dict(), tmp_path / "net.pt")
-    run = CliRunner().invoke(app, ["imagine", "--model", str(tmp_path / "net.pt"), "--arch", ARCH, "--input-shape", "1,28,28",
-                                   "--target", "5", "--diversity", "4", "--steps", "128", "--no-early-stop",
-                                   "--out", str(tmp_path / "d")])
+    run = CliRunner().invoke(app, ["imagine", "--model", str(tmp_path / "net.pt"), "--arch", ARCH,
+                                   "--input-shape", "1,28,28", "--target", "5", "--diversity", "4", "--steps", "128",
+                                   "--no-early-stop", "--out", str(tmp_path / "d")])
     assert run.exit_code == 0, run.output
     saved = json.loads((tmp_path / "d" / "result.json").read_text())
     assert len(saved["items"]) == 4 and all(it["diversity"] > 0.1 and it["model_prob"] > 0.99 for it in saved["items"])

@@ -175,5 +175,5 @@ def annotate(result: Result, model: Model, weight: float | None, targets: Sequen
     values = bn_distance(model, result.inputs)
     for item, value in zip(result.items, values.tolist(), strict=True):
         item.metrics["bn_distance"] = value
-    result.info["bn_prior"] = {"weight": resolve_weight(weight, model, targets), "first_layer_weight": FIRST_LAYER_WEIGHT,
-                               "layers": bn_layers(model)}
+    result.info["bn_prior"] = {"weight": resolve_weight(weight, model, targets),
+                               "first_layer_weight": FIRST_LAYER_WEIGHT, "layers": bn_layers(model)}

@@ -1,0 +1,74 @@
+"""``netinvert atlas``: render every unit of a layer into a folder, resumably, with a progress bar."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from netinvert.cli.common import (
+    ArchKwargsOpt, ArchOpt, DataOpt, MeanOpt, ModelOpt, OutOpt, RangeOpt, ShapeOpt, StdOpt, TrustOpt, cli_errors,
+    console, err_console, load_model,
+)
+
+
+@cli_errors
+def atlas(
+    model: ModelOpt,
+    layer: Annotated[str, typer.Option("--layer", "-l", help="Layer whose units to render (see `netinvert layers`).")],
+    out: OutOpt,
+    batch_size: Annotated[int, typer.Option(help="Units rendered together in one batch.")] = 16,
+    steps: Annotated[int, typer.Option(help="Optimization steps per batch.")] = 256,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 0.05,
+    seed: Annotated[int, typer.Option(help="Random seed (results are deterministic for a seed).")] = 0,
+    param: Annotated[str, typer.Option(help="Parameterization: auto, pixel or fourier.")] = "auto",
+    tv: Annotated[float, typer.Option(help="Total-variation prior weight.")] = 0.0,
+    bn_prior: Annotated[float | None, typer.Option(help="BatchNorm-statistics prior weight (default: off).")] = None,
+    data_prior: Annotated[float | None, typer.Option(help="Data prior weight (default: on for known data).")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
+    data: DataOpt = None,
+    arch: ArchOpt = None,
+    arch_kwargs: ArchKwargsOpt = None,
+    trust_pickle: TrustOpt = False,
+    input_shape: ShapeOpt = None,
+    input_range: RangeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+) -> None:
+    """Render every unit of a layer (conv channels, linear neurons): a contact sheet, one PNG per unit, result.json.
+
+    Re-running the same command resumes: finished units are skipped; an interrupted run loses at most one batch.
+    """
+    from netinvert.domains.domain import Domain
+    from netinvert.methods.atlas import SHEET, render
+
+    net = load_model(model, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle, input_shape=input_shape,
+                     input_range=input_range, mean=mean, std=std, data=data)
+    domain = Domain(param=param, tv=tv, bn_prior=bn_prior, data_prior=data_prior)
+    columns = (TextColumn(f"atlas {net.name}:{layer}"), BarColumn(), MofNCompleteColumn(), TextColumn("units"),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    state = {"done": 0, "total": 0}
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = None
+
+        def on_batch(done: int, total: int) -> None:
+            nonlocal task
+            state.update(done=done, total=total)
+            if task is None:
+                task = bar.add_task("atlas", total=total, completed=done)
+            else:
+                bar.update(task, completed=done)
+
+        try:
+            result = render(net, layer, out, domain, batch_size=batch_size, steps=steps, lr=lr, seed=seed,
+                            threads_=threads, on_batch=on_batch)
+        except KeyboardInterrupt:
+            err_console.print(f"interrupted: {state['done']} of {state['total']} units are saved in {out}; "
+                              "run the same command again to resume", soft_wrap=True, highlight=False)
+            raise typer.Exit(130) from None
+    info = result.info["atlas"]
+    pictures = f"{SHEET}, units/unit_*.png, " if net.input_spec.is_image else ""
+    console.print(f"wrote {out}: {pictures}result.json, inputs.npy - {info['units']} {info['kind']}s of {layer} "
+                  f"({info['resumed_units']} resumed), {result.timing['units_per_s']:.2f} units/s",
+                  soft_wrap=True, highlight=False)

@@ -1,0 +1,253 @@
+"""Unit atlas: render every unit of one layer (channels of conv layers, neurons of linear layers), in batches.
+
+The output folder doubles as the checkpoint. Each finished batch is committed atomically as
+``batches/bNNNNNN.npz`` (its units, inputs and scores) after the batch's unit PNGs are written,
+so an interrupted run loses at most the batch in flight and a re-run with the same options
+skips every finished unit. When all units are done the folder gets ``result.json``,
+``inputs.npy`` (one row per unit, in unit order) and the contact sheet ``atlas.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from netinvert.domains.domain import Domain
+from netinvert.errors import NetinvertError
+from netinvert.methods import gradient
+from netinvert.models.wrapper import Model
+from netinvert.result import Item, Result, check_writable
+from netinvert.targets.base import Target
+from netinvert.targets.units import Channel, Neuron
+
+MANIFEST = "atlas.json"
+SHEET = "atlas.png"
+SHEET_MAX_SIDE = 4096
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    layer: str
+    kind: str
+    count: int
+
+
+def units(model: Model, layer: str) -> list[Target]:
+    """One target per unit of ``layer``: ``Channel`` for outputs with positions (C, ...), else ``Neuron``."""
+    plan = _plan(model, layer)
+    make = Channel if plan.kind == "channel" else Neuron
+    return [make(layer, i) for i in range(plan.count)]
+
+
+def _plan(model: Model, layer: str) -> _Plan:
+    model.get_layer(layer)
+    shape = model.layer_shapes().get(layer)
+    if not shape:
+        raise NetinvertError(f"layer {layer!r} has no tensor output with units; choose a conv or linear layer")
+    if len(shape) >= 2:
+        return _Plan(layer, "channel", int(shape[0]))
+    return _Plan(layer, "neuron", int(shape[0]))
+
+
+def render(
+    model: Model,
+    layer: str,
+    out: str | os.PathLike[str],
+    domain: Domain | None = None,
+    *,
+    batch_size: int = 16,
+    steps: int = 256,
+    lr: float = 0.05,
+    seed: int = 0,
+    threads_: int | None = None,
+    on_batch: Progress | None = None,
+) -> Result:
+    """Render every unit of ``layer`` into ``out``, resuming from the batches already there.
+
+    ``on_batch(done, total)`` is called once before the first batch and after every batch
+    (for progress bars). Batch ``b`` covers units ``b*batch_size ..`` and uses ``seed + first unit``,
+    so a resumed atlas equals an uninterrupted one.
+    """
+    if batch_size < 1:
+        raise NetinvertError(f"batch size {batch_size} must be >= 1")
+    domain = domain or Domain()
+    plan = _plan(model, layer)
+    folder = Path(out)
+    options = {"model": model.name, "layer": layer, "kind": plan.kind, "units": plan.count, "batch_size": batch_size,
+               "steps": steps, "lr": lr, "seed": seed, "param": domain.resolved_param(model.input_spec),
+               "bn_prior": domain.bn_prior, "tv": domain.tv, "l2": domain.l2}
+    _open_folder(folder, options)
+    done = _finished(folder)
+    resumed = sum(len(b["units"]) for b in done.values())
+    targets = units(model, layer)
+    total = plan.count
+    report = on_batch or (lambda _done, _total: None)
+    report(resumed, total)
+    start = time.perf_counter()
+    rendered = 0
+    for first in range(0, total, batch_size):
+        if first in done:
+            continue
+        batch = targets[first : first + batch_size]
+        t0 = time.perf_counter()
+        part = gradient.run(model, batch, domain, steps=steps, lr=lr, seed=seed + first, threads_=threads_,
+                            early_stop=False, progress=False)
+        done[first] = _commit(folder, model, first, part, time.perf_counter() - t0)
+        rendered += len(batch)
+        report(resumed + rendered, total)
+    return _finish(folder, model, plan, done, options, resumed, rendered, time.perf_counter() - start)
+
+
+def _open_folder(folder: Path, options: dict[str, Any]) -> None:
+    """Create the folder with its manifest, or check that an existing atlas there was made with ``options``."""
+    manifest = folder / MANIFEST
+    check_writable(folder)
+    if manifest.exists():
+        try:
+            before = json.loads(manifest.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise NetinvertError(f"{manifest} is unreadable ({exc}); delete it or choose another --out") from exc
+        changed = [f"{k}={before.get(k)!r} (now {v!r})" for k, v in options.items() if before.get(k) != v]
+        if changed:
+            raise NetinvertError(
+                f"{folder} holds an atlas made with other options: {', '.join(changed)}; "
+                "re-run with the same options to resume, or choose another --out"
+            )
+        return
+    if folder.exists() and any(folder.iterdir()):
+        raise NetinvertError(f"{folder} is not empty and holds no atlas; choose an empty or new --out folder")
+    try:
+        (folder / "batches").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NetinvertError(f"cannot create {folder} ({exc.strerror}); choose another --out") from exc
+    _write_atomic(manifest, json.dumps(options, indent=2).encode())
+
+
+def _finished(folder: Path) -> dict[int, dict[str, Any]]:
+    """Committed batches by first unit (temp files of a batch in flight are ignored and removed)."""
+    done: dict[int, dict[str, Any]] = {}
+    batches = folder / "batches"
+    batches.mkdir(exist_ok=True)
+    for path in sorted(batches.iterdir()):
+        if path.name.startswith("."):
+            path.unlink()
+            continue
+        if path.suffix != ".npz":
+            continue
+        with np.load(path) as data:
+            done[int(data["units"][0])] = {"units": data["units"], "inputs": data["inputs"],
+                                           "items": json.loads(str(data["items"])), "seconds": float(data["seconds"])}
+    return done
+
+
+def _commit(folder: Path, model: Model, first: int, part: Result, seconds: float) -> dict[str, Any]:
+    """Write the batch's PNGs, then its npz (the commit point), each atomically."""
+    unit_ids = np.arange(first, first + len(part.items))
+    if model.input_spec.is_image:
+        from netinvert.report.images import MIN_SIDE, to_uint8
+
+        (folder / "units").mkdir(exist_ok=True)
+        factor = max(1, -(-MIN_SIDE // min(part.inputs.shape[2:])))
+        for u, x in zip(unit_ids, part.inputs, strict=True):
+            _save_png(_upscale(to_uint8(x, part.value_range), factor), folder / "units" / f"unit_{u:05d}.png")
+    items = [item.to_json() for item in part.items]
+    record = {"units": unit_ids, "inputs": part.inputs.detach().cpu().numpy(), "items": json.dumps(items),
+              "seconds": np.float64(seconds)}
+    fd, tmp = tempfile.mkstemp(dir=folder / "batches", prefix=".", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **record)
+        os.replace(tmp, folder / "batches" / f"b{first:06d}.npz")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return {**record, "items": items, "seconds": seconds}
+
+
+def _finish(folder: Path, model: Model, plan: _Plan, done: dict[int, dict[str, Any]], options: dict[str, Any],
+            resumed: int, rendered: int, seconds: float) -> Result:
+    """Assemble every batch into one result; write result.json, inputs.npy and the contact sheet."""
+    batches = [done[k] for k in sorted(done)]
+    inputs = torch.from_numpy(np.concatenate([b["inputs"] for b in batches]))
+    with torch.no_grad():
+        outputs = model(inputs)
+    items = []
+    for b in batches:
+        for u, raw in zip(b["units"].tolist(), b["items"], strict=True):
+            fields = dict(raw)
+            items.append(Item(target=fields.pop("target"), status=fields.pop("status"), reason=fields.pop("reason"),
+                              metrics={**fields, "unit": u}))
+    render_s = sum(b["seconds"] for b in batches)
+    result = Result(
+        method="atlas", model=model.name, inputs=inputs, outputs=outputs, items=items,
+        timing={"total_s": seconds, "render_s": render_s, "units_rendered_now": rendered,
+                "units_per_s": plan.count / render_s if render_s > 0 else 0.0},
+        info={"atlas": {"layer": plan.layer, "kind": plan.kind, "units": plan.count, "resumed_units": resumed},
+              "options": options},
+        labels=[f"{plan.kind} {u}" for u in range(plan.count)],
+        value_range=(model.input_spec.low, model.input_spec.high),
+    )
+    result.save(folder, images=False)
+    if model.input_spec.is_image:
+        _contact_sheet(inputs, result.value_range, folder / SHEET)
+    return result
+
+
+def _contact_sheet(inputs: torch.Tensor, value_range: tuple[float, float], path: Path) -> None:
+    """All units in one PNG: tiles in unit order, upscaled by a whole factor, at most ``SHEET_MAX_SIDE`` wide."""
+    from netinvert.report.images import to_uint8
+
+    n = inputs.shape[0]
+    h, w = inputs.shape[2], inputs.shape[3]
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = -(-n // cols)
+    pad = 2
+    factor = max(1, min(4, (SHEET_MAX_SIDE // cols - pad) // max(h, w)))
+    th, tw = h * factor, w * factor
+    sheet = np.full((rows * (th + pad) + pad, cols * (tw + pad) + pad, 3), 255, dtype=np.uint8)
+    for i, x in enumerate(inputs):
+        tile = _upscale(to_uint8(x, value_range), factor)
+        if tile.ndim == 2:
+            tile = np.stack([tile] * 3, axis=-1)
+        r, c = divmod(i, cols)
+        y0, x0 = pad + r * (th + pad), pad + c * (tw + pad)
+        sheet[y0 : y0 + th, x0 : x0 + tw] = tile
+    _save_png(sheet, path)
+
+
+def _upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".png")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            Image.fromarray(array).save(f, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
