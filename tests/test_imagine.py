@@ -140,3 +140,30 @@ def test_defaults_work_on_rgb_224():
     channel_means = result.inputs[0].mean(dim=(1, 2))
     assert channel_means[1] > 0.5 and channel_means[0] < 0.15 and channel_means[2] < 0.15, channel_means
     assert result.items[0].metrics["model_prob"] > 0.95
+
+
+def test_langevin_samples_reach_the_class_and_differ(zoo):
+    model = zoo("digits-cnn")
+    result = invert(model, [Class(2), Class(5)], method="langevin", samples=4, steps=300)
+    probs = np.array(result.metric("model_prob"))
+    assert (probs >= 0.99).all(), probs
+    assert [i.metrics["class_index"] for i in result.items] == [2] * 4 + [5] * 4
+    flat = result.inputs.reshape(8, -1)
+    distances = torch.cdist(flat[:4], flat[:4])[~torch.eye(4, dtype=torch.bool)]
+    assert distances.min() > 1.0, "samples of one class must differ"
+    assert result.items[0].metrics["diversity"] > 0.02
+    assert np.mean(result.metric("verifier_agrees")) >= 0.75
+
+
+@pytest.mark.slow
+def test_zoo_trains_on_real_mnist(tmp_path, monkeypatch):
+    """The mnist:DIR path for real: digits-mlp trained on 8k real MNIST test images, scored on 2k held out."""
+    from conftest import shared_data
+
+    from netinvert.models.zoo import load_zoo
+
+    monkeypatch.setenv("NETINVERT_HOME", str(tmp_path))
+    model = load_zoo("digits-mlp", data=f"mnist:{shared_data('mnist')}", verifier=False)
+    assert model.info["data"].startswith("mnist-")
+    assert model.info["test_accuracy"] > 0.9
+    assert model.training_inputs().shape == (8000, 1, 28, 28)

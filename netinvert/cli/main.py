@@ -12,12 +12,14 @@ from netinvert.cli.common import (
     ArchKwargsOpt, ArchOpt, DataOpt, LabelsOpt, MeanOpt, ModelOpt, OutOpt, RangeOpt, ShapeOpt, StdOpt, TrustOpt,
     VerifierOpt, cli_errors, console, load_model, parse_targets, print_result,
 )
+from netinvert.cli.solve import solve
 from netinvert.errors import NetinvertError, choices
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Run trained neural networks in reverse.")
 zoo_app = typer.Typer(no_args_is_help=True, help="The built-in zoo of models.")
 app.add_typer(zoo_app, name="zoo")
+app.command("solve")(solve)
 
 IMAGINE_METHODS = ("gradient", "langevin", "analytic")
 
