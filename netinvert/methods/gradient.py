@@ -7,10 +7,10 @@ for a seed. The final inputs are re-scored by a plain forward pass without trans
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -122,15 +122,13 @@ def run(
         resolved, chunk = diverse.repeat(resolved, diversity), diverse.group_chunk(chunk, diversity)
         penalties, penalty_layers = [*(penalties or []), diverse.penalty(layer, diversity)], (*penalty_layers, layer)
         if domain.init is not None:
-            domain = dataclasses.replace(domain, init=domain.init.repeat_interleave(diversity, 0))
+            domain = replace(domain, init=domain.init.repeat_interleave(diversity, 0))
     start = time.perf_counter()
     with threads(threads_), bn_prior.bn_penalty(model, domain.bn_prior, resolved) as bn_terms:
         parts = []
         for i in range(0, len(resolved), chunk):
             part_domain = domain
             if domain.init is not None:
-                from dataclasses import replace
-
                 part_domain = replace(domain, init=domain.init[i : i + chunk])
             parts.append(_optimize(model, resolved[i : i + chunk], part_domain, steps, lr, seed + i, early_stop,
                                    goal_prob, check_every, progress, [*(penalties or []), *bn_terms], penalty_layers))
