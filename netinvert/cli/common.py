@@ -58,7 +58,7 @@ def cli_errors(fn: F) -> F:
 def load_model(model: str, *, arch: str | None = None, arch_kwargs: str | None = None, trust_pickle: bool = False,
                input_shape: str | None = None, input_range: str | None = None, mean: str | None = None,
                std: str | None = None, labels: Path | None = None, data: str | None = None,
-               verifier: str | None = None) -> Model:
+               verifier: str | None = None, verifier_arch: str | None = None) -> Model:
     """Load a zoo model or a user's model file with the shared command-line options."""
     is_file = Path(model).exists() or any(model.endswith(s) for s in (".pt", ".pth", ".onnx", ".safetensors", ".ts"))
     if not is_file:
@@ -87,11 +87,21 @@ def load_model(model: str, *, arch: str | None = None, arch_kwargs: str | None =
 
             loaded.data = training_inputs_loader(data, loaded.input_spec)
     if verifier is not None:
-        from netinvert.models.load import load
-
-        loaded.verifier = load(verifier, input_shape=loaded.input_spec.shape,
-                               input_range=(loaded.input_spec.low, loaded.input_spec.high))
+        loaded.verifier = load_verifier(verifier, loaded, arch=verifier_arch, trust_pickle=trust_pickle)
     return loaded
+
+
+def load_verifier(path: str, model: Model, *, arch: str | None = None, trust_pickle: bool = False) -> Model:
+    """An independent model on the same inputs; its class count must match the model's."""
+    from netinvert.models.load import load
+
+    spec = model.input_spec
+    verifier = load(path, arch=arch, trust_pickle=trust_pickle, input_shape=spec.shape,
+                    input_range=(spec.low, spec.high), mean=spec.mean, std=spec.std)
+    if verifier.num_outputs != model.num_outputs:
+        raise NetinvertError(f"verifier {path} has {verifier.num_outputs} outputs but {model.name} has "
+                             f"{model.num_outputs}: a verifier must score the same classes")
+    return verifier
 
 
 def parse_targets(texts: list[str], model: Model) -> list[Target]:

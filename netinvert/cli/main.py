@@ -12,6 +12,7 @@ from netinvert.cli.common import (
     ArchKwargsOpt, ArchOpt, DataOpt, LabelsOpt, MeanOpt, ModelOpt, OutOpt, RangeOpt, ShapeOpt, StdOpt, TrustOpt,
     VerifierOpt, cli_errors, console, load_model, parse_targets, print_result,
 )
+from netinvert.cli.atlas import atlas
 from netinvert.cli.solve import solve
 from netinvert.errors import NetinvertError, choices
 
@@ -20,6 +21,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 zoo_app = typer.Typer(no_args_is_help=True, help="The built-in zoo of models.")
 app.add_typer(zoo_app, name="zoo")
 app.command("solve")(solve)
+app.command("atlas")(atlas)
 
 IMAGINE_METHODS = ("gradient", "langevin", "analytic")
 
@@ -45,6 +47,7 @@ def imagine(
     data_prior: Annotated[float | None, typer.Option(help="Weight of the data prior (default: on when data is known).")] = None,
     data: DataOpt = None,
     verifier: VerifierOpt = None,
+    verifier_arch: Annotated[str | None, typer.Option(help="Architecture for a state-dict --verifier.")] = None,
     arch: ArchOpt = None,
     arch_kwargs: ArchKwargsOpt = None,
     trust_pickle: TrustOpt = False,
@@ -63,7 +66,8 @@ def imagine(
         raise NetinvertError(f"unknown method {method!r} for imagine: choose one of {choices(IMAGINE_METHODS)}")
     check_writable(out)
     net = load_model(model, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle, input_shape=input_shape,
-                     input_range=input_range, mean=mean, std=std, labels=labels, data=data, verifier=verifier)
+                     input_range=input_range, mean=mean, std=std, labels=labels, data=data, verifier=verifier,
+                     verifier_arch=verifier_arch)
     targets = parse_targets(target, net)
     domain = Domain(param=param, tv=tv, data_prior=data_prior)
     if method == "gradient":

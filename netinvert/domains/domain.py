@@ -28,7 +28,8 @@ class Domain:
     ``region``: a ``Box`` (default: the model's range) or ``Ball``. ``param``: ``pixel``,
     ``fourier`` or ``auto``. ``transforms``: ``"auto"`` (scaled to the input size), ``None``,
     or a ``Transforms``. Prior weights are per item and relative to the value range.
-    ``bn_prior``: weight of the BatchNorm-statistics prior (``None``: on when the model has BN).
+    ``bn_prior``: weight of the BatchNorm-statistics prior (``None``: on for class targets when the
+    model has BatchNorm; unit targets keep their own statistics).
     ``data_prior``: weight of the Gaussian prior fitted to the model's training inputs
     (``None``: on with weight 20 when the model knows its data, e.g. zoo models or ``--data``).
     ``init``: starting inputs (B, *shape) in the model's range (e.g. a decoder's output).

@@ -26,9 +26,10 @@ from netinvert.models.wrapper import Model
 from netinvert.result import Result
 from netinvert.targets.base import Target
 from netinvert.targets.resolve import resolve_all
-from netinvert.targets.units import Class
+from netinvert.targets.units import Channel, Class, Neuron
 
 DATA_PRIOR_WEIGHT = 20.0
+PRIOR_MIN_STEPS = 256  # with BN or diversity priors, run at least this long before stopping early
 Penalty = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 
 
@@ -48,16 +49,33 @@ def threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _unit_gather(targets: list[Target]) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor] | None:
+    """A single gather when every target is the same kind of unit target on one layer, else ``None``."""
+    kinds = {(type(t), getattr(t, "layer", None), getattr(t, "log_prob", False)) for t in targets}
+    if len(kinds) != 1:
+        return None
+    kind, layer, log_prob = kinds.pop()
+    index = torch.tensor([int(getattr(t, "index", 0)) for t in targets])[:, None]
+    if kind is Class and not log_prob:
+        return lambda outputs, acts: outputs.reshape(outputs.shape[0], -1).gather(1, index)[:, 0]
+    if kind is Channel:
+        return lambda outputs, acts: (acts[layer].flatten(2).mean(2) if acts[layer].dim() >= 3
+                                      else acts[layer].flatten(1)).gather(1, index)[:, 0]
+    if kind is Neuron:
+        def neuron(outputs: torch.Tensor, acts: dict[str, torch.Tensor]) -> torch.Tensor:
+            a = acts[layer]
+            flat = a[:, :, a.shape[2] // 2, a.shape[3] // 2] if a.dim() == 4 else a.flatten(1)
+            return flat.gather(1, index)[:, 0]
+
+        return neuron
+    return None
+
+
 def _batched_objective(targets: list[Target]) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
-    """One call computing every item's objective on its own row (a single gather for plain class targets)."""
-    plain = all(isinstance(t, Class) and not t.log_prob for t in targets)
-    if plain:
-        index = torch.tensor([int(t.index) for t in targets])  # type: ignore[attr-defined]
-
-        def gather(outputs: torch.Tensor, acts: dict[str, torch.Tensor]) -> torch.Tensor:
-            return outputs.reshape(outputs.shape[0], -1).gather(1, index[:, None])[:, 0]
-
-        return gather
+    """One call computing every item's objective on its own row (a single gather for uniform unit targets)."""
+    fast = _unit_gather(targets)
+    if fast is not None:
+        return fast
 
     def per_item(outputs: torch.Tensor, acts: dict[str, torch.Tensor]) -> torch.Tensor:
         values = []
@@ -104,7 +122,8 @@ def run(
 
     ``penalties`` are extra per-item loss terms ``f(x, acts) -> (B,)`` reading ``penalty_layers``
     (used by the BN-statistics and diversity priors). ``early_stop`` ends the run once every
-    class target is reached with probability >= ``goal_prob`` (checked every ``check_every`` steps).
+    class target is reached with probability >= ``goal_prob`` (checked every ``check_every`` steps;
+    with extra penalties, not before ``PRIOR_MIN_STEPS`` so the priors can act).
     ``diversity=K`` returns K distinct inputs per target (items ``i*K .. i*K+K-1`` serve target i).
     The BN-statistics prior follows ``domain.bn_prior`` (default: on for class targets on models with BatchNorm).
     """
@@ -172,6 +191,7 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, l
     if gaussian is not None:
         weights.append((data_weight, gaussian.penalty))
     goals_known = early_stop and all(isinstance(t, Class) for t in targets)
+    min_steps = min(steps, PRIOR_MIN_STEPS) if penalties else 0
     opt = torch.optim.Adam(param.parameters(), lr=lr)
     forward = model.module if model.normalize is None else model
     trace: list[torch.Tensor] = []
@@ -197,10 +217,10 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, l
             steps_run = step + 1
             if bar is not None and task is not None:
                 bar.advance(task)
-            if goals_known and (step + 1) % check_every == 0:
+            if goals_known and step + 1 >= min_steps and (step + 1) % check_every == 0:
                 with torch.no_grad():
-                    x_now = param()
-                    reached = [bool(class_goal(model, t, model(x_now[i : i + 1]), goal_prob)[0])
+                    out_now = model(param())
+                    reached = [bool(class_goal(model, t, out_now[i : i + 1], goal_prob)[0])
                                for i, t in enumerate(targets)]
                 if all(reached):
                     break
