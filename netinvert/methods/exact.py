@@ -23,6 +23,7 @@ from netinvert.errors import NetinvertError
 from netinvert.result import Item, Result
 from netinvert.solvers import linear_bounds as lb
 from netinvert.solvers.attack import pgd
+from netinvert.solvers.bab import bab
 from netinvert.solvers.milp import solve_disjunct
 from netinvert.solvers.piecewise import PLNet, from_onnx, from_torch
 from netinvert.targets.output_set import OutputSet
@@ -70,8 +71,13 @@ def _accept(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: OutputSet, ch
 
 def solve_case(net: PLNet, lo: np.ndarray, hi: np.ndarray, target: OutputSet, check: Checker, *,
                timeout: float = 60.0, attack_seconds: float | None = None, alpha_steps: int = 30,
-               lp_tighten: bool = False, threads: int = 1, seed: int = 0) -> CaseOutcome:
-    """Decide whether some x in [lo, hi] has net(x) in ``target``."""
+               lp_tighten: bool = False, threads: int = 1, seed: int = 0, bab_threshold: int = 120,
+               bab_share: float = 0.85) -> CaseOutcome:
+    """Decide whether some x in [lo, hi] has net(x) in ``target``.
+
+    Branch-and-bound runs first (``bab_share`` of the time left) when more than ``bab_threshold``
+    neurons stay unstable; the MILP gets the rest.
+    """
     t0 = time.perf_counter()
     left = lambda: timeout - (time.perf_counter() - t0)  # noqa: E731
     stats: dict[str, Any] = {"hidden": net.hidden_sizes, "disjuncts": len(target.disjuncts)}
@@ -107,9 +113,10 @@ def solve_case(net: PLNet, lo: np.ndarray, hi: np.ndarray, target: OutputSet, ch
     if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
         return done("found", "attack", found=ok)
 
+    alphas = None
     if alpha_steps > 0 and len(layers) > 1 and left() > 0:
         keep = np.isin(owner, open_)
-        bounds, spec = lb.alpha_crown(layers, lo_t, hi_t, a_t[keep], b_t[keep], steps=alpha_steps, bounds=bounds)
+        bounds, spec, alphas = lb.alpha_crown(layers, lo_t, hi_t, a_t[keep], b_t[keep], steps=alpha_steps, bounds=bounds)
         row_lb[keep] = np.maximum(row_lb[keep], spec[0].detach().numpy())
         open_ = [i for i in open_ if not np.any(row_lb[owner == i] > 0)]
         stats["unstable_alpha"] = bounds.unstable()
@@ -119,6 +126,23 @@ def solve_case(net: PLNet, lo: np.ndarray, hi: np.ndarray, target: OutputSet, ch
     if lp_tighten and left() > 0:
         bounds = lb.lp_tighten(layers, lo, hi, bounds, upto=len(layers) - 1, time_limit=0.3 * left())
         stats["unstable_lp"] = bounds.unstable()
+
+    # branch-and-bound on ReLU splits when the MILP would carry many binaries
+    unstable = sum(bounds.unstable())
+    if unstable > bab_threshold and left() > 0:
+        keep = np.isin(owner, open_)
+        sub_owner = np.unique(owner[keep], return_inverse=True)[1]
+
+        def is_point(xs: np.ndarray) -> np.ndarray:
+            return target.violations(net.forward(xs)) <= -STRICT
+
+        res = bab(layers, lo, hi, bounds, rows_a[keep], rows_b[keep], sub_owner, is_point, alphas=alphas,
+                  time_limit=bab_share * left())
+        stats["bab"] = {"status": res.status, **res.stats}
+        if res.status == "none":
+            return done("none-exists", "bab")
+        if res.status == "found" and res.x is not None and (ok := _accept(res.x, lo, hi, target, check)) is not None:
+            return done("found", "bab", found=ok)
 
     # MILP, cheapest (best-bounded) disjunct first
     open_.sort(key=lambda i: -float(np.max(row_lb[owner == i])))

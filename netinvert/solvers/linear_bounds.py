@@ -68,11 +68,13 @@ def _relax(l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None) -> tupl
 
 
 def backsub(layers: list[tuple[torch.Tensor, torch.Tensor]], bounds: Bounds, k: int, lam: torch.Tensor, c: torch.Tensor,
-            lo: torch.Tensor, hi: torch.Tensor, alphas: list[torch.Tensor] | None = None) -> torch.Tensor:
+            lo: torch.Tensor, hi: torch.Tensor, alphas: list[torch.Tensor] | None = None,
+            coeffs: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
     """Lower bound of ``lam @ z_k + c`` over the box, where ``z_k`` is layer ``k``'s pre-activation.
 
     ``lam`` is (B, m, n_k) and ``c`` (B, m); ``alphas[j]`` (B, m, n_j) are lower ReLU slopes for the
-    hidden layers ``j < k`` (default: the CROWN choice).
+    hidden layers ``j < k`` (default: the CROWN choice). ``coeffs``, when given, receives the
+    coefficients on each hidden layer's post-activation and (key -1) on the input.
     """
     w, b = layers[k]
     c = c + lam @ b
@@ -81,12 +83,16 @@ def backsub(layers: list[tuple[torch.Tensor, torch.Tensor]], bounds: Bounds, k: 
         lo_s, up_s, up_b = _relax(bounds.lower[j], bounds.upper[j], None if alphas is None else alphas[j])
         if lo_s.dim() == 2:
             lo_s = lo_s.unsqueeze(1)
+        if coeffs is not None:
+            coeffs[j] = lam
         lp, ln = lam.clamp(min=0), lam.clamp(max=0)
         c = c + (ln * up_b.unsqueeze(1)).sum(-1)
         lam = lp * lo_s + ln * up_s.unsqueeze(1)
         w, b = layers[j]
         c = c + lam @ b
         lam = lam @ w
+    if coeffs is not None:
+        coeffs[-1] = lam
     return c + (lam.clamp(min=0) * lo.unsqueeze(1)).sum(-1) + (lam.clamp(max=0) * hi.unsqueeze(1)).sum(-1)
 
 
@@ -111,13 +117,18 @@ def crown(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: torch.Tensor, hi:
         elif k == 0:
             l, u = ib.lower[0], ib.upper[0]
         else:
-            w = layers[k][0]
-            n = w.shape[0]
-            eye = torch.eye(n, dtype=DT)
-            lam = torch.cat([eye, -eye]).expand(lo.shape[0], 2 * n, n)
-            both = backsub(layers, Bounds(lows, ups), k, lam, torch.zeros(lo.shape[0], 2 * n, dtype=DT), lo, hi)
-            l = torch.maximum(both[:, :n], ib.lower[k])
-            u = torch.minimum(-both[:, n:], ib.upper[k])
+            l, u = ib.lower[k], ib.upper[k]
+            if start is not None:
+                l, u = torch.maximum(l, start.lower[k]), torch.minimum(u, start.upper[k])
+            idx = ((l < 0) & (u > 0)).any(dim=0).nonzero().flatten()  # only neurons not yet stable
+            if len(idx):
+                r = len(idx)
+                sel = torch.eye(layers[k][0].shape[0], dtype=DT)[idx]
+                lam = torch.cat([sel, -sel]).expand(lo.shape[0], 2 * r, -1)
+                both = backsub(layers, Bounds(lows, ups), k, lam, torch.zeros(lo.shape[0], 2 * r, dtype=DT), lo, hi)
+                l, u = l.clone(), u.clone()
+                l[:, idx] = torch.maximum(both[:, :r], l[:, idx])
+                u[:, idx] = torch.minimum(-both[:, r:], u[:, idx])
         l, u = _clamp(l, u, None if splits is None else splits[k])
         lows.append(l)
         ups.append(u)
@@ -155,11 +166,12 @@ def spec_lower(layers: list[tuple[torch.Tensor, torch.Tensor]], bounds: Bounds, 
 
 def alpha_crown(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: torch.Tensor, hi: torch.Tensor, a: torch.Tensor,
                 b: torch.Tensor, *, steps: int = 20, lr: float = 0.1, bounds: Bounds | None = None,
-                splits: list[torch.Tensor] | None = None) -> tuple[Bounds, torch.Tensor]:
+                splits: list[torch.Tensor] | None = None) -> tuple[Bounds, torch.Tensor, list[torch.Tensor] | None]:
     """Joint optimization of lower slopes for every intermediate bound and for the spec rows ``a @ y - b``.
 
-    Intermediate bounds only ever tighten (each step keeps the best seen); returns the final bounds
-    and the best lower bounds of the spec rows (B, m).
+    Intermediate bounds only ever tighten (each step keeps the best seen); returns the final bounds,
+    the best lower bounds of the spec rows (B, m) and the spec's optimized slopes (any slopes in
+    [0, 1] are sound, so branch-and-bound may reuse them on sub-domains).
     """
     bsz = lo.shape[0]
     base = bounds if bounds is not None else crown(layers, lo, hi, splits)
@@ -170,7 +182,7 @@ def alpha_crown(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: torch.Tenso
     c_out = -(b.expand(bsz, b.shape[-1]) if b.dim() == 1 else b)
     best_spec = backsub(layers, base, nk, lam_out, c_out, lo, hi)
     if steps <= 0:
-        return base, best_spec
+        return base, best_spec, None
     # alphas[k][j]: slopes of hidden layer j used when bounding layer k (k = nk: the spec)
     alphas: dict[int, list[torch.Tensor]] = {}
     for k in range(1, nk + 1):
@@ -204,7 +216,7 @@ def alpha_crown(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: torch.Tenso
             for v in alphas.values():
                 for al in v:
                     al.clamp_(0.0, 1.0)
-    return Bounds(best_l, best_u), best_spec
+    return Bounds(best_l, best_u), best_spec, [al.detach() for al in alphas[nk]]
 
 
 def lp_tighten(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: np.ndarray, hi: np.ndarray, bounds: Bounds,
