@@ -1,0 +1,166 @@
+"""Commands ``invert`` (reconstruct an input from a layer's activations) and ``leakage`` (how much each
+layer leaks: every method at every layer on a fixed held-out set).
+
+The lead registers them: ``app.command("invert")(invert)`` and ``app.command("leakage")(leakage)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from netinvert.cli.common import (
+    ArchKwargsOpt, ArchOpt, DataOpt, LabelsOpt, MeanOpt, ModelOpt, OutOpt, RangeOpt, ShapeOpt, StdOpt, TrustOpt,
+    VerifierOpt, cli_errors, console, load_model,
+)
+from netinvert.errors import NetinvertError
+from netinvert.result import Result
+
+MethodOpt = Annotated[str, typer.Option(help="decoder, gradient or hybrid (decoder start + gradient refinement).")]
+StepsOpt = Annotated[int | None, typer.Option(help="Gradient steps in all (default: the layer's schedule, ~1000).")]
+SeedOpt = Annotated[int, typer.Option(help="Random seed (results are deterministic for a seed).")]
+ThreadsOpt = Annotated[int | None, typer.Option(help="Torch CPU threads.")]
+
+
+@cli_errors
+def invert(
+    model: ModelOpt,
+    layer: Annotated[str, typer.Option(help="Layer whose activations are inverted (see `netinvert layers`).")],
+    out: OutOpt,
+    image: Annotated[Path | None, typer.Option(help="Original input: an image file or .npy array.")] = None,
+    index: Annotated[int | None, typer.Option(help="Original input: index into the held-out data.")] = None,
+    activations: Annotated[Path | None, typer.Option(help="Activations of LAYER (.npy); no original known.")] = None,
+    method: MethodOpt = "hybrid",
+    metric: Annotated[str, typer.Option(help="Activation mismatch: mse (normalized) or cosine.")] = "mse",
+    steps: StepsOpt = None,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
+    data: DataOpt = None,
+    verifier: VerifierOpt = None,
+    arch: ArchOpt = None,
+    arch_kwargs: ArchKwargsOpt = None,
+    trust_pickle: TrustOpt = False,
+    input_shape: ShapeOpt = None,
+    input_range: RangeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    labels: LabelsOpt = None,
+) -> None:
+    """Reconstruct an input from the activations of a hidden layer (feature inversion)."""
+    from netinvert.data.sources import read_input
+    from netinvert.methods.inversion import data_for
+    from netinvert.report.images import save_grid
+    from netinvert.report.leakage import INVERSION_METHODS, invert_layer, quality
+    from netinvert.result import check_writable
+    from netinvert.targets.activations import capture_activations, load_activations
+
+    given = [name for name, v in (("--image", image), ("--index", index), ("--activations", activations))
+             if v is not None]
+    if len(given) != 1:
+        raise NetinvertError(f"give exactly one of --image, --index or --activations (got {', '.join(given) or 'none'})")
+    if method not in INVERSION_METHODS:
+        raise NetinvertError(f"unknown method {method!r} for invert: choose one of {', '.join(INVERSION_METHODS)}")
+    check_writable(out)
+    net = load_model(model, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle, input_shape=input_shape,
+                     input_range=input_range, mean=mean, std=std, labels=labels, data=data, verifier=verifier)
+    net.get_layer(layer)
+    original = None
+    if image is not None:
+        original = torch.from_numpy(read_input(image, net.input_spec))[None]
+    elif index is not None:
+        held = data_for(net, data).x_held
+        if not 0 <= index < len(held):
+            raise NetinvertError(f"--index {index} is out of range: the held-out data has {len(held)} inputs")
+        original = torch.from_numpy(held[index : index + 1])
+    if original is not None:
+        values = capture_activations(net, layer, original)
+    else:
+        assert activations is not None
+        values = load_activations(str(activations), net, layer)
+    need_data = method != "gradient"
+    result = invert_layer(net, layer, values, method, data=data if need_data else None, steps=steps, seed=seed,
+                          metric=metric, threads=threads)
+    if original is not None:
+        q = quality(net, original, result.inputs)
+        for i, item in enumerate(result.items):
+            item.metrics.update(psnr=q["psnr"][i], ssim=q["ssim"][i], verifier_agreement=q["verifier_agreement"][i])
+        result.labels = ["reconstruction"]
+    result.info["layer"] = layer
+    result.save(out)
+    if original is not None:
+        import numpy as np
+
+        np.save(out / "original.npy", original.numpy())
+        if net.input_spec.is_image:
+            pair = torch.cat([original, result.inputs])
+            save_grid(pair, ["original", "reconstruction"], out / "comparison.png",
+                      (net.input_spec.low, net.input_spec.high), columns=2)
+    _print_items(result, out)
+
+
+def _print_items(result: Result, out: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{result.method} inversion of {result.info.get('layer')} in {result.model}")
+    for col in ("item", "activation error", "PSNR dB", "SSIM", "verifier agrees"):
+        table.add_column(col)
+    for i, item in enumerate(result.items):
+        m = item.metrics
+        table.add_row(str(i), _fmt(m.get("activation_error"), ".2e"), _fmt(m.get("psnr"), ".2f"),
+                      _fmt(m.get("ssim"), ".4f"), _fmt(m.get("verifier_agreement"), ""))
+    console.print(table)
+    console.print(f"wrote {out}/result.json, inputs.npy and pictures")
+
+
+def _fmt(value: object, spec: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return format(value, spec)
+
+
+@cli_errors
+def leakage(
+    model: ModelOpt,
+    layers: Annotated[str, typer.Option(help="Comma-separated layers to invert, e.g. conv,pool,fc.")],
+    out: OutOpt,
+    methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = "gradient,decoder,hybrid",
+    count: Annotated[int, typer.Option(help="How many held-out inputs to invert at each layer.")] = 64,
+    steps: StepsOpt = None,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
+    data: DataOpt = None,
+    verifier: VerifierOpt = None,
+    arch: ArchOpt = None,
+    arch_kwargs: ArchKwargsOpt = None,
+    trust_pickle: TrustOpt = False,
+    input_shape: ShapeOpt = None,
+    input_range: RangeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    labels: LabelsOpt = None,
+) -> None:
+    """Report how much each layer leaks about its input: PSNR, SSIM, verifier agreement per layer and method."""
+    from netinvert.methods.inversion import data_for
+    from netinvert.report.leakage import evaluate, table, write_report
+    from netinvert.result import check_writable
+
+    check_writable(out)
+    layer_list = [name.strip() for name in layers.split(",") if name.strip()]
+    method_list = [name.strip() for name in methods.split(",") if name.strip()]
+    if not layer_list or not method_list:
+        raise NetinvertError("give at least one layer with --layers and one method with --methods")
+    net = load_model(model, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle, input_shape=input_shape,
+                     input_range=input_range, mean=mean, std=std, labels=labels, data=data, verifier=verifier)
+    for name in layer_list:
+        net.get_layer(name)
+    split = data_for(net, data)
+    rows = evaluate(net, layer_list, method_list, split, count=count, steps=steps, seed=seed, threads=threads,
+                    log=lambda r: console.print(f"{r['layer']} {r['method']}: PSNR {r['psnr']:.2f} dB", highlight=False))
+    write_report(rows, out, title=f"leakage of {net.name}")
+    console.print(table(rows), highlight=False)
+    console.print(f"wrote {out}/leakage.json, leakage.md and psnr_vs_depth.png")

@@ -1,0 +1,42 @@
+"""Method ``hybrid``: a decoder's reconstruction as the starting point of gradient inversion.
+
+The decoder lands near the data (it learned what inputs look like); the gradient refinement
+then pulls the reconstruction toward inputs whose activations really match, with the same
+depth schedule as gradient inversion from mid-gray. Starting near the data, the refinement ends in
+a far better solution than from gray on lossy layers (LeNet ReLU2: about 45 dB against 31 dB).
+"""
+
+from __future__ import annotations
+
+import time
+
+from netinvert.data.sources import DataSplit
+from netinvert.domains.domain import Domain
+from netinvert.methods import decoder as decoder_method
+from netinvert.methods._scoring import score
+from netinvert.methods.gradient import threads
+from netinvert.methods.inversion import activation_targets, add_errors, refine_by_layer
+from netinvert.models.wrapper import Model
+from netinvert.result import Result
+from netinvert.targets.base import Target
+
+
+def run(model: Model, targets: Target | list[Target], domain: Domain | None = None, *,
+        data: DataSplit | str | None = None, decoder: decoder_method.Decoder | dict[str, decoder_method.Decoder]
+        | None = None, steps: int | None = None, seed: int = 0, epochs: int | None = None,
+        threads_: int | None = None, progress: bool | None = None) -> Result:
+    """Decode each ``Activations`` target, then refine by gradient (``steps`` scales the schedule)."""
+    items = activation_targets(targets)
+    start = time.perf_counter()
+    with threads(threads_):
+        first = decoder_method.run(model, items, domain, data=data, decoder=decoder, seed=seed, epochs=epochs,
+                                   progress=progress)
+        region = domain.region if domain is not None else None
+        inputs = refine_by_layer(model, items, first.inputs, steps=steps, region=region, seed=seed,
+                                 progress=progress)
+        outputs, scored = score(model, items, inputs)
+    result = Result(method="hybrid", model=model.name, inputs=inputs, outputs=outputs, items=scored,
+                    timing={"total_s": time.perf_counter() - start, "decoder_s": first.timing["total_s"]},
+                    info={"decoders": first.info["decoders"], "options": {"steps": steps, "seed": seed}},
+                    value_range=(model.input_spec.low, model.input_spec.high))
+    return add_errors(result, items)

@@ -1,0 +1,171 @@
+"""Leakage report: how well each inversion method reconstructs held-out inputs from each layer.
+
+For a fixed held-out set, every listed layer and every method, the report gives mean PSNR,
+SSIM, activation error and the verifier's class agreement between original and reconstruction,
+as a table (``leakage.md``), a plot of PSNR against depth (``psnr_vs_depth.png``) and
+``leakage.json`` (a list of rows ``{layer, method, psnr, ssim, verifier_agreement, seconds, ...}``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from netinvert.data.sources import DataSplit
+from netinvert.errors import NetinvertError, choices
+from netinvert.methods.inversion import layer_depth
+from netinvert.models.wrapper import Model
+from netinvert.report.metrics import psnr, ssim
+from netinvert.result import Result
+from netinvert.targets.activations import capture_activations, targets_for
+
+INVERSION_METHODS = ("gradient", "decoder", "hybrid")
+
+
+def invert_layer(model: Model, layer: str, values: torch.Tensor, method: str, *,
+                 data: DataSplit | str | None = None, steps: int | None = None, seed: int = 0,
+                 metric: str = "mse", threads: int | None = None, progress: bool | None = None) -> Result:
+    """Reconstruct one input per row of ``values`` (activations of ``layer``) with ``method``."""
+    if method not in INVERSION_METHODS:
+        raise NetinvertError(f"unknown inversion method {method!r}: choose one of {choices(INVERSION_METHODS)}")
+    targets = targets_for(model, layer, values, metric)
+    if method == "gradient":
+        from netinvert.methods.inversion import gradient_inversion
+
+        return gradient_inversion(model, targets, steps=steps, seed=seed, threads_=threads, progress=progress)
+    if method == "decoder":
+        from netinvert.methods import decoder
+
+        return decoder.run(model, targets, data=data, seed=seed, threads_=threads, progress=progress)
+    from netinvert.methods import hybrid
+
+    return hybrid.run(model, targets, data=data, steps=steps, seed=seed, threads_=threads, progress=progress)
+
+
+@torch.no_grad()
+def quality(model: Model, original: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, list[Any]]:
+    """Per-item PSNR, SSIM (images only) and verifier class agreement (``None`` without a verifier)."""
+    spec = model.input_spec
+    span = spec.high - spec.low
+    out: dict[str, list[Any]] = {"psnr": psnr(reconstruction, original, span).tolist()}
+    out["ssim"] = ssim(reconstruction, original, span).tolist() if _ssim_ok(original) else [None] * len(original)
+    judge = model.verifier
+    if judge is None:
+        out["verifier_agreement"] = [None] * len(original)
+    else:
+        a = judge(original).reshape(len(original), -1).argmax(1)
+        b = judge(reconstruction).reshape(len(original), -1).argmax(1)
+        out["verifier_agreement"] = (a == b).tolist()
+    return out
+
+
+def _ssim_ok(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and min(x.shape[2:]) >= 11
+
+
+def _mean(values: list[Any]) -> float | None:
+    vals = [float(v) for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def evaluate(model: Model, layers: Sequence[str], methods: Sequence[str], data: DataSplit, *, count: int = 64,
+             steps: int | None = None, seed: int = 0, threads: int | None = None,
+             log: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Invert the first ``count`` held-out inputs at every layer with every method; one row per pair."""
+    for m in methods:
+        if m not in INVERSION_METHODS:
+            raise NetinvertError(f"unknown inversion method {m!r}: choose one of {choices(INVERSION_METHODS)}")
+    if count < 1:
+        raise NetinvertError(f"count={count} must be >= 1")
+    for layer in layers:
+        model.get_layer(layer)
+    x = torch.as_tensor(data.x_held[:count], dtype=torch.float32)
+    rows = []
+    for layer in sorted(layers, key=lambda name: _order(model, name)):
+        values = capture_activations(model, layer, x)
+        depth = layer_depth(model, layer)
+        for method in methods:
+            start = time.perf_counter()
+            result = invert_layer(model, layer, values, method, data=data, steps=steps, seed=seed, threads=threads,
+                                  progress=False)
+            seconds = time.perf_counter() - start
+            q = quality(model, x, result.inputs)
+            row = {"layer": layer, "method": method, "depth": depth, "psnr": _mean(q["psnr"]),
+                   "ssim": _mean(q["ssim"]), "verifier_agreement": _mean(q["verifier_agreement"]),
+                   "activation_error": _mean(result.metric("activation_error")), "seconds": seconds,
+                   "count": len(x)}
+            rows.append(row)
+            if log is not None:
+                log(row)
+    return rows
+
+
+def _order(model: Model, layer: str) -> int:
+    names = model.layer_names()
+    return names.index(layer) if layer in names else len(names)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The report's rows as a markdown table."""
+
+    def fmt(v: Any, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
+    lines = ["| layer | depth | method | PSNR (dB) | SSIM | verifier agreement | activation error | seconds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['layer']} | {r['depth']} | {r['method']} | {fmt(r['psnr'], '.2f')} | "
+                     f"{fmt(r['ssim'], '.4f')} | {fmt(r['verifier_agreement'], '.3f')} | "
+                     f"{fmt(r['activation_error'], '.2e')} | {r['seconds']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        pts = [(layers.index(r["layer"]), r["psnr"]) for r in rows if r["method"] == method and r["psnr"] is not None]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+    ax.set_xticks(range(len(layers)), layers)
+    ax.set_xlabel("layer (input side to output side)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(rows: list[dict[str, Any]], out: str | os.PathLike[str], title: str = "leakage") -> Path:
+    """Write ``leakage.json``, ``leakage.md`` and ``psnr_vs_depth.png`` into ``out`` (atomically)."""
+    from netinvert.result import check_writable
+
+    out = Path(out)
+    check_writable(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.absolute().parent))
+    try:
+        (tmp / "leakage.json").write_text(json.dumps(rows, indent=2))
+        (tmp / "leakage.md").write_text(f"# {title}\n\n" + table(rows))
+        _plot(rows, tmp / "psnr_vs_depth.png", title)
+        out.mkdir(exist_ok=True)
+        for src in tmp.iterdir():
+            os.replace(src, out / src.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
