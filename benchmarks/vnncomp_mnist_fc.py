@@ -55,15 +55,29 @@ def main() -> None:
             t0 = time.perf_counter()
             res = solve_files(DATA / "onnx" / onnx_name, DATA / "vnnlib" / spec, args.timeout)
             item = res.items[0]
-            rec = {"onnx": onnx_name, "vnnlib": spec, "timeout": args.timeout, "status": item.status,
-                   "stage": item.metrics.get("stage"), "seconds": time.perf_counter() - t0, "reason": item.reason,
-                   "consensus": known[(onnx_name, spec)]["consensus"]}
+            rec = {
+                "onnx": onnx_name,
+                "vnnlib": spec,
+                "timeout": args.timeout,
+                "status": item.status,
+                "stage": item.metrics.get("stage"),
+                "seconds": time.perf_counter() - t0,
+                "reason": item.reason,
+                "consensus": known[(onnx_name, spec)]["consensus"],
+            }
             done[(onnx_name, spec)] = rec
             with log.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
-            wrong = OURS[item.status] in ("sat", "unsat") and rec["consensus"] in ("sat", "unsat") and OURS[item.status] != rec["consensus"]
-            print(f"{onnx_name} {spec}: {item.status:12s} {item.metrics.get('stage', ''):7s} {rec['seconds']:7.1f} s  "
-                  f"consensus {rec['consensus']}{'  WRONG' if wrong else ''} {item.reason}", flush=True)
+            wrong = (
+                OURS[item.status] in ("sat", "unsat")
+                and rec["consensus"] in ("sat", "unsat")
+                and OURS[item.status] != rec["consensus"]
+            )
+            print(
+                f"{onnx_name} {spec}: {item.status:12s} {item.metrics.get('stage', ''):7s} {rec['seconds']:7.1f} s  "
+                f"consensus {rec['consensus']}{'  WRONG' if wrong else ''} {item.reason}",
+                flush=True,
+            )
     summary = summarize(nets, done, known, args.timeout, args.limit)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"\nwrote {args.out / 'summary.json'}")
@@ -80,12 +94,20 @@ def summarize(nets: list[str], done: dict, known: dict, timeout: float, limit: i
         specs = {r["vnnlib"] for r in mine}
         solved = [r for r in mine if r["status"] != "unknown"]
         wrong = [r for r in solved if r["consensus"] in ("sat", "unsat") and OURS[r["status"]] != r["consensus"]]
-        entry = {"instances": len(mine), "solved": len(solved), "wrong": len(wrong),
-                 "sat": sum(r["status"] == "found" for r in mine), "unsat": sum(r["status"] == "none-exists" for r in mine),
-                 "median_seconds": statistics.median([r["seconds"] for r in solved]) if solved else None,
-                 "wrong_instances": [r["vnnlib"] for r in wrong], "tools": {}}
-        print(f"{net:22s} {'netinvert':18s} {len(solved):4d}/{len(mine):<4d} {entry['sat']:4d} {entry['unsat']:5d} "
-              f"{len(wrong):5d} {entry['median_seconds'] or float('nan'):9.2f}")
+        entry = {
+            "instances": len(mine),
+            "solved": len(solved),
+            "wrong": len(wrong),
+            "sat": sum(r["status"] == "found" for r in mine),
+            "unsat": sum(r["status"] == "none-exists" for r in mine),
+            "median_seconds": statistics.median([r["seconds"] for r in solved]) if solved else None,
+            "wrong_instances": [r["vnnlib"] for r in wrong],
+            "tools": {},
+        }
+        print(
+            f"{net:22s} {'netinvert':18s} {len(solved):4d}/{len(mine):<4d} {entry['sat']:4d} {entry['unsat']:5d} "
+            f"{len(wrong):5d} {entry['median_seconds'] or float('nan'):9.2f}"
+        )
         for tool in TOOLS:
             ks = [known[(net, s)] for s in specs]
             ok = [k for k in ks if k[f"{tool}_result"] in ("sat", "unsat")]

@@ -21,10 +21,10 @@ from torch import nn
 from typer.testing import CliRunner
 
 from netinvert.cli.solve import solve
+from netinvert.domains.sets import Ball
 from netinvert.errors import NetinvertError
 from netinvert.methods import exact, invert
 from netinvert.models.wrapper import InputSpec, Model
-from netinvert.domains.sets import Ball, Box
 from netinvert.solvers.piecewise import from_onnx, from_torch
 from netinvert.targets.output_set import OutputSet
 from netinvert.targets.units import Class
@@ -78,9 +78,13 @@ def test_test_family_statuses() -> None:
                 assert not c.output.contains(ys).any(), onnx_name
 
 
-MNIST_FAST = [("mnist-net_256x2.onnx", "prop_0_0.03.vnnlib"), ("mnist-net_256x2.onnx", "prop_1_0.03.vnnlib"),
-              ("mnist-net_256x4.onnx", "prop_0_0.03.vnnlib"), ("mnist-net_256x4.onnx", "prop_1_0.03.vnnlib"),
-              ("mnist-net_256x6.onnx", "prop_0_0.03.vnnlib")]
+MNIST_FAST = [
+    ("mnist-net_256x2.onnx", "prop_0_0.03.vnnlib"),
+    ("mnist-net_256x2.onnx", "prop_1_0.03.vnnlib"),
+    ("mnist-net_256x4.onnx", "prop_0_0.03.vnnlib"),
+    ("mnist-net_256x4.onnx", "prop_1_0.03.vnnlib"),
+    ("mnist-net_256x6.onnx", "prop_0_0.03.vnnlib"),
+]
 
 
 @pytest.mark.parametrize(("onnx_name", "spec_name"), MNIST_FAST)
@@ -133,7 +137,7 @@ def _pattern_minimum(module: nn.Sequential, lo: np.ndarray, hi: np.ndarray, a: n
         rows, rhs, k = [], [], 0
         for w, bias in zip(ws[:-1], bs[:-1]):
             z_x, z_c = w @ m_x, w @ m_c + bias
-            s = np.array(pattern[k:k + w.shape[0]])
+            s = np.array(pattern[k : k + w.shape[0]])
             k += w.shape[0]
             sign = np.where(s > 0, -1.0, 1.0)  # active: -z <= 0; inactive: z <= 0
             rows.append(sign[:, None] * z_x)
@@ -141,9 +145,14 @@ def _pattern_minimum(module: nn.Sequential, lo: np.ndarray, hi: np.ndarray, a: n
             m_x, m_c = s[:, None] * z_x, s * z_c
         y_x, y_c = ws[-1] @ m_x, ws[-1] @ m_c + bs[-1]
         n = lo.size
-        a_ub = np.vstack([np.hstack([r, np.zeros((r.shape[0], 1))]) for r in rows] + [np.hstack([a @ y_x, -np.ones((a.shape[0], 1))])])
+        a_ub = np.vstack(
+            [np.hstack([r, np.zeros((r.shape[0], 1))]) for r in rows]
+            + [np.hstack([a @ y_x, -np.ones((a.shape[0], 1))])]
+        )
         b_ub = np.concatenate(rhs + [b - a @ y_c])
-        res = linprog(np.r_[np.zeros(n), 1.0], A_ub=a_ub, b_ub=b_ub, bounds=[*zip(lo, hi), (-1e6, None)], method="highs")
+        res = linprog(
+            np.r_[np.zeros(n), 1.0], A_ub=a_ub, b_ub=b_ub, bounds=[*zip(lo, hi), (-1e6, None)], method="highs"
+        )
         if res.status == 0:
             best = min(best, float(res.fun))
     return best
@@ -189,7 +198,9 @@ def test_invert_exact_with_class_target_and_normalization() -> None:
     model = Model(module, InputSpec((3,), low=0.0, high=1.0, mean=(0.5,), std=(0.25,)), name="tiny")
     x0 = torch.full((3,), 0.5)
     k = int(model(x0[None]).argmax())
-    res = invert(model, [Class(k, margin=0.0), Class((k + 1) % 3, margin=0.0)], Ball(x0, 0.001), method="exact", timeout=30)
+    res = invert(
+        model, [Class(k, margin=0.0), Class((k + 1) % 3, margin=0.0)], Ball(x0, 0.001), method="exact", timeout=30
+    )
     assert res.statuses[0] == "found"  # the centre itself is class k
     assert res.statuses[1] == "none-exists"  # a tiny ball keeps the prediction
     assert torch.isnan(res.inputs[1]).all()
@@ -200,8 +211,14 @@ def test_invert_exact_with_class_target_and_normalization() -> None:
 
 def test_conv_batchnorm_maxpool_onnx_and_torch_readers_agree() -> None:
     torch.manual_seed(0)
-    module = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                           nn.Linear(2 * 3 * 3, 4))
+    module = nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1),
+        nn.BatchNorm2d(2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(2 * 3 * 3, 4),
+    )
     with torch.no_grad():
         module[1].running_mean.uniform_(-0.5, 0.5)
         module[1].running_var.uniform_(0.5, 2.0)
@@ -212,19 +229,32 @@ def test_conv_batchnorm_maxpool_onnx_and_torch_readers_agree() -> None:
 
     rng = np.random.default_rng(0)
     w = rng.normal(size=(2, 1, 3, 3)).astype(np.float32)
-    inits = [helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel()),
-             helper.make_tensor("mean", TensorProto.FLOAT, [1], [0.5]), helper.make_tensor("std", TensorProto.FLOAT, [1], [0.2])]
+    inits = [
+        helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel()),
+        helper.make_tensor("mean", TensorProto.FLOAT, [1], [0.5]),
+        helper.make_tensor("std", TensorProto.FLOAT, [1], [0.2]),
+    ]
     for name, vals in (("s", [1.5, 0.5]), ("bb", [0.1, -0.2]), ("m", [0.0, 0.3]), ("v", [1.0, 2.0])):
         inits.append(helper.make_tensor(name, TensorProto.FLOAT, [2], vals))
     fc = rng.normal(size=(18, 3)).astype(np.float32)
     inits.append(helper.make_tensor("fc", TensorProto.FLOAT, fc.shape, fc.ravel()))
-    nodes = [helper.make_node("Sub", ["x", "mean"], ["x1"]), helper.make_node("Div", ["x1", "std"], ["x2"]),
-             helper.make_node("Conv", ["x2", "w"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("BatchNormalization", ["c", "s", "bb", "m", "v"], ["n"]),
-             helper.make_node("Relu", ["n"], ["r"]), helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
-             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("MatMul", ["f", "fc"], ["y"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 6, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
+    nodes = [
+        helper.make_node("Sub", ["x", "mean"], ["x1"]),
+        helper.make_node("Div", ["x1", "std"], ["x2"]),
+        helper.make_node("Conv", ["x2", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "s", "bb", "m", "v"], ["n"]),
+        helper.make_node("Relu", ["n"], ["r"]),
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("MatMul", ["f", "fc"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     path = Path(__file__).parent / ".tmp_conv.onnx"
     try:
@@ -238,10 +268,17 @@ def test_conv_batchnorm_maxpool_onnx_and_torch_readers_agree() -> None:
 
 
 def test_unsupported_ops_and_modules_are_named(tmp_path: Path) -> None:
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="fc1"), helper.make_node("Sigmoid", ["h"], ["y"], name="act1")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
-                              [helper.make_tensor("w", TensorProto.FLOAT, [2, 2], [1, 0, 0, 1])])
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="fc1"),
+        helper.make_node("Sigmoid", ["h"], ["y"], name="act1"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [2, 2], [1, 0, 0, 1])],
+    )
     path = tmp_path / "sig.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
     with pytest.raises(NetinvertError, match="Sigmoid node 'act1' uses op Sigmoid"):
@@ -258,17 +295,23 @@ def test_cli_solve_writes_result_and_counterexample(tmp_path: Path) -> None:
     app.command("other")(lambda: None)
     runner = CliRunner()
     out = tmp_path / "sat"
-    r = runner.invoke(app, ["solve", str(fam / "test_sat.onnx"), str(fam / "test_prop.vnnlib"), "--timeout", "30", "--out", str(out)])
+    r = runner.invoke(
+        app, ["solve", str(fam / "test_sat.onnx"), str(fam / "test_prop.vnnlib"), "--timeout", "30", "--out", str(out)]
+    )
     assert r.exit_code == 0, r.output
     data = json.loads((out / "result.json").read_text())
     assert data["items"][0]["status"] == "found"
     text = (out / "counterexample.txt").read_text()
     xs = np.array([float(line.split()[1].rstrip(")")) for line in text.splitlines() if "(X_" in line])
     _check_found(fam / "test_sat.onnx", fam / "test_prop.vnnlib", xs)
-    r = runner.invoke(app, ["solve", str(fam / "test_nano.onnx"), str(fam / "test_prop.vnnlib"), "--out", str(tmp_path / "bad")])
+    r = runner.invoke(
+        app, ["solve", str(fam / "test_nano.onnx"), str(fam / "test_prop.vnnlib"), "--out", str(tmp_path / "bad")]
+    )
     assert r.exit_code == 2 and "declares 5 inputs" in r.output
     fam_out = tmp_path / "family"
-    r = runner.invoke(app, ["solve", "--instances", str(fam / "instances.csv"), "--timeout", "20", "--out", str(fam_out)])
+    r = runner.invoke(
+        app, ["solve", "--instances", str(fam / "instances.csv"), "--timeout", "20", "--out", str(fam_out)]
+    )
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader((fam_out / "results.csv").open()))
     assert [row["status"] for row in rows] == ["none-exists", "none-exists", "none-exists", "found", "none-exists"]

@@ -40,11 +40,14 @@ def test_reads_the_shared_families() -> None:
 
 
 def test_linear_terms_and_input_disjunction() -> None:
-    text = HEADER + """
+    text = (
+        HEADER
+        + """
     ; two input boxes, each with its own output constraint
     (assert (or (and (>= X_0 0) (<= X_0 1) (>= X_1 0) (<= X_1 1) (<= (+ Y_0 (* 2 Y_1)) 3))
                 (and (>= X_0 2) (<= X_0 3) (>= X_1 -1) (<= X_1 0) (>= (- Y_0 Y_1) 0.5))))
     """
+    )
     spec = parse_vnnlib(text)
     assert len(spec.cases) == 2
     c0, c1 = spec.cases
@@ -95,8 +98,12 @@ def test_output_set_builders_and_objective() -> None:
     np.testing.assert_allclose(obj.numpy(), -cls.violations(y))  # maximize: positive exactly inside the set
     other = OutputSet.not_class(1, 3)
     np.testing.assert_array_equal(other.contains(y), [False, False, True])
-    both = OutputSet.all_of([OutputSet.linear([[1, 0, 0]], [1.0]), OutputSet.any_of([OutputSet.linear([[0, 1, 0]], [0.5]),
-                                                                                        OutputSet.linear([[0, 0, 1]], [0.0])])])
+    both = OutputSet.all_of(
+        [
+            OutputSet.linear([[1, 0, 0]], [1.0]),
+            OutputSet.any_of([OutputSet.linear([[0, 1, 0]], [0.5]), OutputSet.linear([[0, 0, 1]], [0.0])]),
+        ]
+    )
     assert len(both.disjuncts) == 2
     np.testing.assert_array_equal(both.contains(y), [False, True, False])
     with pytest.raises(NetinvertError, match="does not fit 3 outputs"):

@@ -51,9 +51,14 @@ def solve_one(onnx_path: Path, vnnlib_path: Path, timeout: float, out: Path, alp
         _write_atomic(cex, counterexample_text(result.inputs[0].numpy(), result.outputs[0].numpy()))
     elif cex.exists():
         cex.unlink()
-    return {"onnx": str(onnx_path), "vnnlib": str(vnnlib_path), "status": item.status,
-            "stage": str(item.metrics.get("stage", "")), "seconds": f"{item.metrics['solve_seconds']:.2f}",
-            "reason": item.reason}
+    return {
+        "onnx": str(onnx_path),
+        "vnnlib": str(vnnlib_path),
+        "status": item.status,
+        "stage": str(item.metrics.get("stage", "")),
+        "seconds": f"{item.metrics['solve_seconds']:.2f}",
+        "reason": item.reason,
+    }
 
 
 def read_instances(path: Path) -> list[tuple[Path, Path, float]]:
@@ -78,8 +83,9 @@ def read_instances(path: Path) -> list[tuple[Path, Path, float]]:
     return rows
 
 
-def solve_family(instances: Path, timeout: float | None, out: Path, alpha_steps: int = 30,
-                 console: Console | None = None) -> list[dict[str, str]]:
+def solve_family(
+    instances: Path, timeout: float | None, out: Path, alpha_steps: int = 30, console: Console | None = None
+) -> list[dict[str, str]]:
     """Solve every instance (skipping those already in ``out/results.csv``); returns all rows."""
     console = console or Console()
     rows = read_instances(instances)
@@ -97,8 +103,11 @@ def solve_family(instances: Path, timeout: float | None, out: Path, alpha_steps:
         t = timeout if timeout is not None else (t_csv if t_csv == t_csv else 60.0)
         row = solve_one(onnx_path, vnnlib_path, t, out / f"{i:03d}_{onnx_path.stem}_{vnnlib_path.stem}", alpha_steps)
         done[key] = row
-        console.print(f"[{i + 1}/{len(rows)}] {onnx_path.name} {vnnlib_path.name}: {row['status']} "
-                      f"({row['stage']}, {row['seconds']} s) {row['reason']}", highlight=False)
+        console.print(
+            f"[{i + 1}/{len(rows)}] {onnx_path.name} {vnnlib_path.name}: {row['status']} "
+            f"({row['stage']}, {row['seconds']} s) {row['reason']}",
+            highlight=False,
+        )
         ordered = [done[(str(o), str(v))] for o, v, _ in rows if (str(o), str(v)) in done]
         _write_atomic(table_path, _csv_text(ordered))
     ordered = [done[(str(o), str(v))] for o, v, _ in rows]
@@ -122,7 +131,9 @@ def _csv_text(rows: list[dict[str, str]]) -> str:
 def solve(
     network: Annotated[Path | None, typer.Argument(help="ONNX network (piecewise-linear).")] = None,
     spec: Annotated[Path | None, typer.Argument(help="VNNLIB property: input box and output constraints.")] = None,
-    instances: Annotated[Path | None, typer.Option(help="A VNN-COMP instances.csv (onnx,vnnlib,timeout) to solve all of.")] = None,
+    instances: Annotated[
+        Path | None, typer.Option(help="A VNN-COMP instances.csv (onnx,vnnlib,timeout) to solve all of.")
+    ] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds per instance (default: the CSV's, else 60).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("solve-out"),
     alpha_steps: Annotated[int, typer.Option(help="Slope-optimization steps of alpha-CROWN (0: plain CROWN).")] = 30,
@@ -141,10 +152,14 @@ def solve(
         if network is None or spec is None:
             raise NetinvertError("give NET.onnx and SPEC.vnnlib (or --instances instances.csv)")
         row = solve_one(network, spec, timeout if timeout is not None else 60.0, out, alpha_steps)
-        console.print(f"{spec.name}: [bold]{row['status']}[/] ({row['stage']}, {row['seconds']} s) {row['reason']}",
-                      highlight=False)
-        console.print(f"wrote {out}/result.json" + (f" and {out}/counterexample.txt" if row["status"] == "found" else ""),
-                      highlight=False)
+        console.print(
+            f"{spec.name}: [bold]{row['status']}[/] ({row['stage']}, {row['seconds']} s) {row['reason']}",
+            highlight=False,
+        )
+        console.print(
+            f"wrote {out}/result.json" + (f" and {out}/counterexample.txt" if row["status"] == "found" else ""),
+            highlight=False,
+        )
     except NetinvertError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None

@@ -29,8 +29,9 @@ from netinvert.targets.output_set import OutputSet
 MAX_DIM = 8
 
 
-def preimage_boxes(net: PLNet, lo: np.ndarray, hi: np.ndarray, target: OutputSet, *, max_boxes: int = 4000,
-                   batch: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def preimage_boxes(
+    net: PLNet, lo: np.ndarray, hi: np.ndarray, target: OutputSet, *, max_boxes: int = 4000, batch: int = 256
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boxes (K, 2, n) with labels +1 inside / 0 uncertain (outside boxes are dropped) and the count examined."""
     layers = lb.layers_of(net)
     a = torch.as_tensor(np.vstack([d[0] for d in target.disjuncts]), dtype=lb.DT)
@@ -75,8 +76,9 @@ def _volume(boxes: np.ndarray) -> float:
     return float(np.prod(boxes[:, 1] - boxes[:, 0], axis=1).sum()) if len(boxes) else 0.0
 
 
-def run(model: Any, targets: Any, domain: Any = None, *, max_boxes: int = 4000, plot: str | os.PathLike[str] | None = None
-        ) -> Result:
+def run(
+    model: Any, targets: Any, domain: Any = None, *, max_boxes: int = 4000, plot: str | os.PathLike[str] | None = None
+) -> Result:
     """``invert(model, targets, domain, method="bounds")``: one item per target with certified volumes.
 
     ``found``: a certified-inside box exists (its centre is the input); ``none-exists``: every box
@@ -115,18 +117,36 @@ def run(model: Any, targets: Any, domain: Any = None, *, max_boxes: int = 4000, 
         else:
             status, reason = "unknown", f"box budget spent with {len(uncertain)} uncertain boxes"
         v_over, v_under = _volume(boxes), _volume(inside)
-        items.append(Item(name, status, reason, {
-            "volume_over": v_over, "volume_under": v_under, "fraction_over": v_over / total if total else math.nan,
-            "fraction_under": v_under / total if total else math.nan, "boxes_inside": int(len(inside)),
-            "boxes_uncertain": int(len(uncertain)), "boxes_examined": int(examined), "stage": "bounds",
-            "solve_seconds": time.perf_counter() - ts}))
+        items.append(
+            Item(
+                name,
+                status,
+                reason,
+                {
+                    "volume_over": v_over,
+                    "volume_under": v_under,
+                    "fraction_over": v_over / total if total else math.nan,
+                    "fraction_under": v_under / total if total else math.nan,
+                    "boxes_inside": int(len(inside)),
+                    "boxes_uncertain": int(len(uncertain)),
+                    "boxes_examined": int(examined),
+                    "stage": "bounds",
+                    "solve_seconds": time.perf_counter() - ts,
+                },
+            )
+        )
         rows.append(x)
         outs.append(y)
         pre.append({"target": name, "inside": inside, "uncertain": uncertain, "domain": [lo, hi]})
     result = Result(
-        method="bounds", model=model.name, inputs=torch.as_tensor(np.stack(rows)).float().reshape(-1, *spec.shape),
-        outputs=torch.as_tensor(np.stack(outs)).float(), items=items, timing={"total": time.perf_counter() - t0},
-        info={"preimage": pre}, value_range=(spec.low, spec.high),
+        method="bounds",
+        model=model.name,
+        inputs=torch.as_tensor(np.stack(rows)).float().reshape(-1, *spec.shape),
+        outputs=torch.as_tensor(np.stack(outs)).float(),
+        items=items,
+        timing={"total": time.perf_counter() - t0},
+        info={"preimage": pre},
+        value_range=(spec.low, spec.high),
     )
     if plot is not None:
         plot_preimage(model, result, plot)
@@ -148,15 +168,25 @@ def plot_preimage(model: Any, result: Result, path: str | os.PathLike[str], whic
     g0, g1 = np.meshgrid(np.linspace(lo[0], hi[0], grid), np.linspace(lo[1], hi[1], grid))
     pts = torch.as_tensor(np.stack([g0.ravel(), g1.ravel()], axis=1), dtype=torch.float32)
     with torch.no_grad():
-        cls = model(pts.reshape(-1, *model.input_spec.shape)).reshape(len(pts), -1).argmax(dim=1).numpy().reshape(grid, grid)
+        cls = (
+            model(pts.reshape(-1, *model.input_spec.shape))
+            .reshape(len(pts), -1)
+            .argmax(dim=1)
+            .numpy()
+            .reshape(grid, grid)
+        )
     fig, ax = plt.subplots(figsize=(6, 6), dpi=100)
     ax.contourf(g0, g1, cls, levels=np.arange(cls.max() + 2) - 0.5, cmap="Pastel1", alpha=0.8)
     for box in pre["uncertain"]:
         ax.add_patch(Rectangle(box[0], *(box[1] - box[0]), fill=True, fc="orange", ec="darkorange", lw=0.3, alpha=0.6))
     for box in pre["inside"]:
-        ax.add_patch(Rectangle(box[0], *(box[1] - box[0]), fill=True, fc="tab:green", ec="darkgreen", lw=0.3, alpha=0.5))
+        ax.add_patch(
+            Rectangle(box[0], *(box[1] - box[0]), fill=True, fc="tab:green", ec="darkgreen", lw=0.3, alpha=0.5)
+        )
     item = result.items[which]
-    ax.set_title(f"{pre['target']}: inside {item.metrics['fraction_under']:.1%}, over-approx {item.metrics['fraction_over']:.1%}")
+    ax.set_title(
+        f"{pre['target']}: inside {item.metrics['fraction_under']:.1%}, over-approx {item.metrics['fraction_over']:.1%}"
+    )
     ax.set_xlim(lo[0], hi[0])
     ax.set_ylim(lo[1], hi[1])
     out = Path(path)

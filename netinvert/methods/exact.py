@@ -56,8 +56,9 @@ def _float32_in_box(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray
     return x32
 
 
-def _accept(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: OutputSet, check: Checker
-            ) -> tuple[np.ndarray, np.ndarray, float] | None:
+def _accept(
+    x: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: OutputSet, check: Checker
+) -> tuple[np.ndarray, np.ndarray, float] | None:
     """The float32 input, its float64 outputs and margin when it satisfies ``target`` in both precisions."""
     x32 = _float32_in_box(x, lo, hi)
     if np.any(x32 < lo) or np.any(x32 > hi):
@@ -69,10 +70,22 @@ def _accept(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: OutputSet, ch
     return None
 
 
-def solve_case(net: PLNet, lo: np.ndarray, hi: np.ndarray, target: OutputSet, check: Checker, *,
-               timeout: float = 60.0, attack_seconds: float | None = None, alpha_steps: int = 30,
-               lp_tighten: bool = False, threads: int = 1, seed: int = 0, bab_threshold: int = 120,
-               bab_share: float = 0.85) -> CaseOutcome:
+def solve_case(
+    net: PLNet,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    target: OutputSet,
+    check: Checker,
+    *,
+    timeout: float = 60.0,
+    attack_seconds: float | None = None,
+    alpha_steps: int = 30,
+    lp_tighten: bool = False,
+    threads: int = 1,
+    seed: int = 0,
+    bab_threshold: int = 120,
+    bab_share: float = 0.85,
+) -> CaseOutcome:
     """Decide whether some x in [lo, hi] has net(x) in ``target``.
 
     Branch-and-bound runs first (``bab_share`` of the time left) when more than ``bab_threshold``
@@ -82,7 +95,9 @@ def solve_case(net: PLNet, lo: np.ndarray, hi: np.ndarray, target: OutputSet, ch
     left = lambda: timeout - (time.perf_counter() - t0)  # noqa: E731
     stats: dict[str, Any] = {"hidden": net.hidden_sizes, "disjuncts": len(target.disjuncts)}
 
-    def done(status: str, stage: str, reason: str = "", found: tuple[np.ndarray, np.ndarray, float] | None = None) -> CaseOutcome:
+    def done(
+        status: str, stage: str, reason: str = "", found: tuple[np.ndarray, np.ndarray, float] | None = None
+    ) -> CaseOutcome:
         secs = time.perf_counter() - t0
         if found is not None:
             return CaseOutcome("found", found[0], found[1], "", stage, found[2], secs, stats)
@@ -116,7 +131,9 @@ def solve_case(net: PLNet, lo: np.ndarray, hi: np.ndarray, target: OutputSet, ch
     alphas = None
     if alpha_steps > 0 and len(layers) > 1 and left() > 0:
         keep = np.isin(owner, open_)
-        bounds, spec, alphas = lb.alpha_crown(layers, lo_t, hi_t, a_t[keep], b_t[keep], steps=alpha_steps, bounds=bounds)
+        bounds, spec, alphas = lb.alpha_crown(
+            layers, lo_t, hi_t, a_t[keep], b_t[keep], steps=alpha_steps, bounds=bounds
+        )
         row_lb[keep] = np.maximum(row_lb[keep], spec[0].detach().numpy())
         open_ = [i for i in open_ if not np.any(row_lb[owner == i] > 0)]
         stats["unstable_alpha"] = bounds.unstable()
@@ -136,8 +153,18 @@ def solve_case(net: PLNet, lo: np.ndarray, hi: np.ndarray, target: OutputSet, ch
         def is_point(xs: np.ndarray) -> np.ndarray:
             return target.violations(net.forward(xs)) <= -STRICT
 
-        res = bab(layers, lo, hi, bounds, rows_a[keep], rows_b[keep], sub_owner, is_point, alphas=alphas,
-                  time_limit=bab_share * left())
+        res = bab(
+            layers,
+            lo,
+            hi,
+            bounds,
+            rows_a[keep],
+            rows_b[keep],
+            sub_owner,
+            is_point,
+            alphas=alphas,
+            time_limit=bab_share * left(),
+        )
         stats["bab"] = {"status": res.status, **res.stats}
         if res.status == "none":
             return done("none-exists", "bab")
@@ -215,7 +242,9 @@ def box_of(model: Any, domain: Any) -> tuple[np.ndarray, np.ndarray]:
 
     region = domain.region if isinstance(domain, Domain) else (Box() if domain is None else domain)
     if isinstance(region, Ball) and region.p != math.inf:
-        raise NetinvertError(f"exact methods need a box or an L-inf ball; this ball has p={region.p}: use p=inf or a Box")
+        raise NetinvertError(
+            f"exact methods need a box or an L-inf ball; this ball has p={region.p}: use p=inf or a Box"
+        )
     if not isinstance(region, (Box, Ball)):
         raise NetinvertError(f"exact methods need a Box or Ball domain, got {type(region).__name__}")
     lo_t, hi_t = region.bounds(model.input_spec)
@@ -236,8 +265,16 @@ def as_output_set(model: Any, target: Any, num_outputs: int) -> tuple[OutputSet,
     raise NetinvertError(f"exact methods support OutputSet and Class targets, not {type(target).__name__}")
 
 
-def run(model: Any, targets: Any, domain: Any = None, *, timeout: float = 60.0, alpha_steps: int = 30,
-        lp_tighten: bool = False, seed: int = 0) -> Result:
+def run(
+    model: Any,
+    targets: Any,
+    domain: Any = None,
+    *,
+    timeout: float = 60.0,
+    alpha_steps: int = 30,
+    lp_tighten: bool = False,
+    seed: int = 0,
+) -> Result:
     """``invert(model, targets, domain, method="exact")``: one item per target (``OutputSet`` or ``Class``)."""
     lo, hi = box_of(model, domain)
     spec = model.input_spec
@@ -247,23 +284,34 @@ def run(model: Any, targets: Any, domain: Any = None, *, timeout: float = 60.0, 
     t0 = time.perf_counter()
     for target in targets if isinstance(targets, (list, tuple)) else [targets]:
         oset, name = as_output_set(model, target, net.num_outputs)
-        out = solve_case(net, lo, hi, oset, check, timeout=timeout, alpha_steps=alpha_steps, lp_tighten=lp_tighten, seed=seed)
+        out = solve_case(
+            net, lo, hi, oset, check, timeout=timeout, alpha_steps=alpha_steps, lp_tighten=lp_tighten, seed=seed
+        )
         items.append(_item(name, out))
         results.append(out)
         rows.append(out.x.astype(np.float64) if out.x is not None else np.full(lo.size, np.nan))
         outs.append(out.y if out.y is not None else np.full(net.num_outputs, np.nan))
     return Result(
-        method="exact", model=model.name,
+        method="exact",
+        model=model.name,
         inputs=torch.as_tensor(np.stack(rows)).float().reshape(-1, *spec.shape),
-        outputs=torch.as_tensor(np.stack(outs)).float(), items=items,
+        outputs=torch.as_tensor(np.stack(outs)).float(),
+        items=items,
         timing={"total": time.perf_counter() - t0},
         info={"certificates": [r.stats for r in results]},
         value_range=(spec.low, spec.high),
     )
 
 
-def solve_files(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float = 60.0, *, alpha_steps: int = 30,
-                lp_tighten: bool = False, seed: int = 0) -> Result:
+def solve_files(
+    onnx_path: str | Path,
+    vnnlib_path: str | Path,
+    timeout: float = 60.0,
+    *,
+    alpha_steps: int = 30,
+    lp_tighten: bool = False,
+    seed: int = 0,
+) -> Result:
     """Answer an ONNX + VNNLIB instance: one item, found if any input box reaches its output set."""
     from netinvert.targets.vnnlib import read_vnnlib
 
@@ -271,9 +319,14 @@ def solve_files(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float =
     net = from_onnx(onnx_path)
     spec = read_vnnlib(vnnlib_path)
     if spec.num_inputs != net.num_inputs:
-        raise NetinvertError(f"{vnnlib_path}: the spec declares {spec.num_inputs} inputs but {Path(onnx_path).name} has {net.num_inputs}")
+        raise NetinvertError(
+            f"{vnnlib_path}: the spec declares {spec.num_inputs} inputs but {Path(onnx_path).name} has {net.num_inputs}"
+        )
     if spec.num_outputs != net.num_outputs:
-        raise NetinvertError(f"{vnnlib_path}: the spec declares {spec.num_outputs} outputs but {Path(onnx_path).name} has {net.num_outputs}")
+        raise NetinvertError(
+            f"{vnnlib_path}: the spec declares {spec.num_outputs} outputs "
+            f"but {Path(onnx_path).name} has {net.num_outputs}"
+        )
     check = onnx_checker(onnx_path, net)
     outs: list[CaseOutcome] = []
     status, reason = "none-exists", ""
@@ -282,8 +335,17 @@ def solve_files(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float =
         if left <= 0:
             status, reason = "unknown", "time limit"
             break
-        out = solve_case(net, case.lo, case.hi, case.output, check, timeout=left, alpha_steps=alpha_steps,
-                         lp_tighten=lp_tighten, seed=seed)
+        out = solve_case(
+            net,
+            case.lo,
+            case.hi,
+            case.output,
+            check,
+            timeout=left,
+            alpha_steps=alpha_steps,
+            lp_tighten=lp_tighten,
+            seed=seed,
+        )
         outs.append(out)
         if out.status == "found":
             status, reason = "found", ""
@@ -293,13 +355,26 @@ def solve_files(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float =
     found = next((o for o in outs if o.status == "found"), None)
     elapsed = time.perf_counter() - t0
     stage = found.stage if found else (outs[-1].stage if outs else "")
-    item = Item(Path(vnnlib_path).name, status, reason,
-                {"stage": stage, "solve_seconds": elapsed, "margin": found.margin if found else float("nan")})
+    item = Item(
+        Path(vnnlib_path).name,
+        status,
+        reason,
+        {"stage": stage, "solve_seconds": elapsed, "margin": found.margin if found else float("nan")},
+    )
     x = found.x.astype(np.float64) if found else np.full(net.num_inputs, np.nan)
     y = found.y if found else np.full(net.num_outputs, np.nan)
     return Result(
-        method="exact", model=net.name, inputs=torch.as_tensor(x)[None], outputs=torch.as_tensor(y)[None],
-        items=[item], timing={"total": elapsed},
-        info={"status": status, "network": str(onnx_path), "spec": str(vnnlib_path), "cases": len(spec.cases),
-              "certificates": [o.stats for o in outs]},
+        method="exact",
+        model=net.name,
+        inputs=torch.as_tensor(x)[None],
+        outputs=torch.as_tensor(y)[None],
+        items=[item],
+        timing={"total": elapsed},
+        info={
+            "status": status,
+            "network": str(onnx_path),
+            "spec": str(vnnlib_path),
+            "cases": len(spec.cases),
+            "certificates": [o.stats for o in outs],
+        },
     )

@@ -23,8 +23,18 @@ def _forward(layers: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor) -
     return z
 
 
-def pgd(net: PLNet, lo: np.ndarray, hi: np.ndarray, target: OutputSet, *, restarts: int = 64, steps: int = 60,
-        time_limit: float = 5.0, seed: int = 0, start: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+def pgd(
+    net: PLNet,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    target: OutputSet,
+    *,
+    restarts: int = 64,
+    steps: int = 60,
+    time_limit: float = 5.0,
+    seed: int = 0,
+    start: np.ndarray | None = None,
+) -> tuple[np.ndarray, float]:
     """The best input found (flat, float64) and its violation (< 0 means inside ``target``).
 
     Each disjunct gets ``restarts`` random starts (plus the box centre and ``start``); the loss of a
@@ -51,7 +61,7 @@ def pgd(net: PLNet, lo: np.ndarray, hi: np.ndarray, target: OutputSet, *, restar
         x.requires_grad_(True)
         for step in range(steps):
             y = _forward(layers, x)
-            losses = [(y[i * restarts:(i + 1) * restarts] @ a[i].T - b[i]).amax(dim=1) for i in range(d)]
+            losses = [(y[i * restarts : (i + 1) * restarts] @ a[i].T - b[i]).amax(dim=1) for i in range(d)]
             loss = torch.cat(losses)
             (g,) = torch.autograd.grad(loss.sum(), x)
             with torch.no_grad():

@@ -31,9 +31,20 @@ class BabOutcome:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def bab(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: np.ndarray, hi: np.ndarray, root: lb.Bounds,
-        a: np.ndarray, b: np.ndarray, owner: np.ndarray, is_point: Callable[[np.ndarray], np.ndarray], *,
-        alphas: list[torch.Tensor] | None = None, time_limit: float = 60.0, batch: int = 64) -> BabOutcome:
+def bab(
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    root: lb.Bounds,
+    a: np.ndarray,
+    b: np.ndarray,
+    owner: np.ndarray,
+    is_point: Callable[[np.ndarray], np.ndarray],
+    *,
+    alphas: list[torch.Tensor] | None = None,
+    time_limit: float = 60.0,
+    batch: int = 64,
+) -> BabOutcome:
     """Refute the rows ``a y - b`` grouped into disjuncts by ``owner`` on every sub-domain, or find a point.
 
     ``is_point(xs)`` says which candidate inputs (rows) satisfy the target on the real network.
@@ -110,8 +121,16 @@ def bab(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: np.ndarray, hi: np.
     return BabOutcome("none", stats=stats)
 
 
-def _spec(layers: list[tuple[torch.Tensor, torch.Tensor]], bounds: lb.Bounds, a: torch.Tensor, b: torch.Tensor,
-          lo: torch.Tensor, hi: torch.Tensor, alphas: list[torch.Tensor] | None, coeffs: dict[int, torch.Tensor]) -> torch.Tensor:
+def _spec(
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    bounds: lb.Bounds,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    alphas: list[torch.Tensor] | None,
+    coeffs: dict[int, torch.Tensor],
+) -> torch.Tensor:
     bsz = bounds.lower[0].shape[0]
     lo, hi = lo.expand(bsz, -1), hi.expand(bsz, -1)
     al = [x.expand(bsz, -1, -1) for x in alphas] if alphas is not None else None
@@ -131,8 +150,9 @@ def _weakest_row(val: torch.Tensor, masks: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(best_rows, dim=1)[torch.arange(val.shape[0]), pick]
 
 
-def _choose(lows: list[torch.Tensor], ups: list[torch.Tensor], coeffs: dict[int, torch.Tensor], row: torch.Tensor
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _choose(
+    lows: list[torch.Tensor], ups: list[torch.Tensor], coeffs: dict[int, torch.Tensor], row: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The (layer, neuron) with the largest BaBSR-style score per domain, and whether any was unstable."""
     bsz = row.shape[0]
     best = torch.full((bsz,), -1.0, dtype=lb.DT)

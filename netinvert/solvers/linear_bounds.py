@@ -52,7 +52,9 @@ def interval(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: torch.Tensor, 
     return Bounds(lows, ups)
 
 
-def _relax(l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _relax(
+    l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Lower slope, upper slope and upper intercept of the ReLU relaxation, broadcastable to ``alpha``."""
     active = l >= 0
     inactive = u <= 0
@@ -67,9 +69,17 @@ def _relax(l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None) -> tupl
     return lo_s, up_s, up_b
 
 
-def backsub(layers: list[tuple[torch.Tensor, torch.Tensor]], bounds: Bounds, k: int, lam: torch.Tensor, c: torch.Tensor,
-            lo: torch.Tensor, hi: torch.Tensor, alphas: list[torch.Tensor] | None = None,
-            coeffs: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+def backsub(
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    bounds: Bounds,
+    k: int,
+    lam: torch.Tensor,
+    c: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    alphas: list[torch.Tensor] | None = None,
+    coeffs: dict[int, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Lower bound of ``lam @ z_k + c`` over the box, where ``z_k`` is layer ``k``'s pre-activation.
 
     ``lam`` is (B, m, n_k) and ``c`` (B, m); ``alphas[j]`` (B, m, n_j) are lower ReLU slopes for the
@@ -102,8 +112,14 @@ def _clamp(l: torch.Tensor, u: torch.Tensor, split: torch.Tensor | None) -> tupl
     return torch.where(split > 0, l.clamp(min=0), l), torch.where(split < 0, u.clamp(max=0), u)
 
 
-def crown(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: torch.Tensor, hi: torch.Tensor,
-          splits: list[torch.Tensor] | None = None, start: Bounds | None = None, from_layer: int = 0) -> Bounds:
+def crown(
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    splits: list[torch.Tensor] | None = None,
+    start: Bounds | None = None,
+    from_layer: int = 0,
+) -> Bounds:
     """CROWN pre-activation bounds of every hidden layer (intersected with interval bounds).
 
     With ``start`` and ``from_layer``, layers before ``from_layer`` are taken from ``start``.
@@ -135,8 +151,17 @@ def crown(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: torch.Tensor, hi:
     return Bounds(lows, ups)
 
 
-def spec_lower(layers: list[tuple[torch.Tensor, torch.Tensor]], bounds: Bounds, a: torch.Tensor, b: torch.Tensor,
-               lo: torch.Tensor, hi: torch.Tensor, *, steps: int = 0, lr: float = 0.1) -> torch.Tensor:
+def spec_lower(
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    bounds: Bounds,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    *,
+    steps: int = 0,
+    lr: float = 0.1,
+) -> torch.Tensor:
     """Lower bounds of ``a @ y - b`` (rows of ``a``: (m, n_out) or (B, m, n_out)), optimizing slopes for ``steps``."""
     bsz = lo.shape[0]
     lam = a.expand(bsz, *a.shape[-2:]) if a.dim() == 2 else a
@@ -164,9 +189,18 @@ def spec_lower(layers: list[tuple[torch.Tensor, torch.Tensor]], bounds: Bounds, 
     return best
 
 
-def alpha_crown(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: torch.Tensor, hi: torch.Tensor, a: torch.Tensor,
-                b: torch.Tensor, *, steps: int = 20, lr: float = 0.1, bounds: Bounds | None = None,
-                splits: list[torch.Tensor] | None = None) -> tuple[Bounds, torch.Tensor, list[torch.Tensor] | None]:
+def alpha_crown(
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    steps: int = 20,
+    lr: float = 0.1,
+    bounds: Bounds | None = None,
+    splits: list[torch.Tensor] | None = None,
+) -> tuple[Bounds, torch.Tensor, list[torch.Tensor] | None]:
     """Joint optimization of lower slopes for every intermediate bound and for the spec rows ``a @ y - b``.
 
     Intermediate bounds only ever tighten (each step keeps the best seen); returns the final bounds,
@@ -187,8 +221,10 @@ def alpha_crown(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: torch.Tenso
     alphas: dict[int, list[torch.Tensor]] = {}
     for k in range(1, nk + 1):
         m = lam_out.shape[1] if k == nk else 2 * layers[k][0].shape[0]
-        alphas[k] = [_relax(base.lower[j], base.upper[j], None)[0].unsqueeze(1).expand(bsz, m, -1).clone().requires_grad_(True)
-                     for j in range(k)]
+        alphas[k] = [
+            _relax(base.lower[j], base.upper[j], None)[0].unsqueeze(1).expand(bsz, m, -1).clone().requires_grad_(True)
+            for j in range(k)
+        ]
     opt = torch.optim.Adam([t for v in alphas.values() for t in v], lr=lr)
     for _ in range(steps):
         lows = [best_l[0]]
@@ -209,7 +245,9 @@ def alpha_crown(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: torch.Tenso
             best_l[k] = torch.maximum(best_l[k], lows[k].detach())
             best_u[k] = torch.minimum(best_u[k], ups[k].detach())
         opt.zero_grad()
-        loss = -val.sum() - sum(((lows[k] - ups[k]) * ((lows[k] < 0) & (ups[k] > 0))).sum() for k in range(1, nk)) * 1e-3
+        loss = (
+            -val.sum() - sum(((lows[k] - ups[k]) * ((lows[k] < 0) & (ups[k] > 0))).sum() for k in range(1, nk)) * 1e-3
+        )
         loss.backward()
         opt.step()
         with torch.no_grad():
@@ -219,8 +257,14 @@ def alpha_crown(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: torch.Tenso
     return Bounds(best_l, best_u), best_spec, [al.detach() for al in alphas[nk]]
 
 
-def lp_tighten(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: np.ndarray, hi: np.ndarray, bounds: Bounds,
-               upto: int, time_limit: float = 30.0) -> Bounds:
+def lp_tighten(
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    bounds: Bounds,
+    upto: int,
+    time_limit: float = 30.0,
+) -> Bounds:
     """Tighten unstable neurons of hidden layers ``1..upto-1`` with one LP each (triangle relaxation, HiGHS)."""
     import time
 

@@ -77,13 +77,19 @@ class _Model:
         return h
 
 
-def _encode(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: np.ndarray, hi: np.ndarray, bounds: Bounds,
-            upto: int, integer: bool) -> tuple[_Model, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-    """Encode hidden layers ``0..upto-1`` and their ReLUs; returns the model, the x columns and, per layer,
-    the post-activation as (columns, coefficients) of the ReLU output over model columns."""
+def _encode(
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    bounds: Bounds,
+    upto: int,
+    integer: bool,
+) -> tuple[_Model, np.ndarray, np.ndarray]:
+    """Encode hidden layers ``0..upto-1`` and their ReLUs; returns the model, the x columns and the
+    column of each last-layer ReLU output (-1 where the neuron is always 0)."""
     m = _Model()
     x = m.cols(lo, hi)
-    prev_cols, prev_scale = x, np.ones(len(x))  # current activation vector = prev_scale * col (0 where col < 0)
+    prev_cols = x  # column of each current activation (-1: a neuron that is always 0)
     for k in range(upto):
         w = layers[k][0].numpy()
         b = layers[k][1].numpy()
@@ -92,7 +98,7 @@ def _encode(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: np.ndarray, hi:
         z = m.cols(l, u)
         live = prev_cols >= 0
         for i in range(len(z)):
-            coef = w[i, live] * prev_scale[live]
+            coef = w[i, live]
             m.row(np.concatenate([prev_cols[live], [z[i]]]), np.concatenate([coef, [-1.0]]), -b[i], -b[i])
         cols = np.full(len(z), -1)
         unstable = (l < 0) & (u > 0)
@@ -112,15 +118,15 @@ def _encode(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: np.ndarray, hi:
                 else:
                     s = u[i] / (u[i] - l[i])
                     m.row(np.array([a[j], z[i]]), np.array([1.0, -s]), -_INF, -s * l[i])
-        prev_cols, prev_scale = cols, np.ones(len(cols))
-    return m, x, [(prev_cols, prev_scale)]
+        prev_cols = cols
+    return m, x, prev_cols
 
 
-def build_lp(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: np.ndarray, hi: np.ndarray, bounds: Bounds,
-             k: int) -> tuple[highspy.Highs, np.ndarray]:
+def build_lp(
+    layers: list[tuple[torch.Tensor, torch.Tensor]], lo: np.ndarray, hi: np.ndarray, bounds: Bounds, k: int
+) -> tuple[highspy.Highs, np.ndarray]:
     """The LP relaxation of hidden layers ``0..k-1`` plus the pre-activation columns of layer ``k``."""
-    m, _, post = _encode(layers, lo, hi, bounds, k, integer=False)
-    prev_cols, _ = post[0]
+    m, _, prev_cols = _encode(layers, lo, hi, bounds, k, integer=False)
     w, b = layers[k][0].numpy(), layers[k][1].numpy()
     z = m.cols(bounds.lower[k][0].numpy(), bounds.upper[k][0].numpy())
     live = prev_cols >= 0
@@ -141,17 +147,27 @@ class MilpOutcome:
     reason: str = ""
 
 
-def solve_disjunct(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: np.ndarray, hi: np.ndarray, bounds: Bounds,
-                   a: np.ndarray, b: np.ndarray, *, t_lower: float, cutoff: float = 1e-6, target: float = -1e-5,
-                   time_limit: float = 60.0, threads: int = 1) -> MilpOutcome:
+def solve_disjunct(
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    bounds: Bounds,
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    t_lower: float,
+    cutoff: float = 1e-6,
+    target: float = -1e-5,
+    time_limit: float = 60.0,
+    threads: int = 1,
+) -> MilpOutcome:
     """Minimize ``t`` subject to ``a @ f(x) - b <= t`` over the box; stop at the first point with ``t <= target``.
 
     ``none`` means no input has ``max(a f(x) - b) < cutoff``.
     """
     t0 = time.perf_counter()
     nk = len(layers) - 1
-    m, x, post = _encode(layers, lo, hi, bounds, nk, integer=True)
-    prev_cols, _ = post[0]
+    m, x, prev_cols = _encode(layers, lo, hi, bounds, nk, integer=True)
     w, bias = layers[nk][0].numpy(), layers[nk][1].numpy()
     t = m.cols(np.array([t_lower - 1e-6]), np.array([_INF]))[0]
     live = prev_cols >= 0
@@ -174,5 +190,9 @@ def solve_disjunct(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: np.ndarr
         return MilpOutcome("found", sol[x], float(info.objective_function_value), secs, nbin)
     if status in (highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kOptimal):
         return MilpOutcome("none", None, float("nan"), secs, nbin)
-    reason = "MILP time limit" if status == highspy.HighsModelStatus.kTimeLimit else f"MILP status {h.modelStatusToString(status)}"
+    reason = (
+        "MILP time limit"
+        if status == highspy.HighsModelStatus.kTimeLimit
+        else f"MILP status {h.modelStatusToString(status)}"
+    )
     return MilpOutcome("unknown", None, float("nan"), secs, nbin, reason)

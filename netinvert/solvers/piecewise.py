@@ -19,8 +19,23 @@ from torch import nn
 
 from netinvert.errors import NetinvertError
 
-ONNX_OPS = ("Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "Flatten", "Reshape", "Conv", "MaxPool",
-            "BatchNormalization", "Identity", "Dropout", "Constant")
+ONNX_OPS = (
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Relu",
+    "Flatten",
+    "Reshape",
+    "Conv",
+    "MaxPool",
+    "BatchNormalization",
+    "Identity",
+    "Dropout",
+    "Constant",
+)
 
 
 @dataclass
@@ -55,7 +70,10 @@ class PLNet:
         return z
 
     def torch_layers(self, dtype: torch.dtype = torch.float32) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [(torch.as_tensor(w, dtype=dtype), torch.as_tensor(b, dtype=dtype)) for w, b in zip(self.weights, self.biases)]
+        return [
+            (torch.as_tensor(w, dtype=dtype), torch.as_tensor(b, dtype=dtype))
+            for w, b in zip(self.weights, self.biases)
+        ]
 
 
 @dataclass
@@ -109,7 +127,9 @@ class _Builder:
         n = a.w.shape[0]
         return _Aff(np.eye(n), np.zeros(n), a.shape, self.zid)
 
-    def maxpool(self, a: _Aff, kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, int, int, int]) -> _Aff:
+    def maxpool(
+        self, a: _Aff, kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, int, int, int]
+    ) -> _Aff:
         """Exact max-pooling over (N=1, C, H, W) by a tournament of ReLU pairs."""
         if len(a.shape) != 4:
             raise NetinvertError(f"{self.where}: max-pooling needs a (1, C, H, W) tensor, got shape {a.shape}")
@@ -165,8 +185,15 @@ class _Builder:
         return PLNet(self.weights + [out.w], self.biases + [out.b], input_shape, name, info)
 
 
-def _conv_fn(weight: np.ndarray, stride: tuple[int, ...], pads: tuple[int, ...], dilation: tuple[int, ...], groups: int,
-             shape: tuple[int, ...], where: str) -> Callable[[np.ndarray], np.ndarray]:
+def _conv_fn(
+    weight: np.ndarray,
+    stride: tuple[int, ...],
+    pads: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
+    shape: tuple[int, ...],
+    where: str,
+) -> Callable[[np.ndarray], np.ndarray]:
     if len(shape) != 4 or shape[0] != 1:
         raise NetinvertError(f"{where}: Conv needs a (1, C, H, W) input, got shape {shape}")
     wt = torch.as_tensor(weight, dtype=torch.float64)
@@ -201,8 +228,12 @@ def from_onnx(path: str | Path) -> PLNet:
         raise NetinvertError(f"cannot read ONNX file {p}: {exc}") from exc
     g = model.graph
     where = p.name
-    env: dict[str, Any] = {t.name: numpy_helper.to_array(t).astype(np.float64) if numpy_helper.to_array(t).dtype.kind == "f"
-                           else numpy_helper.to_array(t) for t in g.initializer}
+    env: dict[str, Any] = {
+        t.name: numpy_helper.to_array(t).astype(np.float64)
+        if numpy_helper.to_array(t).dtype.kind == "f"
+        else numpy_helper.to_array(t)
+        for t in g.initializer
+    }
     inputs = [i for i in g.input if i.name not in env]
     if len(inputs) != 1:
         raise NetinvertError(f"{where}: the network must have exactly one input, found {[i.name for i in inputs]}")
@@ -218,9 +249,17 @@ def from_onnx(path: str | Path) -> PLNet:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if all(not isinstance(x, _Aff) for x in args):
             try:
-                outs = ReferenceEvaluator(onnx.helper.make_graph(
-                    [node], "fold", [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.input if n],
-                    [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.output]),
+                outs = ReferenceEvaluator(
+                    onnx.helper.make_graph(
+                        [node],
+                        "fold",
+                        [
+                            onnx.helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None)
+                            for n in node.input
+                            if n
+                        ],
+                        [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.output],
+                    ),
                 ).run(None, {n: v for n, v in zip(node.input, args) if n})
             except Exception as exc:
                 raise NetinvertError(f"{where}: cannot evaluate constant {label}: {exc}") from exc
@@ -248,7 +287,9 @@ def _onnx_node(b: _Builder, op: str, label: str, args: list[Any], attrs: dict[st
 
     def const(i: int) -> np.ndarray:
         if i >= len(args) or isinstance(args[i], _Aff) or args[i] is None:
-            raise NetinvertError(f"{where}: {label} needs a constant argument {i}: only the first argument may depend on the input")
+            raise NetinvertError(
+                f"{where}: {label} needs a constant argument {i}: only the first argument may depend on the input"
+            )
         return np.asarray(args[i], dtype=np.float64)
 
     if op in ("Identity", "Dropout"):
@@ -297,11 +338,15 @@ def _onnx_node(b: _Builder, op: str, label: str, args: list[Any], attrs: dict[st
     if op == "Mul":
         c = np.asarray(consts[0] if args[0] is a else args[0], dtype=np.float64)
         if isinstance(c, _Aff):
-            raise NetinvertError(f"{where}: {label} multiplies two input-dependent tensors, which is not piecewise-linear")
+            raise NetinvertError(
+                f"{where}: {label} multiplies two input-dependent tensors, which is not piecewise-linear"
+            )
         return b.linear(a, lambda t: t * c[None])
     if op == "Div":
         if args[0] is not a:
-            raise NetinvertError(f"{where}: {label} divides by an input-dependent tensor, which is not piecewise-linear")
+            raise NetinvertError(
+                f"{where}: {label} divides by an input-dependent tensor, which is not piecewise-linear"
+            )
         c = const(1)
         return b.linear(a, lambda t: t / c[None])
     if op == "Conv":
@@ -323,7 +368,9 @@ def _onnx_node(b: _Builder, op: str, label: str, args: list[Any], attrs: dict[st
         s = scale / np.sqrt(var + float(attrs.get("epsilon", 1e-5)))
         return _channel_affine(b, a, s, shift - mean * s)
     if op == "MaxPool":
-        if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or any(d != 1 for d in attrs.get("dilations", [1, 1])):
+        if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or any(
+            d != 1 for d in attrs.get("dilations", [1, 1])
+        ):
             raise NetinvertError(f"{where}: {label}: only MaxPool with explicit pads and no dilation is supported")
         kernel = tuple(attrs["kernel_shape"])
         return b.maxpool(a, kernel, tuple(attrs.get("strides", kernel)), tuple(attrs.get("pads", [0, 0, 0, 0])))
@@ -334,8 +381,14 @@ def _onnx_node(b: _Builder, op: str, label: str, args: list[Any], attrs: dict[st
 _TORCH_TYPES = "Sequential, Linear, Conv2d, ReLU, MaxPool2d, BatchNorm1d/2d, Flatten, Identity, Dropout"
 
 
-def from_torch(module: nn.Module, input_shape: tuple[int, ...], *, mean: tuple[float, ...] | None = None,
-               std: tuple[float, ...] | None = None, name: str = "model") -> PLNet:
+def from_torch(
+    module: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    name: str = "model",
+) -> PLNet:
     """Read a Sequential-like module; ``mean``/``std`` input normalization is folded into the first layer."""
     b = _Builder(name)
     a = b.input((1, *input_shape))
@@ -363,18 +416,31 @@ def _walk(b: _Builder, mod: nn.Module, path: str, a: _Aff) -> _Aff:
         return b.relu(a)
     if isinstance(mod, nn.Flatten):
         s, e = mod.start_dim % len(a.shape), mod.end_dim % len(a.shape)
-        return _Aff(a.w, a.b, a.shape[:s] + (int(np.prod(a.shape[s:e + 1])),) + a.shape[e + 1:], a.zid)
+        return _Aff(a.w, a.b, a.shape[:s] + (int(np.prod(a.shape[s : e + 1])),) + a.shape[e + 1 :], a.zid)
     if isinstance(mod, nn.Linear):
         w = mod.weight.detach().double().numpy().T
         out = b.linear(a, lambda t: np.matmul(t, w))
         return b.add_const(out, mod.bias.detach().double().numpy()) if mod.bias is not None else out
     if isinstance(mod, nn.Conv2d):
         if isinstance(mod.padding, str) or mod.padding_mode != "zeros":
-            raise NetinvertError(f"{b.where}: module {label} (Conv2d) uses padding={mod.padding!r}/{mod.padding_mode}; use numeric zero padding")
+            raise NetinvertError(
+                f"{b.where}: module {label} (Conv2d) uses padding={mod.padding!r}/{mod.padding_mode}; "
+                "use numeric zero padding"
+            )
         ph, pw = mod.padding
-        fn = _conv_fn(mod.weight.detach().double().numpy(), mod.stride, (ph, pw, ph, pw), mod.dilation, mod.groups, a.shape, b.where)
+        fn = _conv_fn(
+            mod.weight.detach().double().numpy(),
+            mod.stride,
+            (ph, pw, ph, pw),
+            mod.dilation,
+            mod.groups,
+            a.shape,
+            b.where,
+        )
         out = b.linear(a, fn)
-        return b.add_const(out, mod.bias.detach().double().numpy().reshape(1, -1, 1, 1)) if mod.bias is not None else out
+        return (
+            b.add_const(out, mod.bias.detach().double().numpy().reshape(1, -1, 1, 1)) if mod.bias is not None else out
+        )
     if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
         var = mod.running_var.detach().double().numpy()
         mean = mod.running_mean.detach().double().numpy()
@@ -386,7 +452,9 @@ def _walk(b: _Builder, mod: nn.Module, path: str, a: _Aff) -> _Aff:
         st = _pair(mod.stride if mod.stride is not None else mod.kernel_size)
         p = _pair(mod.padding)
         if _pair(mod.dilation) != (1, 1) or mod.ceil_mode:
-            raise NetinvertError(f"{b.where}: module {label} (MaxPool2d) uses dilation or ceil_mode, which is not supported")
+            raise NetinvertError(
+                f"{b.where}: module {label} (MaxPool2d) uses dilation or ceil_mode, which is not supported"
+            )
         return b.maxpool(a, k, st, (p[0], p[1], p[0], p[1]))
     raise NetinvertError(
         f"{b.where}: module {label} ({type(mod).__name__}) is not supported by exact methods; "

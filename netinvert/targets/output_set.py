@@ -42,7 +42,9 @@ class OutputSet(Target):
 
     # ------------------------------------------------------------------ builders
     @staticmethod
-    def linear(a: Sequence[Sequence[float]] | np.ndarray, b: Sequence[float] | np.ndarray, label: str = "") -> OutputSet:
+    def linear(
+        a: Sequence[Sequence[float]] | np.ndarray, b: Sequence[float] | np.ndarray, label: str = ""
+    ) -> OutputSet:
         """One conjunction ``A y <= b``."""
         a2 = np.atleast_2d(np.asarray(a, dtype=np.float64))
         return OutputSet(((a2, np.asarray(b, dtype=np.float64)),), a2.shape[1], label)

@@ -125,7 +125,9 @@ class _Reader:
             if m:
                 key = (m.group(1), int(m.group(2)))
                 if key not in self.declared:
-                    raise self.fail(node, f"variable {node.text} is used but not declared: add (declare-const {node.text} Real)")
+                    raise self.fail(
+                        node, f"variable {node.text} is used but not declared: add (declare-const {node.text} Real)"
+                    )
                 return {key: 1.0}, 0.0
             try:
                 return {}, float(node.text)
@@ -195,7 +197,9 @@ def parse_vnnlib(text: str, source: str = "<vnnlib>") -> Spec:
     asserts: list[object] = []
     for node in _sexprs(_tokens(text, source), source):
         if not isinstance(node, list):
-            raise reader.fail(node, f"unexpected {node.text!r} at top level: expected (declare-const ...) or (assert ...)")  # type: ignore[union-attr]
+            raise reader.fail(
+                node, f"unexpected {node.text!r} at top level: expected (declare-const ...) or (assert ...)"
+            )  # type: ignore[union-attr]
         op = reader.head(node)
         if op.text == "declare-const":
             reader.declare(node)
@@ -223,8 +227,11 @@ def parse_vnnlib(text: str, source: str = "<vnnlib>") -> Spec:
                 continue
             if kinds == {"X"}:
                 if len(coeffs) != 1:
-                    raise reader.fail(tok, "input constraints must bound one X_i each (a box); linear input constraints are not supported")
-                (v, c), = coeffs.items()
+                    raise reader.fail(
+                        tok,
+                        "input constraints must bound one X_i each (a box); linear input constraints are not supported",
+                    )
+                ((v, c),) = coeffs.items()
                 bound = -const / c
                 if c > 0:
                     hi[v[1]] = min(hi[v[1]], bound)
@@ -237,7 +244,9 @@ def parse_vnnlib(text: str, source: str = "<vnnlib>") -> Spec:
                 rows.append(row)
                 rhs.append(-const)
             else:
-                raise reader.fail(tok, "a constraint mixes inputs X and outputs Y: keep input and output constraints separate")
+                raise reader.fail(
+                    tok, "a constraint mixes inputs X and outputs Y: keep input and output constraints separate"
+                )
         if np.any(lo > hi):
             continue
         key = (lo.tobytes(), hi.tobytes())
@@ -267,7 +276,9 @@ def _count(reader: _Reader, kind: str, source: str) -> int:
         raise NetinvertError(f"{source}: no {name} variable is declared: add (declare-const {kind}_0 Real)")
     if idx != list(range(len(idx))):
         missing = next(i for i in range(len(idx) + 1) if i not in idx)
-        raise NetinvertError(f"{source}: {name} variables must be {kind}_0..{kind}_{idx[-1]}, but {kind}_{missing} is not declared")
+        raise NetinvertError(
+            f"{source}: {name} variables must be {kind}_0..{kind}_{idx[-1]}, but {kind}_{missing} is not declared"
+        )
     return len(idx)
 
 
