@@ -1,0 +1,809 @@
+"""Method ``analytic``: invert a fully connected network layer by layer, from the output back to the input.
+
+The network must be a chain of ``Linear`` layers and element-wise activations that can be inverted
+(sigmoid, tanh, ReLU, leaky ReLU, identity); ``Flatten``/``Identity``/``Dropout`` are no-ops and
+``AppendBias`` is a fixed input feature equal to 1. Two modes:
+
+* ``pseudoinverse``: at each layer invert the activation (logit for sigmoid, atanh for tanh; a ReLU
+  output of 0 becomes the inequality ``z <= 0``), subtract the bias and solve the linear system for
+  the layer below inside its domain (the previous activation's range, or the input box). Among the
+  solutions it returns the one closest to the layer's reference point (the minimum-norm solution
+  measured from the centre of the activation's range; for the input, from the model's
+  normalization mean). Where no solution exists it returns the closest reachable point (least
+  squares in the pre-activation space of that layer) and reports the residual. Each linear solve is
+  a small convex quadratic program solved with HiGHS and then polished with a least-squares step.
+* ``transpose``: the naive baseline: multiply the target backwards by the transposed weights,
+  ignoring biases and activations, and rescale into the input box. It rarely reaches its target
+  and is kept only to show why the pseudoinverse is needed.
+
+Many inputs reach the same output; :func:`solve_layerwise` exposes the first layer's solution set
+(minimum-norm solution plus null-space directions) and :func:`sample_solutions` draws distinct
+inputs from it inside the box (hit-and-run), all reaching the same hidden activity and output.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import highspy
+import numpy as np
+import torch
+from scipy.optimize import lsq_linear, minimize
+from torch import nn
+
+from netinvert.domains.sets import Ball, Box
+from netinvert.errors import NetinvertError, choices
+from netinvert.methods._scoring import score
+from netinvert.models.wrapper import Model
+from netinvert.result import Item, Result
+from netinvert.targets.base import Acts, Target
+from netinvert.targets.units import Class
+
+MODES = ("pseudoinverse", "transpose")
+_SUPPORTED = "Linear, Sigmoid, Tanh, ReLU, LeakyReLU, Identity, Flatten, Dropout and AppendBias"
+_ACTIVATIONS = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.ReLU: "relu", nn.LeakyReLU: "leaky_relu"}
+_NOOPS = (nn.Identity, nn.Dropout, nn.Flatten)
+_RANGES = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "relu": (0.0, math.inf)}
+_EPS = 1e-6  # hidden sigmoid/tanh targets stay this far inside the open range (|logit| <= 13.8)
+_ROUNDS = 4  # passes in all: re-solves around the reached point while not exact
+_TOL = 1e-7  # a layer counts as reached when its residual is below this (relative to the target's size)
+
+
+@dataclass(frozen=True, eq=False)
+class Activations(Target):
+    """Target: the activation vector of layer ``layer`` should equal ``value`` (maximize -squared error)."""
+
+    layer: str
+    value: torch.Tensor
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        return f"activations {self.layer}[{self.value.numel()}]"
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return (self.layer,)
+
+    def objective(self, outputs: torch.Tensor, acts: Acts) -> torch.Tensor:
+        if self.layer not in acts:
+            raise NetinvertError(f"layer {self.layer!r} produced no activation in the forward pass")
+        a = acts[self.layer].reshape(acts[self.layer].shape[0], -1)
+        return -(a - self.value.to(a.dtype).reshape(1, -1)).pow(2).sum(dim=1)
+
+
+# --------------------------------------------------------------------------- the chain
+@dataclass
+class _Stage:
+    """One affine map of the previous stage's output (or the raw input) followed by an activation."""
+
+    linear: str
+    act_name: str
+    act: str
+    weight: np.ndarray
+    bias: np.ndarray
+    slope: float = 0.0
+
+    def activate(self, z: np.ndarray) -> np.ndarray:
+        if self.act == "sigmoid":
+            return 1.0 / (1.0 + np.exp(-z))
+        if self.act == "tanh":
+            return np.tanh(z)
+        if self.act == "relu":
+            return np.maximum(z, 0.0)
+        if self.act == "leaky_relu":
+            return np.where(z >= 0, z, self.slope * z)
+        return z
+
+    def derivative(self, a: np.ndarray) -> np.ndarray:
+        """d activation / d pre-activation, written in terms of the activation ``a``."""
+        if self.act == "sigmoid":
+            return a * (1.0 - a)
+        if self.act == "tanh":
+            return 1.0 - a * a
+        if self.act == "leaky_relu":
+            return np.where(a >= 0, 1.0, self.slope)
+        return np.ones_like(a)
+
+
+@dataclass
+class _Chain:
+    stages: list[_Stage]
+    positions: dict[str, tuple[int, str]]  # layer name -> (stage, "pre" | "post")
+    input_dim: int
+    ref: np.ndarray  # raw input whose normalized value is 0: the input layer's reference point
+
+    def forward(self, x: np.ndarray, upto: tuple[int, str] | None = None) -> np.ndarray:
+        """Float64 forward of raw flattened inputs (rows), up to a position (default: the output)."""
+        s_end, where = upto or (len(self.stages) - 1, "post")
+        h = x
+        for i, st in enumerate(self.stages[: s_end + 1]):
+            z = h @ st.weight.T + st.bias
+            h = z if (i == s_end and where == "pre") else st.activate(z)
+        return h
+
+    def activations(self, x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(pre-activation, activation) of every stage for one raw flattened input."""
+        out, h = [], x
+        for st in self.stages:
+            z = st.weight @ h + st.bias
+            h = st.activate(z)
+            out.append((z, h))
+        return out
+
+    def bounds(self, lo: np.ndarray, hi: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Interval bounds of every stage's output over the input box (sound, exact for the first stage).
+
+        Open ranges are shrunk by ``_EPS`` so that sigmoid and tanh targets keep finite logits.
+        """
+        out = []
+        for st in self.stages:
+            w_pos, w_neg = np.maximum(st.weight, 0), np.minimum(st.weight, 0)
+            with np.errstate(invalid="ignore"):
+                z_lo = np.nan_to_num(w_pos @ lo + w_neg @ hi, nan=-np.inf) + st.bias
+                z_hi = np.nan_to_num(w_pos @ hi + w_neg @ lo, nan=np.inf) + st.bias
+            lo, hi = st.activate(z_lo), st.activate(z_hi)
+            if st.act in _RANGES and st.act != "relu":
+                r_lo, r_hi = _RANGES[st.act]
+                lo, hi = np.clip(lo, r_lo + _EPS, r_hi - _EPS), np.clip(hi, r_lo + _EPS, r_hi - _EPS)
+            out.append((lo, hi))
+        return out
+
+
+def _leaves(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    out: list[tuple[str, nn.Module]] = []
+    for name, child in module.named_children():
+        path = f"{prefix}.{name}" if prefix else name
+        if isinstance(child, (nn.Sequential, nn.ModuleList)):
+            out.extend(_leaves(child, path))
+        else:
+            out.append((path, child))
+    return out
+
+
+def _appends_constant(module: nn.Module) -> bool:
+    return type(module).__name__ == "AppendBias" or getattr(module, "appends_constant", None) == 1.0
+
+
+def _chain(model: Model) -> _Chain:
+    """Read ``model`` as a chain of stages; raise naming the first layer that is not supported."""
+    spec = model.input_spec
+    dim = int(np.prod(spec.shape))
+    mean, std = _normalization(model, dim)
+    module = model.module
+    leaves = _leaves(module) if list(module.children()) else [("(model)", module)]
+    stages: list[_Stage] = []
+    positions: dict[str, tuple[int, str]] = {}
+    # pending affine map from the last anchor (input or previous stage output): v -> [scale*v + shift, 1...]
+    scale, shift, appended, width = 1.0 / std, -mean / std, 0, dim
+    flat = len(spec.shape) == 1
+    pending_linear: tuple[str, np.ndarray, np.ndarray] | None = None
+
+    def close(act_name: str, act: str, slope: float = 0.0) -> None:
+        nonlocal scale, shift, appended, pending_linear
+        if pending_linear is None:
+            name = act_name
+            weight, bias = np.diag(np.broadcast_to(scale, (width,)).astype(np.float64)), np.asarray(shift) * np.ones(width)
+            if appended:
+                raise NetinvertError(f"analytic cannot read layer {act_name!r}: a constant feature is appended "
+                                     "right before an activation")
+        else:
+            name, weight, bias = pending_linear
+        stages.append(_Stage(name, act_name, act, weight, bias, slope))
+        if pending_linear is not None:
+            positions[name] = (len(stages) - 1, "pre")
+        if act_name:
+            positions[act_name] = (len(stages) - 1, "post")
+        scale, shift, appended, pending_linear = np.ones(weight.shape[0]), np.zeros(weight.shape[0]), 0, None
+
+    for name, leaf in leaves:
+        if isinstance(leaf, nn.Linear):
+            if pending_linear is not None:
+                close("", "identity")
+            if not flat and not stages:
+                raise NetinvertError(f"analytic: layer {name!r} (Linear) sees a {len(spec.shape)}-d input: "
+                                     "add nn.Flatten() before it")
+            w = leaf.weight.detach().double().cpu().numpy()
+            b = leaf.bias.detach().double().cpu().numpy() if leaf.bias is not None else np.zeros(w.shape[0])
+            n = w.shape[1] - appended
+            if n != (stages[-1].weight.shape[0] if stages else dim):
+                raise NetinvertError(f"analytic: layer {name!r} expects {w.shape[1]} inputs but receives "
+                                     f"{(stages[-1].weight.shape[0] if stages else dim) + appended}")
+            weight = w[:, :n] * scale
+            bias = w[:, :n] @ (np.ones(n) * shift) + w[:, n:].sum(axis=1) + b
+            pending_linear = (name, weight, bias)
+        elif type(leaf) in _ACTIVATIONS:
+            slope = float(getattr(leaf, "negative_slope", 0.0))
+            if type(leaf) is nn.LeakyReLU and slope <= 0:
+                raise NetinvertError(f"analytic: layer {name!r} is a LeakyReLU with slope {slope}; need slope > 0")
+            if not stages and pending_linear is None:
+                width = dim
+            elif pending_linear is None:
+                width = stages[-1].weight.shape[0]
+            close(name, _ACTIVATIONS[type(leaf)], slope)
+        elif _appends_constant(leaf):
+            appended += 1
+        elif isinstance(leaf, _NOOPS):
+            if isinstance(leaf, nn.Flatten):
+                if leaf.start_dim != 1 or leaf.end_dim != -1:
+                    raise NetinvertError(f"analytic: layer {name!r} flattens dims {leaf.start_dim}..{leaf.end_dim};"
+                                         " only Flatten(1, -1) is supported")
+                if not stages and pending_linear is None:
+                    flat = True
+        else:
+            raise NetinvertError(
+                f"analytic cannot invert layer {name!r} ({type(leaf).__name__}): it supports {_SUPPORTED}; "
+                "use method gradient or exact for this model"
+            )
+    if pending_linear is not None:
+        close("", "identity")
+    if appended or not stages:
+        raise NetinvertError(f"analytic found no Linear layer to invert in {model.name}: it supports {_SUPPORTED}")
+    chain = _Chain(stages, positions, dim, mean)
+    _check_chain(model, chain)
+    return chain
+
+
+def _normalization(model: Model, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    spec = model.input_spec
+    if model.normalize is None:
+        return np.zeros(dim), np.ones(dim)
+    shape = spec.shape
+    mean = model.normalize.mean.double().cpu().numpy()
+    std = model.normalize.std.double().cpu().numpy()
+    full = (1, *shape)
+    return np.broadcast_to(mean, full).reshape(-1).copy(), np.broadcast_to(std, full).reshape(-1).copy()
+
+
+def _check_chain(model: Model, chain: _Chain) -> None:
+    """The chain read from the module list must compute what the model computes."""
+    g = torch.Generator().manual_seed(0)
+    spec = model.input_spec
+    x = spec.low + (spec.high - spec.low) * torch.rand((3, *spec.shape), generator=g)
+    with torch.no_grad():
+        out = model(x.to(model._dtype())).double().reshape(3, -1).cpu().numpy()
+    mine = chain.forward(x.double().reshape(3, -1).numpy())
+    if mine.shape != out.shape or not np.allclose(mine, out, rtol=1e-3, atol=1e-3 * (1 + np.abs(out).max())):
+        raise NetinvertError(
+            f"analytic read {model.name} as a chain of layers but it computes something else "
+            "(its forward is not the order of its submodules): wrap the layers in an nn.Sequential"
+        )
+
+
+def _input_bounds(model: Model, domain: Box | Ball | None) -> tuple[np.ndarray, np.ndarray]:
+    spec = model.input_spec
+    if domain is None:
+        domain = Box()
+    if isinstance(domain, Ball) and domain.p != math.inf:
+        raise NetinvertError(f"analytic needs a box-shaped domain; a Ball with p={domain.p} is not one: "
+                             "use Box or a Ball with p=inf")
+    if not hasattr(domain, "bounds"):
+        raise NetinvertError(f"analytic needs a Box or Ball domain, not {type(domain).__name__}")
+    lo, hi = domain.bounds(spec)
+    return lo.double().reshape(-1).numpy(), hi.double().reshape(-1).numpy()
+
+
+# --------------------------------------------------------------------------- convex solves
+def _lp(a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray, b_le: np.ndarray, lo: np.ndarray,
+        hi: np.ndarray, cost: np.ndarray) -> np.ndarray | None:
+    """min c'x  s.t.  a_eq x = b_eq, a_le x <= b_le, lo <= x <= hi (HiGHS); None unless solved."""
+    n = lo.size
+    a = np.vstack([a_eq, a_le])
+    inf = highspy.kHighsInf
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = n, a.shape[0]
+    lp.col_cost_ = cost.tolist()
+    lp.col_lower_ = np.where(np.isfinite(lo), lo, -inf).tolist()
+    lp.col_upper_ = np.where(np.isfinite(hi), hi, inf).tolist()
+    lp.row_lower_ = np.concatenate([b_eq, np.full(a_le.shape[0], -inf)]).tolist()
+    lp.row_upper_ = np.concatenate([b_eq, b_le]).tolist()
+    nz = a.T != 0
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = np.concatenate([[0], np.cumsum(nz.sum(axis=1))]).astype(int).tolist()
+    lp.a_matrix_.index_ = np.nonzero(nz)[1].tolist()
+    lp.a_matrix_.value_ = a.T[nz].tolist()
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    h.passModel(lp)
+    h.run()
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return None
+    return np.asarray(h.getSolution().col_value, dtype=np.float64)
+
+
+def _project(ref: np.ndarray, weight: np.ndarray, a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray,
+             b_le: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """argmin sum w (h - ref)^2 over {a_eq h = b_eq, a_le h <= b_le, lo <= h <= hi} (assumed non-empty).
+
+    Solved in the dual, a smooth concave function of the row multipliers (L-BFGS-B, with
+    multipliers of inequality rows kept >= 0); the primal point is a clipped step from ``ref``.
+    """
+    m_eq, m_le = a_eq.shape[0], a_le.shape[0]
+    a = np.vstack([a_eq, -a_le])
+
+    def primal(y: np.ndarray) -> np.ndarray:
+        return np.clip(ref + (a.T @ y) / weight, lo, hi)
+
+    def neg_dual(y: np.ndarray) -> tuple[float, np.ndarray]:
+        h = primal(y)
+        d = h - ref
+        r = np.concatenate([a_eq @ h - b_eq, b_le - a_le @ h])
+        return -(0.5 * float(weight @ (d * d)) - float(y @ r)), r
+
+    bounds = [(None, None)] * m_eq + [(0.0, None)] * m_le
+    sol = minimize(neg_dual, np.zeros(m_eq + m_le), jac=True, method="L-BFGS-B", bounds=bounds,
+                   options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-11, "maxcor": 30})
+    return primal(sol.x)
+
+
+def _polish(x: np.ndarray, a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray, b_le: np.ndarray,
+            lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Remove the solver's residual on equality and active inequality rows, moving only free variables."""
+    active = np.abs(a_le @ x - b_le) < 1e-6 if a_le.size else np.zeros(0, dtype=bool)
+    a = np.vstack([a_eq, a_le[active]])
+    b = np.concatenate([b_eq, b_le[active]])
+    if a.shape[0] == 0:
+        return x
+    for _ in range(3):
+        free = (x > lo + 1e-10) & (x < hi - 1e-10)
+        r = a @ x - b
+        if not free.any() or np.abs(r).max() < 1e-13:
+            break
+        step = np.linalg.lstsq(a[:, free], r, rcond=None)[0]
+        y = x.copy()
+        y[free] -= step
+        y = np.clip(y, lo, hi)
+        if np.linalg.norm(a @ y - b) >= np.linalg.norm(r):
+            break
+        x = y
+    return x
+
+
+@dataclass
+class _Layer:
+    """One linear system ``a_eq h = b_eq``, ``a_le h <= b_le`` over a box, as solved."""
+
+    name: str
+    a_eq: np.ndarray
+    b_eq: np.ndarray
+    a_le: np.ndarray
+    b_le: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    ref: np.ndarray
+    weight: np.ndarray
+    h: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    residual: float = 0.0
+    reachable: bool = True
+
+
+def _residual(a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray, b_le: np.ndarray, h: np.ndarray) -> float:
+    r_eq = a_eq @ h - b_eq
+    r_le = np.maximum(a_le @ h - b_le, 0.0) if a_le.size else np.zeros(0)
+    return float(np.sqrt(r_eq @ r_eq + r_le @ r_le))
+
+
+def _solve_layer(layer: _Layer) -> None:
+    """Closest point to ``ref`` (in the ``weight``-ed norm) among the box points satisfying the rows.
+
+    A bounded least-squares solve (BVLS) first says whether the rows can be met inside the box
+    (an inequality row's excess is measured with a slack t >= 0). If not, the rows are replaced by
+    the values the least-squares point reaches, so the answer is the closest of the closest
+    reachable points.
+    """
+    n = layer.lo.size
+    m_eq, m_le = layer.a_eq.shape[0], layer.a_le.shape[0]
+    a = np.block([[layer.a_eq, np.zeros((m_eq, m_le))], [layer.a_le, np.eye(m_le)]])
+    lo = np.concatenate([layer.lo, np.zeros(m_le)])
+    hi = np.concatenate([np.maximum(layer.hi, layer.lo + 1e-12), np.full(m_le, np.inf)])
+    ls = lsq_linear(a, np.concatenate([layer.b_eq, layer.b_le]), bounds=(lo, hi), method="bvls", tol=1e-13)
+    h_ls = np.clip(ls.x[:n], layer.lo, layer.hi)
+    scale = 1.0 + float(np.abs(np.concatenate([layer.b_eq, layer.b_le])).max(initial=0.0))
+    b_eq, b_le = layer.b_eq, layer.b_le
+    if _residual(layer.a_eq, b_eq, layer.a_le, b_le, h_ls) > _TOL * scale:
+        b_eq = layer.a_eq @ h_ls
+        b_le = np.maximum(layer.b_le, layer.a_le @ h_ls)
+    h = _project(layer.ref, layer.weight, layer.a_eq, b_eq, layer.a_le, b_le, layer.lo, layer.hi)
+    h = _polish(h, layer.a_eq, b_eq, layer.a_le, b_le, layer.lo, layer.hi)
+    if _residual(layer.a_eq, b_eq, layer.a_le, b_le, h) > _residual(layer.a_eq, b_eq, layer.a_le, b_le, h_ls):
+        h = h_ls
+    layer.h = h
+    layer.residual = _residual(layer.a_eq, layer.b_eq, layer.a_le, layer.b_le, h)
+    layer.reachable = layer.residual <= _TOL * scale
+
+
+def _invert_activation(st: _Stage, value: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Pre-activation target for a post-activation ``value``: (z, equality mask, range residual).
+
+    Rows outside the mask are ReLU zeros, whose pre-activation need only be <= 0. Values outside
+    the activation's range are moved to the nearest reachable value; the move is the residual.
+    """
+    eq = np.ones(value.size, dtype=bool)
+    if st.act in ("sigmoid", "tanh"):
+        lo, hi = _RANGES[st.act]
+        v = np.clip(value, lo + _EPS, hi - _EPS)
+        z = np.log(v) - np.log1p(-v) if st.act == "sigmoid" else np.arctanh(v)
+    elif st.act == "relu":
+        v = np.maximum(value, 0.0)
+        eq = v > 0
+        z = v
+    elif st.act == "leaky_relu":
+        v = value
+        z = np.where(v >= 0, v, v / st.slope)
+    else:
+        v, z = value, value
+    return z, eq, float(np.linalg.norm(value - v))
+
+
+@dataclass
+class _Goal:
+    """What the pre-activation ``z`` of stage ``stage`` must satisfy: ``c_eq z = d_eq``, ``c_le z <= d_le``.
+
+    ``clip`` is how far an asked activation lies outside the activation's range (0 if inside).
+    """
+
+    stage: int
+    c_eq: np.ndarray
+    d_eq: np.ndarray
+    c_le: np.ndarray
+    d_le: np.ndarray
+    clip: float = 0.0
+
+    @staticmethod
+    def of_value(st_index: int, st: _Stage, where: str, value: np.ndarray) -> _Goal:
+        """The goal "this layer's activation (``post``) or pre-activation (``pre``) equals ``value``"."""
+        if where == "post":
+            z, eq, clip = _invert_activation(st, value)
+        else:
+            z, eq, clip = value, np.ones(value.size, dtype=bool), 0.0
+        eye = np.eye(value.size)
+        return _Goal(st_index, eye[eq], z[eq], eye[~eq], z[~eq], clip)
+
+    def rows(self, st: _Stage) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The goal as rows on the stage's input ``h`` (``z = W h + b``)."""
+        return (self.c_eq @ st.weight, self.d_eq - self.c_eq @ st.bias,
+                self.c_le @ st.weight, self.d_le - self.c_le @ st.bias)
+
+    def miss(self, z: np.ndarray) -> float:
+        r_eq = self.c_eq @ z - self.d_eq
+        r_le = np.maximum(self.c_le @ z - self.d_le, 0.0)
+        return float(np.sqrt(r_eq @ r_eq + r_le @ r_le)) + self.clip
+
+
+class Solution:
+    """The layer-wise inverse of one target.
+
+    ``x`` is the chosen input. ``reachable`` says whether every layer's system was solved exactly;
+    otherwise ``residual`` is the sum of the per-layer least-squares residuals (pre-activation
+    units), listed in ``layer_residuals``. ``min_norm`` and ``null_space`` describe the first
+    layer's solution set without the box: every ``min_norm + null_space @ c`` gives the same
+    first-layer activity as ``x``, hence the same output.
+    """
+
+    def __init__(self, x: torch.Tensor, reachable: bool, residual: float, layer_residuals: dict[str, float],
+                 rounds: int, first: _Layer, origin: np.ndarray) -> None:
+        self.x = x
+        self.reachable = reachable
+        self.residual = residual
+        self.layer_residuals = layer_residuals
+        self.rounds = rounds
+        self._first = first
+        self._origin = origin
+        self._basis: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _solution_set(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._basis is None:
+            self._basis = _min_norm(self._first, self._origin)
+        return self._basis
+
+    @property
+    def min_norm(self) -> torch.Tensor:
+        return torch.from_numpy(self._solution_set()[0]).float().reshape(self.x.shape)
+
+    @property
+    def null_space(self) -> torch.Tensor:
+        """(input size, k) orthonormal directions that leave the first layer's activity unchanged."""
+        return torch.from_numpy(self._solution_set()[1]).float()
+
+
+def _solve(chain: _Chain, goal: _Goal, lo_in: np.ndarray, hi_in: np.ndarray, shape: tuple[int, ...]) -> Solution:
+    """Invert from the goal's stage down to the input; re-solve around the reached point while not exact.
+
+    The first pass picks, at each hidden layer, the solution closest to that layer's activity for
+    the input reference point; later passes pick the one closest to the activity of the input the
+    previous pass reached (distances measured in pre-activation units), so the targets handed to
+    the layer below stay near what it can reach. The pass whose input misses the goal least wins.
+    """
+    bounds = chain.bounds(lo_in, hi_in)
+    x_ref = np.clip(chain.ref, lo_in, hi_in)
+    best: tuple[float, list[_Layer], dict[str, float], bool] | None = None
+    rounds = 0
+    for rounds in range(1, _ROUNDS + 1):
+        layers, residuals, reachable = _pass(chain, goal, bounds, lo_in, hi_in, x_ref)
+        x = layers[-1].h
+        miss = goal.miss(chain.forward(x[None], (goal.stage, "pre"))[0])
+        if best is None or miss < best[0]:
+            best = (miss, layers, residuals, reachable)
+        if reachable:
+            break
+        x_ref = x
+    assert best is not None
+    _, layers, residuals, reachable = best
+    first = layers[-1]
+    return Solution(torch.from_numpy(first.h.copy()).float().reshape(shape), reachable,
+                    float(sum(residuals.values())), residuals, rounds, first, chain.ref)
+
+
+def _pass(chain: _Chain, goal: _Goal, bounds: list[tuple[np.ndarray, np.ndarray]], lo_in: np.ndarray,
+          hi_in: np.ndarray, x_ref: np.ndarray) -> tuple[list[_Layer], dict[str, float], bool]:
+    acts = chain.activations(x_ref)
+    layers: list[_Layer] = []
+    residuals: dict[str, float] = {}
+    reachable = goal.clip == 0
+    if goal.clip:
+        st = chain.stages[goal.stage]
+        residuals[st.act_name or st.linear] = goal.clip
+    for s in range(goal.stage, -1, -1):
+        st = chain.stages[s]
+        if s < goal.stage:
+            goal = _Goal.of_value(s, st, "post", layers[-1].h)
+        a_eq, b_eq, a_le, b_le = goal.rows(st)
+        if s == 0:
+            lo, hi, ref, weight = lo_in, hi_in, x_ref, np.ones(lo_in.size)
+        else:
+            prev = chain.stages[s - 1]
+            lo, hi = bounds[s - 1]
+            a_ref = acts[s - 1][1]
+            ref = np.clip(a_ref, lo, hi)
+            weight = 1.0 / np.maximum(prev.derivative(ref), 1e-2) ** 2
+        layer = _Layer(st.linear or st.act_name, a_eq, b_eq, a_le, b_le, lo, hi, ref, weight)
+        _solve_layer(layer)
+        layers.append(layer)
+        residuals[layer.name] = residuals.get(layer.name, 0.0) + layer.residual
+        reachable = reachable and layer.reachable
+    return layers, residuals, reachable
+
+
+def _min_norm(layer: _Layer, origin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Solution of the first layer's equality rows closest to ``origin`` (no box), and the null space."""
+    a, b = layer.a_eq, layer.a_eq @ layer.h
+    if a.shape[0] == 0:
+        return origin.copy(), np.eye(origin.size)
+    _, s, vt = np.linalg.svd(a, full_matrices=True)
+    rank = int((s > s.max() * max(a.shape) * np.finfo(np.float64).eps).sum())
+    return origin + np.linalg.pinv(a) @ (b - a @ origin), vt[rank:].T.copy()
+
+
+# --------------------------------------------------------------------------- public API
+def solve_layerwise(model: Model, layer_name: str, value: torch.Tensor | np.ndarray | Sequence[float],
+                    domain: Box | Ball | None = None) -> Solution:
+    """Find an input whose activation at ``layer_name`` equals ``value`` (pseudoinverse mode).
+
+    ``layer_name`` is a ``Linear`` layer (its pre-activation) or an activation layer of the model.
+    """
+    chain = _chain(model)
+    lo, hi = _input_bounds(model, domain)
+    position = _position(model, chain, layer_name)
+    v = _as_vector(value, chain, position, layer_name)
+    goal = _Goal.of_value(position[0], chain.stages[position[0]], position[1], v)
+    return _solve(chain, goal, lo, hi, model.input_spec.shape)
+
+
+def sample_solutions(solution: Solution, k: int, *, seed: int = 0, steps: int = 50) -> torch.Tensor:
+    """``k`` distinct inputs from the solution set of ``solution`` inside its box (hit-and-run).
+
+    All of them give the same first-layer activity as ``solution.x`` (hence the same output).
+    """
+    if k < 1:
+        raise NetinvertError(f"number of samples k={k} must be >= 1")
+    layer = solution._first
+    a_eq, b_eq = layer.a_eq, layer.a_eq @ layer.h
+    a_le = layer.a_le
+    b_le = np.maximum(layer.b_le, a_le @ layer.h) if a_le.size else layer.b_le
+    lo, hi = layer.lo, layer.hi
+    null = solution._solution_set()[1]
+    if null.shape[1] == 0:
+        raise NetinvertError("the solution is unique (the first layer has no null space): cannot sample distinct inputs")
+    start = _interior(layer.h, a_eq, b_eq, a_le, b_le, lo, hi)
+    rng = np.random.default_rng(seed)
+    x = start
+    out = []
+    for _ in range(k):
+        for _ in range(steps):
+            d = null @ rng.standard_normal(null.shape[1])
+            d /= np.linalg.norm(d)
+            t_lo, t_hi = _segment(x, d, lo, hi, a_le, b_le)
+            if t_hi > t_lo:
+                x = x + rng.uniform(t_lo, t_hi) * d
+        out.append(x.copy())
+    shape = tuple(solution.x.shape)
+    return torch.from_numpy(np.stack(out)).float().reshape(k, *shape)
+
+
+def _interior(h: np.ndarray, a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray, b_le: np.ndarray,
+              lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """A point of the solution set strictly inside the box (a step from ``h`` toward its Chebyshev centre)."""
+    n = h.size
+    width = np.where(np.isfinite(hi - lo), hi - lo, 2.0)
+    cap = float(width.min()) / 2
+    # variables [x, delta]: maximize delta with lo + delta <= x <= hi - delta
+    fin_lo, fin_hi = np.isfinite(lo), np.isfinite(hi)
+    eye = np.eye(n)
+    rows = [np.hstack([-eye[fin_lo], np.ones((fin_lo.sum(), 1))]), np.hstack([eye[fin_hi], np.ones((fin_hi.sum(), 1))])]
+    rhs = [-lo[fin_lo], hi[fin_hi]]
+    if a_le.size:
+        norms = np.linalg.norm(a_le, axis=1, keepdims=True)
+        rows.append(np.hstack([a_le, norms]))
+        rhs.append(b_le)
+    cost = np.zeros(n + 1)
+    cost[-1] = -1.0
+    sol = _lp(np.hstack([a_eq, np.zeros((a_eq.shape[0], 1))]), b_eq, np.vstack(rows), np.concatenate(rhs),
+              np.concatenate([np.full(n, -np.inf), [0.0]]), np.concatenate([np.full(n, np.inf), [cap]]), cost)
+    if sol is None or sol[-1] <= 1e-9:
+        raise NetinvertError("the solution set has no interior inside the box: the solution is (nearly) unique")
+    c = _polish(sol[:n], a_eq, b_eq, np.zeros((0, n)), np.zeros(0), lo, hi)
+    return h + 0.5 * (c - h)
+
+
+def _segment(x: np.ndarray, d: np.ndarray, lo: np.ndarray, hi: np.ndarray, a_le: np.ndarray,
+             b_le: np.ndarray) -> tuple[float, float]:
+    """The range of t for which x + t d stays in the box and satisfies the inequality rows."""
+    t_lo, t_hi = -np.inf, np.inf
+    pos, neg = d > 1e-15, d < -1e-15
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if pos.any():
+            t_hi = min(t_hi, float(((hi - x)[pos] / d[pos]).min()))
+            t_lo = max(t_lo, float(((lo - x)[pos] / d[pos]).max()))
+        if neg.any():
+            t_hi = min(t_hi, float(((lo - x)[neg] / d[neg]).min()))
+            t_lo = max(t_lo, float(((hi - x)[neg] / d[neg]).max()))
+        if a_le.size:
+            ad, slack = a_le @ d, b_le - a_le @ x
+            p, q = ad > 1e-15, ad < -1e-15
+            if p.any():
+                t_hi = min(t_hi, float((slack[p] / ad[p]).min()))
+            if q.any():
+                t_lo = max(t_lo, float((slack[q] / ad[q]).max()))
+    return (t_lo, t_hi) if np.isfinite(t_lo) and np.isfinite(t_hi) else (0.0, 0.0)
+
+
+def _position(model: Model, chain: _Chain, layer_name: str) -> tuple[int, str]:
+    if layer_name not in chain.positions:
+        model.get_layer(layer_name)  # unknown names get the wrapper's error listing all layers
+        raise NetinvertError(f"analytic can target only Linear and activation layers; {layer_name!r} is neither: "
+                             f"choose one of {choices(chain.positions)}")
+    return chain.positions[layer_name]
+
+
+def _as_vector(value: torch.Tensor | np.ndarray | Sequence[float], chain: _Chain, position: tuple[int, str],
+               layer_name: str) -> np.ndarray:
+    v = torch.as_tensor(value).detach().double().reshape(-1).cpu().numpy()
+    n = chain.stages[position[0]].weight.shape[0]
+    if v.size != n:
+        raise NetinvertError(f"target for layer {layer_name!r} has {v.size} values but the layer has {n} units")
+    if not np.isfinite(v).all():
+        raise NetinvertError(f"target for layer {layer_name!r} has NaN or infinite values")
+    return v
+
+
+def _class_goal(model: Model, chain: _Chain, k: int, probability: float) -> tuple[_Goal, np.ndarray]:
+    """Rows on the logits meaning "class ``k`` has probability ``probability``", and the ideal probabilities.
+
+    Sigmoid outputs: logit_k = logit(p) exactly and every other logit <= logit(1 - p). Softmax
+    outputs: logit_j - logit_k <= log((1 - p) / ((n - 1) p)) for every j != k, so that p_k >= p.
+    """
+    n = model.num_outputs
+    last = len(chain.stages) - 1
+    if chain.stages[last].act != "identity":
+        raise NetinvertError(f"analytic: class targets need {model.name} to end with a Linear layer (its logits); "
+                             f"it ends with {chain.stages[last].act_name!r}")
+    eye, others = np.eye(n), [j for j in range(n) if j != k]
+    if model.output_activation == "sigmoid":
+        q = np.full(n, 1.0 - probability)
+        q[k] = probability
+        logit = math.log(probability / (1.0 - probability))
+        return _Goal(last, eye[[k]], np.array([logit]), eye[others], np.full(n - 1, -logit)), q
+    if model.output_activation == "softmax":
+        q = np.full(n, (1.0 - probability) / max(n - 1, 1))
+        q[k] = probability
+        gap = math.log((1.0 - probability) / (max(n - 1, 1) * probability))
+        return _Goal(last, np.zeros((0, n)), np.zeros(0), eye[others] - eye[[k]], np.full(n - 1, gap)), q
+    raise NetinvertError(f"{model.name} is a regression model (output activation 'none'): give an "
+                         "Activations target on one of its layers instead of a class")
+
+
+def _goal(model: Model, chain: _Chain, target: Target, probability: float) -> tuple[_Goal, np.ndarray]:
+    """The goal rows of a target and the vector the transpose baseline multiplies backwards."""
+    if isinstance(target, Class):
+        return _class_goal(model, chain, int(target.index), probability)
+    if isinstance(target, Activations):
+        position = _position(model, chain, target.layer)
+        v = _as_vector(target.value, chain, position, target.layer)
+        return _Goal.of_value(position[0], chain.stages[position[0]], position[1], v), v
+    raise NetinvertError(f"analytic supports Class and Activations targets, not {target.description!r}")
+
+
+def run(model: Model, targets: Target | Sequence[Target], domain: Box | Ball | None = None, *,
+        mode: str = "pseudoinverse", probability: float = 0.99, samples: int = 1, seed: int = 0) -> Result:
+    """Invert ``model`` for each target (``Class`` or ``Activations``); one result row per input.
+
+    A ``Class`` target asks for the class's probability to be ``probability`` (see
+    :func:`_class_goal` for the exact rows). ``samples`` > 1 adds ``samples - 1`` random inputs
+    from the solution set after the minimum-norm one (pseudoinverse mode only). Status ``found``:
+    every layer's system was met exactly; ``not-reached``: the closest reachable input is
+    returned and ``residual`` (pre-activation units at the target layer) says how far it is.
+    """
+    if mode not in MODES:
+        raise NetinvertError(f"analytic mode {mode!r} is unknown: use one of {choices(MODES)}")
+    if not 0.5 <= probability < 1.0:
+        raise NetinvertError(f"probability {probability} must be in [0.5, 1), e.g. 0.99")
+    if samples < 1 or (samples > 1 and mode == "transpose"):
+        raise NetinvertError(f"samples={samples}: give >= 1 (and 1 for the transpose baseline)")
+    targets = [targets] if isinstance(targets, Target) else list(targets)
+    t0 = time.perf_counter()
+    chain = _chain(model)
+    lo, hi = _input_bounds(model, domain)
+    shape = model.input_spec.shape
+    rows: list[torch.Tensor] = []
+    plan: list[tuple[Target, _Goal, Solution | None]] = []
+    for target in targets:
+        if isinstance(target, Class):
+            target = Class(model.class_index(target.index), output_activation=model.output_activation)
+        goal, vector = _goal(model, chain, target, probability)
+        if mode == "transpose":
+            rows.append(_transpose(chain, goal.stage, vector, lo, hi, shape))
+            plan.append((target, goal, None))
+            continue
+        sol = _solve(chain, goal, lo, hi, shape)
+        for x in [sol.x] + ([] if samples == 1 else list(sample_solutions(sol, samples - 1, seed=seed))):
+            rows.append(x)
+            plan.append((target, goal, sol))
+    inputs = torch.stack(rows).to(model._dtype())
+    outputs, items = score(model, [t for t, _, _ in plan], inputs, goal_prob=probability)
+    flat = inputs.double().reshape(len(rows), -1).numpy()
+    for i, (target, goal, sol) in enumerate(plan):
+        item = items[i]
+        residual = goal.miss(chain.forward(flat[i : i + 1], (goal.stage, "pre"))[0])
+        item.metrics["residual"] = residual
+        if isinstance(target, Activations):
+            position = chain.positions[target.layer]
+            reached = chain.forward(flat[i : i + 1], position)[0]
+            item.metrics["activation_error"] = float(np.linalg.norm(reached - target.value.double().reshape(-1).numpy()))
+        if sol is None:
+            ok = residual <= _TOL * (1.0 + float(np.abs(goal.d_eq).max(initial=0.0)))
+            item.reason = "transpose baseline: weights multiplied backwards, biases and activations ignored"
+        else:
+            ok = sol.reachable
+            item.metrics.update(layer_residuals=sol.layer_residuals, rounds=sol.rounds)
+            item.reason = "every layer solved exactly" if ok else (
+                "not reachable: the closest reachable input is returned (layer-wise least squares)")
+        item.status = "found" if ok else "not-reached"
+        item.target = f"{target.description} p={probability:g}" if isinstance(target, Class) else target.description
+    labels = [_label(model, t, it) for (t, _, _), it in zip(plan, items)]
+    spec = model.input_spec
+    return Result(method="analytic", model=model.name, inputs=inputs.detach(), outputs=outputs.detach(), items=items,
+                  timing={"total_s": time.perf_counter() - t0},
+                  info={"mode": mode, "probability": probability, "samples": samples},
+                  labels=labels, value_range=(spec.low, spec.high))
+
+
+def _label(model: Model, target: Target, item: Item) -> str:
+    if isinstance(target, Class):
+        return f"{model.class_label(int(target.index))} p={item.metrics['model_prob']:.2f}"
+    return target.description
+
+
+def _transpose(chain: _Chain, stage: int, vector: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+               shape: tuple[int, ...]) -> torch.Tensor:
+    """The naive baseline: W1' W2' ... vector, rescaled into the input box."""
+    v = vector
+    for s in range(stage, -1, -1):
+        v = chain.stages[s].weight.T @ v
+    lo_f = np.where(np.isfinite(lo), lo, -1.0)
+    hi_f = np.where(np.isfinite(hi), hi, 1.0)
+    span = v.max() - v.min()
+    u = (v - v.min()) / span if span > 0 else np.full_like(v, 0.5)
+    return torch.from_numpy(lo_f + u * (hi_f - lo_f)).float().reshape(shape)
