@@ -25,6 +25,8 @@ from netinvert.domains.sets import Ball
 from netinvert.errors import NetinvertError
 from netinvert.methods import exact, invert
 from netinvert.models.wrapper import InputSpec, Model
+from netinvert.solvers import linear_bounds as lb
+from netinvert.solvers.bab import bab
 from netinvert.solvers.piecewise import from_onnx, from_torch
 from netinvert.targets.output_set import OutputSet
 from netinvert.targets.units import Class
@@ -161,6 +163,7 @@ def _pattern_minimum(module: nn.Sequential, lo: np.ndarray, hi: np.ndarray, a: n
 def test_random_relu_networks_never_contradict_sampling_or_enumeration() -> None:
     rng = np.random.default_rng(7)
     seen = {"found": 0, "none-exists": 0}
+    seen_bab = {"found": 0, "none": 0, "unknown": 0}
     for trial in range(30):
         module, n_in = _random_net(rng)
         lo, hi = -np.ones(n_in), np.ones(n_in)
@@ -177,6 +180,26 @@ def test_random_relu_networks_never_contradict_sampling_or_enumeration() -> None
         assert out.status in seen, (trial, out.reason)
         seen[out.status] += 1
         enum_min = _pattern_minimum(module, lo, hi, a, b)
+        layers = lb.layers_of(net)
+        root = lb.crown(layers, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None])
+        tree = bab(
+            layers,
+            lo,
+            hi,
+            root,
+            a,
+            b,
+            np.zeros(len(b), dtype=int),
+            lambda xs, t=target: t.violations(net.forward(xs)) <= -exact.STRICT,
+            time_limit=10,
+        )
+        seen_bab[tree.status] += 1
+        if tree.status == "none":
+            assert enum_min > -1e-7, f"trial {trial}: branch-and-bound refuted a reachable set"
+        if enum_min > 1e-6:  # on tiny nets an unreachable set is always refuted
+            assert tree.status == "none", (trial, tree.reason)
+        if tree.status == "found":
+            assert target.contains(net.forward(tree.x[None]), exact.STRICT)[0] and enum_min < 0
         if out.status == "none-exists":
             assert not target.contains(ys).any(), f"trial {trial}: sampling found a point after none-exists"
             assert enum_min > -1e-7, f"trial {trial}: an activation pattern reaches the set (min {enum_min})"
@@ -189,6 +212,7 @@ def test_random_relu_networks_never_contradict_sampling_or_enumeration() -> None
             assert target.contains(y, exact.STRICT)[0]
             assert enum_min <= -exact.STRICT + 1e-9
     assert seen["found"] >= 5 and seen["none-exists"] >= 5, seen  # both answers were exercised
+    assert seen_bab["none"] >= 5 and seen_bab["found"] >= 3, seen_bab
 
 
 # ------------------------------------------------------------------------------------------ public API

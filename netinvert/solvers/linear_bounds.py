@@ -79,12 +79,17 @@ def backsub(
     hi: torch.Tensor,
     alphas: list[torch.Tensor] | None = None,
     coeffs: dict[int, torch.Tensor] | None = None,
+    betas: list[torch.Tensor] | None = None,
+    signs: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Lower bound of ``lam @ z_k + c`` over the box, where ``z_k`` is layer ``k``'s pre-activation.
 
     ``lam`` is (B, m, n_k) and ``c`` (B, m); ``alphas[j]`` (B, m, n_j) are lower ReLU slopes for the
     hidden layers ``j < k`` (default: the CROWN choice). ``coeffs``, when given, receives the
-    coefficients on each hidden layer's post-activation and (key -1) on the input.
+    coefficients on each hidden layer's post-activation and (key -1) on the input. ``betas[j]``
+    (B, m, n_j) >= 0 with ``signs[j]`` (B, n_j) in {-1, 0, 1} add the Lagrangian terms
+    ``-beta * sign * z_j`` of split constraints ``sign * z_j >= 0`` (beta-CROWN): the result then
+    bounds the minimum over the inputs that satisfy the splits.
     """
     w, b = layers[k]
     c = c + lam @ b
@@ -98,6 +103,8 @@ def backsub(
         lp, ln = lam.clamp(min=0), lam.clamp(max=0)
         c = c + (ln * up_b.unsqueeze(1)).sum(-1)
         lam = lp * lo_s + ln * up_s.unsqueeze(1)
+        if betas is not None and signs is not None:
+            lam = lam - betas[j] * signs[j].unsqueeze(1)
         w, b = layers[j]
         c = c + lam @ b
         lam = lam @ w
