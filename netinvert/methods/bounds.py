@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from netinvert.errors import NetinvertError
-from netinvert.methods.exact import as_output_set, box_of, torch_checker
+from netinvert.methods.exact import as_output_set, box_of, network_of, torch_checker
 from netinvert.result import Item, Result
 from netinvert.solvers import linear_bounds as lb
-from netinvert.solvers.piecewise import PLNet, from_torch
+from netinvert.solvers.piecewise import PLNet
 from netinvert.targets.output_set import OutputSet
 
 MAX_DIM = 8
@@ -91,7 +91,7 @@ def run(
             f"method 'bounds' splits the input box and scales to about {MAX_DIM} inputs; {model.name} has {lo.size}: "
             "use method='exact' for high-dimensional inputs"
         )
-    net = from_torch(model.module, spec.shape, mean=spec.mean, std=spec.std, name=model.name)
+    net = network_of(model)
     check = torch_checker(model, spec.shape)
     total = float(np.prod(hi - lo))
     items, rows, outs, pre = [], [], [], []

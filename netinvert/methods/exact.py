@@ -265,6 +265,26 @@ def as_output_set(model: Any, target: Any, num_outputs: int) -> tuple[OutputSet,
     raise NetinvertError(f"exact methods support OutputSet and Class targets, not {type(target).__name__}")
 
 
+def network_of(model: Any) -> PLNet:
+    """The piecewise-linear IR of a ``Model``: read from its ONNX file when it came from one, else
+    from its module; the input normalization is folded into the first layer either way."""
+    spec = model.input_spec
+    source = model.info.get("source")
+    if model.info.get("format") != "onnx" or not source:
+        return from_torch(model.module, spec.shape, mean=spec.mean, std=spec.std, name=model.name)
+    net = from_onnx(source)
+    n = int(np.prod(spec.shape))
+    if net.num_inputs != n:
+        raise NetinvertError(f"{source} takes {net.num_inputs} inputs but the model's input shape {spec.shape} has {n}")
+    if not (spec.mean or spec.std):
+        return net
+    channels = spec.shape[0] if len(spec.shape) == 3 else 1
+    mean = np.broadcast_to(np.asarray(spec.mean or (0.0,), dtype=np.float64), (channels,))
+    std = np.broadcast_to(np.asarray(spec.std or (1.0,), dtype=np.float64), (channels,))
+    per = n // channels
+    return net.with_input_affine(np.repeat(1.0 / std, per), np.repeat(-mean / std, per))
+
+
 def run(
     model: Any,
     targets: Any,
@@ -278,7 +298,7 @@ def run(
     """``invert(model, targets, domain, method="exact")``: one item per target (``OutputSet`` or ``Class``)."""
     lo, hi = box_of(model, domain)
     spec = model.input_spec
-    net = from_torch(model.module, spec.shape, mean=spec.mean, std=spec.std, name=model.name)
+    net = network_of(model)
     check = torch_checker(model, spec.shape)
     items, rows, outs, results = [], [], [], []
     t0 = time.perf_counter()

@@ -69,6 +69,12 @@ class PLNet:
                 z = np.maximum(z, 0.0)
         return z
 
+    def with_input_affine(self, scale: np.ndarray, shift: np.ndarray) -> PLNet:
+        """The network applied to ``x * scale + shift`` (flat, element-wise): folds input normalization."""
+        w0 = self.weights[0] * scale[None, :]
+        b0 = self.biases[0] + self.weights[0] @ shift
+        return PLNet([w0, *self.weights[1:]], [b0, *self.biases[1:]], self.input_shape, self.name, dict(self.info))
+
     def torch_layers(self, dtype: torch.dtype = torch.float32) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [
             (torch.as_tensor(w, dtype=dtype), torch.as_tensor(b, dtype=dtype))
