@@ -13,6 +13,8 @@ from netinvert.cli.common import (
     VerifierOpt, cli_errors, console, load_model, parse_targets, print_result,
 )
 from netinvert.cli.atlas import atlas
+from netinvert.cli.invert import invert as invert_command
+from netinvert.cli.invert import leakage
 from netinvert.cli.solve import solve
 from netinvert.errors import NetinvertError, choices
 
@@ -22,6 +24,8 @@ zoo_app = typer.Typer(no_args_is_help=True, help="The built-in zoo of models.")
 app.add_typer(zoo_app, name="zoo")
 app.command("solve")(solve)
 app.command("atlas")(atlas)
+app.command("invert")(invert_command)
+app.command("leakage")(leakage)
 
 IMAGINE_METHODS = ("gradient", "langevin", "analytic")
 
