@@ -174,3 +174,33 @@ def test_softmax_inside_and_bad_arguments_are_refused(sigmoid_mlp: Model) -> Non
         solve_layerwise(sigmoid_mlp, "fc9", torch.zeros(6))
     with pytest.raises(NetinvertError, match="has 5 values"):
         solve_layerwise(sigmoid_mlp, "fc3", torch.zeros(5))
+
+
+def test_unit_patterns_and_activity_pattern(sigmoid_mlp: Model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from netinvert.methods.patterns import activity_pattern, for_display, unit_patterns
+    from netinvert.report.images import save_grid
+
+    w1 = sigmoid_mlp.module.fc1.weight.detach()[:, :400]
+    first = unit_patterns(sigmoid_mlp, "act1")
+    assert first.shape == (100, 1, 20, 20) and torch.allclose(first.reshape(100, -1), w1)
+    deep = unit_patterns(sigmoid_mlp, "fc2")
+    w2 = sigmoid_mlp.module.fc2.weight.detach()
+    assert torch.allclose(deep.reshape(25, -1), w2 @ w1, atol=1e-5)
+    a = torch.rand(25, generator=torch.Generator().manual_seed(9))
+    assert torch.allclose(activity_pattern(sigmoid_mlp, "fc2", a).reshape(-1), a @ (w2 @ w1), atol=1e-4)
+    torch.manual_seed(10)
+    small = Model(nn.Sequential(OrderedDict(flatten=nn.Flatten(), fc1=nn.Linear(64, 12), act1=nn.Sigmoid(),
+                                            fc2=nn.Linear(12, 3))), InputSpec((1, 8, 8)), name="small")
+    with torch.no_grad():
+        small.module.fc1.weight.mul_(4.0)
+    back = unit_patterns(small, "act1", "backprojected")
+    assert back.shape == (12, 1, 8, 8) and float(back.min()) >= 0 and float(back.max()) <= 1
+    _, rest = small.capture(torch.zeros(1, 1, 8, 8), ["act1"])
+    _, acts = small.capture(back, ["act1"])
+    raised = acts["act1"].diagonal()
+    assert bool((raised > rest["act1"][0] + 0.05).all())  # each unit's pattern really drives that unit up
+    assert int((raised - 0.9).abs().lt(1e-4).sum()) >= 6  # most reach the asked level exactly
+    shown = for_display(deep)
+    assert float(shown.min()) >= 0 and float(shown.max()) <= 1
+    save_grid(shown, [f"fc2:{j}" for j in range(25)], tmp_path / "sheet.png", (0.0, 1.0))
+    assert (tmp_path / "sheet.png").stat().st_size > 1000

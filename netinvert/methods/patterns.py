@@ -1,0 +1,83 @@
+"""Hidden-unit patterns of fully connected nets, in input space.
+
+Two kinds for every unit of a ``Linear`` or activation layer:
+
+* ``weights``: the unit's incoming weights composed back to the pixels through every earlier
+  ``Linear`` layer (activations and biases skipped): row ``j`` of ``W_l ... W_1``. Signed.
+* ``backprojected``: the input the analytic pseudoinverse returns when the layer's activity is
+  that of the reference input with unit ``j`` raised (to ``level`` for sigmoid/tanh units,
+  by ``level`` otherwise): the activity run back through the inverse activations. In input range.
+
+The pattern of a set of activities is the activity-weighted sum of the weight patterns
+(``weights``) or the pseudoinverse input of the whole activity vector (``backprojected``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from netinvert.domains.sets import Ball, Box
+from netinvert.errors import NetinvertError, choices
+from netinvert.methods.analytic import _as_vector, _chain, _Chain, _input_bounds, _position, solve_layerwise
+from netinvert.models.wrapper import Model
+
+KINDS = ("weights", "backprojected")
+
+
+def _projection(chain: _Chain, stage: int) -> np.ndarray:
+    m = chain.stages[0].weight
+    for s in range(1, stage + 1):
+        m = chain.stages[s].weight @ m
+    return m
+
+
+def _check(kind: str) -> None:
+    if kind not in KINDS:
+        raise NetinvertError(f"pattern kind {kind!r} is unknown: use one of {choices(KINDS)}")
+
+
+def unit_patterns(model: Model, layer: str, kind: str = "weights", *, level: float | None = None,
+                  domain: Box | Ball | None = None) -> torch.Tensor:
+    """One input-space pattern per unit of ``layer``: a tensor (units, *input_shape)."""
+    _check(kind)
+    chain = _chain(model)
+    stage, where = _position(model, chain, layer)
+    shape = model.input_spec.shape
+    if kind == "weights":
+        return torch.from_numpy(_projection(chain, stage)).float().reshape(-1, *shape)
+    lo, hi = _input_bounds(model, domain)
+    x_ref = np.clip(chain.ref, lo, hi)
+    z_rest, a_rest = chain.activations(x_ref)[stage]
+    rest = a_rest if where == "post" else z_rest
+    act = chain.stages[stage].act if where == "post" else "identity"
+    out = []
+    for j in range(rest.size):
+        value = rest.copy()
+        if act in ("sigmoid", "tanh"):
+            value[j] = 0.9 if level is None else level
+        else:
+            value[j] = rest[j] + (1.0 if level is None else level)
+        out.append(solve_layerwise(model, layer, value, domain).x)
+    return torch.stack(out)
+
+
+def activity_pattern(model: Model, layer: str, activities: torch.Tensor | np.ndarray | Sequence[float],
+                     kind: str = "weights", *, domain: Box | Ball | None = None) -> torch.Tensor:
+    """The input-space pattern (*input_shape) of a whole activity vector of ``layer``."""
+    _check(kind)
+    chain = _chain(model)
+    position = _position(model, chain, layer)
+    v = _as_vector(activities, chain, position, layer)
+    if kind == "backprojected":
+        return solve_layerwise(model, layer, v, domain).x
+    return torch.from_numpy(v @ _projection(chain, position[0])).float().reshape(model.input_spec.shape)
+
+
+def for_display(patterns: torch.Tensor) -> torch.Tensor:
+    """Signed patterns mapped to [0, 1] per pattern, 0.5 meaning zero (for a contact sheet)."""
+    flat = patterns.reshape(patterns.shape[0], -1)
+    scale = flat.abs().amax(dim=1).clamp_min(1e-12).reshape(-1, *([1] * (patterns.dim() - 1)))
+    return 0.5 + 0.5 * patterns / scale
