@@ -6,12 +6,13 @@ The network must be a chain of ``Linear`` layers and element-wise activations th
 
 * ``pseudoinverse``: at each layer invert the activation (logit for sigmoid, atanh for tanh; a ReLU
   output of 0 becomes the inequality ``z <= 0``), subtract the bias and solve the linear system for
-  the layer below inside its domain (the previous activation's range, or the input box). Among the
-  solutions it returns the one closest to the layer's reference point (the minimum-norm solution
-  measured from the centre of the activation's range; for the input, from the model's
-  normalization mean). Where no solution exists it returns the closest reachable point (least
-  squares in the pre-activation space of that layer) and reports the residual. Each linear solve is
-  a small convex quadratic program solved with HiGHS and then polished with a least-squares step.
+  the layer below inside its domain (the previous activation's range narrowed by interval bounds,
+  or the input box). Among the solutions it returns the one closest to a reference point (for the
+  input the minimum-norm solution, measured from the model's normalization mean; for hidden
+  layers the activity of the reference input). Where no solution exists it returns the closest
+  reachable point (bounded least squares in that layer's pre-activation space), reports the
+  residual and re-solves around the input it reached. Each layer: scipy BVLS, then a projection
+  solved in the dual (L-BFGS-B), then a least-squares polish.
 * ``transpose``: the naive baseline: multiply the target backwards by the transposed weights,
   ignoring biases and activations, and rescale into the input box. It rarely reaches its target
   and is kept only to show why the pseudoinverse is needed.
@@ -112,7 +113,6 @@ class _Stage:
 class _Chain:
     stages: list[_Stage]
     positions: dict[str, tuple[int, str]]  # layer name -> (stage, "pre" | "post")
-    input_dim: int
     ref: np.ndarray  # raw input whose normalized value is 0: the input layer's reference point
 
     def forward(self, x: np.ndarray, upto: tuple[int, str] | None = None) -> np.ndarray:
@@ -241,7 +241,7 @@ def _chain(model: Model) -> _Chain:
         close("", "identity")
     if appended or not stages:
         raise NetinvertError(f"analytic found no Linear layer to invert in {model.name}: it supports {_SUPPORTED}")
-    chain = _Chain(stages, positions, dim, mean)
+    chain = _Chain(stages, positions, mean)
     _check_chain(model, chain)
     return chain
 
