@@ -76,6 +76,11 @@ def _batched_objective(targets: list[Target]) -> Callable[[torch.Tensor, dict[st
     fast = _unit_gather(targets)
     if fast is not None:
         return fast
+    batched = getattr(type(targets[0]), "batched", None)  # a target class may batch its own kind
+    if batched is not None and all(type(t) is type(targets[0]) for t in targets):
+        fast = batched(targets)
+        if fast is not None:
+            return fast
 
     def per_item(outputs: torch.Tensor, acts: dict[str, torch.Tensor]) -> torch.Tensor:
         values = []

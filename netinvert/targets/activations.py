@@ -7,6 +7,7 @@ perfect match); ``cosine`` is ``1 - cos`` between the flattened activations.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,22 +45,37 @@ class Activations(Target):
 
     def error(self, acts: Acts) -> torch.Tensor:
         """Per-item mismatch (>= 0): normalized squared error or ``1 - cos``."""
-        if self.layer not in acts:
-            raise NetinvertError(f"layer {self.layer!r} produced no activation in the forward pass")
-        a = acts[self.layer]
-        flat = a.reshape(a.shape[0], -1)
-        v = self.value.to(dtype=flat.dtype, device=flat.device).reshape(1, -1)
-        if flat.shape[1] != v.shape[1]:
-            raise NetinvertError(
-                f"target activations have {v.shape[1]} values but layer {self.layer!r} has "
-                f"{flat.shape[1]} (shape {tuple(a.shape[1:])}): give activations of that layer"
-            )
-        if self.metric == "cosine":
-            return 1.0 - torch.nn.functional.cosine_similarity(flat, v.expand_as(flat), dim=1, eps=1e-8)
-        return (flat - v).pow(2).sum(1) / v.pow(2).sum().clamp_min(_EPS)
+        return _mismatch(acts, self.layer, self.value.reshape(1, -1), self.metric)
 
     def objective(self, outputs: torch.Tensor, acts: Acts) -> torch.Tensor:
         return -self.error(acts)
+
+    @staticmethod
+    def batched(targets: list[Activations]) -> Callable[[torch.Tensor, Acts], torch.Tensor] | None:
+        """One objective for a batch (row i serves target i) when all read one layer with one metric."""
+        first = targets[0]
+        if any(t.layer != first.layer or t.metric != first.metric or t.value.numel() != first.value.numel()
+               for t in targets):
+            return None
+        values = torch.stack([t.value.reshape(-1) for t in targets])
+        return lambda outputs, acts: -_mismatch(acts, first.layer, values, first.metric)
+
+
+def _mismatch(acts: Acts, layer: str, values: torch.Tensor, metric: str) -> torch.Tensor:
+    """Row-wise mismatch between the layer's activations and ``values`` (1 or B rows, flattened)."""
+    if layer not in acts:
+        raise NetinvertError(f"layer {layer!r} produced no activation in the forward pass")
+    a = acts[layer]
+    flat = a.reshape(a.shape[0], -1)
+    v = values.to(dtype=flat.dtype, device=flat.device)
+    if flat.shape[1] != v.shape[1]:
+        raise NetinvertError(
+            f"target activations have {v.shape[1]} values but layer {layer!r} has "
+            f"{flat.shape[1]} (shape {tuple(a.shape[1:])}): give activations of that layer"
+        )
+    if metric == "cosine":
+        return 1.0 - torch.nn.functional.cosine_similarity(flat, v.expand_as(flat), dim=1, eps=1e-8)
+    return (flat - v).pow(2).sum(1) / v.pow(2).sum(1).clamp_min(_EPS)
 
 
 def layer_shape(model: Model, layer: str) -> tuple[int, ...]:
