@@ -211,3 +211,18 @@ def test_invert_command_reports_bad_input_in_one_line(tmp_path, cnn):
     res = CliRunner().invoke(app, ["invert", "--model", "digits-cnn", "--layer", "pool", "--out", str(tmp_path / "c")])
     assert res.exit_code == 2 and "exactly one of --image, --index or --activations" in res.output
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_leakage_command_writes_table_plot_and_json(tmp_path):
+    out = tmp_path / "leak"
+    res = CliRunner().invoke(_app(), ["leakage", "--model", "digits-cnn", "--layers", "fc,conv", "--methods",
+                                      "gradient", "--count", "3", "--steps", "60", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = json.loads((out / "leakage.json").read_text())
+    assert [r["layer"] for r in rows] == ["conv", "fc"] and all(r["count"] == 3 for r in rows)
+    assert rows[0]["psnr"] > rows[1]["psnr"]
+    assert "| conv | 1 | gradient |" in (out / "leakage.md").read_text()
+    assert (out / "psnr_vs_depth.png").read_bytes()[:4] == b"\x89PNG"
+    res = CliRunner().invoke(_app(), ["leakage", "--model", "digits-cnn", "--layers", "conv", "--methods", "magic",
+                                      "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "unknown inversion method 'magic'" in res.output
