@@ -1,8 +1,9 @@
 """Method ``decoder``: a learned inverse network per layer, trained on (f(x), x) pairs of a data set.
 
-Spatial layers (C, h, w) of image models get a convolutional decoder (convolutions at the
-layer's resolution, bilinear resize to the input size, convolutions at full resolution); flat
-layers get an MLP. Activations are standardized with statistics of the training pairs and the
+Spatial layers (C, h, w) of image models get a convolutional decoder: convolutions at the
+layer's resolution, then a transposed convolution whose stride and kernel map the layer's grid
+exactly onto the input's (plus a linear transposed-convolution skip path, which alone inverts a
+linear conv layer); flat layers get an MLP. Activations are standardized with statistics of the training pairs and the
 output is squashed into the model's input range. Trained decoders are cached as safetensors under
 ``$NETINVERT_HOME/decoders`` keyed by model weights, layer, data and seed; inversion is then one
 forward pass.
@@ -36,7 +37,7 @@ from netinvert.result import Result
 from netinvert.targets.activations import capture_activations, layer_shape
 from netinvert.targets.base import Target
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 TRAIN_SAMPLES = 100_000  # default epochs = this many samples seen, clamped to 5..30 epochs
 
 
@@ -56,17 +57,19 @@ class Decoder(nn.Module):
         if config["kind"] == "conv":
             c, cin = layer_shape_[0], input_shape[0]
             half = max(8, width // 2)
+            stride, kernel = _upsampling(layer_shape_[1:], input_shape[1:])
             self.body = nn.Sequential(
                 nn.Conv2d(c, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-                nn.Upsample(size=tuple(input_shape[1:]), mode="bilinear", align_corners=False),
-                nn.Conv2d(width, half, 3, padding=1), nn.ReLU(), nn.Conv2d(half, cin, 3, padding=1),
+                nn.ConvTranspose2d(width, half, kernel, stride), nn.ReLU(), nn.Conv2d(half, cin, 3, padding=1),
             )
+            self.skip: nn.Module | None = nn.ConvTranspose2d(c, cin, kernel, stride)
         else:
             n_in, n_out = math.prod(layer_shape_), math.prod(input_shape)
             self.body = nn.Sequential(
                 nn.Flatten(), nn.Linear(n_in, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
                 nn.Linear(width, n_out), nn.Unflatten(1, input_shape),
             )
+            self.skip = None
 
     @property
     def layer(self) -> str:
@@ -74,7 +77,22 @@ class Decoder(nn.Module):
 
     def forward(self, acts: torch.Tensor) -> torch.Tensor:
         z = (acts.reshape(acts.shape[0], *self.config["layer_shape"]) - self.act_mean) / self.act_std
-        return self.low + (self.high - self.low) * torch.sigmoid(self.body(z))
+        y = self.body(z) if self.skip is None else self.body(z) + self.skip(z)
+        return self.low + (self.high - self.low) * torch.sigmoid(y)
+
+
+def _upsampling(layer_hw: tuple[int, ...], input_hw: tuple[int, ...]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Stride and kernel of a transposed convolution mapping the layer's grid exactly onto the input's.
+
+    The stride is the largest power of two within the size ratio (pooling halves sizes), the
+    kernel fills the rest: for a valid 5x5 conv (24 -> 28) stride 1, kernel 5; for LeNet's ReLU2
+    (8 -> 28) stride 2, kernel 14, its receptive field.
+    """
+    strides = tuple(2 ** int(math.floor(math.log2(max(1.0, i / h)))) for h, i in zip(layer_hw, input_hw, strict=True))
+    kernels = tuple(i - (h - 1) * s for h, i, s in zip(layer_hw, input_hw, strides, strict=True))
+    if min(kernels) < 1:
+        raise NetinvertError(f"cannot decode a {tuple(layer_hw)} layer to a {tuple(input_hw)} input")
+    return (strides[0], strides[1]), (kernels[0], kernels[1])
 
 
 def build(model: Model, layer: str, width: int | None = None) -> Decoder:
