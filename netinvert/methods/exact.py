@@ -128,9 +128,10 @@ def solve_case(
     if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
         return done("found", "attack", found=ok)
 
-    alphas = None
+    alphas, alpha_rows = None, np.arange(len(owner))
     if alpha_steps > 0 and len(layers) > 1 and left() > 0:
         keep = np.isin(owner, open_)
+        alpha_rows = np.flatnonzero(keep)
         bounds, spec, alphas = lb.alpha_crown(
             layers, lo_t, hi_t, a_t[keep], b_t[keep], steps=alpha_steps, bounds=bounds
         )
@@ -148,6 +149,8 @@ def solve_case(
     unstable = sum(bounds.unstable())
     if unstable > bab_threshold and left() > 0:
         keep = np.isin(owner, open_)
+        if alphas is not None:  # slopes were optimized for the rows open before alpha-CROWN
+            alphas = [al[:, np.searchsorted(alpha_rows, np.flatnonzero(keep))] for al in alphas]
         sub_owner = np.unique(owner[keep], return_inverse=True)[1]
 
         def is_point(xs: np.ndarray) -> np.ndarray:
