@@ -77,3 +77,22 @@ def test_layers_and_zoo_list(zoo):
 def test_console_script_is_installed():
     proc = subprocess.run([sys.executable, "-m", "netinvert.cli.main", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "imagine" in proc.stdout
+
+
+def test_sample_and_patterns_commands(tmp_path, zoo):
+    zoo("dbn-digits")
+    zoo("roman-mlp")
+    result = runner.invoke(app, ["sample", "-m", "dbn-digits", "-t", "2", "--n", "6", "-o", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "s" / "result.json").read_text())
+    assert data["method"] == "dbn" and len(data["items"]) == 6
+    assert sum(bool(i["verifier_agrees"]) for i in data["items"]) >= 4
+    result = runner.invoke(app, ["patterns", "-m", "roman-mlp", "-l", "fc2", "-o", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    import numpy as np
+
+    assert np.load(tmp_path / "p" / "patterns.npy").shape == (25, 1, 20, 20)
+    assert (tmp_path / "p" / "sheet.png").exists()
+    bad = runner.invoke(app, ["patterns", "-m", "digits-cnn", "-l", "conv", "-o", str(tmp_path / "q")])
+    assert bad.exit_code == 2 and "cannot invert layer 'conv' (Conv2d)" in bad.output
+    assert not (tmp_path / "q").exists()

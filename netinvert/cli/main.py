@@ -13,6 +13,7 @@ from netinvert.cli.common import (
     VerifierOpt, cli_errors, console, load_model, parse_targets, print_result,
 )
 from netinvert.cli.atlas import atlas
+from netinvert.cli.classic import patterns, sample
 from netinvert.cli.invert import invert as invert_command
 from netinvert.cli.invert import leakage
 from netinvert.cli.solve import solve
@@ -26,6 +27,8 @@ app.command("solve")(solve)
 app.command("atlas")(atlas)
 app.command("invert")(invert_command)
 app.command("leakage")(leakage)
+app.command("sample")(sample)
+app.command("patterns")(patterns)
 
 IMAGINE_METHODS = ("gradient", "langevin", "analytic")
 

@@ -1,0 +1,71 @@
+"""``netinvert sample`` (generative models run top-down) and ``netinvert patterns`` (hidden-unit patterns)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from netinvert.cli.common import DataOpt, ModelOpt, OutOpt, cli_errors, console, load_model, parse_targets, print_result
+from netinvert.result import check_writable
+
+
+@cli_errors
+def sample(
+    model: ModelOpt,
+    out: OutOpt,
+    target: Annotated[list[str], typer.Option("--target", "-t", help="Class name or index to clamp (or all).")],
+    n: Annotated[int, typer.Option("--n", help="Samples per target.")] = 16,
+    gibbs_steps: Annotated[int, typer.Option(help="Alternating Gibbs steps in the top RBM.")] = 200,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    data: DataOpt = None,
+) -> None:
+    """Generate inputs from a deep belief net with its label clamped (e.g. --model dbn-digits)."""
+    from netinvert.methods import invert
+
+    check_writable(out)
+    net = load_model(model, data=data)
+    result = invert(net, parse_targets(target, net), None, method="dbn", n=n, gibbs_steps=gibbs_steps, seed=seed)
+    result.save(out)
+    print_result(result, out)
+
+
+@cli_errors
+def patterns(
+    model: ModelOpt,
+    layer: Annotated[str, typer.Option("--layer", "-l", help="A Linear or activation layer of a fully connected net.")],
+    out: OutOpt,
+    kind: Annotated[str, typer.Option(help="weights (composed weights) or backprojected (inverse activations).")]
+    = "weights",
+) -> None:
+    """Every hidden unit's pattern in input space, as a contact sheet plus one PNG per unit."""
+    from netinvert.methods.patterns import for_display, unit_patterns
+    from netinvert.report.images import save_grid, save_items
+
+    check_writable(out)
+    net = load_model(model)
+    found = unit_patterns(net, layer, kind)
+    shown = for_display(found) if kind == "weights" else found
+    value_range = (0.0, 1.0) if kind == "weights" else (net.input_spec.low, net.input_spec.high)
+    captions = [f"{layer}:{j}" for j in range(found.shape[0])]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        np.save(tmp / "patterns.npy", found.detach().cpu().numpy())
+        if net.input_spec.is_image:
+            save_grid(shown, captions, tmp / "sheet.png", value_range)
+            save_items(shown, captions, tmp, value_range)
+        summary = {"model": net.name, "layer": layer, "kind": kind, "units": int(found.shape[0]),
+                   "input_shape": list(net.input_spec.shape)}
+        (tmp / "result.json").write_text(json.dumps(summary, indent=2))
+        out.mkdir(exist_ok=True)
+        for path in tmp.iterdir():
+            path.replace(out / path.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    console.print(f"{found.shape[0]} {kind} patterns of {net.name}:{layer} -> {out}/sheet.png, patterns.npy")
