@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,12 @@ class Result:
             **_jsonable(self.info),
         }
 
-    def save(self, out_dir: str | os.PathLike[str], *, images: bool = True) -> Path:
-        """Write the result folder; on any error nothing is left half-written."""
+    def save(self, out_dir: str | os.PathLike[str], *, images: bool = True,
+             extras: Callable[[Path], None] | None = None) -> Path:
+        """Write the result folder; on any error nothing is left half-written.
+
+        ``extras(folder)`` may add method-specific files; they land together with the rest.
+        """
         out = Path(out_dir)
         check_writable(out)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -84,6 +89,8 @@ class Result:
                 captions = self.labels or [item.target for item in self.items]
                 save_grid(self.inputs, captions, tmp / "grid.png", self.value_range)
                 save_items(self.inputs, captions, tmp, self.value_range)
+            if extras is not None:
+                extras(tmp)
             _move_into(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import torch
 import typer
 
@@ -89,15 +90,17 @@ def invert(
             item.metrics.update(psnr=q["psnr"][i], ssim=q["ssim"][i], verifier_agreement=q["verifier_agreement"][i])
         result.labels = ["reconstruction"]
     result.info["layer"] = layer
-    result.save(out)
-    if original is not None:
-        import numpy as np
 
-        np.save(out / "original.npy", original.numpy())
+    def add_original(folder: Path) -> None:
+        if original is None:
+            return
+        np.save(folder / "original.npy", original.numpy())
         if net.input_spec.is_image:
             pair = torch.cat([original, result.inputs])
-            save_grid(pair, ["original", "reconstruction"], out / "comparison.png",
+            save_grid(pair, ["original", "reconstruction"], folder / "comparison.png",
                       (net.input_spec.low, net.input_spec.high), columns=2)
+
+    result.save(out, extras=add_original)
     _print_items(result, out)
 
 
