@@ -32,9 +32,13 @@ from dataclasses import dataclass, field
 import highspy
 import numpy as np
 import torch
-from scipy.optimize import lsq_linear, minimize
+from scipy.linalg import cho_factor, cho_solve, solve_triangular
+from scipy.optimize import lsq_linear
+from scipy.stats import truncnorm
+from threadpoolctl import threadpool_limits
 from torch import nn
 
+from netinvert.domains.data_prior import prior_for
 from netinvert.domains.sets import Ball, Box
 from netinvert.errors import NetinvertError, choices
 from netinvert.methods._scoring import score
@@ -44,12 +48,15 @@ from netinvert.targets.base import Acts, Target
 from netinvert.targets.units import Class
 
 MODES = ("pseudoinverse", "transpose")
+METRICS = ("data", "euclidean")
 _SUPPORTED = "Linear, Sigmoid, Tanh, ReLU, LeakyReLU, Identity, Flatten, Dropout and AppendBias"
 _ACTIVATIONS = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.ReLU: "relu", nn.LeakyReLU: "leaky_relu"}
 _NOOPS = (nn.Identity, nn.Dropout, nn.Flatten)
 _RANGES = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "relu": (0.0, math.inf)}
 _EPS = 1e-6  # hidden sigmoid/tanh targets stay this far inside the open range (|logit| <= 13.8)
-_ROUNDS = 4  # passes in all: re-solves around the reached point while not exact
+_ROUNDS = 3  # layer-wise passes in all: re-picks the hidden targets around the reached point while not exact
+_NEWTON = 40  # Newton steps on the layer equations at most, after the layer-wise passes
+_RIDGE = 1e-4  # added to a pushed-forward hidden covariance, relative to its mean variance
 _TOL = 1e-7  # a layer counts as reached when its residual is below this (relative to the target's size)
 
 
@@ -98,15 +105,18 @@ class _Stage:
             return np.where(z >= 0, z, self.slope * z)
         return z
 
-    def derivative(self, a: np.ndarray) -> np.ndarray:
-        """d activation / d pre-activation, written in terms of the activation ``a``."""
+    def gain(self, z: np.ndarray) -> np.ndarray:
+        """d activation / d pre-activation at ``z``."""
         if self.act == "sigmoid":
+            a = self.activate(z)
             return a * (1.0 - a)
         if self.act == "tanh":
-            return 1.0 - a * a
+            return 1.0 - np.tanh(z) ** 2
+        if self.act == "relu":
+            return (z > 0).astype(np.float64)
         if self.act == "leaky_relu":
-            return np.where(a >= 0, 1.0, self.slope)
-        return np.ones_like(a)
+            return np.where(z >= 0, 1.0, self.slope)
+        return np.ones_like(z)
 
 
 @dataclass
@@ -285,63 +295,152 @@ def _input_bounds(model: Model, domain: Box | Ball | None) -> tuple[np.ndarray, 
     return lo.double().reshape(-1).numpy(), hi.double().reshape(-1).numpy()
 
 
-# --------------------------------------------------------------------------- convex solves
-def _lp(a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray, b_le: np.ndarray, lo: np.ndarray,
-        hi: np.ndarray, cost: np.ndarray) -> np.ndarray | None:
-    """min c'x  s.t.  a_eq x = b_eq, a_le x <= b_le, lo <= x <= hi (HiGHS); None unless solved."""
+# --------------------------------------------------------------------------- the metric
+@dataclass
+class _Metric:
+    """Distance on the input: ``(x - center)' prec (x - center)``; ``cov`` is the inverse of ``prec``.
+
+    ``data``: the Mahalanobis distance of the model's Gaussian data prior (closest to the data);
+    ``euclidean``: the plain distance from the normalization mean (minimum norm).
+    """
+
+    name: str
+    center: np.ndarray
+    cov: np.ndarray
+    prec: np.ndarray
+
+
+def _metric(model: Model, chain: _Chain, lo: np.ndarray, hi: np.ndarray, metric: str | None) -> _Metric:
+    if metric not in (None, *METRICS):
+        raise NetinvertError(f"analytic metric {metric!r} is unknown: use one of {choices(METRICS)}")
+    prior = prior_for(model) if metric in (None, "data") else None
+    if metric == "data" and prior is None:
+        raise NetinvertError(f"metric 'data' needs the training inputs of {model.name}, which it does not know: "
+                             "use metric='euclidean' (or a zoo model)")
     n = lo.size
-    a = np.vstack([a_eq, a_le])
+    if prior is None:
+        eye = np.eye(n)
+        return _Metric("euclidean", np.clip(chain.ref, lo, hi), eye, eye)
+    comps = prior.components.double().numpy()
+    if comps.shape[1] != n:
+        raise NetinvertError(f"the data prior of {model.name} has {comps.shape[1]} values per input, the model "
+                             f"{n}: use metric='euclidean'")
+    floor = float(prior.floor_inv_std) ** -2
+    spread = prior.inv_std.double().numpy() ** -2 - floor  # variance along each component above the floor
+    cov = (comps.T * spread) @ comps + floor * np.eye(n)
+    factor = cho_factor(cov)
+    return _Metric("data", prior.mean.double().numpy(), cov, cho_solve(factor, np.eye(n)))
+
+
+# --------------------------------------------------------------------------- convex solves
+def _highs_model(a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray, b_le: np.ndarray, lo: np.ndarray,
+                 hi: np.ndarray, cost: np.ndarray) -> highspy.HighsLp:
     inf = highspy.kHighsInf
+    a = np.vstack([a_eq, a_le])
     lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = n, a.shape[0]
+    lp.num_col_, lp.num_row_ = lo.size, a.shape[0]
     lp.col_cost_ = cost.tolist()
     lp.col_lower_ = np.where(np.isfinite(lo), lo, -inf).tolist()
     lp.col_upper_ = np.where(np.isfinite(hi), hi, inf).tolist()
     lp.row_lower_ = np.concatenate([b_eq, np.full(a_le.shape[0], -inf)]).tolist()
     lp.row_upper_ = np.concatenate([b_eq, b_le]).tolist()
-    nz = a.T != 0
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = np.concatenate([[0], np.cumsum(nz.sum(axis=1))]).astype(int).tolist()
-    lp.a_matrix_.index_ = np.nonzero(nz)[1].tolist()
-    lp.a_matrix_.value_ = a.T[nz].tolist()
+    lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = _colwise(a)
+    return lp
+
+
+def _colwise(a: np.ndarray) -> tuple[list[int], list[int], list[float]]:
+    nz = a.T != 0
+    return (np.concatenate([[0], np.cumsum(nz.sum(axis=1))]).astype(int).tolist(), np.nonzero(nz)[1].tolist(),
+            a.T[nz].tolist())
+
+
+def _highs_run(model: highspy.HighsLp | highspy.HighsModel) -> np.ndarray | None:
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("threads", 1)
-    h.passModel(lp)
+    h.passModel(model)
     h.run()
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         return None
     return np.asarray(h.getSolution().col_value, dtype=np.float64)
 
 
-def _project(ref: np.ndarray, weight: np.ndarray, a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray,
-             b_le: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """argmin sum w (h - ref)^2 over {a_eq h = b_eq, a_le h <= b_le, lo <= h <= hi} (assumed non-empty).
+def _lp(a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray, b_le: np.ndarray, lo: np.ndarray,
+        hi: np.ndarray, cost: np.ndarray) -> np.ndarray | None:
+    """min c'x  s.t.  a_eq x = b_eq, a_le x <= b_le, lo <= x <= hi (HiGHS); None unless solved."""
+    return _highs_run(_highs_model(a_eq, b_eq, a_le, b_le, lo, hi, cost))
 
-    Solved in the dual, a smooth concave function of the row multipliers (L-BFGS-B, with
-    multipliers of inequality rows kept >= 0); the primal point is a clipped step from ``ref``.
+
+def _qp(prec: np.ndarray, center: np.ndarray, a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray,
+        b_le: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """argmin (h - center)' prec (h - center) over {a_eq h = b_eq, a_le h <= b_le, lo <= h <= hi} (non-empty).
+
+    A primal-dual active-set iteration (Hintermueller, Ito & Kunisch 2002) solves the KKT system
+    of a guessed set of active bounds and rows exactly and corrects the guess from the
+    multipliers and violations until it repeats; the first guess is the centre clipped to the
+    box. If the guesses cycle, bounded least squares (BVLS on the whitened distance plus heavily
+    weighted rows) gives a second, better guess; failing that, its point is polished.
     """
+    n, m_le = center.size, a_le.shape[0]
+    span = np.where(np.isfinite(hi - lo), hi - lo, 1.0)
+    start = np.clip(center, lo, hi)
+    for guess in ("centre", "bvls"):
+        if guess == "bvls":
+            start = _bvls_start(prec, center, a_eq, b_eq, a_le, b_le, lo, hi)
+        at_lo, at_hi = start <= lo + 1e-9 * span, start >= hi - 1e-9 * span
+        rows = a_le @ start >= b_le - 1e-9 * (1.0 + np.abs(b_le)) if m_le else np.zeros(0, dtype=bool)
+        x = _active_set(prec, center, a_eq, b_eq, a_le, b_le, lo, hi, at_lo, at_hi, rows)
+        if x is not None:
+            return x
+    return _polish(start, a_eq, b_eq, a_le, b_le, lo, hi)
+
+
+def _bvls_start(prec: np.ndarray, center: np.ndarray, a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray,
+                b_le: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The QP as a bounded least-squares problem with heavily weighted rows (they hold approximately)."""
+    n, m_eq, m_le = center.size, a_eq.shape[0], a_le.shape[0]
+    root = np.linalg.cholesky(prec).T  # root' root = prec
+    norms = np.linalg.norm(np.vstack([a_eq, a_le]), axis=1)
+    weight = 1e4 * math.sqrt(float(np.diag(prec).max())) / np.maximum(norms, 1e-300)
+    w_eq, w_le = weight[:m_eq, None], weight[m_eq:, None]
+    a = np.block([[root, np.zeros((n, m_le))], [w_eq * a_eq, np.zeros((m_eq, m_le))], [w_le * a_le, w_le * np.eye(m_le)]])
+    rhs = np.concatenate([root @ center, w_eq[:, 0] * b_eq, w_le[:, 0] * b_le])
+    lo_t = np.concatenate([lo, np.zeros(m_le)])
+    hi_t = np.concatenate([np.maximum(hi, lo + 1e-12), np.full(m_le, np.inf)])
+    return np.clip(lsq_linear(a, rhs, bounds=(lo_t, hi_t), method="bvls", tol=1e-13).x[:n], lo, hi)
+
+
+def _active_set(prec: np.ndarray, center: np.ndarray, a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray,
+                b_le: np.ndarray, lo: np.ndarray, hi: np.ndarray, at_lo: np.ndarray, at_hi: np.ndarray,
+                rows: np.ndarray) -> np.ndarray | None:
+    """Primal-dual active-set iterations from a guess; the exact minimizer, or None if the guesses cycle."""
     m_eq, m_le = a_eq.shape[0], a_le.shape[0]
-    a = np.vstack([a_eq, -a_le])
-
-    def primal(y: np.ndarray) -> np.ndarray:
-        return np.clip(ref + (a.T @ y) / weight, lo, hi)
-
-    def neg_dual(y: np.ndarray) -> tuple[float, np.ndarray]:
-        h = primal(y)
-        d = h - ref
-        r = np.concatenate([a_eq @ h - b_eq, b_le - a_le @ h])
-        return -(0.5 * float(weight @ (d * d)) - float(y @ r)), r
-
-    bounds = [(None, None)] * m_eq + [(0.0, None)] * m_le
-    sol = minimize(neg_dual, np.zeros(m_eq + m_le), jac=True, method="L-BFGS-B", bounds=bounds,
-                   options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-11, "maxcor": 30})
-    return primal(sol.x)
+    c = np.diag(prec)
+    for _ in range(30):
+        free, fixed = ~(at_lo | at_hi), at_lo | at_hi
+        x = np.where(at_lo, lo, np.where(at_hi, hi, 0.0))
+        act, act_b = np.vstack([a_eq, a_le[rows]]), np.concatenate([b_eq, b_le[rows]])
+        k, m = int(free.sum()), act.shape[0]
+        kkt = np.block([[prec[np.ix_(free, free)], act[:, free].T], [act[:, free], np.zeros((m, m))]])
+        r = np.concatenate([prec[free] @ center - prec[np.ix_(free, fixed)] @ x[fixed], act_b - act[:, fixed] @ x[fixed]])
+        sol = np.linalg.lstsq(kkt, r, rcond=None)[0]
+        x[free] = sol[:k]
+        mult = np.zeros(m_le)
+        mult[rows] = sol[k + m_eq :]
+        nu = np.where(free, 0.0, prec @ (x - center) + act.T @ sol[k:])
+        new_lo = nu + c * (lo - x) > 0
+        new_hi = (nu + c * (hi - x) < 0) & ~new_lo
+        new_rows = mult + (a_le @ x - b_le) > 0 if m_le else rows
+        if (new_lo == at_lo).all() and (new_hi == at_hi).all() and (new_rows == rows).all():
+            return np.clip(x, lo, hi)
+        at_lo, at_hi, rows = new_lo, new_hi, new_rows
+    return None
 
 
 def _polish(x: np.ndarray, a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray, b_le: np.ndarray,
             lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Remove the solver's residual on equality and active inequality rows, moving only free variables."""
+    """Remove the residual on equality and active inequality rows, moving only variables off their bounds."""
     active = np.abs(a_le @ x - b_le) < 1e-6 if a_le.size else np.zeros(0, dtype=bool)
     a = np.vstack([a_eq, a_le[active]])
     b = np.concatenate([b_eq, b_le[active]])
@@ -364,7 +463,7 @@ def _polish(x: np.ndarray, a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray,
 
 @dataclass
 class _Layer:
-    """One linear system ``a_eq h = b_eq``, ``a_le h <= b_le`` over a box, as solved."""
+    """One linear system ``a_eq h = b_eq``, ``a_le h <= b_le`` over a box, and the metric that picks a solution."""
 
     name: str
     a_eq: np.ndarray
@@ -373,8 +472,8 @@ class _Layer:
     b_le: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
-    ref: np.ndarray
-    weight: np.ndarray
+    center: np.ndarray
+    prec: np.ndarray
     h: np.ndarray = field(default_factory=lambda: np.zeros(0))
     residual: float = 0.0
     reachable: bool = True
@@ -387,7 +486,7 @@ def _residual(a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray, b_le: np.nda
 
 
 def _solve_layer(layer: _Layer) -> None:
-    """Closest point to ``ref`` (in the ``weight``-ed norm) among the box points satisfying the rows.
+    """Closest point to ``center`` (in the ``prec`` metric) among the box points satisfying the rows.
 
     A bounded least-squares solve (BVLS) first says whether the rows can be met inside the box
     (an inequality row's excess is measured with a slack t >= 0). If not, the rows are replaced by
@@ -406,9 +505,9 @@ def _solve_layer(layer: _Layer) -> None:
     if _residual(layer.a_eq, b_eq, layer.a_le, b_le, h_ls) > _TOL * scale:
         b_eq = layer.a_eq @ h_ls
         b_le = np.maximum(layer.b_le, layer.a_le @ h_ls)
-    h = _project(layer.ref, layer.weight, layer.a_eq, b_eq, layer.a_le, b_le, layer.lo, layer.hi)
-    h = _polish(h, layer.a_eq, b_eq, layer.a_le, b_le, layer.lo, layer.hi)
-    if _residual(layer.a_eq, b_eq, layer.a_le, b_le, h) > _residual(layer.a_eq, b_eq, layer.a_le, b_le, h_ls):
+    h = _qp(layer.prec, layer.center, layer.a_eq, b_eq, layer.a_le, b_le, layer.lo, layer.hi)
+    if _residual(layer.a_eq, b_eq, layer.a_le, b_le, h) > max(_residual(layer.a_eq, b_eq, layer.a_le, b_le, h_ls),
+                                                             _TOL * scale):
         h = h_ls
     layer.h = h
     layer.residual = _residual(layer.a_eq, layer.b_eq, layer.a_le, layer.b_le, h)
@@ -476,27 +575,32 @@ class _Goal:
 class Solution:
     """The layer-wise inverse of one target.
 
-    ``x`` is the chosen input. ``reachable`` says whether every layer's system was solved exactly;
-    otherwise ``residual`` is the sum of the per-layer least-squares residuals (pre-activation
-    units), listed in ``layer_residuals``. ``min_norm`` and ``null_space`` describe the first
+    ``x`` is the chosen input and ``metric`` the name of the distance that chose it (``data`` or
+    ``euclidean``). ``reachable`` says whether ``x`` meets the goal exactly (to ~1e-7);
+    ``residual`` is its miss in pre-activation units at the goal layer. ``layer_residuals`` are
+    the per-layer least-squares residuals of the best layer-wise pass (before the Newton
+    refinement: ``rounds`` passes, then ``newton_steps`` steps). ``min_norm`` and ``null_space`` describe the first
     layer's solution set without the box: every ``min_norm + null_space @ c`` gives the same
-    first-layer activity as ``x``, hence the same output.
+    first-layer activity as ``x``, hence the same output; ``min_norm`` is the point of that set
+    closest to the metric's centre (the minimum-norm solution for ``euclidean``).
     """
 
     def __init__(self, x: torch.Tensor, reachable: bool, residual: float, layer_residuals: dict[str, float],
-                 rounds: int, first: _Layer, origin: np.ndarray) -> None:
+                 rounds: int, newton_steps: int, first: _Layer, metric: _Metric) -> None:
         self.x = x
         self.reachable = reachable
         self.residual = residual
         self.layer_residuals = layer_residuals
         self.rounds = rounds
+        self.newton_steps = newton_steps
+        self.metric = metric.name
         self._first = first
-        self._origin = origin
+        self._metric = metric
         self._basis: tuple[np.ndarray, np.ndarray] | None = None
 
     def _solution_set(self) -> tuple[np.ndarray, np.ndarray]:
         if self._basis is None:
-            self._basis = _min_norm(self._first, self._origin)
+            self._basis = _solution_set(self._first, self._metric)
         return self._basis
 
     @property
@@ -509,37 +613,107 @@ class Solution:
         return torch.from_numpy(self._solution_set()[1]).float()
 
 
-def _solve(chain: _Chain, goal: _Goal, lo_in: np.ndarray, hi_in: np.ndarray, shape: tuple[int, ...]) -> Solution:
-    """Invert from the goal's stage down to the input; re-solve around the reached point while not exact.
+def _solve(chain: _Chain, goal: _Goal, lo_in: np.ndarray, hi_in: np.ndarray, metric: _Metric,
+           shape: tuple[int, ...]) -> Solution:
+    """Invert from the goal's stage down to the input, then refine while the goal is not met exactly.
 
-    The first pass picks, at each hidden layer, the solution closest to that layer's activity for
-    the input reference point; later passes pick the one closest to the activity of the input the
-    previous pass reached (distances measured in pre-activation units), so the targets handed to
-    the layer below stay near what it can reach. The pass whose input misses the goal least wins.
+    Layer-wise passes: each picks, at every hidden layer, the solution of its system closest to the
+    activity of a reference input, in the input metric pushed forward to that layer (hidden
+    targets move the way data-like inputs move them); the input is always the solution closest to
+    the metric's centre. The first pass uses the centre as reference, later ones the input the
+    previous pass reached (an alternating projection between "maps to the target above" and
+    "reachable from below"). Hidden targets picked this way are often slightly out of reach, so
+    the best pass's input is then refined by Newton steps on the layer equations: the chain is
+    linearized at the current input and the linearized goal rows are solved in the same metric
+    and box (the same convex solve as a layer), halving the step while the miss grows; where the
+    solution closest to the centre does not lower the miss, the one closest to the current input
+    (a plain Gauss-Newton step, which converges near a solution) is taken.
     """
     bounds = chain.bounds(lo_in, hi_in)
-    x_ref = np.clip(chain.ref, lo_in, hi_in)
-    best: tuple[float, list[_Layer], dict[str, float], bool] | None = None
+    x_ref = np.clip(metric.center, lo_in, hi_in)
+    best: tuple[float, np.ndarray, dict[str, float]] | None = None
     rounds = 0
     for rounds in range(1, _ROUNDS + 1):
-        layers, residuals, reachable = _pass(chain, goal, bounds, lo_in, hi_in, x_ref)
-        x = layers[-1].h
-        miss = goal.miss(chain.forward(x[None], (goal.stage, "pre"))[0])
+        layers, residuals, reachable = _pass(chain, goal, bounds, lo_in, hi_in, metric, x_ref)
+        x_ref = layers[-1].h
+        miss = goal.miss(chain.forward(x_ref[None], (goal.stage, "pre"))[0])
         if best is None or miss < best[0]:
-            best = (miss, layers, residuals, reachable)
+            best = (miss, x_ref, residuals)
         if reachable:
             break
-        x_ref = x
     assert best is not None
-    _, layers, residuals, reachable = best
-    first = layers[-1]
-    return Solution(torch.from_numpy(first.h.copy()).float().reshape(shape), reachable,
-                    float(sum(residuals.values())), residuals, rounds, first, chain.ref)
+    miss, x, residuals = best
+    tol = _TOL * (1.0 + float(np.abs(np.concatenate([goal.d_eq, goal.d_le])).max(initial=0.0)))
+    steps = stalled = 0
+    while miss > tol and goal.clip == 0 and steps < _NEWTON:
+        steps += 1
+        for center in (metric.center, x):
+            x_new = _newton_target(chain, goal, x, lo_in, hi_in, metric, center)
+            for _ in range(6):
+                new_miss = goal.miss(chain.forward(x_new[None], (goal.stage, "pre"))[0])
+                if new_miss < miss:
+                    break
+                x_new = 0.5 * (x + x_new)
+            if new_miss < miss:
+                break
+        if new_miss >= miss:
+            break
+        stalled = stalled + 1 if new_miss > 0.99 * miss and miss > 1e3 * tol else 0
+        x, miss = x_new, new_miss
+        if stalled == 3:  # far from the goal and hardly moving: the target is out of reach
+            break
+    first = _first_layer(chain, x, lo_in, hi_in)
+    return Solution(torch.from_numpy(x.copy()).float().reshape(shape), miss <= tol, miss, residuals, rounds,
+                    steps, first, metric)
+
+
+def _newton_target(chain: _Chain, goal: _Goal, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, metric: _Metric,
+                   center: np.ndarray) -> np.ndarray:
+    """The input closest to ``center`` (in the metric) that meets the goal rows of the chain linearized at ``x``."""
+    h, jac = x, np.eye(x.size)
+    for s, st in enumerate(chain.stages[: goal.stage + 1]):
+        z = st.weight @ h + st.bias
+        jac = st.weight @ jac
+        if s < goal.stage:
+            jac = jac * st.gain(z)[:, None]
+            h = st.activate(z)
+    offset = z - jac @ x
+    layer = _Layer("linearized", goal.c_eq @ jac, goal.d_eq - goal.c_eq @ offset, goal.c_le @ jac,
+                   goal.d_le - goal.c_le @ offset, lo, hi, center, metric.prec)
+    _solve_layer(layer)
+    return layer.h
+
+
+def _first_layer(chain: _Chain, x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> _Layer:
+    """The first layer's rows "same activity as at ``x``" (a ReLU unit at 0 only needs z <= 0)."""
+    st = chain.stages[0]
+    z = st.weight @ x + st.bias
+    eq = z > 0 if st.act == "relu" else np.ones(z.size, dtype=bool)
+    eye = np.eye(x.size)
+    layer = _Layer(st.linear or st.act_name, st.weight[eq], z[eq] - st.bias[eq], st.weight[~eq],
+                   np.zeros(int((~eq).sum())) - st.bias[~eq], lo, hi, x, eye)
+    layer.h = x.copy()
+    return layer
+
+
+def _hidden_metrics(chain: _Chain, upto: int, metric: _Metric, x_ref: np.ndarray) -> list[np.ndarray]:
+    """Precision matrices of stages ``0 .. upto-1``'s activity: the input covariance pushed through the
+    chain linearized at ``x_ref`` (``J cov J'`` plus a small ridge so that it can be inverted)."""
+    out, jac, h = [], None, x_ref
+    for st in chain.stages[:upto]:
+        z = st.weight @ h + st.bias
+        h = st.activate(z)
+        jac = (st.weight if jac is None else st.weight @ jac) * st.gain(z)[:, None]
+        cov = jac @ metric.cov @ jac.T
+        ridge = _RIDGE * float(np.trace(cov)) / cov.shape[0] + 1e-12
+        out.append(cho_solve(cho_factor(cov + ridge * np.eye(cov.shape[0])), np.eye(cov.shape[0])))
+    return out
 
 
 def _pass(chain: _Chain, goal: _Goal, bounds: list[tuple[np.ndarray, np.ndarray]], lo_in: np.ndarray,
-          hi_in: np.ndarray, x_ref: np.ndarray) -> tuple[list[_Layer], dict[str, float], bool]:
+          hi_in: np.ndarray, metric: _Metric, x_ref: np.ndarray) -> tuple[list[_Layer], dict[str, float], bool]:
     acts = chain.activations(x_ref)
+    precs = _hidden_metrics(chain, goal.stage, metric, x_ref)
     layers: list[_Layer] = []
     residuals: dict[str, float] = {}
     reachable = goal.clip == 0
@@ -552,14 +726,11 @@ def _pass(chain: _Chain, goal: _Goal, bounds: list[tuple[np.ndarray, np.ndarray]
             goal = _Goal.of_value(s, st, "post", layers[-1].h)
         a_eq, b_eq, a_le, b_le = goal.rows(st)
         if s == 0:
-            lo, hi, ref, weight = lo_in, hi_in, x_ref, np.ones(lo_in.size)
+            lo, hi, center, prec = lo_in, hi_in, metric.center, metric.prec
         else:
-            prev = chain.stages[s - 1]
             lo, hi = bounds[s - 1]
-            a_ref = acts[s - 1][1]
-            ref = np.clip(a_ref, lo, hi)
-            weight = 1.0 / np.maximum(prev.derivative(ref), 1e-2) ** 2
-        layer = _Layer(st.linear or st.act_name, a_eq, b_eq, a_le, b_le, lo, hi, ref, weight)
+            center, prec = np.clip(acts[s - 1][1], lo, hi), precs[s - 1]
+        layer = _Layer(st.linear or st.act_name, a_eq, b_eq, a_le, b_le, lo, hi, center, prec)
         _solve_layer(layer)
         layers.append(layer)
         residuals[layer.name] = residuals.get(layer.name, 0.0) + layer.residual
@@ -567,39 +738,48 @@ def _pass(chain: _Chain, goal: _Goal, bounds: list[tuple[np.ndarray, np.ndarray]
     return layers, residuals, reachable
 
 
-def _min_norm(layer: _Layer, origin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Solution of the first layer's equality rows closest to ``origin`` (no box), and the null space."""
-    a, b = layer.a_eq, layer.a_eq @ layer.h
+def _solution_set(layer: _Layer, metric: _Metric) -> tuple[np.ndarray, np.ndarray]:
+    """The first layer's equality solution closest to the metric's centre (no box) and the null space:
+    ``center + S A' (A S A')^+ (b - A center)`` with ``S`` the metric's covariance."""
+    a, b, c = layer.a_eq, layer.a_eq @ layer.h, metric.center
     if a.shape[0] == 0:
-        return origin.copy(), np.eye(origin.size)
+        return c.copy(), np.eye(c.size)
     _, s, vt = np.linalg.svd(a, full_matrices=True)
     rank = int((s > s.max() * max(a.shape) * np.finfo(np.float64).eps).sum())
-    return origin + np.linalg.pinv(a) @ (b - a @ origin), vt[rank:].T.copy()
+    sa = metric.cov @ a.T
+    return c + sa @ (np.linalg.pinv(a @ sa) @ (b - a @ c)), vt[rank:].T.copy()
 
 
 # --------------------------------------------------------------------------- public API
 def solve_layerwise(model: Model, layer_name: str, value: torch.Tensor | np.ndarray | Sequence[float],
-                    domain: Box | Ball | None = None) -> Solution:
+                    domain: Box | Ball | None = None, *, metric: str | None = None) -> Solution:
     """Find an input whose activation at ``layer_name`` equals ``value`` (pseudoinverse mode).
 
     ``layer_name`` is a ``Linear`` layer (its pre-activation) or an activation layer of the model.
+    ``metric`` picks among the solutions: ``data`` (closest to the model's training data in its
+    Gaussian prior; the default when the model knows its data) or ``euclidean`` (minimum norm).
     """
     chain = _chain(model)
     lo, hi = _input_bounds(model, domain)
     position = _position(model, chain, layer_name)
     v = _as_vector(value, chain, position, layer_name)
     goal = _Goal.of_value(position[0], chain.stages[position[0]], position[1], v)
-    return _solve(chain, goal, lo, hi, model.input_spec.shape)
+    chosen = _metric(model, chain, lo, hi, metric)
+    with threadpool_limits(1, "blas"):
+        return _solve(chain, goal, lo, hi, chosen, model.input_spec.shape)
 
 
-def sample_solutions(solution: Solution, k: int, *, seed: int = 0, steps: int = 50) -> torch.Tensor:
-    """``k`` distinct inputs from the solution set of ``solution`` inside its box (hit-and-run).
+def sample_solutions(solution: Solution, k: int, *, seed: int = 0, steps: int = 200) -> torch.Tensor:
+    """``k`` distinct inputs from the solution set of ``solution`` inside its box.
 
-    All of them give the same first-layer activity as ``solution.x`` (hence the same output).
+    All of them give the same first-layer activity as ``solution.x`` (hence the same output). The
+    null-space coefficients are drawn from the solution's metric restricted to the solution set
+    and truncated to the box (hit-and-run with exact one-dimensional truncated-normal steps): with
+    the ``data`` metric the samples are the data prior's draws that reach the target.
     """
     if k < 1:
         raise NetinvertError(f"number of samples k={k} must be >= 1")
-    layer = solution._first
+    layer, metric = solution._first, solution._metric
     a_eq, b_eq = layer.a_eq, layer.a_eq @ layer.h
     a_le = layer.a_le
     b_le = np.maximum(layer.b_le, a_le @ layer.h) if a_le.size else layer.b_le
@@ -607,18 +787,24 @@ def sample_solutions(solution: Solution, k: int, *, seed: int = 0, steps: int = 
     null = solution._solution_set()[1]
     if null.shape[1] == 0:
         raise NetinvertError("the solution is unique (the first layer has no null space): cannot sample distinct inputs")
-    start = _interior(layer.h, a_eq, b_eq, a_le, b_le, lo, hi)
-    rng = np.random.default_rng(seed)
-    x = start
-    out = []
-    for _ in range(k):
-        for _ in range(steps):
-            d = null @ rng.standard_normal(null.shape[1])
-            d /= np.linalg.norm(d)
-            t_lo, t_hi = _segment(x, d, lo, hi, a_le, b_le)
-            if t_hi > t_lo:
-                x = x + rng.uniform(t_lo, t_hi) * d
-        out.append(x.copy())
+    with threadpool_limits(1, "blas"):
+        x = _interior(layer.h, a_eq, b_eq, a_le, b_le, lo, hi)
+        # directions whitened by the metric inside the null space, so that every step moves as far as the prior does
+        spread = np.linalg.cholesky(null.T @ metric.prec @ null)
+        rng = np.random.default_rng(seed)
+        out = []
+        for _ in range(k):
+            for _ in range(steps):
+                d = null @ solve_triangular(spread, rng.standard_normal(null.shape[1]), trans="T", lower=True)
+                t_lo, t_hi = _segment(x, d, lo, hi, a_le, b_le)
+                if t_hi > t_lo:
+                    pd = metric.prec @ d
+                    scale = 1.0 / math.sqrt(float(d @ pd))
+                    mean = -float(pd @ (x - metric.center)) * scale**2
+                    t = truncnorm.rvs((t_lo - mean) / scale, (t_hi - mean) / scale, loc=mean, scale=scale,
+                                      random_state=rng)
+                    x = x + float(np.clip(t, t_lo, t_hi)) * d
+            out.append(x.copy())
     shape = tuple(solution.x.shape)
     return torch.from_numpy(np.stack(out)).float().reshape(k, *shape)
 
@@ -727,12 +913,16 @@ def _goal(model: Model, chain: _Chain, target: Target, probability: float) -> tu
 
 
 def run(model: Model, targets: Target | Sequence[Target], domain: Box | Ball | None = None, *,
-        mode: str = "pseudoinverse", probability: float = 0.99, samples: int = 1, seed: int = 0) -> Result:
+        mode: str = "pseudoinverse", metric: str | None = None, probability: float = 0.99, samples: int = 1,
+        seed: int = 0) -> Result:
     """Invert ``model`` for each target (``Class`` or ``Activations``); one result row per input.
 
     A ``Class`` target asks for the class's probability to be ``probability`` (see
-    :func:`_class_goal` for the exact rows). ``samples`` > 1 adds ``samples - 1`` random inputs
-    from the solution set after the minimum-norm one (pseudoinverse mode only). Status ``found``:
+    :func:`_class_goal` for the exact rows). ``metric`` picks among the inputs that reach a
+    target: ``data`` (closest to the training data in the model's Gaussian prior; the default when
+    the model knows its data) or ``euclidean`` (minimum norm); ``info["metric"]`` says which was
+    used. ``samples`` > 1 adds ``samples - 1`` random inputs from the solution set, drawn from the
+    same metric (pseudoinverse mode only). Status ``found``:
     every layer's system was met exactly; ``not-reached``: the closest reachable input is
     returned and ``residual`` (pre-activation units at the target layer) says how far it is.
     """
@@ -747,6 +937,7 @@ def run(model: Model, targets: Target | Sequence[Target], domain: Box | Ball | N
     chain = _chain(model)
     lo, hi = _input_bounds(model, domain)
     shape = model.input_spec.shape
+    chosen = _metric(model, chain, lo, hi, metric) if mode == "pseudoinverse" else None
     rows: list[torch.Tensor] = []
     plan: list[tuple[Target, _Goal, Solution | None]] = []
     for target in targets:
@@ -757,7 +948,9 @@ def run(model: Model, targets: Target | Sequence[Target], domain: Box | Ball | N
             rows.append(_transpose(chain, goal.stage, vector, lo, hi, shape))
             plan.append((target, goal, None))
             continue
-        sol = _solve(chain, goal, lo, hi, shape)
+        assert chosen is not None
+        with threadpool_limits(1, "blas"):
+            sol = _solve(chain, goal, lo, hi, chosen, shape)
         for x in [sol.x] + ([] if samples == 1 else list(sample_solutions(sol, samples - 1, seed=seed))):
             rows.append(x)
             plan.append((target, goal, sol))
@@ -777,16 +970,17 @@ def run(model: Model, targets: Target | Sequence[Target], domain: Box | Ball | N
             item.reason = "transpose baseline: weights multiplied backwards, biases and activations ignored"
         else:
             ok = sol.reachable
-            item.metrics.update(layer_residuals=sol.layer_residuals, rounds=sol.rounds)
-            item.reason = "every layer solved exactly" if ok else (
-                "not reachable: the closest reachable input is returned (layer-wise least squares)")
+            item.metrics.update(layer_residuals=sol.layer_residuals, rounds=sol.rounds, newton_steps=sol.newton_steps)
+            item.reason = "the goal is met exactly" if ok else (
+                "not reached: the closest input found is returned (layer-wise least squares, then Newton steps)")
         item.status = "found" if ok else "not-reached"
         item.target = f"{target.description} p={probability:g}" if isinstance(target, Class) else target.description
     labels = [_label(model, t, it) for (t, _, _), it in zip(plan, items)]
     spec = model.input_spec
     return Result(method="analytic", model=model.name, inputs=inputs.detach(), outputs=outputs.detach(), items=items,
                   timing={"total_s": time.perf_counter() - t0},
-                  info={"mode": mode, "probability": probability, "samples": samples},
+                  info={"mode": mode, "metric": chosen.name if chosen else None, "probability": probability,
+                        "samples": samples},
                   labels=labels, value_range=(spec.low, spec.high))
 
 
