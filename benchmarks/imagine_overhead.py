@@ -41,7 +41,7 @@ def bare_loop(model, classes: list[int], steps: int) -> float:
 def ours(model, classes: list[int], steps: int) -> float:
     domain = Domain(param="pixel", transforms=None, data_prior=0.0)
     t0 = time.process_time()
-    invert(model, [Class(k) for k in classes], domain, steps=steps, lr=0.05, early_stop=False, threads_=1,
+    invert(model, [Class(k) for k in classes], domain, steps=steps, lr=0.05, early_stop=False, threads=1,
            progress=False)
     return time.process_time() - t0
 

@@ -62,7 +62,7 @@ def atlas(
 
         try:
             result = render(net, layer, out, domain, batch_size=batch_size, steps=steps, lr=lr, seed=seed,
-                            threads_=threads, on_batch=on_batch)
+                            threads=threads, on_batch=on_batch)
         except KeyboardInterrupt:
             err_console.print(f"interrupted: {state['done']} of {state['total']} units are saved in {out}; "
                               "run the same command again to resume", soft_wrap=True, highlight=False)

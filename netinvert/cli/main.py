@@ -78,7 +78,7 @@ def imagine(
     targets = parse_targets(target, net)
     domain = Domain(param=param, tv=tv, data_prior=data_prior)
     if method == "gradient":
-        options = dict(steps=steps, lr=lr, seed=seed, batch_size=batch_size, threads_=threads, goal_prob=goal,
+        options = dict(steps=steps, lr=lr, seed=seed, batch_size=batch_size, threads=threads, goal_prob=goal,
                        early_stop=early_stop)
         if diversity != 1:
             options["diversity"] = diversity

@@ -69,7 +69,7 @@ def render(
     steps: int = 256,
     lr: float = 0.05,
     seed: int = 0,
-    threads_: int | None = None,
+    threads: int | None = None,
     on_batch: Progress | None = None,
 ) -> Result:
     """Render every unit of ``layer`` into ``out``, resuming from the batches already there.
@@ -100,7 +100,7 @@ def render(
             continue
         batch = targets[first : first + batch_size]
         t0 = time.perf_counter()
-        part = gradient.run(model, batch, domain, steps=steps, lr=lr, seed=seed + first, threads_=threads_,
+        part = gradient.run(model, batch, domain, steps=steps, lr=lr, seed=seed + first, threads=threads,
                             early_stop=False, progress=False)
         done[first] = _commit(folder, model, first, part, time.perf_counter() - t0)
         rendered += len(batch)

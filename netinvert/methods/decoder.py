@@ -30,7 +30,7 @@ from netinvert.data.sources import DataSplit
 from netinvert.domains.domain import Domain
 from netinvert.errors import NetinvertError
 from netinvert.methods._scoring import score
-from netinvert.methods.gradient import threads
+from netinvert.methods.gradient import torch_threads
 from netinvert.methods.inversion import activation_targets, add_errors, data_for, progress_bar
 from netinvert.models.wrapper import Model
 from netinvert.result import Result
@@ -107,7 +107,7 @@ def build(model: Model, layer: str, width: int | None = None) -> Decoder:
 
 def train(model: Model, layer: str, x_train: np.ndarray | torch.Tensor, *, epochs: int | None = None,
           batch_size: int = 64, lr: float = 2e-3, seed: int = 0, width: int | None = None,
-          threads_: int | None = None, progress: bool | None = None) -> Decoder:
+          threads: int | None = None, progress: bool | None = None) -> Decoder:
     """Train a decoder on pairs (activations of ``x_train`` at ``layer``, ``x_train``) with Adam on the MSE."""
     x = torch.as_tensor(np.asarray(x_train), dtype=torch.float32)
     spec = model.input_spec
@@ -119,7 +119,7 @@ def train(model: Model, layer: str, x_train: np.ndarray | torch.Tensor, *, epoch
     if epochs < 1:
         raise NetinvertError(f"epochs={epochs} must be >= 1")
     start = time.perf_counter()
-    with threads(threads_):
+    with torch_threads(threads):
         torch.manual_seed(seed)
         decoder = build(model, layer, width)
         acts = torch.cat([capture_activations(model, layer, x[i : i + 512]) for i in range(0, len(x), 512)])
@@ -212,12 +212,12 @@ def cache_path(model: Model, layer: str, data_key: str, seed: int = 0) -> Path:
 
 
 def decoder_for(model: Model, layer: str, data: DataSplit, *, retrain: bool = False, seed: int = 0,
-                epochs: int | None = None, threads_: int | None = None, progress: bool | None = None) -> Decoder:
+                epochs: int | None = None, threads: int | None = None, progress: bool | None = None) -> Decoder:
     """The cached decoder for (model, layer, data, seed), trained on ``data.x_train`` when missing."""
     path = cache_path(model, layer, data.key, seed)
     if path.exists() and not retrain:
         return load(path)
-    decoder = train(model, layer, data.x_train, epochs=epochs, seed=seed, threads_=threads_, progress=progress)
+    decoder = train(model, layer, data.x_train, epochs=epochs, seed=seed, threads=threads, progress=progress)
     decoder.config["data"] = data.key
     save(decoder, path)
     return decoder
@@ -225,7 +225,7 @@ def decoder_for(model: Model, layer: str, data: DataSplit, *, retrain: bool = Fa
 
 def run(model: Model, targets: Target | list[Target], domain: Domain | None = None, *,
         data: DataSplit | str | None = None, decoder: Decoder | dict[str, Decoder] | None = None, seed: int = 0,
-        epochs: int | None = None, threads_: int | None = None, progress: bool | None = None) -> Result:
+        epochs: int | None = None, threads: int | None = None, progress: bool | None = None) -> Result:
     """Invert ``Activations`` targets with one decoder pass per layer.
 
     Decoders come from ``decoder`` (one, or one per layer), else from the cache or fresh training on
@@ -233,7 +233,7 @@ def run(model: Model, targets: Target | list[Target], domain: Domain | None = No
     """
     items = activation_targets(targets)
     start = time.perf_counter()
-    with threads(threads_):
+    with torch_threads(threads):
         decoders = resolve_decoders(model, items, data, decoder, seed=seed, epochs=epochs, progress=progress)
         fit_s = time.perf_counter() - start
         spec = model.input_spec

@@ -34,7 +34,7 @@ Penalty = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 
 
 @contextmanager
-def threads(count: int | None) -> Iterator[None]:
+def torch_threads(count: int | None) -> Iterator[None]:
     """Run with ``count`` torch threads, restoring the previous setting afterwards."""
     if count is None:
         yield
@@ -113,7 +113,7 @@ def run(
     steps: int = 1024,
     lr: float = 0.1,
     seed: int = 0,
-    threads_: int | None = None,
+    threads: int | None = None,
     batch_size: int | None = None,
     early_stop: bool = True,
     goal_prob: float = 0.99,
@@ -148,7 +148,7 @@ def run(
         if domain.init is not None:
             domain = replace(domain, init=domain.init.repeat_interleave(diversity, 0))
     start = time.perf_counter()
-    with threads(threads_), bn_prior.bn_penalty(model, domain.bn_prior, resolved) as bn_terms:
+    with torch_threads(threads), bn_prior.bn_penalty(model, domain.bn_prior, resolved) as bn_terms:
         parts = []
         for i in range(0, len(resolved), chunk):
             part_domain = domain

@@ -14,7 +14,7 @@ from netinvert.data.sources import DataSplit
 from netinvert.domains.domain import Domain
 from netinvert.methods import decoder as decoder_method
 from netinvert.methods._scoring import score
-from netinvert.methods.gradient import threads
+from netinvert.methods.gradient import torch_threads
 from netinvert.methods.inversion import activation_targets, add_errors, refine_by_layer
 from netinvert.models.wrapper import Model
 from netinvert.result import Result
@@ -24,11 +24,11 @@ from netinvert.targets.base import Target
 def run(model: Model, targets: Target | list[Target], domain: Domain | None = None, *,
         data: DataSplit | str | None = None, decoder: decoder_method.Decoder | dict[str, decoder_method.Decoder]
         | None = None, steps: int | None = None, seed: int = 0, epochs: int | None = None,
-        threads_: int | None = None, progress: bool | None = None) -> Result:
+        threads: int | None = None, progress: bool | None = None) -> Result:
     """Decode each ``Activations`` target, then refine by gradient (``steps`` scales the schedule)."""
     items = activation_targets(targets)
     start = time.perf_counter()
-    with threads(threads_):
+    with torch_threads(threads):
         first = decoder_method.run(model, items, domain, data=data, decoder=decoder, seed=seed, epochs=epochs,
                                    progress=progress)
         region = domain.region if domain is not None else None

@@ -111,7 +111,7 @@ def refine(model: Model, targets: list[Activations], init: torch.Tensor, stages:
         domain = Domain(region=region or Box(), param="pixel", transforms=None, tv=stage.tv, bn_prior=0.0,
                         data_prior=0.0, init=x)
         result = gradient.run(model, targets, domain, steps=stage.steps, lr=stage.lr, seed=seed + i,
-                              threads_=threads, batch_size=batch_size, early_stop=False, progress=progress)
+                              threads=threads, batch_size=batch_size, early_stop=False, progress=progress)
         x = result.inputs
         history.extend(result.history.get("objective", []))
         seconds += result.timing.get("total_s", 0.0)
@@ -137,14 +137,14 @@ def refine_by_layer(model: Model, targets: list[Activations], init: torch.Tensor
 
 
 def gradient_inversion(model: Model, targets: Target | list[Target], domain: Domain | None = None, *,
-                       steps: int | None = None, seed: int = 0, threads_: int | None = None,
+                       steps: int | None = None, seed: int = 0, threads: int | None = None,
                        progress: bool | None = None) -> Result:
     """The regularized maximum-likelihood attack: gradient inversion from mid-gray with a depth schedule."""
     items = activation_targets(targets)
     start = time.perf_counter()
     region = domain.region if domain is not None else None
     inputs = refine_by_layer(model, items, gray(model, len(items)), steps=steps, region=region, seed=seed,
-                             threads=threads_, progress=progress)
+                             threads=threads, progress=progress)
     outputs, scored = score(model, items, inputs)
     result = Result(method="gradient", model=model.name, inputs=inputs, outputs=outputs, items=scored,
                     timing={"total_s": time.perf_counter() - start},

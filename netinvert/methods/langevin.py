@@ -16,7 +16,7 @@ from netinvert.domains.data_prior import prior_for
 from netinvert.domains.domain import Domain
 from netinvert.errors import NetinvertError
 from netinvert.methods._scoring import score
-from netinvert.methods.gradient import DATA_PRIOR_WEIGHT, threads
+from netinvert.methods.gradient import DATA_PRIOR_WEIGHT, torch_threads
 from netinvert.models.wrapper import Model
 from netinvert.result import Result
 from netinvert.targets.base import Target
@@ -46,7 +46,7 @@ def run(
     temperature: float = 0.1,
     seed: int = 0,
     goal_prob: float = 0.99,
-    threads_: int | None = None,
+    threads: int | None = None,
 ) -> Result:
     """``samples`` chains per class target; step size and noise are fractions of the value range."""
     resolved = resolve_all(targets, model)
@@ -64,7 +64,7 @@ def run(
     prior_weight = DATA_PRIOR_WEIGHT if domain.data_prior is None else domain.data_prior
     prior = prior_for(model) if prior_weight > 0 else None
     start = time.perf_counter()
-    with threads(threads_):
+    with torch_threads(threads):
         x = _initial(len(chains), spec.shape, low, high, prior, gen)
         for step in range(steps):
             x.requires_grad_(True)

@@ -41,14 +41,14 @@ def invert_layer(model: Model, layer: str, values: torch.Tensor, method: str, *,
     if method == "gradient":
         from netinvert.methods.inversion import gradient_inversion
 
-        return gradient_inversion(model, targets, steps=steps, seed=seed, threads_=threads, progress=progress)
+        return gradient_inversion(model, targets, steps=steps, seed=seed, threads=threads, progress=progress)
     if method == "decoder":
         from netinvert.methods import decoder
 
-        return decoder.run(model, targets, data=data, seed=seed, threads_=threads, progress=progress)
+        return decoder.run(model, targets, data=data, seed=seed, threads=threads, progress=progress)
     from netinvert.methods import hybrid
 
-    return hybrid.run(model, targets, data=data, steps=steps, seed=seed, threads_=threads, progress=progress)
+    return hybrid.run(model, targets, data=data, steps=steps, seed=seed, threads=threads, progress=progress)
 
 
 @torch.no_grad()
