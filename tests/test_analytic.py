@@ -110,6 +110,7 @@ def test_status_is_honest_on_unreachable_class_targets(sigmoid_mlp: Model) -> No
 
 @pytest.fixture(scope="module")
 def roman_runs() -> tuple[Model, Result, Result]:
+    """roman-mlp, every class at p=0.99: pseudoinverse (default metric: the data prior) and the transpose baseline."""
     from netinvert.models.zoo import load_zoo
 
     model = load_zoo("roman-mlp")
@@ -120,24 +121,56 @@ def roman_runs() -> tuple[Model, Result, Result]:
 @pytest.mark.slow
 def test_roman_mlp_x_with_probability_099(roman_runs: tuple[Model, Result, Result]) -> None:
     model, pinv, _ = roman_runs
+    assert pinv.info["metric"] == "data"
     x = model.class_index("X")
     with torch.no_grad():
         probs = model.probabilities(model(pinv.inputs[x : x + 1]))[0]
-    assert int(probs.argmax()) == x and float(probs[x]) >= 0.98
-    assert pinv.items[x].metrics["model_prob"] == pytest.approx(float(probs[x]), abs=1e-6)
+    assert int(probs.argmax()) == x and float(probs[x]) == pytest.approx(0.99, abs=1e-4)
+    assert pinv.items[x].status == "found" and pinv.items[x].metrics["residual"] < 1e-5
+    assert pinv.items[x].metrics["verifier_agrees"]  # the independent CNN also sees an X
+    # every class: the model classifies the image as that class, at (about) the asked probability
+    names = [model.class_label(k) for k in range(6)]
+    assert pinv.metric("predicted") == names
+    assert all(abs(p - 0.99) < 0.005 for p in pinv.metric("model_prob"))
+    assert sum(s == "found" for s in pinv.statuses) >= 4
 
 
 @pytest.mark.slow
-def test_transpose_baseline_is_worse_than_pseudoinverse(roman_runs: tuple[Model, Result, Result]) -> None:
-    model, pinv, naive = roman_runs
+def test_transpose_baseline_is_worse_than_pseudoinverse_on_the_verifier(
+    roman_runs: tuple[Model, Result, Result],
+) -> None:
+    """Measured: verifier agrees 2/6 (mean p 0.35) with the pseudoinverse, 1/6 (mean p 0.17) with the transpose."""
+    _, pinv, naive = roman_runs
     assert "transpose baseline" in naive.items[0].reason
     assert all(s == "not-reached" for s in naive.statuses)
-    names = [model.class_label(k) for k in range(6)]
-    pinv_hits = sum(p == n for p, n in zip(pinv.metric("predicted"), names))
-    naive_hits = sum(p == n for p, n in zip(naive.metric("predicted"), names))
-    assert pinv_hits == 6 and naive_hits <= 4
-    assert np.mean(pinv.metric("residual")) < 0.5 * np.mean(naive.metric("residual"))
-    assert np.mean(pinv.metric("model_prob")) > np.mean(naive.metric("model_prob")) + 0.2
+    assert sum(pinv.metric("verifier_agrees")) > sum(naive.metric("verifier_agrees"))
+    assert np.mean(pinv.metric("verifier_prob")) > np.mean(naive.metric("verifier_prob")) + 0.1
+    assert np.mean(pinv.metric("residual")) < 0.1 * np.mean(naive.metric("residual"))
+
+
+@pytest.mark.slow
+def test_roman_mlp_samples_come_from_the_prior_and_reach_the_target() -> None:
+    from netinvert.domains.data_prior import prior_for
+    from netinvert.models.zoo import load_zoo
+
+    model = load_zoo("roman-mlp")
+    want = _float64_acts(model, torch.from_numpy(model.training_inputs()[:1]).float(), "fc2")[0]
+    euclid = solve_layerwise(model, "fc2", want, metric="euclidean")
+    sol = solve_layerwise(model, "fc2", want)
+    assert sol.metric == "data" and euclid.metric == "euclidean" and sol.reachable and euclid.reachable
+    prior = prior_for(model)
+    assert prior is not None
+    # the data metric picks the solution closest to the data; the Euclidean one the minimum norm
+    assert float(prior.penalty(sol.x[None])) < float(prior.penalty(euclid.x[None]))
+    xs = sample_solutions(sol, 4, seed=1)
+    assert float(xs.min()) >= 0.0 and float(xs.max()) <= 1.0
+    assert float((_float64_acts(model, xs.double(), "fc2") - want).abs().max()) < 1e-4
+    dists = torch.cdist(xs.reshape(4, -1), xs.reshape(4, -1))
+    assert float(dists[~torch.eye(4, dtype=torch.bool)].min()) > 0.05  # measured 0.11-0.21 (the box keeps the
+    # background near 0, where the prior puts most of it)
+    # drawn from the prior on the solution set: far more data-like than the Euclidean method's samples
+    noise = sample_solutions(euclid, 4, seed=1)
+    assert float(prior.penalty(xs).max()) < float(prior.penalty(noise).min())
 
 
 def test_relu_softmax_mlp_with_normalization() -> None:
