@@ -4,8 +4,9 @@ Two kinds for every unit of a ``Linear`` or activation layer:
 
 * ``weights``: the unit's incoming weights composed back to the pixels through every earlier
   ``Linear`` layer (activations and biases skipped): row ``j`` of ``W_l ... W_1``. Signed.
-* ``backprojected``: the input the analytic pseudoinverse returns when the layer's activity is
-  that of the reference input with unit ``j`` raised (to ``level`` for sigmoid/tanh units,
+* ``backprojected``: the input the analytic pseudoinverse returns (closest to the data when the
+  model knows its data, else minimum norm) when the layer's activity is that of the reference
+  input with unit ``j`` raised (to ``level`` for sigmoid/tanh units,
   by ``level`` otherwise): the activity run back through the inverse activations. In input range.
 
 The pattern of a set of activities is the activity-weighted sum of the weight patterns
@@ -40,8 +41,11 @@ def _check(kind: str) -> None:
 
 
 def unit_patterns(model: Model, layer: str, kind: str = "weights", *, level: float | None = None,
-                  domain: Box | Ball | None = None) -> torch.Tensor:
-    """One input-space pattern per unit of ``layer``: a tensor (units, *input_shape)."""
+                  domain: Box | Ball | None = None, metric: str | None = None) -> torch.Tensor:
+    """One input-space pattern per unit of ``layer``: a tensor (units, *input_shape).
+
+    ``metric`` (``backprojected`` only) picks the input as in :func:`solve_layerwise`.
+    """
     _check(kind)
     chain = _chain(model)
     stage, where = _position(model, chain, layer)
@@ -60,19 +64,20 @@ def unit_patterns(model: Model, layer: str, kind: str = "weights", *, level: flo
             value[j] = 0.9 if level is None else level
         else:
             value[j] = rest[j] + (1.0 if level is None else level)
-        out.append(solve_layerwise(model, layer, value, domain).x)
+        out.append(solve_layerwise(model, layer, value, domain, metric=metric).x)
     return torch.stack(out)
 
 
 def activity_pattern(model: Model, layer: str, activities: torch.Tensor | np.ndarray | Sequence[float],
-                     kind: str = "weights", *, domain: Box | Ball | None = None) -> torch.Tensor:
+                     kind: str = "weights", *, domain: Box | Ball | None = None,
+                     metric: str | None = None) -> torch.Tensor:
     """The input-space pattern (*input_shape) of a whole activity vector of ``layer``."""
     _check(kind)
     chain = _chain(model)
     position = _position(model, chain, layer)
     v = _as_vector(activities, chain, position, layer)
     if kind == "backprojected":
-        return solve_layerwise(model, layer, v, domain).x
+        return solve_layerwise(model, layer, v, domain, metric=metric).x
     return torch.from_numpy(v @ _projection(chain, position[0])).float().reshape(model.input_spec.shape)
 
 
