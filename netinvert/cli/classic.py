@@ -11,7 +11,10 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from netinvert.cli.common import DataOpt, ModelOpt, OutOpt, cli_errors, console, load_model, parse_targets, print_result
+from netinvert.cli.common import (
+    ArchKwargsOpt, ArchOpt, DataOpt, MeanOpt, ModelOpt, OutOpt, RangeOpt, ShapeOpt, StdOpt, TrustOpt, cli_errors,
+    console, load_model, parse_targets, print_result,
+)
 from netinvert.result import check_writable
 
 
@@ -42,13 +45,21 @@ def patterns(
     out: OutOpt,
     kind: Annotated[str, typer.Option(help="weights (composed weights) or backprojected (inverse activations).")]
     = "weights",
+    arch: ArchOpt = None,
+    arch_kwargs: ArchKwargsOpt = None,
+    trust_pickle: TrustOpt = False,
+    input_shape: ShapeOpt = None,
+    input_range: RangeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
 ) -> None:
     """Every hidden unit's pattern in input space, as a contact sheet plus one PNG per unit."""
     from netinvert.methods.patterns import for_display, unit_patterns
     from netinvert.report.images import save_grid, save_items
 
     check_writable(out)
-    net = load_model(model)
+    net = load_model(model, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle, input_shape=input_shape,
+                     input_range=input_range, mean=mean, std=std)
     found = unit_patterns(net, layer, kind)
     shown = for_display(found) if kind == "weights" else found
     value_range = (0.0, 1.0) if kind == "weights" else (net.input_spec.low, net.input_spec.high)
