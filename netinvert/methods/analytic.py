@@ -5,21 +5,21 @@ The network must be a chain of ``Linear`` layers and element-wise activations th
 ``AppendBias`` is a fixed input feature equal to 1. Two modes:
 
 * ``pseudoinverse``: at each layer invert the activation (logit for sigmoid, atanh for tanh; a ReLU
-  output of 0 becomes the inequality ``z <= 0``), subtract the bias and solve the linear system for
-  the layer below inside its domain (the previous activation's range narrowed by interval bounds,
-  or the input box). Among the solutions it returns the one closest to a reference point (for the
-  input the minimum-norm solution, measured from the model's normalization mean; for hidden
-  layers the activity of the reference input). Where no solution exists it returns the closest
-  reachable point (bounded least squares in that layer's pre-activation space), reports the
-  residual and re-solves around the input it reached. Each layer: scipy BVLS, then a projection
-  solved in the dual (L-BFGS-B), then a least-squares polish.
+  output of 0 becomes the inequality ``z <= 0``), subtract the bias and solve the linear system
+  for the layer below inside its domain (the previous activation's range narrowed by interval
+  bounds, or the input box). Among the solutions it takes the one closest to the data in the
+  model's Gaussian prior (``metric="data"``, the default when the model knows its data) or the
+  minimum-norm one (``metric="euclidean"``); hidden layers use that metric pushed forward
+  through the layers below. Where a layer cannot be met it takes the closest reachable values;
+  the best pass's input is then refined by Newton steps on the layer equations (each a solve of
+  the linearized rows in the same metric and box). What is left is reported as the residual.
 * ``transpose``: the naive baseline: multiply the target backwards by the transposed weights,
   ignoring biases and activations, and rescale into the input box. It rarely reaches its target
   and is kept only to show why the pseudoinverse is needed.
 
 Many inputs reach the same output; :func:`solve_layerwise` exposes the first layer's solution set
-(minimum-norm solution plus null-space directions) and :func:`sample_solutions` draws distinct
-inputs from it inside the box (hit-and-run), all reaching the same hidden activity and output.
+(the metric's closest solution plus null-space directions) and :func:`sample_solutions` draws
+distinct inputs from it inside the box, from the same metric, all reaching the same output.
 """
 
 from __future__ import annotations
