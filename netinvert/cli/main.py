@@ -49,6 +49,8 @@ def imagine(
     goal: Annotated[float, typer.Option(help="Class probability that counts as reached.")] = 0.99,
     early_stop: Annotated[bool, typer.Option(help="Stop once every class target is reached.")] = True,
     samples: Annotated[int, typer.Option(help="Samples per target (langevin, analytic).")] = 1,
+    metric: Annotated[str | None, typer.Option(help="analytic: data (closest to the training data) or euclidean.")]
+    = None,
     diversity: Annotated[int, typer.Option(help="Distinct images per target (gradient).")] = 1,
     tv: Annotated[float, typer.Option(help="Total-variation prior weight.")] = 0.0,
     data_prior: Annotated[float | None, typer.Option(help="Weight of the data prior (default: on when data is known).")] = None,
@@ -87,7 +89,8 @@ def imagine(
         result = invert(net, targets, domain, method="langevin", samples=samples, steps=steps, seed=seed,
                         goal_prob=goal)
     else:
-        result = invert(net, targets, None, method="analytic", samples=samples, seed=seed, probability=goal)
+        result = invert(net, targets, None, method="analytic", samples=samples, seed=seed, probability=goal,
+                        metric=metric)
     result.save(out)
     print_result(result, out)
 
