@@ -974,7 +974,8 @@ def run(model: Model, targets: Target | Sequence[Target], domain: Box | Ball | N
             item.reason = "the goal is met exactly" if ok else (
                 "not reached: the closest input found is returned (layer-wise least squares, then Newton steps)")
         item.status = "found" if ok else "not-reached"
-        item.target = f"{target.description} p={probability:g}" if isinstance(target, Class) else target.description
+        item.target = (f"class {model.class_label(int(target.index))} p={probability:g}" if isinstance(target, Class)
+                       else target.description)
     labels = [_label(model, t, it) for (t, _, _), it in zip(plan, items)]
     spec = model.input_spec
     return Result(method="analytic", model=model.name, inputs=inputs.detach(), outputs=outputs.detach(), items=items,
