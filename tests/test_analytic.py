@@ -12,7 +12,8 @@ from torch import nn
 
 from netinvert.errors import NetinvertError
 from netinvert.methods import analytic
-from netinvert.methods.analytic import Activations, sample_solutions, solve_layerwise
+from netinvert.methods.analytic import sample_solutions, solve_layerwise
+from netinvert.targets.activations import Activations
 from netinvert.models.architectures import AppendBias
 from netinvert.models.wrapper import InputSpec, Model
 from netinvert.result import Result

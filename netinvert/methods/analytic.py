@@ -44,7 +44,8 @@ from netinvert.errors import NetinvertError, choices
 from netinvert.methods._scoring import score
 from netinvert.models.wrapper import Model
 from netinvert.result import Item, Result
-from netinvert.targets.base import Acts, Target
+from netinvert.targets.activations import Activations
+from netinvert.targets.base import Target
 from netinvert.targets.units import Class
 
 MODES = ("pseudoinverse", "transpose")
@@ -58,28 +59,6 @@ _ROUNDS = 3  # layer-wise passes in all: re-picks the hidden targets around the 
 _NEWTON = 40  # Newton steps on the layer equations at most, after the layer-wise passes
 _RIDGE = 1e-4  # added to a pushed-forward hidden covariance, relative to its mean variance
 _TOL = 1e-7  # a layer counts as reached when its residual is below this (relative to the target's size)
-
-
-@dataclass(frozen=True, eq=False)
-class Activations(Target):
-    """Target: the activation vector of layer ``layer`` should equal ``value`` (maximize -squared error)."""
-
-    layer: str
-    value: torch.Tensor
-
-    @property
-    def description(self) -> str:  # type: ignore[override]
-        return f"activations {self.layer}[{self.value.numel()}]"
-
-    @property
-    def layers(self) -> tuple[str, ...]:
-        return (self.layer,)
-
-    def objective(self, outputs: torch.Tensor, acts: Acts) -> torch.Tensor:
-        if self.layer not in acts:
-            raise NetinvertError(f"layer {self.layer!r} produced no activation in the forward pass")
-        a = acts[self.layer].reshape(acts[self.layer].shape[0], -1)
-        return -(a - self.value.to(a.dtype).reshape(1, -1)).pow(2).sum(dim=1)
 
 
 # --------------------------------------------------------------------------- the chain
@@ -382,7 +361,7 @@ def _qp(prec: np.ndarray, center: np.ndarray, a_eq: np.ndarray, b_eq: np.ndarray
     box. If the guesses cycle, bounded least squares (BVLS on the whitened distance plus heavily
     weighted rows) gives a second, better guess; failing that, its point is polished.
     """
-    n, m_le = center.size, a_le.shape[0]
+    m_le = a_le.shape[0]
     span = np.where(np.isfinite(hi - lo), hi - lo, 1.0)
     start = np.clip(center, lo, hi)
     for guess in ("centre", "bvls"):
