@@ -137,7 +137,9 @@ def test_killed_atlas_command_resumes(model, tmp_path: Path):
                "--model", str(tmp_path / "net.pt"), "--arch", ARCH, "--input-shape", "1,28,28",
                "--layer", "conv1", "--out", str(out), "--batch-size", "1", "--steps", "2000", "--threads", "1"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # A background job (as CI may be) inherits SIGINT as ignored; restore the default so Ctrl-C works in the child.
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not list((out / "batches").glob("b*.npz")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
