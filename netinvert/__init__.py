@@ -9,13 +9,16 @@ from netinvert.domains.sets import Ball, Box
 from netinvert.domains.transforms import Transforms
 from netinvert.errors import NetinvertError
 from netinvert.methods import invert
+from netinvert.models.load import load
 from netinvert.models.wrapper import InputSpec, Model
 from netinvert.models.zoo import load_zoo
 from netinvert.result import Item, Result
+from netinvert.targets.activations import Activations
 from netinvert.targets.base import Target
+from netinvert.targets.output_set import OutputSet
 from netinvert.targets.units import Channel, Class, Direction, Layer, Neuron
 
 __all__ = [
-    "Ball", "Box", "Channel", "Class", "Direction", "Domain", "InputSpec", "Item", "Layer", "Model",
-    "NetinvertError", "Neuron", "Result", "Target", "Transforms", "invert", "load_zoo",
+    "Activations", "Ball", "Box", "Channel", "Class", "Direction", "Domain", "InputSpec", "Item", "Layer", "Model",
+    "NetinvertError", "Neuron", "OutputSet", "Result", "Target", "Transforms", "invert", "load", "load_zoo",
 ]
