@@ -84,12 +84,15 @@ def solve_case(
     threads: int = 1,
     seed: int = 0,
     bab_threshold: int = 120,
-    bab_share: float = 0.85,
+    bab_share: float = 0.5,
+    bab_seconds: float = 10.0,
 ) -> CaseOutcome:
     """Decide whether some x in [lo, hi] has net(x) in ``target``.
 
-    Branch-and-bound runs first (``bab_share`` of the time left) when more than ``bab_threshold``
-    neurons stay unstable; the MILP gets the rest.
+    The disjuncts that the bounds leave open are decided one at a time, best-bounded first: a
+    branch-and-bound on that disjunct's rows alone (at most ``bab_seconds``, and at most
+    ``bab_share`` of its even share of the time left) when more than ``bab_threshold`` neurons
+    stay unstable, then, if it did not decide, the MILP of that disjunct with the time left.
     """
     t0 = time.perf_counter()
     left = lambda: timeout - (time.perf_counter() - t0)  # noqa: E731
@@ -145,47 +148,46 @@ def solve_case(
         bounds = lb.lp_tighten(layers, lo, hi, bounds, upto=len(layers) - 1, time_limit=0.3 * left())
         stats["unstable_lp"] = bounds.unstable()
 
-    # branch-and-bound on ReLU splits when the MILP would carry many binaries
-    unstable = sum(bounds.unstable())
-    if unstable > bab_threshold and left() > 0:
-        keep = np.isin(owner, open_)
-        if alphas is not None:  # slopes were optimized for the rows open before alpha-CROWN
-            alphas = [al[:, np.searchsorted(alpha_rows, np.flatnonzero(keep))] for al in alphas]
-        sub_owner = np.unique(owner[keep], return_inverse=True)[1]
-
-        def is_point(xs: np.ndarray) -> np.ndarray:
-            return target.violations(net.forward(xs)) <= -STRICT
-
-        res = bab(
-            layers,
-            lo,
-            hi,
-            bounds,
-            rows_a[keep],
-            rows_b[keep],
-            sub_owner,
-            is_point,
-            alphas=alphas,
-            time_limit=bab_share * left(),
-        )
-        stats["bab"] = {"status": res.status, **res.stats}
-        if res.status == "none":
-            return done("none-exists", "bab")
-        if res.status == "found" and res.x is not None and (ok := _accept(res.x, lo, hi, target, check)) is not None:
-            return done("found", "bab", found=ok)
-
-    # MILP, cheapest (best-bounded) disjunct first
+    # per open disjunct, best-bounded first: a short branch-and-bound when the MILP would carry many
+    # binaries, then the MILP
     open_.sort(key=lambda i: -float(np.max(row_lb[owner == i])))
-    stats["milp"] = []
-    for i in open_:
+    unstable = sum(bounds.unstable())
+    stats["bab"], stats["milp"] = [], []
+    for n_done, i in enumerate(open_):
         if left() <= 0:
             return done("unknown", "milp", "time limit")
         a, b = target.disjuncts[i]
+        one = OutputSet(((a, b),), target.num_outputs)
+        if unstable > bab_threshold:
+            rows = np.flatnonzero(owner == i)
+            sub_alphas = None
+            if alphas is not None:  # slopes were optimized for the rows open before alpha-CROWN
+                sub_alphas = [al[:, np.searchsorted(alpha_rows, rows)] for al in alphas]
+
+            def is_point(xs: np.ndarray, one: OutputSet = one) -> np.ndarray:
+                return one.violations(net.forward(xs)) <= -STRICT
+
+            res = bab(
+                layers,
+                lo,
+                hi,
+                bounds,
+                a,
+                b,
+                np.zeros(len(rows), dtype=int),
+                is_point,
+                alphas=sub_alphas,
+                time_limit=min(bab_seconds, bab_share * left() / (len(open_) - n_done)),
+            )
+            stats["bab"].append({"disjunct": i, "status": res.status, **res.stats})
+            if res.status == "none":
+                continue
+            if res.status == "found" and res.x is not None and (ok := _accept(res.x, lo, hi, one, check)) is not None:
+                return done("found", "bab", found=ok)
         t_low = float(np.max(row_lb[owner == i]))
         out = solve_disjunct(layers, lo, hi, bounds, a, b, t_lower=t_low, time_limit=left(), threads=threads)
         stats["milp"].append({"disjunct": i, "status": out.status, "seconds": out.seconds, "binaries": out.binaries})
         if out.status == "found" and out.x is not None:
-            one = OutputSet(((a, b),), target.num_outputs)
             ok = _accept(out.x, lo, hi, one, check)
             if ok is None:  # a tie at the decision boundary: polish with gradient steps from the MILP point
                 xr, vr = pgd(net, lo, hi, one, restarts=4, steps=40, time_limit=min(2.0, max(left(), 0.1)), start=out.x)
@@ -195,7 +197,7 @@ def solve_case(
             return done("unknown", "milp", "the MILP point fails the re-check on the original network (a tie)")
         if out.status == "unknown":
             return done("unknown", "milp", out.reason)
-    return done("none-exists", "milp")
+    return done("none-exists", "bab" if not stats["milp"] else "milp")
 
 
 # ------------------------------------------------------------------------------------------ checkers

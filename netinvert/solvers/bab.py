@@ -1,11 +1,15 @@
-"""Branch-and-bound on ReLU splits with batched CROWN bounds.
+"""Branch-and-bound on ReLU splits with batched beta-CROWN bounds.
 
-A sub-domain fixes some unstable ReLUs active (``l := max(l, 0)``) or inactive (``u := min(u, 0)``);
-its intermediate bounds are recomputed from the split layer on, and the output rows are bounded
-with the root's optimized slopes (any slopes in [0, 1] are sound). A sub-domain dies when every
-disjunct has a row with a positive lower bound. The neuron to split is the unstable one whose
-relaxation intercept costs the most in the weakest disjunct's bound (the BaBSR score). Every
-sub-domain's bound minimizer is tried on the network as a free counterexample candidate.
+A sub-domain fixes some unstable ReLUs active (``l := max(l, 0)``) or inactive (``u := min(u, 0)``).
+Each batch of sub-domains has its output rows bounded with lower ReLU slopes and beta-CROWN split
+multipliers optimized by a few Adam steps in float32, warm-started from the parent's; the bound that
+decides is one float64 pass with the best slopes and multipliers found (any slopes in [0, 1] and
+multipliers >= 0 are sound), never below the parent's bound. A sub-domain dies when every disjunct
+has a row whose bound exceeds a small safety margin. The neuron to split next is chosen when a
+sub-domain is bounded (BaBSR-style score: the unstable neuron whose relaxation intercept costs the
+most in the weakest disjunct's bound), so popping a batch costs nothing. Sub-domains are expanded
+depth first, which keeps the open list short. Every sub-domain's bound minimizer is tried on the
+network as a free counterexample candidate.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ import torch
 
 from netinvert.solvers import linear_bounds as lb
 
+WORK = torch.float32  # dtype of the slope / multiplier optimization (the deciding pass is float64)
+SAFETY = 1e-7  # a row refutes a sub-domain only when its float64 bound exceeds this
+
 
 @dataclass
 class BabOutcome:
@@ -29,6 +36,30 @@ class BabOutcome:
     x: np.ndarray | None = None
     reason: str = ""
     stats: dict[str, Any] = field(default_factory=dict)
+
+
+class _Domains:
+    """A stack of sub-domains: named per-layer tensor lists, all with the same leading (domain) axis."""
+
+    def __init__(self, fields: dict[str, list[torch.Tensor]]) -> None:
+        self.f = fields
+
+    def __len__(self) -> int:
+        return int(self.f["val"][0].shape[0])
+
+    def pop(self, n: int) -> _Domains:
+        top = _Domains({k: [t[-n:] for t in v] for k, v in self.f.items()})
+        self.f = {k: [t[:-n] for t in v] for k, v in self.f.items()}
+        return top
+
+    def select(self, idx: torch.Tensor) -> _Domains:
+        return _Domains({k: [t[idx] for t in v] for k, v in self.f.items()})
+
+    def push(self, other: _Domains) -> None:
+        self.f = {k: [torch.cat([t, o]) for t, o in zip(v, other.f[k], strict=True)] for k, v in self.f.items()}
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for v in self.f.values() for t in v)
 
 
 def bab(
@@ -43,107 +74,184 @@ def bab(
     *,
     alphas: list[torch.Tensor] | None = None,
     time_limit: float = 60.0,
-    batch: int = 64,
-    steps: int = 10,
+    batch: int = 128,
+    steps: int = 8,
+    lr_alpha: float = 0.1,
+    lr_beta: float = 0.1,
+    candidates: int = 3,
 ) -> BabOutcome:
     """Refute the rows ``a y - b`` grouped into disjuncts by ``owner`` on every sub-domain, or find a point.
 
-    ``is_point(xs)`` says which candidate inputs (rows) satisfy the target on the real network.
+    ``is_point(xs)`` says which candidate inputs (rows) satisfy the target on the real network;
+    ``alphas`` (1, m, n_j) are the root's optimized slopes for the rows.
     """
     t0 = time.perf_counter()
     nk = len(layers) - 1
     n_disj = int(owner.max()) + 1
-    a_t = torch.as_tensor(a, dtype=lb.DT)
-    b_t = torch.as_tensor(b, dtype=lb.DT)
+    m = a.shape[0]
     masks = [torch.as_tensor(owner == d) for d in range(n_disj)]
-    lo_t = torch.as_tensor(lo, dtype=lb.DT)[None]
-    hi_t = torch.as_tensor(hi, dtype=lb.DT)[None]
-    stack_l = [l.clone() for l in root.lower]
-    stack_u = [u.clone() for u in root.upper]
-    stack_s = [torch.zeros_like(l) for l in root.lower]
-    stats = {"domains": 0, "max_open": 1, "stuck": 0}
-    while stack_l[0].shape[0]:
+    spec = _Spec(layers, a, b, lo, hi)
+    if alphas is None:
+        alphas = [lb._relax(l, u, None)[0].unsqueeze(1).expand(-1, m, -1) for l, u in zip(root.lower, root.upper)]
+    al0 = [x.to(WORK).expand(1, m, -1).clone() for x in alphas]
+    be0 = [torch.zeros(1, m, l.shape[1], dtype=WORK) for l in root.lower]
+    signs0 = [torch.zeros_like(l) for l in root.lower]
+    coeffs: dict[int, torch.Tensor] = {}
+    with torch.no_grad():
+        val0 = spec.sound(lb.Bounds(root.lower, root.upper), signs0, al0, be0, coeffs)
+    stack = _Domains(
+        {
+            "l": [l.clone() for l in root.lower],
+            "u": [u.clone() for u in root.upper],
+            "s": signs0,
+            "al": al0,
+            "be": be0,
+            "val": [val0],
+        }
+    )
+    with torch.no_grad():
+        stack.f["split"] = _choose(spec, stack, coeffs, _weakest_row(val0, masks), masks, candidates)
+    stats = {"domains": 0, "refuted": 0, "max_open": 1, "stuck": 0, "max_open_mb": 0.0}
+    while len(stack):
         if time.perf_counter() - t0 > time_limit:
+            stats["seconds"] = time.perf_counter() - t0
+            vals = stack.f["val"][0]
+            q = torch.stack([vals[:, msk].max(dim=1).values for msk in masks], dim=1).min(dim=1).values
+            stats["open"], stats["open_lowest_bound"] = len(stack), float(q.min())
             return BabOutcome("unknown", reason="time limit in branch-and-bound", stats=stats)
-        take = min(batch, stack_l[0].shape[0])
-        cur_l = [l[-take:] for l in stack_l]
-        cur_u = [u[-take:] for u in stack_u]
-        cur_s = [x[-take:] for x in stack_s]
-        stack_l = [l[:-take] for l in stack_l]
-        stack_u = [u[:-take] for u in stack_u]
-        stack_s = [x[:-take] for x in stack_s]
-        with torch.no_grad():
-            coeffs: dict[int, torch.Tensor] = {}
-            val = _spec(layers, lb.Bounds(cur_l, cur_u), a_t, b_t, lo_t, hi_t, alphas, coeffs)
-            worst = _weakest_row(val, masks)  # (B,) row index of the weakest open disjunct
-            layer, idx, ok = _choose(cur_l, cur_u, coeffs, worst)
+        cur = stack.pop(min(batch, len(stack)))
+        layer, idx, ok = cur.f["split"]
         if not bool(ok.all()):
             for j in (~ok).nonzero().flatten().tolist():  # every ReLU fixed: the sub-domain is one LP
-                pattern = [(l[j] >= 0).numpy() for l in cur_l]
+                pattern = [(l[j] >= 0).numpy() for l in cur.f["l"]]
                 x, refuted = _fixed_pattern(layers, lo, hi, pattern, a, b, owner)
                 if x is not None and bool(is_point(x[None])[0]):
                     return BabOutcome("found", x, stats=stats)
                 stats["stuck"] += int(not refuted)
-            keep = ok.nonzero().flatten()
-            cur_l = [l[keep] for l in cur_l]
-            cur_u = [u[keep] for u in cur_u]
-            cur_s = [x[keep] for x in cur_s]
-            layer, idx = layer[keep], idx[keep]
-            if not len(keep):
+            cur = cur.select(ok.nonzero().flatten())
+            if not len(cur):
                 continue
-        n = cur_l[0].shape[0]
-        child_l = [torch.cat([l, l]) for l in cur_l]
-        child_u = [u.clone().repeat(2, 1) for u in cur_u]
-        child_s = [x.clone().repeat(2, 1) for x in cur_s]
+            layer, idx, ok = cur.f["split"]
+        n = len(cur)
+        kids = _Domains({k: [torch.cat([t, t]) for t in v] for k, v in cur.f.items() if k != "split"})
         lay2, idx2 = torch.cat([layer, layer]), torch.cat([idx, idx])
         for k in range(nk):
             sel = (lay2 == k).nonzero().flatten()
             act, ina = sel[sel < n], sel[sel >= n]
-            child_l[k][act, idx2[act]] = child_l[k][act, idx2[act]].clamp(min=0.0)
-            child_u[k][ina, idx2[ina]] = child_u[k][ina, idx2[ina]].clamp(max=0.0)
-            child_s[k][act, idx2[act]] = 1.0
-            child_s[k][ina, idx2[ina]] = -1.0
-        lo_b, hi_b = lo_t.expand(2 * n, -1), hi_t.expand(2 * n, -1)
+            kids.f["l"][k][act, idx2[act]] = kids.f["l"][k][act, idx2[act]].clamp(min=0.0)
+            kids.f["u"][k][ina, idx2[ina]] = kids.f["u"][k][ina, idx2[ina]].clamp(max=0.0)
+            kids.f["s"][k][act, idx2[act]] = 1.0
+            kids.f["s"][k][ina, idx2[ina]] = -1.0
         empty = torch.zeros(2 * n, dtype=torch.bool)
-        for l, u in zip(child_l, child_u, strict=True):
-            empty |= (l > u + 1e-9).any(dim=1)
+        for l, u in zip(kids.f["l"], kids.f["u"], strict=True):
+            empty |= (l > u).any(dim=1)
+        bounds = lb.Bounds(kids.f["l"], kids.f["u"])
+        al, be = spec.optimize(bounds, kids.f["s"], kids.f["al"], kids.f["be"], steps, lr_alpha, lr_beta)
         coeffs = {}
-        val = _optimized_spec(layers, lb.Bounds(child_l, child_u), child_s, a_t, b_t, lo_b, hi_b, alphas, coeffs, steps)
+        with torch.no_grad():
+            val = torch.maximum(spec.sound(bounds, kids.f["s"], al, be, coeffs), kids.f["val"][0])
+        kids.f["al"], kids.f["be"], kids.f["val"] = al, be, [val]
         stats["domains"] += 2 * n
-        refuted = torch.stack([(val[:, m] > 0).any(dim=1) for m in masks], dim=1).all(dim=1) | empty
+        refuted = torch.stack([(val[:, msk] > SAFETY).any(dim=1) for msk in masks], dim=1).all(dim=1) | empty
         alive = (~refuted).nonzero().flatten()
+        stats["refuted"] += 2 * n - len(alive)
         if len(alive):
             worst = _weakest_row(val[alive], masks)
             lam_in = coeffs[-1][alive, worst]
-            xs = torch.where(lam_in > 0, lo_b[alive], hi_b[alive]).numpy()
+            xs = torch.where(lam_in > 0, spec.lo64, spec.hi64).numpy()
             hit = is_point(xs)
             if hit.any():
                 return BabOutcome("found", xs[int(np.argmax(hit))], stats=stats)
-            stack_l = [torch.cat([s, c[alive]]) for s, c in zip(stack_l, child_l)]
-            stack_u = [torch.cat([s, c[alive]]) for s, c in zip(stack_u, child_u)]
-            stack_s = [torch.cat([s, c[alive]]) for s, c in zip(stack_s, child_s)]
-        stats["max_open"] = max(stats["max_open"], int(stack_l[0].shape[0]))
+            nxt = kids.select(alive)
+            sub = {k: v[alive] for k, v in coeffs.items()}
+            with torch.no_grad():
+                nxt.f["split"] = _choose(spec, nxt, sub, worst, masks, candidates)
+            stack.push(nxt)
+        stats["max_open"] = max(stats["max_open"], len(stack))
+        stats["max_open_mb"] = max(stats["max_open_mb"], stack.nbytes() / 2**20)
     stats["seconds"] = time.perf_counter() - t0
     if stats["stuck"]:
         return BabOutcome("unknown", reason="sub-domains with every ReLU fixed stay undecided", stats=stats)
     return BabOutcome("none", stats=stats)
 
 
-def _spec(
-    layers: list[tuple[torch.Tensor, torch.Tensor]],
-    bounds: lb.Bounds,
-    a: torch.Tensor,
-    b: torch.Tensor,
-    lo: torch.Tensor,
-    hi: torch.Tensor,
-    alphas: list[torch.Tensor] | None,
-    coeffs: dict[int, torch.Tensor],
-) -> torch.Tensor:
-    bsz = bounds.lower[0].shape[0]
-    lo, hi = lo.expand(bsz, -1), hi.expand(bsz, -1)
-    al = [x.expand(bsz, -1, -1) for x in alphas] if alphas is not None else None
-    lam = a.expand(bsz, *a.shape)
-    return lb.backsub(layers, bounds, len(layers) - 1, lam, -b.expand(bsz, -1), lo, hi, al, coeffs)
+class _Spec:
+    """The output rows ``a y - b`` over the input box, in the working dtype and in float64."""
+
+    def __init__(
+        self, layers: list[tuple[torch.Tensor, torch.Tensor]], a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray
+    ) -> None:
+        self.layers64 = [(w.to(lb.DT), c.to(lb.DT)) for w, c in layers]
+        self.layers = [(w.to(WORK), c.to(WORK)) for w, c in layers]
+        self.a64, self.b64 = torch.as_tensor(a, dtype=lb.DT), torch.as_tensor(b, dtype=lb.DT)
+        self.a, self.b = self.a64.to(WORK), self.b64.to(WORK)
+        self.lo64, self.hi64 = torch.as_tensor(lo, dtype=lb.DT)[None], torch.as_tensor(hi, dtype=lb.DT)[None]
+        self.lo, self.hi = self.lo64.to(WORK), self.hi64.to(WORK)
+
+    def sound(
+        self,
+        bounds: lb.Bounds,
+        signs: list[torch.Tensor],
+        al: list[torch.Tensor],
+        be: list[torch.Tensor],
+        coeffs: dict[int, torch.Tensor],
+    ) -> torch.Tensor:
+        """Float64 lower bounds of the rows on each sub-domain (B, m) with the given slopes and multipliers."""
+        bsz = bounds.lower[0].shape[0]
+        return lb.backsub(
+            self.layers64,
+            bounds,
+            len(self.layers64) - 1,
+            self.a64.expand(bsz, *self.a64.shape),
+            -self.b64.expand(bsz, -1),
+            self.lo64.expand(bsz, -1),
+            self.hi64.expand(bsz, -1),
+            [x.to(lb.DT).clamp(0.0, 1.0) for x in al],
+            coeffs,
+            [x.to(lb.DT).clamp(min=0.0) for x in be],
+            signs,
+        )
+
+    def optimize(
+        self,
+        bounds: lb.Bounds,
+        signs: list[torch.Tensor],
+        al0: list[torch.Tensor],
+        be0: list[torch.Tensor],
+        steps: int,
+        lr_alpha: float,
+        lr_beta: float,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The slopes and split multipliers with the best summed row bound per sub-domain over ``steps`` Adam steps."""
+        bsz = bounds.lower[0].shape[0]
+        b32 = lb.Bounds([l.to(WORK) for l in bounds.lower], [u.to(WORK) for u in bounds.upper])
+        s32 = [s.to(WORK) for s in signs]
+        al = [x.clone().requires_grad_(True) for x in al0]
+        be = [x.clone().requires_grad_(True) for x in be0]
+        best_al = [x.clone() for x in al0]
+        best_be = [x.clone() for x in be0]
+        best = torch.full((bsz,), -torch.inf, dtype=WORK)
+        lam = self.a.expand(bsz, *self.a.shape)
+        c = -self.b.expand(bsz, -1)
+        lo, hi = self.lo.expand(bsz, -1), self.hi.expand(bsz, -1)
+        opt = torch.optim.Adam([{"params": al, "lr": lr_alpha}, {"params": be, "lr": lr_beta}])
+        for _ in range(steps):
+            val = lb.backsub(self.layers, b32, len(self.layers) - 1, lam, c, lo, hi, al, betas=be, signs=s32)
+            with torch.no_grad():
+                score = val.clamp(max=0.0).sum(dim=1)  # rows already above zero need nothing more
+                better = score > best
+                best = torch.where(better, score, best)
+                for dst, src in zip(best_al + best_be, al + be, strict=True):
+                    dst[better] = src.detach()[better]
+            opt.zero_grad()
+            (-val.clamp(max=0.0).sum()).backward()
+            opt.step()
+            with torch.no_grad():
+                for x in al:
+                    x.clamp_(0.0, 1.0)
+                for x in be:
+                    x.clamp_(min=0.0)
+        return best_al, best_be
 
 
 def _fixed_pattern(
@@ -188,44 +296,6 @@ def _fixed_pattern(
     return best_x, bool(best_t > 1e-7)
 
 
-def _optimized_spec(
-    layers: list[tuple[torch.Tensor, torch.Tensor]],
-    bounds: lb.Bounds,
-    signs: list[torch.Tensor],
-    a: torch.Tensor,
-    b: torch.Tensor,
-    lo: torch.Tensor,
-    hi: torch.Tensor,
-    alphas: list[torch.Tensor] | None,
-    coeffs: dict[int, torch.Tensor],
-    steps: int,
-) -> torch.Tensor:
-    """Best lower bounds of the rows over each sub-domain, optimizing slopes and split multipliers (Adam)."""
-    bsz, m = bounds.lower[0].shape[0], a.shape[0]
-    if alphas is None:
-        alphas = [lb._relax(l, u, None)[0].unsqueeze(1).expand(-1, m, -1) for l, u in zip(bounds.lower, bounds.upper)]
-    al = [x.expand(bsz, m, -1).clone().requires_grad_(True) for x in alphas]
-    be = [torch.zeros(bsz, m, s.shape[1], dtype=lb.DT, requires_grad=True) for s in signs]
-    lam = a.expand(bsz, *a.shape)
-    c = -b.expand(bsz, -1)
-    opt = torch.optim.Adam([{"params": al, "lr": 0.1}, {"params": be, "lr": 0.5}])
-    best = torch.full((bsz, m), -torch.inf, dtype=lb.DT)
-    for _ in range(steps):
-        val = lb.backsub(layers, bounds, len(layers) - 1, lam, c, lo, hi, al, betas=be, signs=signs)
-        best = torch.maximum(best, val.detach())
-        opt.zero_grad()
-        (-val.sum()).backward()
-        opt.step()
-        with torch.no_grad():
-            for x in al:
-                x.clamp_(0.0, 1.0)
-            for x in be:
-                x.clamp_(min=0.0)
-    with torch.no_grad():
-        val = lb.backsub(layers, bounds, len(layers) - 1, lam, c, lo, hi, al, coeffs, be, signs)
-    return torch.maximum(best, val)
-
-
 def _weakest_row(val: torch.Tensor, masks: list[torch.Tensor]) -> torch.Tensor:
     """Per domain: the best row of the open disjunct whose best row bound is lowest."""
     best_rows, best_vals = [], []
@@ -239,22 +309,62 @@ def _weakest_row(val: torch.Tensor, masks: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _choose(
-    lows: list[torch.Tensor], ups: list[torch.Tensor], coeffs: dict[int, torch.Tensor], row: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The (layer, neuron) with the largest BaBSR-style score per domain, and whether any was unstable."""
+    spec: _Spec,
+    doms: _Domains,
+    coeffs: dict[int, torch.Tensor],
+    row: torch.Tensor,
+    masks: list[torch.Tensor],
+    candidates: int,
+) -> list[torch.Tensor]:
+    """Per domain: the (layer, neuron) to split next, and whether any neuron is unstable.
+
+    The ``candidates`` unstable neurons with the largest BaBSR-style score (relaxation intercept
+    times the weakest row's coefficient) are each tried: both children are bounded once with the
+    domain's slopes and multipliers, and the split whose children's summed remaining gap is
+    smallest wins (filtered smart branching).
+    """
+    lows, ups = doms.f["l"], doms.f["u"]
     bsz = row.shape[0]
-    best = torch.full((bsz,), -1.0, dtype=lb.DT)
-    layer = torch.zeros(bsz, dtype=torch.long)
-    idx = torch.zeros(bsz, dtype=torch.long)
-    for k, (l, u) in enumerate(zip(lows, ups)):
+    scores, layer_id, neuron_id = [], [], []
+    for k, (l, u) in enumerate(zip(lows, ups, strict=True)):
         unstable = (l < 0) & (u > 0)
         lam = coeffs[k][torch.arange(bsz), row]
         intercept = torch.where(unstable, -l * u / (u - l).clamp_min(1e-30), torch.zeros_like(l))
         score = (-lam).clamp(min=0) * intercept + 1e-6 * intercept
-        score = torch.where(unstable, score, torch.full_like(score, -1.0))
-        s, i = score.max(dim=1)
-        better = s > best
-        best = torch.where(better, s, best)
-        layer = torch.where(better, torch.full_like(layer, k), layer)
-        idx = torch.where(better, i, idx)
-    return layer, idx, best >= 0
+        scores.append(torch.where(unstable, score, torch.full_like(score, -1.0)))
+        layer_id.append(torch.full((l.shape[1],), k, dtype=torch.long))
+        neuron_id.append(torch.arange(l.shape[1]))
+    top_s, top_i = torch.cat(scores, dim=1).topk(min(candidates, sum(x.shape[1] for x in lows)), dim=1)
+    layer, idx = torch.cat(layer_id)[top_i], torch.cat(neuron_id)[top_i]  # (B, c)
+    ok = top_s[:, 0] >= 0
+    kc = top_i.shape[1]
+    if kc == 1:
+        return [layer[:, 0], idx[:, 0], ok]
+    reps = 2 * kc  # copy r = side * kc + c; row r * bsz + j is domain j
+    big_l = [l.to(WORK).repeat(reps, 1) for l in lows]
+    big_u = [u.to(WORK).repeat(reps, 1) for u in ups]
+    flat_layer, flat_idx = layer.T.reshape(-1), idx.T.reshape(-1)  # (kc * B), candidate-major
+    for k in range(len(lows)):
+        sel = (flat_layer == k).nonzero().flatten()
+        act, ina = sel, sel + kc * bsz
+        big_l[k][act, flat_idx[sel]] = big_l[k][act, flat_idx[sel]].clamp(min=0.0)
+        big_u[k][ina, flat_idx[sel]] = big_u[k][ina, flat_idx[sel]].clamp(max=0.0)
+    n = reps * bsz
+    val = lb.backsub(
+        spec.layers,
+        lb.Bounds(big_l, big_u),
+        len(spec.layers) - 1,
+        spec.a.expand(n, *spec.a.shape),
+        -spec.b.expand(n, -1),
+        spec.lo.expand(n, -1),
+        spec.hi.expand(n, -1),
+        [x.repeat(reps, 1, 1) for x in doms.f["al"]],
+        betas=[x.repeat(reps, 1, 1) for x in doms.f["be"]],
+        signs=[x.to(WORK).repeat(reps, 1) for x in doms.f["s"]],
+    )
+    quality = torch.stack([val[:, msk].max(dim=1).values for msk in masks], dim=1).min(dim=1).values
+    gap = quality.clamp(max=0.0).reshape(2, kc, bsz).sum(dim=0).T  # (B, c)
+    gap = torch.where(top_s >= 0, gap, torch.full_like(gap, -torch.inf))
+    pick = gap.argmax(dim=1)
+    rows = torch.arange(bsz)
+    return [layer[rows, pick], idx[rows, pick], ok]

@@ -60,12 +60,12 @@ def _relax(
     inactive = u <= 0
     unstable = ~(active | inactive)
     denom = (u - l).clamp_min(1e-30)
-    up_s = torch.where(unstable, u / denom, active.to(DT))
+    up_s = torch.where(unstable, u / denom, active.to(l.dtype))
     up_b = torch.where(unstable, -l * u / denom, torch.zeros_like(l))
     if alpha is None:
-        lo_s = torch.where(unstable, (u > -l).to(DT), active.to(DT))
+        lo_s = torch.where(unstable, (u > -l).to(l.dtype), active.to(l.dtype))
     else:
-        lo_s = torch.where(unstable.unsqueeze(1), alpha, active.to(DT).unsqueeze(1))
+        lo_s = torch.where(unstable.unsqueeze(1), alpha, active.to(l.dtype).unsqueeze(1))
     return lo_s, up_s, up_b
 
 
