@@ -4,7 +4,7 @@ Prints solved counts per network, wrong answers (against the five-verifier conse
 known_results.csv), median time, and the same numbers for the reference tools; writes JSON.
 Resumable: finished instances are kept in ``--out``/results.jsonl.
 
-    python benchmarks/vnncomp_mnist_fc.py --timeout 120 [--limit N] [--networks 256x2,256x4]
+    python benchmarks/vnncomp_mnist_fc.py --timeout 120 [--limit N] [--networks 256x2,256x4] [--only prop_1_0.05.vnnlib]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--networks", default="256x2,256x4,256x6")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/vnncomp_mnist_fc"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", default=None, help="comma-separated vnnlib names (default: all)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if not DATA.is_dir():
@@ -49,6 +50,8 @@ def main() -> None:
                 done[(r["onnx"], r["vnnlib"])] = r
     for net in nets:
         todo = [r for r in rows if r[0] == net][: args.limit]
+        if args.only:
+            todo = [r for r in todo if r[1] in args.only.split(",")]
         for onnx_name, spec in todo:
             if (onnx_name, spec) in done:
                 continue

@@ -190,7 +190,7 @@ def test_random_relu_networks_never_contradict_sampling_or_enumeration() -> None
             a,
             b,
             np.zeros(len(b), dtype=int),
-            lambda xs, t=target: t.violations(net.forward(xs)) <= -exact.STRICT,
+            lambda xs, t=target, f=net.forward: t.violations(f(xs)) <= -exact.STRICT,
             time_limit=10,
         )
         seen_bab[tree.status] += 1
@@ -372,3 +372,54 @@ def test_branch_and_bound_stage_with_several_disjuncts() -> None:
                 module.float()
             assert target.contains(y, exact.STRICT)[0]
     assert "bab" in stages, stages
+
+
+def test_branch_and_bound_agrees_with_milp_on_wider_nets() -> None:
+    """Nets too wide for pattern enumeration: every branch-and-bound verdict (many batched splits,
+    several branching candidates, warm-started float32 optimization, float64 decision) must match the MILP."""
+    from netinvert.solvers.milp import solve_disjunct
+
+    rng = np.random.default_rng(5)
+    verdicts = {"none": 0, "found": 0, "unknown": 0}
+    split = 0
+    for trial in range(6):
+        sizes = [4, 10, 10, 8, 3]
+        mods: list[nn.Module] = []
+        for i in range(len(sizes) - 1):
+            lin = nn.Linear(sizes[i], sizes[i + 1])
+            with torch.no_grad():
+                lin.weight.copy_(torch.as_tensor(rng.normal(size=lin.weight.shape) / np.sqrt(sizes[i])))
+                lin.bias.copy_(torch.as_tensor(rng.normal(size=lin.bias.shape) * 0.3))
+            mods += [lin, nn.ReLU()]
+        module = nn.Sequential(*mods[:-1])
+        lo, hi = -np.ones(sizes[0]), np.ones(sizes[0])
+        net = from_torch(module, (sizes[0],))
+        layers = lb.layers_of(net)
+        ys = net.forward(rng.uniform(lo, hi, size=(20000, sizes[0])))
+        a = rng.normal(size=(1, sizes[-1]))
+        vals = ys @ a[0]
+        b = np.array([vals.min() - rng.uniform(-0.02, 0.15) * (vals.max() - vals.min())])
+        target = OutputSet.linear(a, b)
+        root = lb.crown(layers, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None])
+        tree = bab(
+            layers,
+            lo,
+            hi,
+            root,
+            a,
+            b,
+            np.zeros(1, dtype=int),
+            lambda xs, t=target, f=net.forward: t.violations(f(xs)) <= -exact.STRICT,
+            time_limit=10,
+            batch=8,
+        )
+        milp = solve_disjunct(layers, lo, hi, root, a, b, t_lower=-1e3, time_limit=30)
+        verdicts[tree.status] += 1
+        split += tree.stats["domains"]
+        if tree.status == "none":
+            assert milp.status == "none", f"trial {trial}: branch-and-bound refuted a set the MILP reaches"
+        if tree.status == "found":
+            assert target.contains(net.forward(tree.x[None]), exact.STRICT)[0]
+            assert milp.status == "found", f"trial {trial}"
+    assert verdicts["none"] >= 2 and verdicts["found"] >= 1, verdicts
+    assert split > 100  # the refutations needed real splitting

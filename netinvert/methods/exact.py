@@ -89,13 +89,13 @@ def solve_case(
 ) -> CaseOutcome:
     """Decide whether some x in [lo, hi] has net(x) in ``target``.
 
-    The disjuncts that the bounds leave open are decided one at a time, best-bounded first: a
-    branch-and-bound on that disjunct's rows alone (at most ``bab_seconds``, and at most
-    ``bab_share`` of its even share of the time left) when more than ``bab_threshold`` neurons
-    stay unstable, then, if it did not decide, the MILP of that disjunct with the time left.
+    The disjuncts that the bounds leave open are taken worst-bounded first: when more than
+    ``bab_threshold`` neurons stay unstable, each gets a branch-and-bound on its rows alone (at
+    most ``bab_seconds``, and at most ``bab_share`` of its even share of the time left); the
+    disjuncts it leaves undecided then get the MILP, one at a time, with the time left.
     """
     t0 = time.perf_counter()
-    left = lambda: timeout - (time.perf_counter() - t0)  # noqa: E731
+    left = lambda: timeout - (time.perf_counter() - t0)
     stats: dict[str, Any] = {"hidden": net.hidden_sizes, "disjuncts": len(target.disjuncts)}
 
     def done(
@@ -148,17 +148,17 @@ def solve_case(
         bounds = lb.lp_tighten(layers, lo, hi, bounds, upto=len(layers) - 1, time_limit=0.3 * left())
         stats["unstable_lp"] = bounds.unstable()
 
-    # per open disjunct, best-bounded first: a short branch-and-bound when the MILP would carry many
-    # binaries, then the MILP
-    open_.sort(key=lambda i: -float(np.max(row_lb[owner == i])))
-    unstable = sum(bounds.unstable())
+    # per open disjunct, worst-bounded (likeliest reachable) first: a short branch-and-bound on each
+    # when the MILP would carry many binaries, then the MILP on those it left undecided
+    open_.sort(key=lambda i: float(np.max(row_lb[owner == i])))
     stats["bab"], stats["milp"] = [], []
-    for n_done, i in enumerate(open_):
-        if left() <= 0:
-            return done("unknown", "milp", "time limit")
-        a, b = target.disjuncts[i]
-        one = OutputSet(((a, b),), target.num_outputs)
-        if unstable > bab_threshold:
+    if sum(bounds.unstable()) > bab_threshold:
+        undecided = []
+        for n_done, i in enumerate(open_):
+            if left() <= 0:
+                return done("unknown", "bab", "time limit")
+            a, b = target.disjuncts[i]
+            one = OutputSet(((a, b),), target.num_outputs)
             rows = np.flatnonzero(owner == i)
             sub_alphas = None
             if alphas is not None:  # slopes were optimized for the rows open before alpha-CROWN
@@ -180,10 +180,16 @@ def solve_case(
                 time_limit=min(bab_seconds, bab_share * left() / (len(open_) - n_done)),
             )
             stats["bab"].append({"disjunct": i, "status": res.status, **res.stats})
-            if res.status == "none":
-                continue
             if res.status == "found" and res.x is not None and (ok := _accept(res.x, lo, hi, one, check)) is not None:
                 return done("found", "bab", found=ok)
+            if res.status != "none":
+                undecided.append(i)
+        open_ = undecided
+    for i in open_:
+        if left() <= 0:
+            return done("unknown", "milp", "time limit")
+        a, b = target.disjuncts[i]
+        one = OutputSet(((a, b),), target.num_outputs)
         t_low = float(np.max(row_lb[owner == i]))
         out = solve_disjunct(layers, lo, hi, bounds, a, b, t_lower=t_low, time_limit=left(), threads=threads)
         stats["milp"].append({"disjunct": i, "status": out.status, "seconds": out.seconds, "binaries": out.binaries})

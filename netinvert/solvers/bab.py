@@ -179,7 +179,12 @@ class _Spec:
     """The output rows ``a y - b`` over the input box, in the working dtype and in float64."""
 
     def __init__(
-        self, layers: list[tuple[torch.Tensor, torch.Tensor]], a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray
+        self,
+        layers: list[tuple[torch.Tensor, torch.Tensor]],
+        a: np.ndarray,
+        b: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
     ) -> None:
         self.layers64 = [(w.to(lb.DT), c.to(lb.DT)) for w, c in layers]
         self.layers = [(w.to(WORK), c.to(WORK)) for w, c in layers]
