@@ -7,6 +7,7 @@ Targets compose without mutating their operands: ``a + b``, ``a - b``, ``2 * a``
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ import torch
 Acts = Mapping[str, torch.Tensor]
 
 
-class Target:
+class Target(ABC):
     """Base class: subclasses set ``description`` and implement ``objective``."""
 
     description: str = "target"
@@ -24,8 +25,9 @@ class Target:
     def layers(self) -> tuple[str, ...]:
         return ()
 
+    @abstractmethod
     def objective(self, outputs: torch.Tensor, acts: Acts) -> torch.Tensor:
-        raise NotImplementedError
+        """One value per batch item, to maximize."""
 
     def __str__(self) -> str:
         return self.description
