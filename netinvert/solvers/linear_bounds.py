@@ -292,10 +292,11 @@ def lp_tighten(
                 h.changeColCost(zvars[i], 1.0)
                 h.changeObjectiveSense(sense)
                 h.run()
-                h.changeColCost(zvars[i], 0.0)
-                if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-                    continue
+                optimal = h.getModelStatus() == highspy.HighsModelStatus.kOptimal
                 val = h.getInfo().objective_function_value
+                h.changeColCost(zvars[i], 0.0)  # resets the model status: read it first
+                if not optimal:
+                    continue
                 if sense == highspy.ObjSense.kMinimize:
                     lows[k][0, i] = max(float(lows[k][0, i]), val - 1e-7)
                 else:
