@@ -4,7 +4,10 @@ Prints solved counts per network, wrong answers (against the five-verifier conse
 known_results.csv), median time, and the same numbers for the reference tools; writes JSON.
 Resumable: finished instances are kept in ``--out``/results.jsonl.
 
-    python benchmarks/vnncomp_mnist_fc.py --timeout 120 [--limit N] [--networks 256x2,256x4] [--only prop_1_0.05.vnnlib]
+    python benchmarks/vnncomp_mnist_fc.py --timeout 120 [--jobs 2] [--limit N] [--networks 256x2,256x4]
+        [--only prop_1_0.05.vnnlib]
+
+``--jobs`` runs that many instances at once, each in its own process with ``--threads`` threads.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import multiprocessing
 import statistics
 import time
 from pathlib import Path
@@ -31,10 +35,10 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="instances per network (first N)")
     ap.add_argument("--networks", default="256x2,256x4,256x6")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/vnncomp_mnist_fc"))
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per instance")
+    ap.add_argument("--jobs", type=int, default=1, help="instances solved at once, one process each")
     ap.add_argument("--only", default=None, help="comma-separated vnnlib names (default: all)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     if not DATA.is_dir():
         raise SystemExit(f"missing data folder {DATA}")
     known = {(r["onnx"], r["vnnlib"]): r for r in csv.DictReader((DATA / "known_results.csv").open())}
@@ -48,42 +52,50 @@ def main() -> None:
             r = json.loads(line)
             if r["timeout"] == args.timeout:
                 done[(r["onnx"], r["vnnlib"])] = r
+    todo = []
     for net in nets:
-        todo = [r for r in rows if r[0] == net][: args.limit]
+        mine = [r for r in rows if r[0] == net][: args.limit]
         if args.only:
-            todo = [r for r in todo if r[1] in args.only.split(",")]
-        for onnx_name, spec in todo:
-            if (onnx_name, spec) in done:
-                continue
-            t0 = time.perf_counter()
-            res = solve_files(DATA / "onnx" / onnx_name, DATA / "vnnlib" / spec, args.timeout)
-            item = res.items[0]
+            mine = [r for r in mine if r[1] in args.only.split(",")]
+        todo += [r for r in mine if r not in done]
+    with multiprocessing.get_context("spawn").Pool(args.jobs, _init_worker, (args.threads,)) as pool:
+        for onnx_name, spec, status, stage, reason, seconds in pool.imap_unordered(
+            _solve, [(o, v, args.timeout) for o, v in todo]
+        ):
             rec = {
                 "onnx": onnx_name,
                 "vnnlib": spec,
                 "timeout": args.timeout,
-                "status": item.status,
-                "stage": item.metrics.get("stage"),
-                "seconds": time.perf_counter() - t0,
-                "reason": item.reason,
+                "status": status,
+                "stage": stage,
+                "seconds": seconds,
+                "reason": reason,
                 "consensus": known[(onnx_name, spec)]["consensus"],
             }
             done[(onnx_name, spec)] = rec
             with log.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
-            wrong = (
-                OURS[item.status] in ("sat", "unsat")
-                and rec["consensus"] in ("sat", "unsat")
-                and OURS[item.status] != rec["consensus"]
-            )
+            wrong = OURS[status] in ("sat", "unsat") and rec["consensus"] in ("sat", "unsat")
+            wrong = wrong and OURS[status] != rec["consensus"]
             print(
-                f"{onnx_name} {spec}: {item.status:12s} {item.metrics.get('stage', ''):7s} {rec['seconds']:7.1f} s  "
-                f"consensus {rec['consensus']}{'  WRONG' if wrong else ''} {item.reason}",
+                f"{onnx_name} {spec}: {status:12s} {stage:7s} {seconds:7.1f} s  "
+                f"consensus {rec['consensus']}{'  WRONG' if wrong else ''} {reason}",
                 flush=True,
             )
     summary = summarize(nets, done, known, args.timeout, args.limit)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"\nwrote {args.out / 'summary.json'}")
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _solve(job: tuple[str, str, float]) -> tuple[str, str, str, str, str, float]:
+    onnx_name, spec, timeout = job
+    t0 = time.perf_counter()
+    item = solve_files(DATA / "onnx" / onnx_name, DATA / "vnnlib" / spec, timeout).items[0]
+    return onnx_name, spec, item.status, str(item.metrics.get("stage", "")), item.reason, time.perf_counter() - t0
 
 
 def summarize(nets: list[str], done: dict, known: dict, timeout: float, limit: int | None) -> dict:

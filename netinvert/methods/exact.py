@@ -1,8 +1,9 @@
 """The ``exact`` method: find an input in a box that reaches an output set, or prove that none exists.
 
-Pipeline per (box, output set): a batched PGD attack; interval + CROWN bounds, then alpha-CROWN
-(optimized slopes) to refute disjuncts; a HiGHS MILP per remaining disjunct, cheapest first, with
-stable neurons removed. Every candidate input is re-checked on the *original* network (onnxruntime
+Pipeline per (box, output set): interval + CROWN bounds; a batched PGD attack; alpha-CROWN
+(optimized slopes) to refute disjuncts; on networks with many unstable neurons, intermediate
+bounds tightened by sign proofs and branch-and-bound rounds per open disjunct; a HiGHS MILP per
+disjunct still open, with stable neurons removed. Every candidate input is re-checked on the *original* network (onnxruntime
 for ONNX files, the module for PyTorch) in float32 and float64 and must satisfy the output set with
 a strict margin; a point that fails is never reported as found.
 """
@@ -26,6 +27,7 @@ from netinvert.solvers.attack import pgd
 from netinvert.solvers.bab import bab
 from netinvert.solvers.milp import solve_disjunct
 from netinvert.solvers.piecewise import PLNet, from_onnx, from_torch
+from netinvert.solvers.refine import refine
 from netinvert.targets.output_set import OutputSet
 
 STRICT = 1e-6  # a found input must satisfy A y <= b - STRICT in float32 and float64
@@ -84,15 +86,19 @@ def solve_case(
     threads: int = 1,
     seed: int = 0,
     bab_threshold: int = 120,
-    bab_share: float = 0.5,
-    bab_seconds: float = 10.0,
+    bab_share: float = 0.8,
+    bab_slice: float = 2.0,
+    refine_share: float = 0.4,
 ) -> CaseOutcome:
     """Decide whether some x in [lo, hi] has net(x) in ``target``.
 
-    The disjuncts that the bounds leave open are taken worst-bounded first: when more than
-    ``bab_threshold`` neurons stay unstable, each gets a branch-and-bound on its rows alone (at
-    most ``bab_seconds``, and at most ``bab_share`` of its even share of the time left); the
-    disjuncts it leaves undecided then get the MILP, one at a time, with the time left.
+    The disjuncts that the bounds leave open are taken worst-bounded first. When more than
+    ``bab_threshold`` neurons stay unstable (too many binaries for the MILP), the intermediate
+    bounds are first tightened by sign proofs (at most ``refine_share`` of the time left), then
+    branch-and-bound runs on each open disjunct's rows in rounds: every round gives each disjunct
+    still open a slice (``bab_slice`` seconds, doubled every round) and resumes its search where
+    it stopped, until ``bab_share`` of the time left is spent. The disjuncts left then get the
+    MILP, one at a time, with the time left.
     """
     t0 = time.perf_counter()
     left = lambda: timeout - (time.perf_counter() - t0)
@@ -147,44 +153,74 @@ def solve_case(
     if lp_tighten and left() > 0:
         bounds = lb.lp_tighten(layers, lo, hi, bounds, upto=len(layers) - 1, time_limit=0.3 * left())
         stats["unstable_lp"] = bounds.unstable()
+    big = sum(bounds.unstable()) > bab_threshold
+    if big and refine_share > 0 and len(layers) > 2 and left() > 0:
+        bounds, stats["refine"] = refine(layers, lo, hi, bounds, time_limit=refine_share * left(), seed=seed)
+        stats["unstable_refined"] = bounds.unstable()
+        keep = np.isin(owner, open_)
+        alpha_rows = np.flatnonzero(keep)
+        bounds, spec, alphas = lb.alpha_crown(
+            layers, lo_t, hi_t, a_t[keep], b_t[keep], steps=max(alpha_steps, 1), bounds=bounds
+        )
+        row_lb[keep] = np.maximum(row_lb[keep], spec[0].detach().numpy())
+        open_before = len(open_)
+        open_ = [i for i in open_ if not np.any(row_lb[owner == i] > 0)]
+        stats["refuted_by_refined"] = open_before - len(open_)
+        if not open_:
+            return done("none-exists", "bounds")
 
-    # per open disjunct, worst-bounded (likeliest reachable) first: a short branch-and-bound on each
-    # when the MILP would carry many binaries, then the MILP on those it left undecided
+    # open disjuncts worst-bounded (likeliest reachable) first: branch-and-bound rounds when the MILP
+    # would carry many binaries, then the MILP on those left undecided
     open_.sort(key=lambda i: float(np.max(row_lb[owner == i])))
     stats["bab"], stats["milp"] = [], []
-    if sum(bounds.unstable()) > bab_threshold:
-        undecided = []
-        for n_done, i in enumerate(open_):
-            if left() <= 0:
-                return done("unknown", "bab", "time limit")
-            a, b = target.disjuncts[i]
-            one = OutputSet(((a, b),), target.num_outputs)
-            rows = np.flatnonzero(owner == i)
-            sub_alphas = None
-            if alphas is not None:  # slopes were optimized for the rows open before alpha-CROWN
-                sub_alphas = [al[:, np.searchsorted(alpha_rows, rows)] for al in alphas]
+    if big:
+        runs: dict[int, Any] = {}
+        record = lambda: [{"disjunct": j, "status": r.status, **r.stats} for j, r in runs.items()]
+        undecided: list[int] = []  # branch-and-bound cannot settle these: left to the MILP
+        bab_end = time.perf_counter() + bab_share * left()
+        slice_ = bab_slice
+        while (todo := [i for i in open_ if i not in undecided]) and time.perf_counter() < bab_end:
+            for i in todo:
+                budget = min(slice_, bab_end - time.perf_counter())
+                if budget <= 0:
+                    break
+                a, b = target.disjuncts[i]
+                one = OutputSet(((a, b),), target.num_outputs)
+                rows = np.flatnonzero(owner == i)
+                sub_alphas = None
+                if alphas is not None:  # slopes were optimized for the rows open before alpha-CROWN
+                    sub_alphas = [al[:, np.searchsorted(alpha_rows, rows)] for al in alphas]
 
-            def is_point(xs: np.ndarray, one: OutputSet = one) -> np.ndarray:
-                return one.violations(net.forward(xs)) <= -STRICT
+                def is_point(xs: np.ndarray, one: OutputSet = one) -> np.ndarray:
+                    return one.violations(net.forward(xs)) <= -STRICT
 
-            res = bab(
-                layers,
-                lo,
-                hi,
-                bounds,
-                a,
-                b,
-                np.zeros(len(rows), dtype=int),
-                is_point,
-                alphas=sub_alphas,
-                time_limit=min(bab_seconds, bab_share * left() / (len(open_) - n_done)),
-            )
-            stats["bab"].append({"disjunct": i, "status": res.status, **res.stats})
-            if res.status == "found" and res.x is not None and (ok := _accept(res.x, lo, hi, one, check)) is not None:
-                return done("found", "bab", found=ok)
-            if res.status != "none":
-                undecided.append(i)
-        open_ = undecided
+                zeros = np.zeros(len(rows), dtype=int)
+                res = bab(
+                    layers,
+                    lo,
+                    hi,
+                    bounds,
+                    a,
+                    b,
+                    zeros,
+                    is_point,
+                    alphas=sub_alphas,
+                    time_limit=budget,
+                    resume=runs.get(i),
+                )
+                runs[i] = res
+                if res.status == "found" and res.x is not None:
+                    if (ok := _accept(res.x, lo, hi, one, check)) is not None:
+                        stats["bab"] = record()
+                        return done("found", "bab", found=ok)
+                    undecided.append(i)
+                elif res.status == "none":
+                    open_.remove(i)
+                elif res.open_domains is None:
+                    undecided.append(i)
+            slice_ *= 2
+        stats["bab"] = record()
+        runs.clear()  # frees the open sub-domains before the MILP
     for i in open_:
         if left() <= 0:
             return done("unknown", "milp", "time limit")

@@ -30,12 +30,17 @@ SAFETY = 1e-7  # a row refutes a sub-domain only when its float64 bound exceeds 
 
 @dataclass
 class BabOutcome:
-    """``status``: 'none' (every sub-domain refuted), 'found' (``x``) or 'unknown' (``reason``)."""
+    """``status``: 'none' (every sub-domain refuted), 'found' (``x``) or 'unknown' (``reason``).
+
+    An 'unknown' outcome from the time limit keeps its open sub-domains: pass it back to ``bab``
+    as ``resume`` to go on where it stopped.
+    """
 
     status: str
     x: np.ndarray | None = None
     reason: str = ""
     stats: dict[str, Any] = field(default_factory=dict)
+    open_domains: _Domains | None = None
 
 
 class _Domains:
@@ -79,46 +84,33 @@ def bab(
     lr_alpha: float = 0.1,
     lr_beta: float = 0.1,
     candidates: int = 3,
+    resume: BabOutcome | None = None,
 ) -> BabOutcome:
     """Refute the rows ``a y - b`` grouped into disjuncts by ``owner`` on every sub-domain, or find a point.
 
     ``is_point(xs)`` says which candidate inputs (rows) satisfy the target on the real network;
-    ``alphas`` (1, m, n_j) are the root's optimized slopes for the rows.
+    ``alphas`` (1, m, n_j) are the root's optimized slopes for the rows; ``resume`` continues an
+    earlier call on the same problem that ran out of time (``time_limit`` is then the extra time).
     """
     t0 = time.perf_counter()
     nk = len(layers) - 1
     n_disj = int(owner.max()) + 1
-    m = a.shape[0]
     masks = [torch.as_tensor(owner == d) for d in range(n_disj)]
     spec = _Spec(layers, a, b, lo, hi)
-    if alphas is None:
-        alphas = [lb._relax(l, u, None)[0].unsqueeze(1).expand(-1, m, -1) for l, u in zip(root.lower, root.upper)]
-    al0 = [x.to(WORK).expand(1, m, -1).clone() for x in alphas]
-    be0 = [torch.zeros(1, m, l.shape[1], dtype=WORK) for l in root.lower]
-    signs0 = [torch.zeros_like(l) for l in root.lower]
-    coeffs: dict[int, torch.Tensor] = {}
-    with torch.no_grad():
-        val0 = spec.sound(lb.Bounds(root.lower, root.upper), signs0, al0, be0, coeffs)
-    stack = _Domains(
-        {
-            "l": [l.clone() for l in root.lower],
-            "u": [u.clone() for u in root.upper],
-            "s": signs0,
-            "al": al0,
-            "be": be0,
-            "val": [val0],
-        }
-    )
-    with torch.no_grad():
-        stack.f["split"] = _choose(spec, stack, coeffs, _weakest_row(val0, masks), masks, candidates)
-    stats = {"domains": 0, "refuted": 0, "max_open": 1, "stuck": 0, "max_open_mb": 0.0}
+    if resume is not None and resume.open_domains is not None:
+        stack, stats = resume.open_domains, dict(resume.stats)
+        t0 -= stats["seconds"]
+        time_limit += stats["seconds"]
+    else:
+        stack = _root(spec, root, alphas, masks, candidates)
+        stats = {"domains": 0, "refuted": 0, "max_open": 1, "stuck": 0, "max_open_mb": 0.0}
     while len(stack):
         if time.perf_counter() - t0 > time_limit:
             stats["seconds"] = time.perf_counter() - t0
             vals = stack.f["val"][0]
             q = torch.stack([vals[:, msk].max(dim=1).values for msk in masks], dim=1).min(dim=1).values
             stats["open"], stats["open_lowest_bound"] = len(stack), float(q.min())
-            return BabOutcome("unknown", reason="time limit in branch-and-bound", stats=stats)
+            return BabOutcome("unknown", reason="time limit in branch-and-bound", stats=stats, open_domains=stack)
         cur = stack.pop(min(batch, len(stack)))
         layer, idx, ok = cur.f["split"]
         if not bool(ok.all()):
@@ -173,6 +165,38 @@ def bab(
     if stats["stuck"]:
         return BabOutcome("unknown", reason="sub-domains with every ReLU fixed stay undecided", stats=stats)
     return BabOutcome("none", stats=stats)
+
+
+def _root(
+    spec: _Spec,
+    root: lb.Bounds,
+    alphas: list[torch.Tensor] | None,
+    masks: list[torch.Tensor],
+    candidates: int,
+) -> _Domains:
+    """The one-domain stack of the root, bounded, with its first split chosen."""
+    m = spec.a.shape[0]
+    if alphas is None:
+        alphas = [lb._relax(l, u, None)[0].unsqueeze(1).expand(-1, m, -1) for l, u in zip(root.lower, root.upper)]
+    al0 = [x.to(WORK).expand(1, m, -1).clone() for x in alphas]
+    be0 = [torch.zeros(1, m, l.shape[1], dtype=WORK) for l in root.lower]
+    signs0 = [torch.zeros_like(l) for l in root.lower]
+    coeffs: dict[int, torch.Tensor] = {}
+    with torch.no_grad():
+        val0 = spec.sound(lb.Bounds(root.lower, root.upper), signs0, al0, be0, coeffs)
+    stack = _Domains(
+        {
+            "l": [l.clone() for l in root.lower],
+            "u": [u.clone() for u in root.upper],
+            "s": signs0,
+            "al": al0,
+            "be": be0,
+            "val": [val0],
+        }
+    )
+    with torch.no_grad():
+        stack.f["split"] = _choose(spec, stack, coeffs, _weakest_row(val0, masks), masks, candidates)
+    return stack
 
 
 class _Spec:

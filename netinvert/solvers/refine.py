@@ -1,0 +1,146 @@
+"""Tighter intermediate bounds by proving neuron signs with short branch-and-bound runs.
+
+Linear relaxations lose most of their precision in deep layers: on a 256x6 MNIST network nearly
+every neuron of the last hidden layer looks unstable to alpha-CROWN although no input of the box
+makes it change sign. The LP (triangle) relaxation is no tighter; the MILP is, but a MILP per
+neuron costs seconds with HiGHS. So, layer by layer: a batched gradient attack guesses each
+unstable neuron's sign (a neuron seen on both sides is skipped, it really is unstable), a short
+beta-CROWN branch-and-bound on the network cut at that layer tries to prove the guess, and each
+proof fixes the neuron (``u := 0`` or ``l := 0``). The bounds of the later layers are recomputed
+with CROWN from the tightened ones before their turn. This plays the role of the MILP-refined
+intermediate bounds used by alpha-beta-CROWN on such networks.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from netinvert.solvers import linear_bounds as lb
+from netinvert.solvers.bab import bab
+
+
+def _pre_activations(layers: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor, k: int) -> torch.Tensor:
+    z = x
+    for i in range(k + 1):
+        w, b = layers[i]
+        z = z @ w.T + b
+        if i < k:
+            z = torch.relu(z)
+    return z
+
+
+def guess_signs(
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    k: int,
+    neurons: np.ndarray,
+    *,
+    steps: int = 40,
+    seed: int = 0,
+) -> np.ndarray:
+    """Per neuron of layer ``k``: -1 when no attack made it positive, +1 when none made it negative, 0 otherwise."""
+    gen = torch.Generator().manual_seed(seed)
+    l32 = [(w.float(), b.float()) for w, b in layers[: k + 1]]
+    lo_t, hi_t = torch.as_tensor(lo, dtype=torch.float32), torch.as_tensor(hi, dtype=torch.float32)
+    width = hi_t - lo_t
+    n = len(neurons)
+    rows = torch.arange(n)
+    idx = torch.as_tensor(neurons)
+    seen = {}
+    for direction in (1.0, -1.0):
+        x = lo_t + width * torch.rand(n, lo_t.numel(), generator=gen)
+        x.requires_grad_(True)
+        for step in range(steps):
+            z = _pre_activations(l32, x, k)[rows, idx]
+            (g,) = torch.autograd.grad((direction * z).sum(), x)
+            with torch.no_grad():
+                x += (0.2 * (1.0 - step / steps) + 0.01) * width * g.sign()
+                x.copy_(torch.maximum(torch.minimum(x, hi_t), lo_t))
+        with torch.no_grad():
+            seen[direction] = _pre_activations(l32, x, k)[rows, idx].double().numpy()
+    return np.where(seen[1.0] <= 0, -1, np.where(seen[-1.0] >= 0, 1, 0))
+
+
+def refine(
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    bounds: lb.Bounds,
+    *,
+    time_limit: float,
+    per_neuron: float = 0.3,
+    seed: int = 0,
+) -> tuple[lb.Bounds, dict[str, Any]]:
+    """Bounds with every provable sign of hidden layers ``1..`` fixed, within ``time_limit`` seconds.
+
+    Each layer gets an even share of the time left; its candidates are tried easiest first (the
+    smallest part of their interval on the wrong side of zero), each for at most ``per_neuron``
+    seconds, less when the layer has too many candidates for its share (down to 0.05 s).
+    """
+    t0 = time.perf_counter()
+    nk = len(layers) - 1
+    lo_t, hi_t = torch.as_tensor(lo, dtype=lb.DT)[None], torch.as_tensor(hi, dtype=lb.DT)[None]
+    lows = [x.clone() for x in bounds.lower]
+    ups = [x.clone() for x in bounds.upper]
+    stats: dict[str, Any] = {"candidates": [], "tried": [], "proved": [], "branches": 0}
+    for k in range(1, nk):
+        share = (time_limit - (time.perf_counter() - t0)) / (nk - k)
+        if share <= 0:
+            break
+        t_layer = time.perf_counter()
+        l, u = lows[k][0], ups[k][0]
+        unstable = np.flatnonzero(((l < 0) & (u > 0)).numpy())
+        guess = guess_signs(layers, lo, hi, k, unstable, seed=seed) if unstable.size else unstable
+        wrong_side = np.where(guess < 0, u[unstable].numpy(), -l[unstable].numpy()) / (u - l)[unstable].numpy()
+        order = [int(i) for i in np.argsort(wrong_side) if guess[i] != 0]
+        cut = layers[: k + 1]
+        root = lb.Bounds([x for x in lows[:k]], [x for x in ups[:k]])
+        proved = tried = 0
+        each = min(per_neuron, max(0.05, 2.0 * share / max(len(order), 1)))
+        for j in order:
+            left = share - (time.perf_counter() - t_layer)
+            if left <= 0:
+                break
+            i, sign = int(unstable[j]), float(guess[j])
+            tried += 1
+            row = np.zeros((1, layers[k][0].shape[0]))
+            row[0, i] = sign  # refute sign * z_i <= 0, that is, prove sign * z_i > 0
+
+            def opposite(xs: np.ndarray, i: int = i, sign: float = sign, k: int = k) -> np.ndarray:
+                with torch.no_grad():
+                    z = _pre_activations(layers, torch.as_tensor(xs, dtype=lb.DT), k)[:, i]
+                return (sign * z <= 0).numpy()
+
+            out = bab(
+                cut,
+                lo,
+                hi,
+                root,
+                row,
+                np.zeros(1),
+                np.zeros(1, dtype=int),
+                opposite,
+                time_limit=min(each, left),
+                candidates=1,
+            )
+            stats["branches"] += out.stats.get("domains", 0)
+            if out.status == "none":
+                proved += 1
+                if sign < 0:
+                    ups[k][0, i] = 0.0
+                else:
+                    lows[k][0, i] = 0.0
+        stats["candidates"].append(len(order))
+        stats["tried"].append(tried)
+        stats["proved"].append(proved)
+        if proved and k + 1 < nk:
+            with torch.no_grad():
+                tight = lb.crown(layers, lo_t, hi_t, start=lb.Bounds(lows, ups), from_layer=k + 1)
+            lows, ups = tight.lower, tight.upper
+    stats["seconds"] = time.perf_counter() - t0
+    return lb.Bounds(lows, ups), stats
