@@ -14,7 +14,8 @@ from netinvert.solvers.piecewise import PLNet
 from netinvert.targets.output_set import OutputSet
 
 
-def _forward(layers: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
+def forward_layers(layers: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
+    """The network given as (weight, bias) pairs, ReLU between them, on a batch of inputs."""
     z = x
     for i, (w, b) in enumerate(layers):
         z = z @ w.T + b
@@ -60,7 +61,7 @@ def pgd(
                 x[1::restarts] = torch.as_tensor(start, dtype=torch.float32)
         x.requires_grad_(True)
         for step in range(steps):
-            y = _forward(layers, x)
+            y = forward_layers(layers, x)
             losses = [(y[i * restarts : (i + 1) * restarts] @ a[i].T - b[i]).amax(dim=1) for i in range(d)]
             loss = torch.cat(losses)
             (g,) = torch.autograd.grad(loss.sum(), x)

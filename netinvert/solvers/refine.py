@@ -20,17 +20,8 @@ import numpy as np
 import torch
 
 from netinvert.solvers import linear_bounds as lb
+from netinvert.solvers.attack import forward_layers
 from netinvert.solvers.bab import bab
-
-
-def _pre_activations(layers: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor, k: int) -> torch.Tensor:
-    z = x
-    for i in range(k + 1):
-        w, b = layers[i]
-        z = z @ w.T + b
-        if i < k:
-            z = torch.relu(z)
-    return z
 
 
 def guess_signs(
@@ -56,13 +47,13 @@ def guess_signs(
         x = lo_t + width * torch.rand(n, lo_t.numel(), generator=gen)
         x.requires_grad_(True)
         for step in range(steps):
-            z = _pre_activations(l32, x, k)[rows, idx]
+            z = forward_layers(l32, x)[rows, idx]
             (g,) = torch.autograd.grad((direction * z).sum(), x)
             with torch.no_grad():
                 x += (0.2 * (1.0 - step / steps) + 0.01) * width * g.sign()
                 x.copy_(torch.maximum(torch.minimum(x, hi_t), lo_t))
         with torch.no_grad():
-            seen[direction] = _pre_activations(l32, x, k)[rows, idx].double().numpy()
+            seen[direction] = forward_layers(l32, x)[rows, idx].double().numpy()
     return np.where(seen[1.0] <= 0, -1, np.where(seen[-1.0] >= 0, 1, 0))
 
 
@@ -99,7 +90,7 @@ def refine(
         wrong_side = np.where(guess < 0, u[unstable].numpy(), -l[unstable].numpy()) / (u - l)[unstable].numpy()
         order = [int(i) for i in np.argsort(wrong_side) if guess[i] != 0]
         cut = layers[: k + 1]
-        root = lb.Bounds([x for x in lows[:k]], [x for x in ups[:k]])
+        root = lb.Bounds(lows[:k], ups[:k])
         proved = tried = 0
         each = min(per_neuron, max(0.05, 2.0 * share / max(len(order), 1)))
         for j in order:
@@ -113,7 +104,7 @@ def refine(
 
             def opposite(xs: np.ndarray, i: int = i, sign: float = sign, k: int = k) -> np.ndarray:
                 with torch.no_grad():
-                    z = _pre_activations(layers, torch.as_tensor(xs, dtype=lb.DT), k)[:, i]
+                    z = forward_layers(layers[: k + 1], torch.as_tensor(xs, dtype=lb.DT))[:, i]
                 return (sign * z <= 0).numpy()
 
             out = bab(
