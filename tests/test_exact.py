@@ -483,6 +483,28 @@ def test_sign_refinement_is_sound_and_fixes_neurons_the_relaxation_cannot() -> N
     assert fixed > 0, "refinement never fixed a neuron that CROWN left unstable"
 
 
+def test_sign_proofs_cut_short_still_narrow_bounds_soundly() -> None:
+    from netinvert.solvers.refine import refine
+
+    rng = np.random.default_rng(5)
+    sizes = [6, 24, 24, 24, 24, 2]
+    net = from_torch(_deep_net(rng, sizes), (sizes[0],))
+    layers = lb.layers_of(net)
+    lo, hi = -np.ones(sizes[0]), np.ones(sizes[0])
+    root = lb.crown(layers, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None])
+    tight, stats = refine(layers, lo, hi, root, time_limit=20, per_neuron=0.02, rounds=1)
+    assert sum(stats["narrowed"]) > 0, "no sign proof was cut short: the test no longer exercises narrowing"
+    xs = np.vstack([rng.uniform(lo, hi, size=(40000, sizes[0])), lo + (hi - lo) * rng.integers(0, 2, (4000, 6))])
+    still_unstable_but_narrower = 0
+    for k, (zmin, zmax) in enumerate(_pre_activation_ranges(layers, xs)):
+        l, u = tight.lower[k][0].numpy(), tight.upper[k][0].numpy()
+        assert np.all(l <= zmin + 1e-9) and np.all(u >= zmax - 1e-9), f"layer {k}: a narrowed bound cut off inputs"
+        l0, u0 = root.lower[k][0].numpy(), root.upper[k][0].numpy()
+        unstable = (l < 0) & (u > 0)
+        still_unstable_but_narrower += int(np.sum(unstable & ((u < u0 - 1e-6) | (l > l0 + 1e-6))))
+    assert still_unstable_but_narrower > 0, "no unproved neuron got a tighter bound"
+
+
 def test_lp_tightening_only_tightens_and_stays_sound() -> None:
     rng = np.random.default_rng(8)
     sizes = [4, 12, 12, 12, 2]

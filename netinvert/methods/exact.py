@@ -88,7 +88,7 @@ def solve_case(
     bab_threshold: int = 120,
     bab_share: float = 0.8,
     bab_slice: float = 2.0,
-    refine_share: float = 0.4,
+    refine_share: float = 0.75,
 ) -> CaseOutcome:
     """Decide whether some x in [lo, hi] has net(x) in ``target``.
 
