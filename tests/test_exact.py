@@ -126,6 +126,17 @@ def test_mnist_fc_deep_instance_needs_and_gets_refined_bounds() -> None:
 
 
 # ------------------------------------------------------------------------------------------ random networks
+def _deep_net(rng: np.random.Generator, sizes: list[int]) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        lin = nn.Linear(sizes[i], sizes[i + 1])
+        with torch.no_grad():
+            lin.weight.copy_(torch.as_tensor(rng.normal(size=lin.weight.shape) / np.sqrt(sizes[i])))
+            lin.bias.copy_(torch.as_tensor(rng.normal(size=lin.bias.shape) * 0.3))
+        mods += [lin, nn.ReLU()]
+    return nn.Sequential(*mods[:-1])
+
+
 def _random_net(rng: np.random.Generator) -> tuple[nn.Sequential, int]:
     n_in = int(rng.integers(2, 4))
     hidden = [int(rng.integers(2, 5))] if rng.random() < 0.4 else [int(rng.integers(2, 5)), int(rng.integers(2, 5))]
@@ -397,14 +408,7 @@ def test_branch_and_bound_agrees_with_milp_on_wider_nets() -> None:
     split = 0
     for trial in range(6):
         sizes = [4, 10, 10, 8, 3]
-        mods: list[nn.Module] = []
-        for i in range(len(sizes) - 1):
-            lin = nn.Linear(sizes[i], sizes[i + 1])
-            with torch.no_grad():
-                lin.weight.copy_(torch.as_tensor(rng.normal(size=lin.weight.shape) / np.sqrt(sizes[i])))
-                lin.bias.copy_(torch.as_tensor(rng.normal(size=lin.bias.shape) * 0.3))
-            mods += [lin, nn.ReLU()]
-        module = nn.Sequential(*mods[:-1])
+        module = _deep_net(rng, sizes)
         lo, hi = -np.ones(sizes[0]), np.ones(sizes[0])
         net = from_torch(module, (sizes[0],))
         layers = lb.layers_of(net)
@@ -439,17 +443,6 @@ def test_branch_and_bound_agrees_with_milp_on_wider_nets() -> None:
 
 
 # ------------------------------------------------------------------------------------------ intermediate bounds
-def _deep_net(rng: np.random.Generator, sizes: list[int]) -> nn.Sequential:
-    mods: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        lin = nn.Linear(sizes[i], sizes[i + 1])
-        with torch.no_grad():
-            lin.weight.copy_(torch.as_tensor(rng.normal(size=lin.weight.shape) / np.sqrt(sizes[i])))
-            lin.bias.copy_(torch.as_tensor(rng.normal(size=lin.bias.shape) * 0.3))
-        mods += [lin, nn.ReLU()]
-    return nn.Sequential(*mods[:-1])
-
-
 def _pre_activation_ranges(layers: list, xs: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     z, out = torch.as_tensor(xs), []
     for i, (w, b) in enumerate(layers[:-1]):

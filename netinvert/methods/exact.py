@@ -24,7 +24,7 @@ from netinvert.errors import NetinvertError
 from netinvert.result import Item, Result
 from netinvert.solvers import linear_bounds as lb
 from netinvert.solvers.attack import pgd
-from netinvert.solvers.bab import bab
+from netinvert.solvers.bab import BabOutcome, bab
 from netinvert.solvers.milp import solve_disjunct
 from netinvert.solvers.piecewise import PLNet, from_onnx, from_torch
 from netinvert.solvers.refine import refine
@@ -137,15 +137,17 @@ def solve_case(
     if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
         return done("found", "attack", found=ok)
 
+    def alpha_pass(start: lb.Bounds, steps: int) -> tuple[lb.Bounds, list[torch.Tensor] | None, np.ndarray, list[int]]:
+        """alpha-CROWN from ``start`` on the open disjuncts' rows (``row_lb`` tightens in place): the
+        bounds, the rows' slopes, which rows they are, and the disjuncts still open."""
+        keep = np.isin(owner, open_)
+        tight, spec, slopes = lb.alpha_crown(layers, lo_t, hi_t, a_t[keep], b_t[keep], steps=steps, bounds=start)
+        row_lb[keep] = np.maximum(row_lb[keep], spec[0].detach().numpy())
+        return tight, slopes, np.flatnonzero(keep), [i for i in open_ if not np.any(row_lb[owner == i] > 0)]
+
     alphas, alpha_rows = None, np.arange(len(owner))
     if alpha_steps > 0 and len(layers) > 1 and left() > 0:
-        keep = np.isin(owner, open_)
-        alpha_rows = np.flatnonzero(keep)
-        bounds, spec, alphas = lb.alpha_crown(
-            layers, lo_t, hi_t, a_t[keep], b_t[keep], steps=alpha_steps, bounds=bounds
-        )
-        row_lb[keep] = np.maximum(row_lb[keep], spec[0].detach().numpy())
-        open_ = [i for i in open_ if not np.any(row_lb[owner == i] > 0)]
+        bounds, alphas, alpha_rows, open_ = alpha_pass(bounds, alpha_steps)
         stats["unstable_alpha"] = bounds.unstable()
         stats["refuted_by_alpha"] = len(target.disjuncts) - len(open_) - stats["refuted_by_crown"]
         if not open_:
@@ -157,14 +159,8 @@ def solve_case(
     if big and refine_share > 0 and len(layers) > 2 and left() > 0:
         bounds, stats["refine"] = refine(layers, lo, hi, bounds, time_limit=refine_share * left(), seed=seed)
         stats["unstable_refined"] = bounds.unstable()
-        keep = np.isin(owner, open_)
-        alpha_rows = np.flatnonzero(keep)
-        bounds, spec, alphas = lb.alpha_crown(
-            layers, lo_t, hi_t, a_t[keep], b_t[keep], steps=max(alpha_steps, 1), bounds=bounds
-        )
-        row_lb[keep] = np.maximum(row_lb[keep], spec[0].detach().numpy())
         open_before = len(open_)
-        open_ = [i for i in open_ if not np.any(row_lb[owner == i] > 0)]
+        bounds, alphas, alpha_rows, open_ = alpha_pass(bounds, max(alpha_steps, 1))
         stats["refuted_by_refined"] = open_before - len(open_)
         if not open_:
             return done("none-exists", "bounds")
@@ -174,7 +170,7 @@ def solve_case(
     open_.sort(key=lambda i: float(np.max(row_lb[owner == i])))
     stats["bab"], stats["milp"] = [], []
     if big:
-        runs: dict[int, Any] = {}
+        runs: dict[int, BabOutcome] = {}
         record = lambda: [{"disjunct": j, "status": r.status, **r.stats} for j, r in runs.items()]
         undecided: list[int] = []  # branch-and-bound cannot settle these: left to the MILP
         bab_end = time.perf_counter() + bab_share * left()

@@ -217,6 +217,11 @@ class _Spec:
         self.lo64, self.hi64 = torch.as_tensor(lo, dtype=lb.DT)[None], torch.as_tensor(hi, dtype=lb.DT)[None]
         self.lo, self.hi = self.lo64.to(WORK), self.hi64.to(WORK)
 
+    def batch(self, n: int, wide: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``lam``, ``c``, ``lo``, ``hi`` of ``backsub`` for ``n`` sub-domains (float64 when ``wide``)."""
+        a, b, lo, hi = (self.a64, self.b64, self.lo64, self.hi64) if wide else (self.a, self.b, self.lo, self.hi)
+        return a.expand(n, *a.shape), -b.expand(n, -1), lo.expand(n, -1), hi.expand(n, -1)
+
     def sound(
         self,
         bounds: lb.Bounds,
@@ -231,10 +236,7 @@ class _Spec:
             self.layers64,
             bounds,
             len(self.layers64) - 1,
-            self.a64.expand(bsz, *self.a64.shape),
-            -self.b64.expand(bsz, -1),
-            self.lo64.expand(bsz, -1),
-            self.hi64.expand(bsz, -1),
+            *self.batch(bsz, wide=True),
             [x.to(lb.DT).clamp(0.0, 1.0) for x in al],
             coeffs,
             [x.to(lb.DT).clamp(min=0.0) for x in be],
@@ -260,9 +262,7 @@ class _Spec:
         best_al = [x.clone() for x in al0]
         best_be = [x.clone() for x in be0]
         best = torch.full((bsz,), -torch.inf, dtype=WORK)
-        lam = self.a.expand(bsz, *self.a.shape)
-        c = -self.b.expand(bsz, -1)
-        lo, hi = self.lo.expand(bsz, -1), self.hi.expand(bsz, -1)
+        lam, c, lo, hi = self.batch(bsz)
         opt = torch.optim.Adam([{"params": al, "lr": lr_alpha}, {"params": be, "lr": lr_beta}])
         for _ in range(steps):
             val = lb.backsub(self.layers, b32, len(self.layers) - 1, lam, c, lo, hi, al, betas=be, signs=s32)
@@ -383,10 +383,7 @@ def _choose(
         spec.layers,
         lb.Bounds(big_l, big_u),
         len(spec.layers) - 1,
-        spec.a.expand(n, *spec.a.shape),
-        -spec.b.expand(n, -1),
-        spec.lo.expand(n, -1),
-        spec.hi.expand(n, -1),
+        *spec.batch(n),
         [x.repeat(reps, 1, 1) for x in doms.f["al"]],
         betas=[x.repeat(reps, 1, 1) for x in doms.f["be"]],
         signs=[x.to(WORK).repeat(reps, 1) for x in doms.f["s"]],
