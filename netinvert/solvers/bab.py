@@ -26,6 +26,7 @@ from netinvert.solvers import linear_bounds as lb
 
 WORK = torch.float32  # dtype of the slope / multiplier optimization (the deciding pass is float64)
 SAFETY = 1e-7  # a row refutes a sub-domain only when its float64 bound exceeds this
+FUSED_ADAM = torch.__version__ >= "2.4"  # one kernel per Adam step on CPU: the optimizer's overhead drops by half
 
 
 @dataclass
@@ -177,7 +178,7 @@ def _root(
     """The one-domain stack of the root, bounded, with its first split chosen."""
     m = spec.a.shape[0]
     if alphas is None:
-        alphas = [lb._relax(l, u, None)[0].unsqueeze(1).expand(-1, m, -1) for l, u in zip(root.lower, root.upper)]
+        alphas = [x.unsqueeze(1).expand(-1, m, -1) for x in lb.relaxation(root).lower]
     al0 = [x.to(WORK).expand(1, m, -1).clone() for x in alphas]
     be0 = [torch.zeros(1, m, l.shape[1], dtype=WORK) for l in root.lower]
     signs0 = [torch.zeros_like(l) for l in root.lower]
@@ -263,9 +264,12 @@ class _Spec:
         best_be = [x.clone() for x in be0]
         best = torch.full((bsz,), -torch.inf, dtype=WORK)
         lam, c, lo, hi = self.batch(bsz)
-        opt = torch.optim.Adam([{"params": al, "lr": lr_alpha}, {"params": be, "lr": lr_beta}])
+        rel = lb.relaxation(b32)
+        opt = torch.optim.Adam([{"params": al, "lr": lr_alpha}, {"params": be, "lr": lr_beta}], fused=FUSED_ADAM)
         for _ in range(steps):
-            val = lb.backsub(self.layers, b32, len(self.layers) - 1, lam, c, lo, hi, al, betas=be, signs=s32)
+            val = lb.backsub(
+                self.layers, b32, len(self.layers) - 1, lam, c, lo, hi, al, betas=be, signs=s32, relaxed=rel
+            )
             with torch.no_grad():
                 score = val.clamp(max=0.0).sum(dim=1)  # rows already above zero need nothing more
                 better = score > best

@@ -52,21 +52,34 @@ def interval(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: torch.Tensor, 
     return Bounds(lows, ups)
 
 
-def _relax(
-    l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Lower slope, upper slope and upper intercept of the ReLU relaxation, broadcastable to ``alpha``."""
-    active = l >= 0
-    inactive = u <= 0
-    unstable = ~(active | inactive)
-    denom = (u - l).clamp_min(1e-30)
-    up_s = torch.where(unstable, u / denom, active.to(l.dtype))
-    up_b = torch.where(unstable, -l * u / denom, torch.zeros_like(l))
-    if alpha is None:
-        lo_s = torch.where(unstable, (u > -l).to(l.dtype), active.to(l.dtype))
-    else:
-        lo_s = torch.where(unstable.unsqueeze(1), alpha, active.to(l.dtype).unsqueeze(1))
-    return lo_s, up_s, up_b
+@dataclass
+class Relaxation:
+    """The ReLU relaxation of every hidden layer that depends only on the bounds, each (B, n_j).
+
+    ``lower`` is CROWN's default lower slope; optimized slopes replace it on ``unstable`` neurons,
+    ``active`` (1.0 or 0.0) is the slope elsewhere. Computed once, it serves every slope update.
+    """
+
+    lower: list[torch.Tensor]
+    upper: list[torch.Tensor]
+    intercept: list[torch.Tensor]
+    unstable: list[torch.Tensor]
+    active: list[torch.Tensor]
+
+
+def relaxation(bounds: Bounds) -> Relaxation:
+    """Triangle relaxation of each hidden layer's ReLUs under ``bounds``."""
+    out = Relaxation([], [], [], [], [])
+    for l, u in zip(bounds.lower, bounds.upper, strict=True):
+        active = (l >= 0).to(l.dtype)
+        unstable = (l < 0) & (u > 0)
+        denom = (u - l).clamp_min(1e-30)
+        out.lower.append(torch.where(unstable, (u > -l).to(l.dtype), active))
+        out.upper.append(torch.where(unstable, u / denom, active))
+        out.intercept.append(torch.where(unstable, -l * u / denom, torch.zeros_like(l)))
+        out.unstable.append(unstable)
+        out.active.append(active)
+    return out
 
 
 def backsub(
@@ -81,6 +94,7 @@ def backsub(
     coeffs: dict[int, torch.Tensor] | None = None,
     betas: list[torch.Tensor] | None = None,
     signs: list[torch.Tensor] | None = None,
+    relaxed: Relaxation | None = None,
 ) -> torch.Tensor:
     """Lower bound of ``lam @ z_k + c`` over the box, where ``z_k`` is layer ``k``'s pre-activation.
 
@@ -89,20 +103,23 @@ def backsub(
     coefficients on each hidden layer's post-activation and (key -1) on the input. ``betas[j]``
     (B, m, n_j) >= 0 with ``signs[j]`` (B, n_j) in {-1, 0, 1} add the Lagrangian terms
     ``-beta * sign * z_j`` of split constraints ``sign * z_j >= 0`` (beta-CROWN): the result then
-    bounds the minimum over the inputs that satisfy the splits.
+    bounds the minimum over the inputs that satisfy the splits. ``relaxed`` is
+    ``relaxation(bounds)`` when the caller already has it.
     """
+    rel = relaxed if relaxed is not None else relaxation(bounds)
     w, b = layers[k]
     c = c + lam @ b
     lam = lam @ w
     for j in range(k - 1, -1, -1):
-        lo_s, up_s, up_b = _relax(bounds.lower[j], bounds.upper[j], None if alphas is None else alphas[j])
-        if lo_s.dim() == 2:
-            lo_s = lo_s.unsqueeze(1)
+        if alphas is None:
+            lo_s = rel.lower[j].unsqueeze(1)
+        else:
+            lo_s = torch.where(rel.unstable[j].unsqueeze(1), alphas[j], rel.active[j].unsqueeze(1))
         if coeffs is not None:
             coeffs[j] = lam
         lp, ln = lam.clamp(min=0), lam.clamp(max=0)
-        c = c + (ln * up_b.unsqueeze(1)).sum(-1)
-        lam = lp * lo_s + ln * up_s.unsqueeze(1)
+        c = c + (ln * rel.intercept[j].unsqueeze(1)).sum(-1)
+        lam = lp * lo_s + ln * rel.upper[j].unsqueeze(1)
         if betas is not None and signs is not None:
             lam = lam - betas[j] * signs[j].unsqueeze(1)
         w, b = layers[j]
@@ -177,13 +194,11 @@ def spec_lower(
     best = backsub(layers, bounds, k, lam, c, lo, hi)
     if steps <= 0 or k == 0:
         return best
-    alphas = []
-    for j in range(k):
-        lo_s, _, _ = _relax(bounds.lower[j], bounds.upper[j], None)
-        alphas.append(lo_s.unsqueeze(1).expand(bsz, lam.shape[1], -1).clone().requires_grad_(True))
+    rel = relaxation(bounds)
+    alphas = [rel.lower[j].unsqueeze(1).expand(bsz, lam.shape[1], -1).clone().requires_grad_(True) for j in range(k)]
     opt = torch.optim.Adam(alphas, lr=lr)
     for _ in range(steps):
-        val = backsub(layers, bounds, k, lam, c, lo, hi, alphas)
+        val = backsub(layers, bounds, k, lam, c, lo, hi, alphas, relaxed=rel)
         best = torch.maximum(best, val.detach())
         opt.zero_grad()
         (-val.sum()).backward()
@@ -192,7 +207,7 @@ def spec_lower(
             for al in alphas:
                 al.clamp_(0.0, 1.0)
     with torch.no_grad():
-        best = torch.maximum(best, backsub(layers, bounds, k, lam, c, lo, hi, alphas))
+        best = torch.maximum(best, backsub(layers, bounds, k, lam, c, lo, hi, alphas, relaxed=rel))
     return best
 
 
@@ -210,9 +225,10 @@ def alpha_crown(
 ) -> tuple[Bounds, torch.Tensor, list[torch.Tensor] | None]:
     """Joint optimization of lower slopes for every intermediate bound and for the spec rows ``a @ y - b``.
 
-    Intermediate bounds only ever tighten (each step keeps the best seen); returns the final bounds,
-    the best lower bounds of the spec rows (B, m) and the spec's optimized slopes (any slopes in
-    [0, 1] are sound, so branch-and-bound may reuse them on sub-domains).
+    Only neurons still unstable in the starting bounds get rows. Intermediate bounds only ever
+    tighten (each step keeps the best seen); returns the final bounds, the best lower bounds of the
+    spec rows (B, m) and the spec's optimized slopes (any slopes in [0, 1] are sound, so
+    branch-and-bound may reuse them on sub-domains).
     """
     bsz = lo.shape[0]
     base = bounds if bounds is not None else crown(layers, lo, hi, splits)
@@ -224,25 +240,29 @@ def alpha_crown(
     best_spec = backsub(layers, base, nk, lam_out, c_out, lo, hi)
     if steps <= 0:
         return base, best_spec, None
+    rows = {k: ((base.lower[k] < 0) & (base.upper[k] > 0)).any(dim=0).nonzero().flatten() for k in range(1, nk)}
+    sizes = {k: 2 * len(r) for k, r in rows.items() if len(r)} | {nk: lam_out.shape[1]}
     # alphas[k][j]: slopes of hidden layer j used when bounding layer k (k = nk: the spec)
-    alphas: dict[int, list[torch.Tensor]] = {}
-    for k in range(1, nk + 1):
-        m = lam_out.shape[1] if k == nk else 2 * layers[k][0].shape[0]
-        alphas[k] = [
-            _relax(base.lower[j], base.upper[j], None)[0].unsqueeze(1).expand(bsz, m, -1).clone().requires_grad_(True)
-            for j in range(k)
-        ]
+    start = relaxation(base).lower
+    alphas = {
+        k: [start[j].unsqueeze(1).expand(bsz, m, -1).clone().requires_grad_(True) for j in range(k)]
+        for k, m in sizes.items()
+    }
     opt = torch.optim.Adam([t for v in alphas.values() for t in v], lr=lr)
     for _ in range(steps):
-        lows = [best_l[0]]
-        ups = [best_u[0]]
+        lows, ups = [best_l[0]], [best_u[0]]
+        loss = torch.zeros((), dtype=DT)
         for k in range(1, nk):
-            n = layers[k][0].shape[0]
-            eye = torch.eye(n, dtype=DT)
-            lam = torch.cat([eye, -eye]).expand(bsz, 2 * n, n)
-            both = backsub(layers, Bounds(lows, ups), k, lam, torch.zeros(bsz, 2 * n, dtype=DT), lo, hi, alphas[k])
-            l = torch.maximum(both[:, :n], best_l[k])
-            u = torch.minimum(-both[:, n:], best_u[k])
+            l, u = best_l[k], best_u[k]
+            if k in sizes:
+                idx, r = rows[k], len(rows[k])
+                sel = torch.eye(layers[k][0].shape[0], dtype=DT)[idx]
+                lam = torch.cat([sel, -sel]).expand(bsz, 2 * r, -1)
+                both = backsub(layers, Bounds(lows, ups), k, lam, torch.zeros(bsz, 2 * r, dtype=DT), lo, hi, alphas[k])
+                l, u = l.clone(), u.clone()
+                l[:, idx] = torch.maximum(both[:, :r], l[:, idx])
+                u[:, idx] = torch.minimum(-both[:, r:], u[:, idx])
+                loss = loss - 1e-3 * ((l - u) * ((l < 0) & (u > 0))).sum()
             l, u = _clamp(l, u, None if splits is None else splits[k])
             lows.append(l)
             ups.append(u)
@@ -252,10 +272,7 @@ def alpha_crown(
             best_l[k] = torch.maximum(best_l[k], lows[k].detach())
             best_u[k] = torch.minimum(best_u[k], ups[k].detach())
         opt.zero_grad()
-        loss = (
-            -val.sum() - sum(((lows[k] - ups[k]) * ((lows[k] < 0) & (ups[k] > 0))).sum() for k in range(1, nk)) * 1e-3
-        )
-        loss.backward()
+        (loss - val.sum()).backward()
         opt.step()
         with torch.no_grad():
             for v in alphas.values():

@@ -85,6 +85,7 @@ def refine(
     lows = [x.clone() for x in bounds.lower]
     ups = [x.clone() for x in bounds.upper]
     stats: dict[str, Any] = {
+        "unstable": [],
         "candidates": [],
         "tried": [],
         "proved": [],
@@ -138,6 +139,7 @@ def refine(
             else:
                 lows[k][0, i] = torch.clamp(lows[k][0, i], min=bound)
         tried = len(runs)
+        stats["unstable"].append(len(unstable))
         stats["candidates"].append(len(order))
         stats["tried"].append(tried)
         stats["proved"].append(proved)
