@@ -534,8 +534,51 @@ def test_resumed_branch_and_bound_reaches_the_same_verdict_as_one_long_run() -> 
     whole = bab(*args, time_limit=30, batch=4)
     assert whole.status in ("none", "found") and whole.stats["domains"] > 8
     part, rounds = bab(*args, time_limit=0.0, batch=4), 1
-    while part.status == "unknown" and part.open_domains is not None and rounds < 2000:
+    while part.status == "unknown" and part.search is not None and rounds < 2000:
         part, rounds = bab(*args, time_limit=0.01, batch=4, resume=part), rounds + 1
     assert rounds > 1 and part.status == whole.status
     if whole.status == "none":
         assert part.stats["domains"] == whole.stats["domains"]  # the same tree, explored in pieces
+
+
+def test_batched_searches_match_separate_ones_across_budgeted_rounds() -> None:
+    """``bab_many``: problems that share batches, stop at their budgets and resume must reach the
+    verdicts of separate long runs; a problem whose search was dropped is never reported refuted."""
+    from netinvert.solvers.bab import bab_many
+
+    rng = np.random.default_rng(14)
+    sizes = [4, 12, 12, 10, 3]
+    net = from_torch(_deep_net(rng, sizes), (sizes[0],))
+    layers = lb.layers_of(net)
+    lo, hi = -np.ones(sizes[0]), np.ones(sizes[0])
+    root = lb.crown(layers, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None])
+    ys = net.forward(rng.uniform(lo, hi, size=(20000, sizes[0])))
+    a = rng.normal(size=(8, 1, sizes[-1]))
+    vals = np.einsum("pj,nj->pn", a[:, 0], ys)
+    b = (vals.min(axis=1) - rng.uniform(-0.02, 0.1, size=8) * np.ptp(vals, axis=1))[:, None]
+    owner = np.zeros(1, dtype=int)
+
+    def reaches(xs: np.ndarray, problems: np.ndarray) -> np.ndarray:
+        y = net.forward(xs)
+        return np.einsum("nj,nj->n", y, a[problems, 0]) - b[problems, 0] <= -exact.STRICT
+
+    separate = [
+        bab(layers, lo, hi, root, a[p], b[p], owner, lambda xs, p=p: reaches(xs, np.full(len(xs), p)), time_limit=20)
+        for p in range(8)
+    ]
+    assert {s.status for s in separate} == {"none", "found"}, [s.status for s in separate]
+    proofs, rounds = None, 0
+    while rounds < 300 and (proofs is None or any(proofs.status(p) == "open" for p in range(8))):
+        proofs = bab_many(
+            layers, lo, hi, root, a, b, owner, reaches, budget=np.full(8, 100.0), time_limit=20, resume=proofs
+        )
+        rounds += 1
+    assert rounds > 2, "the budgets never cut a search short"
+    for p in range(8):
+        assert proofs.status(p) == separate[p].status, f"problem {p}"
+        if separate[p].status == "found":
+            assert reaches(proofs.found[p][None], np.array([p]))[0]
+    opened = [p for p in range(8) if separate[p].status == "none" and separate[p].stats["domains"] > 2]
+    cut = bab_many(layers, lo, hi, root, a, b, owner, reaches, budget=np.full(8, 2.0), time_limit=20)
+    cut.drop(opened)
+    assert opened and all(cut.status(p) == "open" for p in opened)

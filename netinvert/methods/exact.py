@@ -212,7 +212,7 @@ def solve_case(
                     undecided.append(i)
                 elif res.status == "none":
                     open_.remove(i)
-                elif res.open_domains is None:
+                elif res.search is None:
                     undecided.append(i)
             slice_ *= 2
         stats["bab"] = record()

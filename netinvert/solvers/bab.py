@@ -9,7 +9,9 @@ has a row whose bound exceeds a small safety margin. The neuron to split next is
 sub-domain is bounded (BaBSR-style score: the unstable neuron whose relaxation intercept costs the
 most in the weakest disjunct's bound), so popping a batch costs nothing. Sub-domains are expanded
 depth first, which keeps the open list short. Every sub-domain's bound minimizer is tried on the
-network as a free counterexample candidate.
+network as a free counterexample candidate. ``bab_many`` runs many independent problems (such as
+the sign proofs of one layer's neurons) through the same batches, each with its own budget of
+sub-domains, so that small searches do not each pay for tiny batches.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class BabOutcome:
     x: np.ndarray | None = None
     reason: str = ""
     stats: dict[str, Any] = field(default_factory=dict)
-    open_domains: _Domains | None = None
+    search: Proofs | None = None
 
 
 class _Domains:
@@ -93,38 +95,158 @@ def bab(
     ``alphas`` (1, m, n_j) are the root's optimized slopes for the rows; ``resume`` continues an
     earlier call on the same problem that ran out of time (``time_limit`` is then the extra time).
     """
+    out = bab_many(
+        layers,
+        lo,
+        hi,
+        root,
+        a[None],
+        b[None],
+        owner,
+        lambda xs, _: is_point(xs),
+        budget=np.array([np.inf]),
+        alphas=alphas,
+        time_limit=time_limit,
+        batch=batch,
+        steps=steps,
+        lr_alpha=lr_alpha,
+        lr_beta=lr_beta,
+        candidates=candidates,
+        resume=resume.search if resume is not None else None,
+    )
+    stats = {
+        "domains": int(out.domains[0]),
+        "refuted": int(out.refuted[0]),
+        "max_open": out.max_open,
+        "stuck": int(out.stuck[0]),
+        "max_open_mb": out.max_open_mb,
+        "seconds": out.seconds,
+    }
+    status = out.status(0)
+    if status == "found":
+        return BabOutcome("found", out.found[0], stats=stats)
+    if status == "none":
+        return BabOutcome("none", stats=stats)
+    if out.stuck[0]:
+        return BabOutcome("unknown", reason="sub-domains with every ReLU fixed stay undecided", stats=stats)
+    stats["open"], stats["open_lowest_bound"] = out.open_count(0), out.lowest_bound(0)
+    return BabOutcome("unknown", reason="time limit in branch-and-bound", stats=stats, search=out)
+
+
+@dataclass
+class Proofs:
+    """Where ``bab_many`` stopped: per problem, sub-domains bounded and refuted, sub-domains left
+    undecided with every ReLU fixed (``stuck``) and the point found (or None); the open sub-domains
+    of every problem (pass back as ``resume``), the most held at once, and the seconds spent.
+    A problem is refuted ('none') only when no sub-domain of it is open, stuck or forgotten."""
+
+    open_domains: _Domains
+    domains: list[int]
+    refuted: list[int]
+    stuck: list[int]
+    found: list[np.ndarray | None]
+    max_open: int = 1
+    max_open_mb: float = 0.0
+    seconds: float = 0.0
+    quality: torch.Tensor | None = None  # per open sub-domain: its weakest disjunct's best row bound
+    dropped: set[int] = field(default_factory=set)  # problems whose open sub-domains were forgotten
+
+    def _mine(self, p: int) -> torch.Tensor:
+        return self.open_domains.f["pid"][0] == p
+
+    def open_count(self, p: int) -> int:
+        return int(self._mine(p).sum())
+
+    def lowest_bound(self, p: int) -> float:
+        """A lower bound of problem ``p``'s rows that holds on the whole box (every other leaf is refuted)."""
+        mine = self._mine(p)
+        return float(self.quality[mine].min()) if bool(mine.any()) else float("inf")
+
+    def status(self, p: int) -> str:
+        """'found', 'none' (every sub-domain refuted) or 'open' (sub-domains left, or some stuck)."""
+        if self.found[p] is not None:
+            return "found"
+        return "open" if self.stuck[p] or p in self.dropped or self.open_count(p) else "none"
+
+    def drop(self, problems: list[int]) -> None:
+        """Forget the open sub-domains of ``problems`` (to free memory): their bounds stay as reached."""
+        self.dropped.update(problems)
+        keep = ~torch.isin(self.open_domains.f["pid"][0], torch.as_tensor(problems, dtype=torch.long))
+        self.quality = self.quality[keep]
+        self.open_domains = self.open_domains.select(keep.nonzero().flatten())
+
+    def nbytes(self, p: int) -> int:
+        """Bytes held by problem ``p``'s open sub-domains."""
+        return self.open_count(p) * self.open_domains.nbytes() // max(len(self.open_domains), 1)
+
+
+def bab_many(
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    root: lb.Bounds,
+    a: np.ndarray,
+    b: np.ndarray,
+    owner: np.ndarray,
+    is_point: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    *,
+    budget: np.ndarray,
+    alphas: list[torch.Tensor] | None = None,
+    time_limit: float = 60.0,
+    batch: int = 128,
+    steps: int = 8,
+    lr_alpha: float = 0.1,
+    lr_beta: float = 0.1,
+    candidates: int = 3,
+    resume: Proofs | None = None,
+) -> Proofs:
+    """Branch-and-bound on ``P`` independent problems at once, batched together: problem ``p``
+    refutes the rows ``a[p] y - b[p]`` (grouped into disjuncts by ``owner``) on every sub-domain.
+
+    Many small searches share each batch, so none pays the cost of tiny batches alone. Problem
+    ``p`` bounds at most ``budget[p]`` more sub-domains in this call; the rest of its search waits
+    in the outcome's open sub-domains for a ``resume`` (as does all of it at ``time_limit``).
+    ``is_point(xs, problems)`` says which candidate inputs satisfy their problem's target.
+    """
     t0 = time.perf_counter()
     nk = len(layers) - 1
-    n_disj = int(owner.max()) + 1
-    masks = [torch.as_tensor(owner == d) for d in range(n_disj)]
+    n_prob = a.shape[0]
+    masks = [torch.as_tensor(owner == d) for d in range(int(owner.max()) + 1)]
     spec = _Spec(layers, a, b, lo, hi)
-    if resume is not None and resume.open_domains is not None:
-        stack, stats = resume.open_domains, dict(resume.stats)
-        t0 -= stats["seconds"]
-        time_limit += stats["seconds"]
+    if resume is not None:
+        state, stack = resume, resume.open_domains
+        t0 -= resume.seconds
+        time_limit += resume.seconds
     else:
-        stack = _root(spec, root, alphas, masks, candidates)
-        stats = {"domains": 0, "refuted": 0, "max_open": 1, "stuck": 0, "max_open_mb": 0.0}
-    while len(stack):
-        if time.perf_counter() - t0 > time_limit:
-            stats["seconds"] = time.perf_counter() - t0
-            vals = stack.f["val"][0]
-            q = torch.stack([vals[:, msk].max(dim=1).values for msk in masks], dim=1).min(dim=1).values
-            stats["open"], stats["open_lowest_bound"] = len(stack), float(q.min())
-            return BabOutcome("unknown", reason="time limit in branch-and-bound", stats=stats, open_domains=stack)
+        stack = _root(spec, root, alphas, masks, candidates, n_prob)
+        state = Proofs(stack, [0] * n_prob, [0] * n_prob, [0] * n_prob, [None] * n_prob)
+    spent = torch.zeros(n_prob, dtype=torch.long)  # sub-domains bounded per problem in this call
+    cap = torch.as_tensor(np.minimum(budget, 2**62), dtype=torch.long)
+    parked: list[_Domains] = []  # sub-domains of problems past their budget
+    found = torch.as_tensor([x is not None for x in state.found])
+    while len(stack) and time.perf_counter() - t0 <= time_limit:
         cur = stack.pop(min(batch, len(stack)))
+        if bool(found.any()):
+            cur = cur.select((~found[cur.f["pid"][0]]).nonzero().flatten())
+        over = spent[cur.f["pid"][0]] >= cap[cur.f["pid"][0]]
+        if bool(over.any()):  # their problems spent this call's budget: set aside unexpanded
+            parked.append(cur.select(over.nonzero().flatten()))
+            cur = cur.select((~over).nonzero().flatten())
         layer, idx, ok = cur.f["split"]
         if not bool(ok.all()):
             for j in (~ok).nonzero().flatten().tolist():  # every ReLU fixed: the sub-domain is one LP
+                p = int(cur.f["pid"][0][j])
+                if state.stuck[p] or found[p]:  # its verdict is settled: 'open' or 'found'
+                    continue
                 pattern = [(l[j] >= 0).numpy() for l in cur.f["l"]]
-                x, refuted = _fixed_pattern(layers, lo, hi, pattern, a, b, owner)
-                if x is not None and bool(is_point(x[None])[0]):
-                    return BabOutcome("found", x, stats=stats)
-                stats["stuck"] += int(not refuted)
-            cur = cur.select(ok.nonzero().flatten())
-            if not len(cur):
-                continue
+                x, refuted = _fixed_pattern(layers, lo, hi, pattern, a[p], b[p], owner)
+                if x is not None and bool(is_point(x[None], np.array([p]))[0]):
+                    state.found[p], found[p] = x, True
+                state.stuck[p] += int(not refuted and not found[p])
+            cur = cur.select((ok & ~found[cur.f["pid"][0]]).nonzero().flatten())
             layer, idx, ok = cur.f["split"]
+        if not len(cur):
+            continue
         n = len(cur)
         kids = _Domains({k: [torch.cat([t, t]) for t in v] for k, v in cur.f.items() if k != "split"})
         lay2, idx2 = torch.cat([layer, layer]), torch.cat([idx, idx])
@@ -138,34 +260,49 @@ def bab(
         empty = torch.zeros(2 * n, dtype=torch.bool)
         for l, u in zip(kids.f["l"], kids.f["u"], strict=True):
             empty |= (l > u).any(dim=1)
+        pid = kids.f["pid"][0]
         bounds = lb.Bounds(kids.f["l"], kids.f["u"])
-        al, be = spec.optimize(bounds, kids.f["s"], kids.f["al"], kids.f["be"], steps, lr_alpha, lr_beta)
+        al, be = spec.optimize(bounds, pid, kids.f["s"], kids.f["al"], kids.f["be"], steps, lr_alpha, lr_beta)
         coeffs = {}
         with torch.no_grad():
-            val = torch.maximum(spec.sound(bounds, kids.f["s"], al, be, coeffs), kids.f["val"][0])
+            val = torch.maximum(spec.sound(bounds, pid, kids.f["s"], al, be, coeffs), kids.f["val"][0])
         kids.f["al"], kids.f["be"], kids.f["val"] = al, be, [val]
-        stats["domains"] += 2 * n
+        counts = torch.bincount(pid, minlength=n_prob)
+        spent += counts
         refuted = torch.stack([(val[:, msk] > SAFETY).any(dim=1) for msk in masks], dim=1).all(dim=1) | empty
         alive = (~refuted).nonzero().flatten()
-        stats["refuted"] += 2 * n - len(alive)
+        for p in counts.nonzero().flatten().tolist():
+            state.domains[p] += int(counts[p])
+        for p in pid[refuted].tolist():
+            state.refuted[p] += 1
         if len(alive):
             worst = _weakest_row(val[alive], masks)
             lam_in = coeffs[-1][alive, worst]
             xs = torch.where(lam_in > 0, spec.lo64, spec.hi64).numpy()
-            hit = is_point(xs)
-            if hit.any():
-                return BabOutcome("found", xs[int(np.argmax(hit))], stats=stats)
+            hit = is_point(xs, pid[alive].numpy())
+            for j in np.flatnonzero(hit).tolist():
+                p = int(pid[alive[j]])
+                if state.found[p] is None:
+                    state.found[p], found[p] = xs[j], True
+            keep = ~found[pid[alive]]
+            alive, worst = alive[keep], worst[keep]
+        if len(alive):
             nxt = kids.select(alive)
             sub = {k: v[alive] for k, v in coeffs.items()}
             with torch.no_grad():
                 nxt.f["split"] = _choose(spec, nxt, sub, worst, masks, candidates)
             stack.push(nxt)
-        stats["max_open"] = max(stats["max_open"], len(stack))
-        stats["max_open_mb"] = max(stats["max_open_mb"], stack.nbytes() / 2**20)
-    stats["seconds"] = time.perf_counter() - t0
-    if stats["stuck"]:
-        return BabOutcome("unknown", reason="sub-domains with every ReLU fixed stay undecided", stats=stats)
-    return BabOutcome("none", stats=stats)
+        state.max_open = max(state.max_open, len(stack))
+        state.max_open_mb = max(state.max_open_mb, stack.nbytes() / 2**20)
+    for extra in parked:
+        stack.push(extra)
+    if bool(found.any()):
+        stack = stack.select((~found[stack.f["pid"][0]]).nonzero().flatten())
+    vals = stack.f["val"][0]
+    state.quality = torch.stack([vals[:, msk].max(dim=1).values for msk in masks], dim=1).min(dim=1).values
+    state.open_domains = stack
+    state.seconds = time.perf_counter() - t0
+    return state
 
 
 def _root(
@@ -174,34 +311,30 @@ def _root(
     alphas: list[torch.Tensor] | None,
     masks: list[torch.Tensor],
     candidates: int,
+    n_prob: int,
 ) -> _Domains:
-    """The one-domain stack of the root, bounded, with its first split chosen."""
-    m = spec.a.shape[0]
+    """The stack of the ``n_prob`` problems' roots, bounded, with their first splits chosen."""
+    m = spec.a.shape[1]
+    lows = [l.expand(n_prob, -1).clone() for l in root.lower]
+    ups = [u.expand(n_prob, -1).clone() for u in root.upper]
+    bounds = lb.Bounds(lows, ups)
     if alphas is None:
-        alphas = [x.unsqueeze(1).expand(-1, m, -1) for x in lb.relaxation(root).lower]
-    al0 = [x.to(WORK).expand(1, m, -1).clone() for x in alphas]
-    be0 = [torch.zeros(1, m, l.shape[1], dtype=WORK) for l in root.lower]
-    signs0 = [torch.zeros_like(l) for l in root.lower]
+        alphas = [x.unsqueeze(1).expand(-1, m, -1) for x in lb.relaxation(bounds).lower]
+    al0 = [x.to(WORK).expand(n_prob, m, -1).clone() for x in alphas]
+    be0 = [torch.zeros(n_prob, m, l.shape[1], dtype=WORK) for l in lows]
+    signs0 = [torch.zeros_like(l) for l in lows]
+    pid = torch.arange(n_prob)
     coeffs: dict[int, torch.Tensor] = {}
     with torch.no_grad():
-        val0 = spec.sound(lb.Bounds(root.lower, root.upper), signs0, al0, be0, coeffs)
-    stack = _Domains(
-        {
-            "l": [l.clone() for l in root.lower],
-            "u": [u.clone() for u in root.upper],
-            "s": signs0,
-            "al": al0,
-            "be": be0,
-            "val": [val0],
-        }
-    )
+        val0 = spec.sound(bounds, pid, signs0, al0, be0, coeffs)
+    stack = _Domains({"l": lows, "u": ups, "s": signs0, "al": al0, "be": be0, "val": [val0], "pid": [pid]})
     with torch.no_grad():
         stack.f["split"] = _choose(spec, stack, coeffs, _weakest_row(val0, masks), masks, candidates)
     return stack
 
 
 class _Spec:
-    """The output rows ``a y - b`` over the input box, in the working dtype and in float64."""
+    """Each problem's output rows ``a[p] y - b[p]`` over the input box, in the working dtype and in float64."""
 
     def __init__(
         self,
@@ -218,26 +351,31 @@ class _Spec:
         self.lo64, self.hi64 = torch.as_tensor(lo, dtype=lb.DT)[None], torch.as_tensor(hi, dtype=lb.DT)[None]
         self.lo, self.hi = self.lo64.to(WORK), self.hi64.to(WORK)
 
-    def batch(self, n: int, wide: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``lam``, ``c``, ``lo``, ``hi`` of ``backsub`` for ``n`` sub-domains (float64 when ``wide``)."""
+    def batch(
+        self, pid: torch.Tensor, wide: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``lam``, ``c``, ``lo``, ``hi`` of ``backsub`` for sub-domains of problems ``pid`` (float64 when ``wide``)."""
         a, b, lo, hi = (self.a64, self.b64, self.lo64, self.hi64) if wide else (self.a, self.b, self.lo, self.hi)
-        return a.expand(n, *a.shape), -b.expand(n, -1), lo.expand(n, -1), hi.expand(n, -1)
+        n = len(pid)
+        if a.shape[0] == 1:
+            return a.expand(n, -1, -1), -b.expand(n, -1), lo.expand(n, -1), hi.expand(n, -1)
+        return a[pid], -b[pid], lo.expand(n, -1), hi.expand(n, -1)
 
     def sound(
         self,
         bounds: lb.Bounds,
+        pid: torch.Tensor,
         signs: list[torch.Tensor],
         al: list[torch.Tensor],
         be: list[torch.Tensor],
         coeffs: dict[int, torch.Tensor],
     ) -> torch.Tensor:
         """Float64 lower bounds of the rows on each sub-domain (B, m) with the given slopes and multipliers."""
-        bsz = bounds.lower[0].shape[0]
         return lb.backsub(
             self.layers64,
             bounds,
             len(self.layers64) - 1,
-            *self.batch(bsz, wide=True),
+            *self.batch(pid, wide=True),
             [x.to(lb.DT).clamp(0.0, 1.0) for x in al],
             coeffs,
             [x.to(lb.DT).clamp(min=0.0) for x in be],
@@ -247,6 +385,7 @@ class _Spec:
     def optimize(
         self,
         bounds: lb.Bounds,
+        pid: torch.Tensor,
         signs: list[torch.Tensor],
         al0: list[torch.Tensor],
         be0: list[torch.Tensor],
@@ -263,7 +402,7 @@ class _Spec:
         best_al = [x.clone() for x in al0]
         best_be = [x.clone() for x in be0]
         best = torch.full((bsz,), -torch.inf, dtype=WORK)
-        lam, c, lo, hi = self.batch(bsz)
+        lam, c, lo, hi = self.batch(pid)
         rel = lb.relaxation(b32)
         opt = torch.optim.Adam([{"params": al, "lr": lr_alpha}, {"params": be, "lr": lr_beta}], fused=FUSED_ADAM)
         for _ in range(steps):
@@ -382,12 +521,11 @@ def _choose(
         act, ina = sel, sel + kc * bsz
         big_l[k][act, flat_idx[sel]] = big_l[k][act, flat_idx[sel]].clamp(min=0.0)
         big_u[k][ina, flat_idx[sel]] = big_u[k][ina, flat_idx[sel]].clamp(max=0.0)
-    n = reps * bsz
     val = lb.backsub(
         spec.layers,
         lb.Bounds(big_l, big_u),
         len(spec.layers) - 1,
-        *spec.batch(n),
+        *spec.batch(doms.f["pid"][0].repeat(reps)),
         [x.repeat(reps, 1, 1) for x in doms.f["al"]],
         betas=[x.repeat(reps, 1, 1) for x in doms.f["be"]],
         signs=[x.to(WORK).repeat(reps, 1) for x in doms.f["s"]],

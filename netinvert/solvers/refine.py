@@ -5,8 +5,9 @@ every neuron of the last hidden layer looks unstable to alpha-CROWN although no 
 makes it change sign. The LP (triangle) relaxation is no tighter; the MILP is, but a MILP per
 neuron costs seconds with HiGHS. So, layer by layer: a batched gradient attack guesses each
 unstable neuron's sign (a neuron seen on both sides is skipped, it really is unstable), a short
-beta-CROWN branch-and-bound on the network cut at that layer tries to prove the guess, and each
-proof fixes the neuron (``u := 0`` or ``l := 0``). A proof that runs out of time still narrows the
+beta-CROWN branch-and-bound on the network cut at that layer tries to prove the guess (all of a
+layer's proofs share batches, see ``bab_many``), and each proof fixes the neuron (``u := 0`` or
+``l := 0``). A proof that runs out of time still narrows the
 bound on the guessed side: every leaf of its search tree is refuted or open, so the weakest open
 leaf's bound holds on the whole box. The bounds of the later layers are recomputed with CROWN from
 the tightened ones before their turn. This plays the role of the MILP-refined intermediate bounds
@@ -16,6 +17,7 @@ used by alpha-beta-CROWN on such networks.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,7 @@ import torch
 
 from netinvert.solvers import linear_bounds as lb
 from netinvert.solvers.attack import forward_layers
-from netinvert.solvers.bab import BabOutcome, bab
+from netinvert.solvers.bab import Proofs, bab_many
 
 
 def guess_signs(
@@ -74,10 +76,11 @@ def refine(
     """Bounds with every provable sign of hidden layers ``1..`` fixed, within ``time_limit`` seconds.
 
     Each layer gets an even share of the time left. Its candidates are tried easiest first (the
-    smallest part of their interval on the wrong side of zero) in up to ``rounds`` rounds: the
-    first gives each proof ``per_neuron`` seconds (less when the layer has too many candidates for
-    its share, down to 0.05 s), each later round resumes the proofs still open with twice the time.
-    The open sub-domains kept between rounds are held under ``memory`` bytes.
+    smallest part of their interval on the wrong side of zero), all in one batched search, in up
+    to ``rounds`` rounds: the first lets each proof bound ``per_neuron`` seconds' worth of
+    sub-domains (less when the layer has too many candidates for its share, down to 0.05 s), each
+    later round resumes the proofs still open with twice that. The open sub-domains kept between
+    rounds are held under ``memory`` bytes.
     """
     t0 = time.perf_counter()
     nk = len(layers) - 1
@@ -93,6 +96,7 @@ def refine(
         "layer_seconds": [],
         "branches": 0,
     }
+    rate = 1000.0  # sub-domains bounded per second: a first guess, measured from then on
     for k in range(1, nk):
         share = (time_limit - (time.perf_counter() - t0)) / (nk - k)
         if share <= 0:
@@ -102,43 +106,38 @@ def refine(
         unstable = np.flatnonzero(((l < 0) & (u > 0)).numpy())
         guess = guess_signs(layers, lo, hi, k, unstable, seed=seed) if unstable.size else unstable
         wrong_side = np.where(guess < 0, u[unstable].numpy(), -l[unstable].numpy()) / (u - l)[unstable].numpy()
-        order = [int(i) for i in np.argsort(wrong_side) if guess[i] != 0]
-        cut = layers[: k + 1]
-        root = lb.Bounds(lows[:k], ups[:k])
-        runs: dict[int, BabOutcome] = {}  # per candidate: its latest proof attempt
-        pending = list(order)
-        slice_ = min(per_neuron, max(0.05, 2.0 * share / max(len(order), 1)))
-        for _ in range(rounds):
-            for j in list(pending):
-                left = share - (time.perf_counter() - t_layer)
-                if left <= 0:
-                    break
-                runs[j] = _prove_sign(
-                    cut, lo, hi, root, int(unstable[j]), float(guess[j]), min(slice_, left), runs.get(j)
-                )
-                if runs[j].open_domains is None:  # proved, or the guess is wrong: nothing more to do
-                    pending.remove(j)
-            if share - (time.perf_counter() - t_layer) <= 0:
-                break
-            slice_ *= 2
-            pending = _within_memory(pending, runs, memory)
+        order = np.array([int(i) for i in np.argsort(wrong_side) if guess[i] != 0], dtype=int)
+        neurons = unstable[order[::-1]]  # the easiest last: the search starts on top of its stack
+        signs = guess[order[::-1]].astype(float)
+        outcome, rate = _prove_signs(
+            layers[: k + 1],
+            lo,
+            hi,
+            lb.Bounds(lows[:k], ups[:k]),
+            neurons,
+            signs,
+            share,
+            min(per_neuron, max(0.05, 2.0 * share / max(len(order), 1))),
+            rounds,
+            memory,
+            rate,
+        )
         proved = narrowed = 0
-        for j, out in runs.items():
-            stats["branches"] += out.stats.get("domains", 0)
-            if out.status == "none":
+        for p, (i, sign) in enumerate(zip(neurons.tolist(), signs.tolist(), strict=True)):
+            stats["branches"] += outcome.domains[p]
+            if outcome.status[p] == "none":
                 proved += 1
                 bound = 0.0
-            elif "open_lowest_bound" in out.stats and not out.stats.get("stuck"):
+            elif outcome.status[p] == "open" and outcome.domains[p] and not outcome.stuck[p]:
                 narrowed += 1  # every leaf is refuted or open: the weakest open leaf bounds sign * z_i from below
-                bound = min(float(out.stats["open_lowest_bound"]), 0.0)
+                bound = min(outcome.reached[p], 0.0)
             else:
                 continue
-            i = int(unstable[j])
-            if guess[j] < 0:
+            if sign < 0:
                 ups[k][0, i] = torch.clamp(ups[k][0, i], max=-bound)
             else:
                 lows[k][0, i] = torch.clamp(lows[k][0, i], min=bound)
-        tried = len(runs)
+        tried = sum(1 for p in range(len(neurons)) if outcome.domains[p] or outcome.status[p] != "open")
         stats["unstable"].append(len(unstable))
         stats["candidates"].append(len(order))
         stats["tried"].append(tried)
@@ -153,34 +152,83 @@ def refine(
     return lb.Bounds(lows, ups), stats
 
 
-def _within_memory(pending: list[int], runs: dict[int, BabOutcome], memory: float) -> list[int]:
-    """The open proofs whose searches fit in ``memory`` bytes, smallest first; the others stop where they are."""
-    pending = sorted(pending, key=lambda j: runs[j].open_domains.nbytes())
-    held = np.cumsum([runs[j].open_domains.nbytes() for j in pending])
-    keep = int(np.searchsorted(held, memory, side="right"))
-    for j in pending[keep:]:
-        runs[j].open_domains = None  # the bound it reached stays in its stats
-    return pending[:keep]
+@dataclass
+class _SignProofs:
+    """Per candidate of ``_prove_signs``: 'none' (proved), 'found' (the guess is wrong) or 'open'; the
+    sub-domains bounded; whether a search ended undecided (``stuck``); the bound an open search reached."""
+
+    status: list[str]
+    domains: list[int]
+    stuck: list[int]
+    reached: list[float]
 
 
-def _prove_sign(
+def _prove_signs(
     cut: list[tuple[torch.Tensor, torch.Tensor]],
     lo: np.ndarray,
     hi: np.ndarray,
     root: lb.Bounds,
-    i: int,
-    sign: float,
+    neurons: np.ndarray,
+    signs: np.ndarray,
     time_limit: float,
-    resume: BabOutcome | None,
-) -> BabOutcome:
-    """Branch-and-bound that refutes ``sign * z_i <= 0`` on the last layer of ``cut`` (resuming ``resume``)."""
-    row = np.zeros((1, cut[-1][0].shape[0]))
-    row[0, i] = sign
+    slice_: float,
+    rounds: int,
+    memory: float,
+    rate: float,
+) -> tuple[_SignProofs, float]:
+    """Branch-and-bound that refutes ``signs[p] * z_{neurons[p]} <= 0`` on the last layer of ``cut``
+    for every candidate ``p`` at once, in rounds; returns the outcome and the sub-domains bounded per second.
 
-    def opposite(xs: np.ndarray) -> np.ndarray:
+    The first round lets each search bound about ``slice_`` seconds' worth of sub-domains (at
+    ``rate`` per second, re-measured after every round), each later round twice that more for the
+    searches still open. The searches whose open sub-domains exceed ``memory`` bytes in all stop
+    where they are, largest first.
+    """
+    t0 = time.perf_counter()
+    n_prob, width = len(neurons), cut[-1][0].shape[0]
+    rows = np.zeros((n_prob, 1, width))
+    rows[np.arange(n_prob), 0, neurons] = signs
+    nz, sg = torch.as_tensor(neurons), torch.as_tensor(signs)
+
+    def opposite(xs: np.ndarray, problems: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            z = forward_layers(cut, torch.as_tensor(xs, dtype=lb.DT))[:, i]
-        return (sign * z <= 0).numpy()
+            z = forward_layers(cut, torch.as_tensor(xs, dtype=lb.DT))
+        p = torch.as_tensor(problems)
+        return (sg[p] * z[torch.arange(len(p)), nz[p]] <= 0).numpy()
 
-    zero = np.zeros(1, dtype=int)
-    return bab(cut, lo, hi, root, row, np.zeros(1), zero, opposite, time_limit=time_limit, candidates=1, resume=resume)
+    proofs: Proofs | None = None
+    reached = [float("-inf")] * n_prob
+    open_ = np.ones(n_prob, dtype=bool)
+    for _ in range(rounds):
+        left = time_limit - (time.perf_counter() - t0)
+        if left <= 0 or not open_.any() or n_prob == 0:
+            break
+        done_before = sum(proofs.domains) if proofs else 0
+        t_round = time.perf_counter()
+        proofs = bab_many(
+            cut,
+            lo,
+            hi,
+            root,
+            rows,
+            np.zeros((n_prob, 1)),
+            np.zeros(1, dtype=int),
+            opposite,
+            budget=np.where(open_, max(8.0, slice_ * rate), 0.0),
+            time_limit=left,
+            candidates=1,
+            resume=proofs,
+        )
+        rate = max((sum(proofs.domains) - done_before) / max(time.perf_counter() - t_round, 1e-3), 1.0)
+        for p in range(n_prob):
+            reached[p] = proofs.lowest_bound(p) if proofs.status(p) == "open" else reached[p]
+        open_ = np.array([proofs.status(p) == "open" and not proofs.stuck[p] for p in range(n_prob)])
+        held = np.array([proofs.nbytes(p) for p in range(n_prob)])
+        over = np.argsort(held)[np.cumsum(np.sort(held)) > memory]
+        if over.size:
+            proofs.drop(over.tolist())  # these stop where they are: their bounds stay as reached
+            open_[over] = False
+        slice_ *= 2
+    if proofs is None:
+        return _SignProofs(["open"] * n_prob, [0] * n_prob, [0] * n_prob, reached), rate
+    return _SignProofs([proofs.status(p) for p in range(n_prob)], proofs.domains, proofs.stuck, reached), rate
