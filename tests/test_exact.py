@@ -581,4 +581,4 @@ def test_batched_searches_match_separate_ones_across_budgeted_rounds() -> None:
     opened = [p for p in range(8) if separate[p].status == "none" and separate[p].stats["domains"] > 2]
     cut = bab_many(layers, lo, hi, root, a, b, owner, reaches, budget=np.full(8, 2.0), time_limit=20)
     cut.drop(opened)
-    assert opened and all(cut.status(p) == "open" for p in opened)
+    assert opened and all(cut.status(p) == "open" and cut.lowest_bound(p) == -np.inf for p in opened)

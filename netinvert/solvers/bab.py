@@ -158,8 +158,11 @@ class Proofs:
         return int(self._mine(p).sum())
 
     def lowest_bound(self, p: int) -> float:
-        """A lower bound of problem ``p``'s rows that holds on the whole box (every other leaf is refuted)."""
+        """A lower bound of problem ``p``'s rows that holds on the whole box (every other leaf is
+        refuted): -inf when part of its search is stuck or forgotten."""
         mine = self._mine(p)
+        if self.stuck[p] or p in self.dropped:
+            return float("-inf")
         return float(self.quality[mine].min()) if bool(mine.any()) else float("inf")
 
     def status(self, p: int) -> str:

@@ -89,6 +89,7 @@ def refine(
     ups = [x.clone() for x in bounds.upper]
     stats: dict[str, Any] = {
         "unstable": [],
+        "dropped": [],
         "candidates": [],
         "tried": [],
         "proved": [],
@@ -139,6 +140,7 @@ def refine(
                 lows[k][0, i] = torch.clamp(lows[k][0, i], min=bound)
         tried = sum(1 for p in range(len(neurons)) if outcome.domains[p] or outcome.status[p] != "open")
         stats["unstable"].append(len(unstable))
+        stats["dropped"].append(outcome.dropped)
         stats["candidates"].append(len(order))
         stats["tried"].append(tried)
         stats["proved"].append(proved)
@@ -155,12 +157,14 @@ def refine(
 @dataclass
 class _SignProofs:
     """Per candidate of ``_prove_signs``: 'none' (proved), 'found' (the guess is wrong) or 'open'; the
-    sub-domains bounded; whether a search ended undecided (``stuck``); the bound an open search reached."""
+    sub-domains bounded; whether a search ended undecided (``stuck``); the bound an open search
+    reached. ``dropped``: searches stopped early to hold the memory cap."""
 
     status: list[str]
     domains: list[int]
     stuck: list[int]
     reached: list[float]
+    dropped: int = 0
 
 
 def _prove_signs(
@@ -198,6 +202,7 @@ def _prove_signs(
 
     proofs: Proofs | None = None
     reached = [float("-inf")] * n_prob
+    dropped = 0
     open_ = np.ones(n_prob, dtype=bool)
     for _ in range(rounds):
         left = time_limit - (time.perf_counter() - t0)
@@ -221,14 +226,17 @@ def _prove_signs(
         )
         rate = max((sum(proofs.domains) - done_before) / max(time.perf_counter() - t_round, 1e-3), 1.0)
         for p in range(n_prob):
-            reached[p] = proofs.lowest_bound(p) if proofs.status(p) == "open" else reached[p]
+            if proofs.status(p) == "open" and p not in proofs.dropped:  # a dropped search keeps its last bound
+                reached[p] = proofs.lowest_bound(p)
         open_ = np.array([proofs.status(p) == "open" and not proofs.stuck[p] for p in range(n_prob)])
         held = np.array([proofs.nbytes(p) for p in range(n_prob)])
         over = np.argsort(held)[np.cumsum(np.sort(held)) > memory]
         if over.size:
             proofs.drop(over.tolist())  # these stop where they are: their bounds stay as reached
             open_[over] = False
+            dropped += over.size
         slice_ *= 2
     if proofs is None:
         return _SignProofs(["open"] * n_prob, [0] * n_prob, [0] * n_prob, reached), rate
-    return _SignProofs([proofs.status(p) for p in range(n_prob)], proofs.domains, proofs.stuck, reached), rate
+    statuses = [proofs.status(p) for p in range(n_prob)]
+    return _SignProofs(statuses, proofs.domains, proofs.stuck, reached, dropped), rate
