@@ -26,7 +26,7 @@ from netinvert.errors import NetinvertError
 from netinvert.methods import exact, invert
 from netinvert.models.wrapper import InputSpec, Model
 from netinvert.solvers import linear_bounds as lb
-from netinvert.solvers.bab import bab
+from netinvert.solvers.bab import Tuning, bab
 from netinvert.solvers.piecewise import from_onnx, from_torch
 from netinvert.targets.output_set import OutputSet
 from netinvert.targets.units import Class
@@ -135,6 +135,14 @@ def _deep_net(rng: np.random.Generator, sizes: list[int]) -> nn.Sequential:
             lin.bias.copy_(torch.as_tensor(rng.normal(size=lin.bias.shape) * 0.3))
         mods += [lin, nn.ReLU()]
     return nn.Sequential(*mods[:-1])
+
+
+def _deep_case(rng: np.random.Generator, sizes: list[int]) -> tuple:
+    """A random ``_deep_net`` read as a PLNet over [-1, 1]^n: the net, its layers, the box and its CROWN bounds."""
+    net = from_torch(_deep_net(rng, sizes), (sizes[0],))
+    layers = lb.layers_of(net)
+    lo, hi = -np.ones(sizes[0]), np.ones(sizes[0])
+    return net, layers, lo, hi, lb.crown(layers, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None])
 
 
 def _random_net(rng: np.random.Generator) -> tuple[nn.Sequential, int]:
@@ -428,7 +436,7 @@ def test_branch_and_bound_agrees_with_milp_on_wider_nets() -> None:
             np.zeros(1, dtype=int),
             lambda xs, t=target, f=net.forward: t.violations(f(xs)) <= -exact.STRICT,
             time_limit=10,
-            batch=8,
+            tuning=Tuning(batch=8),
         )
         milp = solve_disjunct(layers, lo, hi, root, a, b, t_lower=-1e3, time_limit=30)
         verdicts[tree.status] += 1
@@ -459,10 +467,7 @@ def test_sign_refinement_is_sound_and_fixes_neurons_the_relaxation_cannot() -> N
     fixed = 0
     for trial in range(4):
         sizes = [5, 16, 16, 16, 16, 2]
-        net = from_torch(_deep_net(rng, sizes), (sizes[0],))
-        layers = lb.layers_of(net)
-        lo, hi = -np.ones(sizes[0]), np.ones(sizes[0])
-        root = lb.crown(layers, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None])
+        _, layers, lo, hi, root = _deep_case(rng, sizes)
         tight, stats = refine(layers, lo, hi, root, time_limit=20, seed=trial)
         xs = np.vstack([rng.uniform(lo, hi, size=(40000, sizes[0])), lo + (hi - lo) * rng.integers(0, 2, (4000, 5))])
         for k, (zmin, zmax) in enumerate(_pre_activation_ranges(layers, xs)):
@@ -481,10 +486,7 @@ def test_sign_proofs_cut_short_still_narrow_bounds_soundly() -> None:
 
     rng = np.random.default_rng(5)
     sizes = [6, 24, 24, 24, 24, 2]
-    net = from_torch(_deep_net(rng, sizes), (sizes[0],))
-    layers = lb.layers_of(net)
-    lo, hi = -np.ones(sizes[0]), np.ones(sizes[0])
-    root = lb.crown(layers, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None])
+    _, layers, lo, hi, root = _deep_case(rng, sizes)
     tight, stats = refine(layers, lo, hi, root, time_limit=20, per_neuron=0.02, rounds=1)
     assert sum(stats["narrowed"]) > 0, "no sign proof was cut short: the test no longer exercises narrowing"
     xs = np.vstack([rng.uniform(lo, hi, size=(40000, sizes[0])), lo + (hi - lo) * rng.integers(0, 2, (4000, 6))])
@@ -501,10 +503,7 @@ def test_sign_proofs_cut_short_still_narrow_bounds_soundly() -> None:
 def test_lp_tightening_only_tightens_and_stays_sound() -> None:
     rng = np.random.default_rng(8)
     sizes = [4, 12, 12, 12, 2]
-    net = from_torch(_deep_net(rng, sizes), (sizes[0],))
-    layers = lb.layers_of(net)
-    lo, hi = -np.ones(sizes[0]), np.ones(sizes[0])
-    root = lb.crown(layers, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None])
+    _, layers, lo, hi, root = _deep_case(rng, sizes)
     tight = lb.lp_tighten(layers, lo, hi, root, upto=len(layers) - 1)
     gain = 0.0
     for k, (zmin, zmax) in enumerate(_pre_activation_ranges(layers, rng.uniform(lo, hi, size=(40000, sizes[0])))):
@@ -531,11 +530,11 @@ def test_resumed_branch_and_bound_reaches_the_same_verdict_as_one_long_run() -> 
         return target.violations(net.forward(xs)) <= -exact.STRICT
 
     args = (layers, lo, hi, root, a, b, np.zeros(1, dtype=int), is_point)
-    whole = bab(*args, time_limit=30, batch=4)
+    whole = bab(*args, time_limit=30, tuning=Tuning(batch=4))
     assert whole.status in ("none", "found") and whole.stats["domains"] > 8
-    part, rounds = bab(*args, time_limit=0.0, batch=4), 1
+    part, rounds = bab(*args, time_limit=0.0, tuning=Tuning(batch=4)), 1
     while part.status == "unknown" and part.search is not None and rounds < 2000:
-        part, rounds = bab(*args, time_limit=0.01, batch=4, resume=part), rounds + 1
+        part, rounds = bab(*args, time_limit=0.01, tuning=Tuning(batch=4), resume=part), rounds + 1
     assert rounds > 1 and part.status == whole.status
     if whole.status == "none":
         assert part.stats["domains"] == whole.stats["domains"]  # the same tree, explored in pieces
@@ -548,10 +547,7 @@ def test_batched_searches_match_separate_ones_across_budgeted_rounds() -> None:
 
     rng = np.random.default_rng(14)
     sizes = [4, 12, 12, 10, 3]
-    net = from_torch(_deep_net(rng, sizes), (sizes[0],))
-    layers = lb.layers_of(net)
-    lo, hi = -np.ones(sizes[0]), np.ones(sizes[0])
-    root = lb.crown(layers, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None])
+    net, layers, lo, hi, root = _deep_case(rng, sizes)
     ys = net.forward(rng.uniform(lo, hi, size=(20000, sizes[0])))
     a = rng.normal(size=(8, 1, sizes[-1]))
     vals = np.einsum("pj,nj->pn", a[:, 0], ys)

@@ -31,6 +31,18 @@ SAFETY = 1e-7  # a row refutes a sub-domain only when its float64 bound exceeds 
 FUSED_ADAM = torch.__version__ >= "2.4"  # one kernel per Adam step on CPU: the optimizer's overhead drops by half
 
 
+@dataclass(frozen=True)
+class Tuning:
+    """How a search runs: sub-domains popped per batch, Adam steps and learning rates of the lower
+    ReLU slopes and split multipliers per batch, branching candidates tried per split."""
+
+    batch: int = 128
+    steps: int = 8
+    lr_alpha: float = 0.1
+    lr_beta: float = 0.1
+    candidates: int = 3
+
+
 @dataclass
 class BabOutcome:
     """``status``: 'none' (every sub-domain refuted), 'found' (``x``) or 'unknown' (``reason``).
@@ -82,11 +94,7 @@ def bab(
     *,
     alphas: list[torch.Tensor] | None = None,
     time_limit: float = 60.0,
-    batch: int = 128,
-    steps: int = 8,
-    lr_alpha: float = 0.1,
-    lr_beta: float = 0.1,
-    candidates: int = 3,
+    tuning: Tuning = Tuning(),
     resume: BabOutcome | None = None,
 ) -> BabOutcome:
     """Refute the rows ``a y - b`` grouped into disjuncts by ``owner`` on every sub-domain, or find a point.
@@ -107,11 +115,7 @@ def bab(
         budget=np.array([np.inf]),
         alphas=alphas,
         time_limit=time_limit,
-        batch=batch,
-        steps=steps,
-        lr_alpha=lr_alpha,
-        lr_beta=lr_beta,
-        candidates=candidates,
+        tuning=tuning,
         resume=resume.search if resume is not None else None,
     )
     stats = {
@@ -196,11 +200,7 @@ def bab_many(
     budget: np.ndarray,
     alphas: list[torch.Tensor] | None = None,
     time_limit: float = 60.0,
-    batch: int = 128,
-    steps: int = 8,
-    lr_alpha: float = 0.1,
-    lr_beta: float = 0.1,
-    candidates: int = 3,
+    tuning: Tuning = Tuning(),
     resume: Proofs | None = None,
 ) -> Proofs:
     """Branch-and-bound on ``P`` independent problems at once, batched together: problem ``p``
@@ -221,14 +221,14 @@ def bab_many(
         t0 -= resume.seconds
         time_limit += resume.seconds
     else:
-        stack = _root(spec, root, alphas, masks, candidates, n_prob)
+        stack = _root(spec, root, alphas, masks, tuning.candidates, n_prob)
         state = Proofs(stack, [0] * n_prob, [0] * n_prob, [0] * n_prob, [None] * n_prob)
     spent = torch.zeros(n_prob, dtype=torch.long)  # sub-domains bounded per problem in this call
     cap = torch.as_tensor(np.minimum(budget, 2**62), dtype=torch.long)
     parked: list[_Domains] = []  # sub-domains of problems past their budget
     found = torch.as_tensor([x is not None for x in state.found])
     while len(stack) and time.perf_counter() - t0 <= time_limit:
-        cur = stack.pop(min(batch, len(stack)))
+        cur = stack.pop(min(tuning.batch, len(stack)))
         if bool(found.any()):
             cur = cur.select((~found[cur.f["pid"][0]]).nonzero().flatten())
         over = spent[cur.f["pid"][0]] >= cap[cur.f["pid"][0]]
@@ -265,7 +265,7 @@ def bab_many(
             empty |= (l > u).any(dim=1)
         pid = kids.f["pid"][0]
         bounds = lb.Bounds(kids.f["l"], kids.f["u"])
-        al, be = spec.optimize(bounds, pid, kids.f["s"], kids.f["al"], kids.f["be"], steps, lr_alpha, lr_beta)
+        al, be = spec.optimize(bounds, pid, kids.f["s"], kids.f["al"], kids.f["be"], tuning)
         coeffs = {}
         with torch.no_grad():
             val = torch.maximum(spec.sound(bounds, pid, kids.f["s"], al, be, coeffs), kids.f["val"][0])
@@ -293,7 +293,7 @@ def bab_many(
             nxt = kids.select(alive)
             sub = {k: v[alive] for k, v in coeffs.items()}
             with torch.no_grad():
-                nxt.f["split"] = _choose(spec, nxt, sub, worst, masks, candidates)
+                nxt.f["split"] = _choose(spec, nxt, sub, worst, masks, tuning.candidates)
             stack.push(nxt)
         state.max_open = max(state.max_open, len(stack))
         state.max_open_mb = max(state.max_open_mb, stack.nbytes() / 2**20)
@@ -359,10 +359,7 @@ class _Spec:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``lam``, ``c``, ``lo``, ``hi`` of ``backsub`` for sub-domains of problems ``pid`` (float64 when ``wide``)."""
         a, b, lo, hi = (self.a64, self.b64, self.lo64, self.hi64) if wide else (self.a, self.b, self.lo, self.hi)
-        n = len(pid)
-        if a.shape[0] == 1:
-            return a.expand(n, -1, -1), -b.expand(n, -1), lo.expand(n, -1), hi.expand(n, -1)
-        return a[pid], -b[pid], lo.expand(n, -1), hi.expand(n, -1)
+        return a[pid], -b[pid], lo.expand(len(pid), -1), hi.expand(len(pid), -1)
 
     def sound(
         self,
@@ -392,11 +389,9 @@ class _Spec:
         signs: list[torch.Tensor],
         al0: list[torch.Tensor],
         be0: list[torch.Tensor],
-        steps: int,
-        lr_alpha: float,
-        lr_beta: float,
+        tuning: Tuning,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """The slopes and split multipliers with the best summed row bound per sub-domain over ``steps`` Adam steps."""
+        """The slopes and split multipliers with the best summed row bound per sub-domain over ``tuning.steps`` Adam steps."""
         bsz = bounds.lower[0].shape[0]
         b32 = lb.Bounds([l.to(WORK) for l in bounds.lower], [u.to(WORK) for u in bounds.upper])
         s32 = [s.to(WORK) for s in signs]
@@ -407,8 +402,9 @@ class _Spec:
         best = torch.full((bsz,), -torch.inf, dtype=WORK)
         lam, c, lo, hi = self.batch(pid)
         rel = lb.relaxation(b32)
-        opt = torch.optim.Adam([{"params": al, "lr": lr_alpha}, {"params": be, "lr": lr_beta}], fused=FUSED_ADAM)
-        for _ in range(steps):
+        groups = [{"params": al, "lr": tuning.lr_alpha}, {"params": be, "lr": tuning.lr_beta}]
+        opt = torch.optim.Adam(groups, fused=FUSED_ADAM)
+        for _ in range(tuning.steps):
             val = lb.backsub(
                 self.layers, b32, len(self.layers) - 1, lam, c, lo, hi, al, betas=be, signs=s32, relaxed=rel
             )

@@ -25,7 +25,7 @@ import torch
 
 from netinvert.solvers import linear_bounds as lb
 from netinvert.solvers.attack import forward_layers
-from netinvert.solvers.bab import Proofs, bab_many
+from netinvert.solvers.bab import Proofs, Tuning, bab_many
 
 
 def guess_signs(
@@ -221,7 +221,7 @@ def _prove_signs(
             opposite,
             budget=np.where(open_, max(8.0, slice_ * rate), 0.0),
             time_limit=left,
-            candidates=1,
+            tuning=Tuning(candidates=1),
             resume=proofs,
         )
         rate = max((sum(proofs.domains) - done_before) / max(time.perf_counter() - t_round, 1e-3), 1.0)
