@@ -2,7 +2,7 @@
 
 The network is a small digits-sized CNN (1x28x28 -> conv 16 -> conv 32 -> fc 10) with seeded random
 weights (throughput does not depend on training). Every configuration renders all 32 channels of
-``conv2`` with the same number of steps through ``netinvert.methods.atlas.render`` into a fresh
+``conv2`` with the same number of steps through ``netinvert.tasks.atlas.render`` into a fresh
 folder (PNG and checkpoint writing included). Prints a table; writes benchmarks/results/atlas_throughput.json.
 
     python benchmarks/atlas_throughput.py [--steps 128] [--threads 1] [--repeats 2]
@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from netinvert.methods.atlas import render
-from netinvert.models.wrapper import InputSpec, Model
+from netinvert.ground.spec import InputSpec
+from netinvert.models.wrapper import Model
+from netinvert.tasks.atlas import render
 
 LAYER = "conv2"
 

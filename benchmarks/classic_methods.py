@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from netinvert import Class, Domain, invert, load_zoo
+from netinvert.ground.images import save_grid
+from netinvert.ground.result import Result
 from netinvert.methods.langevin import pairwise_diversity
-from netinvert.report.images import save_grid
-from netinvert.result import Result
 
 
 def _summary(result: Result, classes: int, k: int, seconds: float, span: float) -> dict[str, float]:

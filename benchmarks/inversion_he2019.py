@@ -23,7 +23,8 @@ from torch import nn
 
 from netinvert.data.mnist import load_mnist
 from netinvert.data.sources import DataSplit
-from netinvert.models.wrapper import InputSpec, Model
+from netinvert.ground.spec import InputSpec
+from netinvert.models.wrapper import Model
 from netinvert.models.zoo import load_zoo
 from netinvert.report.leakage import evaluate
 

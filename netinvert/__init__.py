@@ -7,12 +7,13 @@ give models; targets and domains describe what to reach and where inputs may liv
 from netinvert.domains.domain import Domain
 from netinvert.domains.sets import Ball, Box
 from netinvert.domains.transforms import Transforms
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.result import Item, Result
+from netinvert.ground.spec import InputSpec
 from netinvert.methods import invert
 from netinvert.models.load import load
-from netinvert.models.wrapper import InputSpec, Model
+from netinvert.models.wrapper import Model
 from netinvert.models.zoo import load_zoo
-from netinvert.result import Item, Result
 from netinvert.targets.activations import Activations
 from netinvert.targets.base import Target
 from netinvert.targets.output_set import OutputSet

@@ -10,13 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.result import Result
+from netinvert.ground.spec import InputSpec
 from netinvert.methods import analytic
 from netinvert.methods.analytic import sample_solutions, solve_layerwise
-from netinvert.targets.activations import Activations
 from netinvert.models.architectures import AppendBias
-from netinvert.models.wrapper import InputSpec, Model
-from netinvert.result import Result
+from netinvert.models.wrapper import Model
+from netinvert.targets.activations import Activations
 from netinvert.targets.units import Class
 
 torch.set_num_threads(1)
@@ -211,8 +212,8 @@ def test_softmax_inside_and_bad_arguments_are_refused(sigmoid_mlp: Model) -> Non
 
 
 def test_unit_patterns_and_activity_pattern(sigmoid_mlp: Model, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from netinvert.methods.patterns import activity_pattern, for_display, unit_patterns
-    from netinvert.report.images import save_grid
+    from netinvert.ground.images import save_grid
+    from netinvert.tasks.patterns import activity_pattern, for_display, unit_patterns
 
     w1 = sigmoid_mlp.module.fc1.weight.detach()[:, :400]
     first = unit_patterns(sigmoid_mlp, "act1")

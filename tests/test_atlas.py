@@ -19,10 +19,11 @@ from PIL import Image
 from torch import nn
 
 from netinvert.data.digits import load_digits_28
-from netinvert.errors import NetinvertError
-from netinvert.methods import atlas
-from netinvert.models.wrapper import InputSpec, Model
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.spec import InputSpec
+from netinvert.models.wrapper import Model
 from netinvert.targets.units import Channel, Neuron
+from netinvert.tasks import atlas
 
 SPEC = InputSpec((1, 28, 28))
 ROOT = Path(__file__).resolve().parents[1]

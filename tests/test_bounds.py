@@ -10,9 +10,10 @@ from sklearn.datasets import make_moons
 from torch import nn
 
 from netinvert.domains.sets import Box
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.spec import InputSpec
 from netinvert.methods import bounds
-from netinvert.models.wrapper import InputSpec, Model
+from netinvert.models.wrapper import Model
 from netinvert.targets.output_set import OutputSet
 from netinvert.targets.units import Class
 

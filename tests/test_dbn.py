@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from netinvert.data.digits import load_digits_28
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.spec import InputSpec
 from netinvert.methods import dbn as dbn_method
 from netinvert.models.dbn import DBN, load_dbn, save_dbn, train_dbn
-from netinvert.models.wrapper import InputSpec, Model
+from netinvert.models.wrapper import Model
 from netinvert.targets.units import Class, Neuron
 
 torch.set_num_threads(1)

@@ -22,9 +22,10 @@ from typer.testing import CliRunner
 
 from netinvert.cli.solve import solve
 from netinvert.domains.sets import Ball
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.spec import InputSpec
 from netinvert.methods import exact, invert
-from netinvert.models.wrapper import InputSpec, Model
+from netinvert.models.wrapper import Model
 from netinvert.solvers import linear_bounds as lb
 from netinvert.solvers.bab import Tuning, bab
 from netinvert.solvers.piecewise import from_onnx, from_torch

@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 
 from netinvert.cli.invert import invert, leakage
 from netinvert.data.sources import load_source, read_input
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.spec import InputSpec
 from netinvert.methods import decoder as decoder_method
 from netinvert.methods import hybrid
 from netinvert.methods.inversion import data_for, gradient_inversion, layer_depth
-from netinvert.models.wrapper import InputSpec
 from netinvert.models.zoo import load_dataset
 from netinvert.report.leakage import evaluate, write_report
 from netinvert.report.metrics import psnr, ssim

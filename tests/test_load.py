@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 from sklearn.datasets import load_digits
 
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
 from netinvert.models.load import build_arch, load, parse_floats, parse_shape, read_labels
 
 ARCH_SOURCE = '''

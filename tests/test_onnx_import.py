@@ -12,7 +12,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
 from netinvert.models.load import load
 from netinvert.models.onnx_import import load_onnx, supported_ops
 

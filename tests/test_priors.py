@@ -20,9 +20,10 @@ from typer.testing import CliRunner
 from netinvert.data.digits import load_digits_28
 from netinvert.domains import bn_prior, diversity
 from netinvert.domains.domain import Domain
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.spec import InputSpec
 from netinvert.methods import gradient
-from netinvert.models.wrapper import InputSpec, Model
+from netinvert.models.wrapper import Model
 from netinvert.targets.units import Channel, Class
 
 SPEC = InputSpec((1, 28, 28))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
 from netinvert.targets.base import Target
 from netinvert.targets.output_set import OutputSet
 from netinvert.targets.vnnlib import parse_vnnlib, read_vnnlib

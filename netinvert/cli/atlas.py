@@ -8,8 +8,20 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from netinvert.cli.common import (
-    ArchKwargsOpt, ArchOpt, DataOpt, MeanOpt, ModelOpt, OutOpt, RangeOpt, ShapeOpt, StdOpt, TrustOpt, cli_errors,
-    console, err_console, load_model,
+    ArchKwargsOpt,
+    ArchOpt,
+    DataOpt,
+    MeanOpt,
+    ModelOpt,
+    OutOpt,
+    RangeOpt,
+    ShapeOpt,
+    StdOpt,
+    TrustOpt,
+    cli_errors,
+    console,
+    err_console,
+    load_model,
 )
 
 
@@ -41,7 +53,7 @@ def atlas(
     Re-running the same command resumes: finished units are skipped; an interrupted run loses at most one batch.
     """
     from netinvert.domains.domain import Domain
-    from netinvert.methods.atlas import SHEET, render
+    from netinvert.tasks.atlas import SHEET, render
 
     net = load_model(model, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle, input_shape=input_shape,
                      input_range=input_range, mean=mean, std=std, data=data)

@@ -12,10 +12,23 @@ import numpy as np
 import typer
 
 from netinvert.cli.common import (
-    ArchKwargsOpt, ArchOpt, DataOpt, MeanOpt, ModelOpt, OutOpt, RangeOpt, ShapeOpt, StdOpt, TrustOpt, cli_errors,
-    console, load_model, parse_targets, print_result,
+    ArchKwargsOpt,
+    ArchOpt,
+    DataOpt,
+    MeanOpt,
+    ModelOpt,
+    OutOpt,
+    RangeOpt,
+    ShapeOpt,
+    StdOpt,
+    TrustOpt,
+    cli_errors,
+    console,
+    load_model,
+    parse_targets,
+    print_result,
 )
-from netinvert.result import check_writable
+from netinvert.ground.output import check_writable
 
 
 @cli_errors
@@ -54,8 +67,8 @@ def patterns(
     std: StdOpt = None,
 ) -> None:
     """Every hidden unit's pattern in input space, as a contact sheet plus one PNG per unit."""
-    from netinvert.methods.patterns import for_display, unit_patterns
-    from netinvert.report.images import save_grid, save_items
+    from netinvert.ground.images import save_grid, save_items
+    from netinvert.tasks.patterns import for_display, unit_patterns
 
     check_writable(out)
     net = load_model(model, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle, input_shape=input_shape,

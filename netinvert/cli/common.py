@@ -12,9 +12,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.result import Result
 from netinvert.models.wrapper import Model
-from netinvert.result import Result
 from netinvert.targets.base import Target
 from netinvert.targets.units import Channel, Class, Layer, Neuron
 

@@ -14,11 +14,24 @@ import torch
 import typer
 
 from netinvert.cli.common import (
-    ArchKwargsOpt, ArchOpt, DataOpt, LabelsOpt, MeanOpt, ModelOpt, OutOpt, RangeOpt, ShapeOpt, StdOpt, TrustOpt,
-    VerifierOpt, cli_errors, console, load_model,
+    ArchKwargsOpt,
+    ArchOpt,
+    DataOpt,
+    LabelsOpt,
+    MeanOpt,
+    ModelOpt,
+    OutOpt,
+    RangeOpt,
+    ShapeOpt,
+    StdOpt,
+    TrustOpt,
+    VerifierOpt,
+    cli_errors,
+    console,
+    load_model,
 )
-from netinvert.errors import NetinvertError
-from netinvert.result import Result
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.result import Result
 
 MethodOpt = Annotated[str, typer.Option(help="decoder, gradient or hybrid (decoder start + gradient refinement).")]
 StepsOpt = Annotated[int | None, typer.Option(help="Gradient steps in all (default: the layer's schedule, ~1000).")]
@@ -52,10 +65,10 @@ def invert(
 ) -> None:
     """Reconstruct an input from the activations of a hidden layer (feature inversion)."""
     from netinvert.data.sources import read_input
+    from netinvert.ground.images import save_grid
+    from netinvert.ground.output import check_writable
     from netinvert.methods.inversion import data_for
-    from netinvert.report.images import save_grid
     from netinvert.report.leakage import INVERSION_METHODS, invert_layer, quality
-    from netinvert.result import check_writable
     from netinvert.targets.activations import capture_activations, load_activations
 
     given = [name for name, v in (("--image", image), ("--index", index), ("--activations", activations))
@@ -148,9 +161,9 @@ def leakage(
     labels: LabelsOpt = None,
 ) -> None:
     """Report how much each layer leaks about its input: PSNR, SSIM, verifier agreement per layer and method."""
+    from netinvert.ground.output import check_writable
     from netinvert.methods.inversion import data_for
     from netinvert.report.leakage import evaluate, table, write_report
-    from netinvert.result import check_writable
 
     check_writable(out)
     layer_list = [name.strip() for name in layers.split(",") if name.strip()]

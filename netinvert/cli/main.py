@@ -7,16 +7,31 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from netinvert.cli.common import (
-    ArchKwargsOpt, ArchOpt, DataOpt, LabelsOpt, MeanOpt, ModelOpt, OutOpt, RangeOpt, ShapeOpt, StdOpt, TrustOpt,
-    VerifierOpt, cli_errors, console, load_model, parse_targets, print_result,
-)
 from netinvert.cli.atlas import atlas
 from netinvert.cli.classic import patterns, sample
+from netinvert.cli.common import (
+    ArchKwargsOpt,
+    ArchOpt,
+    DataOpt,
+    LabelsOpt,
+    MeanOpt,
+    ModelOpt,
+    OutOpt,
+    RangeOpt,
+    ShapeOpt,
+    StdOpt,
+    TrustOpt,
+    VerifierOpt,
+    cli_errors,
+    console,
+    load_model,
+    parse_targets,
+    print_result,
+)
 from netinvert.cli.invert import invert as invert_command
 from netinvert.cli.invert import leakage
 from netinvert.cli.solve import solve
-from netinvert.errors import NetinvertError, choices
+from netinvert.ground.errors import NetinvertError, choices
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Run trained neural networks in reverse.")
@@ -67,8 +82,8 @@ def imagine(
 ) -> None:
     """Imagine inputs that make the model produce each target (class visualization, unit visualization)."""
     from netinvert.domains.domain import Domain
+    from netinvert.ground.output import check_writable
     from netinvert.methods import invert
-    from netinvert.result import check_writable
 
     if method not in IMAGINE_METHODS:
         raise NetinvertError(f"unknown method {method!r} for imagine: choose one of {choices(IMAGINE_METHODS)}")

@@ -9,9 +9,7 @@ from ``DIR/results.csv``), prints a table and writes the per-instance CSV.
 from __future__ import annotations
 
 import csv
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -20,16 +18,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.output import write_text
 
 RESULT_FIELDS = ("onnx", "vnnlib", "status", "stage", "seconds", "reason")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def counterexample_text(x: np.ndarray, y: np.ndarray) -> str:
@@ -48,7 +40,7 @@ def solve_one(onnx_path: Path, vnnlib_path: Path, timeout: float, out: Path, alp
     item = result.items[0]
     cex = out / "counterexample.txt"
     if item.status == "found":
-        _write_atomic(cex, counterexample_text(result.inputs[0].numpy(), result.outputs[0].numpy()))
+        write_text(cex, counterexample_text(result.inputs[0].numpy(), result.outputs[0].numpy()))
     elif cex.exists():
         cex.unlink()
     return {
@@ -109,7 +101,7 @@ def solve_family(
             highlight=False,
         )
         ordered = [done[(str(o), str(v))] for o, v, _ in rows if (str(o), str(v)) in done]
-        _write_atomic(table_path, _csv_text(ordered))
+        write_text(table_path, _csv_text(ordered))
     ordered = [done[(str(o), str(v))] for o, v, _ in rows]
     table = Table("onnx", "vnnlib", "status", "stage", "seconds", title=f"{instances}")
     for r in ordered:

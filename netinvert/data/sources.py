@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from netinvert.errors import NetinvertError
-from netinvert.models.wrapper import InputSpec
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.spec import InputSpec
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 MAX_HELD_OUT = 2000

@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.result import Result
 from netinvert.models.wrapper import Model
-from netinvert.result import Result
 from netinvert.targets.base import Target
 
 DEFAULT_WEIGHT = 10.0

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.result import Result
 from netinvert.models.wrapper import Model
-from netinvert.result import Result
 from netinvert.targets.base import Target
 
 DEFAULT_WEIGHT = 30.0

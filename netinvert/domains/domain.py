@@ -15,8 +15,8 @@ from torch import nn
 from netinvert.domains.param import Fourier, Pixel
 from netinvert.domains.sets import Ball, Box
 from netinvert.domains.transforms import Transforms
-from netinvert.errors import NetinvertError, choices
-from netinvert.models.wrapper import InputSpec
+from netinvert.ground.errors import NetinvertError, choices
+from netinvert.ground.spec import InputSpec
 
 PARAMETERIZATIONS = ("auto", "pixel", "fourier")
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from netinvert.errors import NetinvertError
-from netinvert.models.wrapper import InputSpec
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.spec import InputSpec
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from netinvert.errors import NetinvertError, choices
+from netinvert.ground.errors import NetinvertError, choices
+from netinvert.ground.result import Result
 from netinvert.models.wrapper import Model
-from netinvert.result import Result
 from netinvert.targets.base import Target
 
 METHODS = {

@@ -40,12 +40,12 @@ from torch import nn
 
 from netinvert.domains.data_prior import prior_for
 from netinvert.domains.sets import Ball, Box
-from netinvert.errors import NetinvertError, choices
-from netinvert.methods._scoring import score
+from netinvert.ground.errors import NetinvertError, choices
+from netinvert.ground.result import Item, Result
 from netinvert.models.wrapper import Model
-from netinvert.result import Item, Result
 from netinvert.targets.activations import Activations
 from netinvert.targets.base import Target
+from netinvert.targets.scoring import score
 from netinvert.targets.units import Class
 
 MODES = ("pseudoinverse", "transpose")

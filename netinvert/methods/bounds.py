@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.output import write_file
+from netinvert.ground.result import Item, Result
 from netinvert.methods.exact import as_output_set, box_of, network_of, torch_checker
-from netinvert.result import Item, Result
 from netinvert.solvers import linear_bounds as lb
 from netinvert.solvers.piecewise import PLNet
 from netinvert.targets.output_set import OutputSet
@@ -189,14 +189,7 @@ def plot_preimage(model: Any, result: Result, path: str | os.PathLike[str], whic
     )
     ax.set_xlim(lo[0], hi[0])
     ax.set_ylim(lo[1], hi[1])
-    out = Path(path)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent if out.parent.exists() else None)
-    os.close(fd)
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, out)
+        return write_file(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 import torch
 
 from netinvert.domains.sets import Box
-from netinvert.errors import NetinvertError
-from netinvert.methods._scoring import score
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.result import Result
 from netinvert.models.dbn import DBN
 from netinvert.models.wrapper import Model
-from netinvert.result import Result
 from netinvert.targets.base import Target
+from netinvert.targets.scoring import score
 from netinvert.targets.units import Class
 
 

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,14 +27,15 @@ from torch import nn
 
 from netinvert.data.sources import DataSplit
 from netinvert.domains.domain import Domain
-from netinvert.errors import NetinvertError
-from netinvert.methods._scoring import score
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.output import write_file
+from netinvert.ground.result import Result
 from netinvert.methods.gradient import torch_threads
 from netinvert.methods.inversion import activation_targets, add_errors, data_for, progress_bar
 from netinvert.models.wrapper import Model
-from netinvert.result import Result
 from netinvert.targets.activations import capture_activations, layer_shape
 from netinvert.targets.base import Target
+from netinvert.targets.scoring import score
 
 FORMAT_VERSION = "2"
 TRAIN_SAMPLES = 100_000  # default epochs = this many samples seen, clamped to 5..30 epochs
@@ -159,18 +159,9 @@ def save(decoder: Decoder, path: str | os.PathLike[str]) -> Path:
     """Write a decoder (weights and config) to one safetensors file, atomically."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        tensors = {k: v.detach().contiguous() for k, v in decoder.state_dict().items()}
-        save_file(tensors, tmp, metadata={"config": json.dumps(decoder.config), "format": FORMAT_VERSION})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    tensors = {k: v.detach().contiguous() for k, v in decoder.state_dict().items()}
+    meta = {"config": json.dumps(decoder.config), "format": FORMAT_VERSION}
+    return write_file(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def load(path: str | os.PathLike[str]) -> Decoder:

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from netinvert.errors import NetinvertError
-from netinvert.result import Item, Result
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.result import Item, Result
 from netinvert.solvers import linear_bounds as lb
 from netinvert.solvers.attack import pgd
 from netinvert.solvers.bab import BabOutcome, bab

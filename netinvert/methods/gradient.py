@@ -20,12 +20,12 @@ from netinvert.domains import diversity as diverse
 from netinvert.domains.data_prior import prior_for
 from netinvert.domains.domain import Domain
 from netinvert.domains.sets import Ball
-from netinvert.errors import NetinvertError
-from netinvert.methods._scoring import class_goal, score
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.result import Result
 from netinvert.models.wrapper import Model
-from netinvert.result import Result
 from netinvert.targets.base import Target
 from netinvert.targets.resolve import resolve_all
+from netinvert.targets.scoring import class_goal, score
 from netinvert.targets.units import Channel, Class, Neuron
 
 DATA_PRIOR_WEIGHT = 20.0

@@ -12,13 +12,13 @@ import time
 
 from netinvert.data.sources import DataSplit
 from netinvert.domains.domain import Domain
+from netinvert.ground.result import Result
 from netinvert.methods import decoder as decoder_method
-from netinvert.methods._scoring import score
 from netinvert.methods.gradient import torch_threads
 from netinvert.methods.inversion import activation_targets, add_errors, refine_by_layer
 from netinvert.models.wrapper import Model
-from netinvert.result import Result
 from netinvert.targets.base import Target
+from netinvert.targets.scoring import score
 
 
 def run(model: Model, targets: Target | list[Target], domain: Domain | None = None, *,

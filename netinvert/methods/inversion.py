@@ -21,13 +21,13 @@ import torch
 from netinvert.data.sources import DataSplit, load_source
 from netinvert.domains.domain import Domain
 from netinvert.domains.sets import Box
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.result import Result
 from netinvert.methods import gradient
-from netinvert.methods._scoring import score
 from netinvert.models.wrapper import Model
-from netinvert.result import Result
 from netinvert.targets.activations import Activations
 from netinvert.targets.base import Target
+from netinvert.targets.scoring import score
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ import torch
 
 from netinvert.domains.data_prior import prior_for
 from netinvert.domains.domain import Domain
-from netinvert.errors import NetinvertError
-from netinvert.methods._scoring import score
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.result import Result
 from netinvert.methods.gradient import DATA_PRIOR_WEIGHT, torch_threads
 from netinvert.models.wrapper import Model
-from netinvert.result import Result
 from netinvert.targets.base import Target
 from netinvert.targets.resolve import resolve_all
+from netinvert.targets.scoring import score
 from netinvert.targets.units import Class
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
 
 
 class RBM(nn.Module):

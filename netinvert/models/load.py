@@ -23,8 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from netinvert.errors import NetinvertError, choices
-from netinvert.models.wrapper import InputSpec, Model
+from netinvert.ground.errors import NetinvertError, choices
+from netinvert.ground.spec import InputSpec
+from netinvert.models.wrapper import Model
 
 _PICKLE_HINT = ("it holds a pickled Python object (a whole module), and unpickling can run arbitrary code; "
                 "pass --trust-pickle only if you trust where the file comes from, or save a state dict "

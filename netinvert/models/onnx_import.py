@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from onnx import helper, numpy_helper
 from torch import nn
 
-from netinvert.errors import NetinvertError, choices
+from netinvert.ground.errors import NetinvertError, choices
 
 Tensor = torch.Tensor
 Outputs = Tensor | tuple[Tensor, ...]

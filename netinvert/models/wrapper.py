@@ -8,56 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from netinvert.errors import NetinvertError, choices
+from netinvert.ground.errors import NetinvertError, choices
+from netinvert.ground.spec import InputSpec
 
 OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", "none")
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """Shape of one input (no batch dimension), its value range and per-channel normalization.
-
-    The model's own input space is ``[low, high]``; ``mean``/``std`` are applied inside the
-    wrapper, so every method works in the raw range a user's data lives in.
-    """
-
-    shape: tuple[int, ...]
-    low: float = 0.0
-    high: float = 1.0
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if not self.shape or any(int(s) <= 0 for s in self.shape):
-            raise NetinvertError(f"input shape {self.shape} is invalid: give positive sizes, e.g. 1,28,28")
-        if not self.high > self.low:
-            raise NetinvertError(f"input range [{self.low}, {self.high}] is empty: give low < high, e.g. 0,1")
-        for name, values in (("mean", self.mean), ("std", self.std)):
-            if values is not None and len(values) not in (1, self.channels):
-                raise NetinvertError(
-                    f"--{name} has {len(values)} values but the input has {self.channels} channels: "
-                    f"give 1 or {self.channels} values"
-                )
-        if self.std is not None and any(s <= 0 for s in self.std):
-            raise NetinvertError(f"--std {self.std} must be positive")
-
-    @property
-    def channels(self) -> int:
-        return int(self.shape[0]) if len(self.shape) == 3 else 1
-
-    @property
-    def is_image(self) -> bool:
-        """True for (C, H, W) inputs with 1 or 3 channels, which render as pictures."""
-        return len(self.shape) == 3 and self.shape[0] in (1, 3) and min(self.shape[1:]) >= 4
-
-    def to_json(self) -> dict[str, Any]:
-        return {"shape": list(self.shape), "range": [self.low, self.high], "mean": self.mean, "std": self.std}
 
 
 class _Normalize(nn.Module):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,9 +19,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from netinvert.errors import NetinvertError, choices
+from netinvert.ground.errors import NetinvertError, choices
+from netinvert.ground.output import write_file
+from netinvert.ground.spec import InputSpec
 from netinvert.models import architectures as arch
-from netinvert.models.wrapper import InputSpec, Model
+from netinvert.models.wrapper import Model
 
 CACHE_VERSION = "1"
 Dataset = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -197,15 +198,8 @@ def load_dataset(name: str, data: str | None = None, seed: int = 0) -> Dataset:
 
 
 def _save_atomic(module: nn.Module, meta: dict[str, str], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    tensors = {k: v.contiguous() for k, v in module.state_dict().items()}
+    write_file(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

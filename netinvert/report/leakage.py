@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,11 +19,12 @@ import numpy as np
 import torch
 
 from netinvert.data.sources import DataSplit
-from netinvert.errors import NetinvertError, choices
+from netinvert.ground.errors import NetinvertError, choices
+from netinvert.ground.output import atomic_folder
+from netinvert.ground.result import Result
 from netinvert.methods.inversion import layer_depth
 from netinvert.models.wrapper import Model
 from netinvert.report.metrics import psnr, ssim
-from netinvert.result import Result
 from netinvert.targets.activations import capture_activations, targets_for
 
 INVERSION_METHODS = ("gradient", "decoder", "hybrid")
@@ -153,19 +152,9 @@ def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def write_report(rows: list[dict[str, Any]], out: str | os.PathLike[str], title: str = "leakage") -> Path:
     """Write ``leakage.json``, ``leakage.md`` and ``psnr_vs_depth.png`` into ``out`` (atomically)."""
-    from netinvert.result import check_writable
-
-    out = Path(out)
-    check_writable(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.absolute().parent))
-    try:
+    with atomic_folder(out) as tmp:
         (tmp / "leakage.json").write_text(json.dumps(rows, indent=2))
         (tmp / "leakage.md").write_text(f"# {title}\n\n" + table(rows))
         _plot(rows, tmp / "psnr_vs_depth.png", title)
-        out.mkdir(exist_ok=True)
-        for src in tmp.iterdir():
-            os.replace(src, out / src.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return Path(out)
 

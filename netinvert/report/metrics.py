@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
 
 WINDOW = 11
 SIGMA = 1.5

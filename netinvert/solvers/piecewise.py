@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
 
 ONNX_OPS = (
     "Gemm",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from netinvert.errors import NetinvertError, choices
+from netinvert.ground.errors import NetinvertError, choices
 from netinvert.models.wrapper import Model
 from netinvert.targets.base import Acts, Target
 

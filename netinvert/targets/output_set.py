@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
 from netinvert.targets.base import Acts, Target
 
 

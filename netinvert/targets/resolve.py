@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
 from netinvert.models.wrapper import Model
 from netinvert.targets.base import Product, Sum, Target
 from netinvert.targets.units import Channel, Class, Neuron

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
 from netinvert.targets.base import Acts, Target
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
 from netinvert.targets.output_set import OutputSet
 
 _TOKEN = re.compile(r"\s+|;[^\n]*|\(|\)|[^\s();]+")

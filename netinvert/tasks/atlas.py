@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,10 +21,11 @@ import numpy as np
 import torch
 
 from netinvert.domains.domain import Domain
-from netinvert.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.output import check_writable, write_file, write_json
+from netinvert.ground.result import Item, Result
 from netinvert.methods import gradient
 from netinvert.models.wrapper import Model
-from netinvert.result import Item, Result, check_writable
 from netinvert.targets.base import Target
 from netinvert.targets.units import Channel, Neuron
 
@@ -111,7 +111,7 @@ def render(
 def _open_folder(folder: Path, options: dict[str, Any]) -> None:
     """Create the folder with its manifest, or check that an existing atlas there was made with ``options``."""
     manifest = folder / MANIFEST
-    check_writable(folder)
+    check_writable(folder, replace=False)
     if manifest.exists():
         try:
             before = json.loads(manifest.read_text())
@@ -130,7 +130,7 @@ def _open_folder(folder: Path, options: dict[str, Any]) -> None:
         (folder / "batches").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise NetinvertError(f"cannot create {folder} ({exc.strerror}); choose another --out") from exc
-    _write_atomic(manifest, json.dumps(options, indent=2).encode())
+    write_json(manifest, options)
 
 
 def _finished(folder: Path) -> dict[int, dict[str, Any]]:
@@ -154,7 +154,7 @@ def _commit(folder: Path, model: Model, first: int, part: Result, seconds: float
     """Write the batch's PNGs, then its npz (the commit point), each atomically."""
     unit_ids = np.arange(first, first + len(part.items))
     if model.input_spec.is_image:
-        from netinvert.report.images import MIN_SIDE, to_uint8
+        from netinvert.ground.images import MIN_SIDE, to_uint8
 
         (folder / "units").mkdir(exist_ok=True)
         factor = max(1, -(-MIN_SIDE // min(part.inputs.shape[2:])))
@@ -163,14 +163,7 @@ def _commit(folder: Path, model: Model, first: int, part: Result, seconds: float
     items = [item.to_json() for item in part.items]
     record = {"units": unit_ids, "inputs": part.inputs.detach().cpu().numpy(), "items": json.dumps(items),
               "seconds": np.float64(seconds)}
-    fd, tmp = tempfile.mkstemp(dir=folder / "batches", prefix=".", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **record)
-        os.replace(tmp, folder / "batches" / f"b{first:06d}.npz")
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_file(folder / "batches" / f"b{first:06d}.npz", lambda tmp: np.savez(tmp, **record))
     return {**record, "items": items, "seconds": seconds}
 
 
@@ -197,7 +190,7 @@ def _finish(folder: Path, model: Model, plan: _Plan, done: dict[int, dict[str, A
         labels=[f"{plan.kind} {u}" for u in range(plan.count)],
         value_range=(model.input_spec.low, model.input_spec.high),
     )
-    result.save(folder, images=False)
+    result.write_files(folder, images=False)
     if model.input_spec.is_image:
         _contact_sheet(inputs, result.value_range, folder / SHEET)
     return result
@@ -205,7 +198,7 @@ def _finish(folder: Path, model: Model, plan: _Plan, done: dict[int, dict[str, A
 
 def _contact_sheet(inputs: torch.Tensor, value_range: tuple[float, float], path: Path) -> None:
     """All units in one PNG: tiles in unit order, upscaled by a whole factor, at most ``SHEET_MAX_SIDE`` wide."""
-    from netinvert.report.images import to_uint8
+    from netinvert.ground.images import to_uint8
 
     n = inputs.shape[0]
     h, w = inputs.shape[2], inputs.shape[3]
@@ -232,22 +225,4 @@ def _upscale(image: np.ndarray, factor: int) -> np.ndarray:
 def _save_png(array: np.ndarray, path: Path) -> None:
     from PIL import Image
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(array).save(f, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_file(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from netinvert.domains.sets import Ball, Box
-from netinvert.errors import NetinvertError, choices
-from netinvert.methods.analytic import _as_vector, _chain, _Chain, _input_bounds, _position, solve_layerwise
+from netinvert.ground.errors import NetinvertError, choices
+from netinvert.methods.analytic import _as_vector, _Chain, _chain, _input_bounds, _position, solve_layerwise
 from netinvert.models.wrapper import Model
 
 KINDS = ("weights", "backprojected")

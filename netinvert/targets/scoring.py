@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from netinvert.ground.result import Item
 from netinvert.models.wrapper import Model
-from netinvert.result import Item
 from netinvert.targets.base import Target
 from netinvert.targets.units import Class
 

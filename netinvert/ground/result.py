@@ -7,11 +7,8 @@ and for image inputs ``grid.png`` plus one PNG per item.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from netinvert.errors import NetinvertError
+from netinvert.ground.images import save_grid, save_items
+from netinvert.ground.output import atomic_folder, write_file, write_json
 
 STATUSES = ("found", "not-reached", "none-exists", "unknown")
 
@@ -77,56 +75,24 @@ class Result:
 
         ``extras(folder)`` may add method-specific files; they land together with the rest.
         """
-        out = Path(out_dir)
-        check_writable(out)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
-            (tmp / "result.json").write_text(json.dumps(self.to_json(), indent=2))
-            np.save(tmp / "inputs.npy", self.inputs.detach().cpu().numpy())
-            if images and _is_image(self.inputs):
-                from netinvert.report.images import save_grid, save_items
-
-                captions = self.labels or [item.target for item in self.items]
-                save_grid(self.inputs, captions, tmp / "grid.png", self.value_range)
-                save_items(self.inputs, captions, tmp, self.value_range)
+        with atomic_folder(out_dir) as tmp:
+            self.write_files(tmp, images=images)
             if extras is not None:
                 extras(tmp)
-            _move_into(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return out
+        return Path(out_dir)
+
+    def write_files(self, folder: Path, *, images: bool = True) -> None:
+        """Write ``result.json``, ``inputs.npy`` (and pictures) into ``folder``, each file atomically."""
+        write_json(folder / "result.json", self.to_json())
+        write_file(folder / "inputs.npy", lambda tmp: np.save(tmp, self.inputs.detach().cpu().numpy()))
+        if images and _is_image(self.inputs):
+            captions = self.labels or [item.target for item in self.items]
+            save_grid(self.inputs, captions, folder / "grid.png", self.value_range)
+            save_items(self.inputs, captions, folder, self.value_range)
 
 
 def _is_image(x: torch.Tensor) -> bool:
     return x.dim() == 4 and x.shape[1] in (1, 3) and min(x.shape[2:]) >= 4
-
-
-def check_writable(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise NetinvertError(f"output path {out} is a file: give a folder name with --out")
-    base = _existing(out.absolute().parent)
-    if not base.is_dir() or not os.access(base, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise NetinvertError(f"cannot write to {out}: {base} is not a writable folder; choose another --out")
-    try:
-        out.absolute().parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise NetinvertError(f"cannot create the parent folder of {out} ({exc.strerror}); choose another --out") from exc
-
-
-def _existing(path: Path) -> Path:
-    while not path.exists():
-        path = path.parent
-    return path
-
-
-def _move_into(tmp: Path, out: Path) -> None:
-    """Move the finished files into ``out`` (created if missing), replacing same-named files."""
-    if not out.exists():
-        os.replace(tmp, out)
-        tmp.mkdir()
-        return
-    for src in tmp.iterdir():
-        os.replace(src, out / src.name)
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,0 +1,90 @@
+"""The one atomic writer: every file and result folder netinvert writes goes through here.
+
+A folder is written into a hidden temporary sibling and moved into place only when complete, so an
+error or an interrupt never leaves a half-written result; a file is written beside its final name
+and renamed over it. Rerunning into a folder that holds an earlier netinvert result replaces it
+whole (no stale pictures beside new ones); a folder holding anything else is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from netinvert.ground.errors import NetinvertError
+
+RESULT_MARK = "result.json"
+
+
+def check_writable(out: str | os.PathLike[str], *, replace: bool = True) -> Path:
+    """Fail up front (before any computation) unless ``out`` can be written: creates and removes a sibling.
+
+    With ``replace`` the folder must also be new, empty or an earlier result that a save may replace.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NetinvertError(f"output path {out} is a file: give a folder name with --out")
+    if replace:
+        _check_replaceable(out)
+    parent = out.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+        probe.rmdir()
+    except OSError as exc:
+        raise NetinvertError(f"cannot write to {out} ({exc.strerror or exc}); choose another --out") from None
+    return out
+
+
+def _check_replaceable(out: Path) -> None:
+    if out.is_dir() and any(out.iterdir()) and not (out / RESULT_MARK).exists():
+        raise NetinvertError(f"output folder {out} is not empty and holds no netinvert result: "
+                             "give a new or empty folder with --out")
+
+
+@contextmanager
+def atomic_folder(out: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success it replaces ``out`` whole, on error it is removed."""
+    out = check_writable(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.absolute().parent))
+    try:
+        yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.absolute().parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_file(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    return write_file(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json(path: str | os.PathLike[str], value: Any) -> Path:
+    return write_text(path, json.dumps(value, indent=2) + "\n")

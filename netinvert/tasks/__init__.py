@@ -1,0 +1,1 @@
+"""Tasks: loops over many ``invert()`` calls (atlas, leakage, unit patterns, benchmark families)."""
