@@ -4,6 +4,8 @@
 give models; targets and domains describe what to reach and where inputs may live.
 """
 
+__version__ = "0.1.0"
+
 from netinvert.domains.domain import Domain
 from netinvert.domains.sets import Ball, Box
 from netinvert.domains.transforms import Transforms
@@ -21,5 +23,5 @@ from netinvert.targets.units import Channel, Class, Direction, Layer, Neuron
 
 __all__ = [
     "Activations", "Ball", "Box", "Channel", "Class", "Direction", "Domain", "InputSpec", "Item", "Layer", "Model",
-    "NetinvertError", "Neuron", "OutputSet", "Result", "Target", "Transforms", "invert", "load", "load_zoo",
+    "NetinvertError", "Neuron", "OutputSet", "Result", "Target", "Transforms", "__version__", "invert", "load", "load_zoo",
 ]

@@ -7,27 +7,14 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from netinvert.cli.common import (
-    ArchKwargsOpt,
-    ArchOpt,
-    DataOpt,
-    MeanOpt,
-    ModelOpt,
-    OutOpt,
-    RangeOpt,
-    ShapeOpt,
-    StdOpt,
-    TrustOpt,
-    cli_errors,
-    console,
-    err_console,
-    load_model,
-)
+from netinvert.cli.common import OutOpt, cli_errors, console, err_console
+from netinvert.cli.options import ModelOptions, model_command
 
 
 @cli_errors
+@model_command()
 def atlas(
-    model: ModelOpt,
+    model: ModelOptions,
     layer: Annotated[str, typer.Option("--layer", "-l", help="Layer whose units to render (see `netinvert layers`).")],
     out: OutOpt,
     batch_size: Annotated[int, typer.Option(help="Units rendered together in one batch.")] = 16,
@@ -39,14 +26,6 @@ def atlas(
     bn_prior: Annotated[float | None, typer.Option(help="BatchNorm-statistics prior weight (default: off).")] = None,
     data_prior: Annotated[float | None, typer.Option(help="Data prior weight (default: on for known data).")] = None,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
-    data: DataOpt = None,
-    arch: ArchOpt = None,
-    arch_kwargs: ArchKwargsOpt = None,
-    trust_pickle: TrustOpt = False,
-    input_shape: ShapeOpt = None,
-    input_range: RangeOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
 ) -> None:
     """Render every unit of a layer (conv channels, linear neurons): a contact sheet, one PNG per unit, result.json.
 
@@ -55,8 +34,7 @@ def atlas(
     from netinvert.domains.domain import Domain
     from netinvert.tasks.atlas import SHEET, render
 
-    net = load_model(model, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle, input_shape=input_shape,
-                     input_range=input_range, mean=mean, std=std, data=data)
+    net = model.load()
     domain = Domain(param=param, tv=tv, bn_prior=bn_prior, data_prior=data_prior)
     columns = (TextColumn(f"atlas {net.name}:{layer}"), BarColumn(), MofNCompleteColumn(), TextColumn("units"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())

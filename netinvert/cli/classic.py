@@ -11,68 +11,46 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from netinvert.cli.common import (
-    ArchKwargsOpt,
-    ArchOpt,
-    DataOpt,
-    MeanOpt,
-    ModelOpt,
-    OutOpt,
-    RangeOpt,
-    ShapeOpt,
-    StdOpt,
-    TrustOpt,
-    cli_errors,
-    console,
-    load_model,
-    parse_targets,
-    print_result,
-)
+from netinvert.cli.common import OutOpt, cli_errors, console, parse_targets, print_result
+from netinvert.cli.options import ModelOptions, model_command
 from netinvert.ground.output import check_writable
 
 
 @cli_errors
+@model_command()
 def sample(
-    model: ModelOpt,
+    model: ModelOptions,
     out: OutOpt,
     target: Annotated[list[str], typer.Option("--target", "-t", help="Class name or index to clamp (or all).")],
     n: Annotated[int, typer.Option("--n", help="Samples per target.")] = 16,
     gibbs_steps: Annotated[int, typer.Option(help="Alternating Gibbs steps in the top RBM.")] = 200,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    data: DataOpt = None,
 ) -> None:
     """Generate inputs from a deep belief net with its label clamped (e.g. --model dbn-digits)."""
     from netinvert.methods import invert
 
     check_writable(out)
-    net = load_model(model, data=data)
+    net = model.load()
     result = invert(net, parse_targets(target, net), None, method="dbn", n=n, gibbs_steps=gibbs_steps, seed=seed)
     result.save(out)
     print_result(result, out)
 
 
 @cli_errors
+@model_command()
 def patterns(
-    model: ModelOpt,
+    model: ModelOptions,
     layer: Annotated[str, typer.Option("--layer", "-l", help="A Linear or activation layer of a fully connected net.")],
     out: OutOpt,
     kind: Annotated[str, typer.Option(help="weights (composed weights) or backprojected (inverse activations).")]
     = "weights",
-    arch: ArchOpt = None,
-    arch_kwargs: ArchKwargsOpt = None,
-    trust_pickle: TrustOpt = False,
-    input_shape: ShapeOpt = None,
-    input_range: RangeOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
 ) -> None:
     """Every hidden unit's pattern in input space, as a contact sheet plus one PNG per unit."""
     from netinvert.ground.images import save_grid, save_items
     from netinvert.tasks.patterns import for_display, unit_patterns
 
     check_writable(out)
-    net = load_model(model, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle, input_shape=input_shape,
-                     input_range=input_range, mean=mean, std=std)
+    net = model.load()
     found = unit_patterns(net, layer, kind)
     shown = for_display(found) if kind == "weights" else found
     value_range = (0.0, 1.0) if kind == "weights" else (net.input_spec.low, net.input_spec.high)

@@ -13,23 +13,8 @@ import numpy as np
 import torch
 import typer
 
-from netinvert.cli.common import (
-    ArchKwargsOpt,
-    ArchOpt,
-    DataOpt,
-    LabelsOpt,
-    MeanOpt,
-    ModelOpt,
-    OutOpt,
-    RangeOpt,
-    ShapeOpt,
-    StdOpt,
-    TrustOpt,
-    VerifierOpt,
-    cli_errors,
-    console,
-    load_model,
-)
+from netinvert.cli.common import OutOpt, cli_errors, console
+from netinvert.cli.options import ModelOptions, model_command
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.result import Result
 
@@ -40,8 +25,9 @@ ThreadsOpt = Annotated[int | None, typer.Option(help="Torch CPU threads.")]
 
 
 @cli_errors
+@model_command()
 def invert(
-    model: ModelOpt,
+    model: ModelOptions,
     layer: Annotated[str, typer.Option(help="Layer whose activations are inverted (see `netinvert layers`).")],
     out: OutOpt,
     image: Annotated[Path | None, typer.Option(help="Original input: an image file or .npy array.")] = None,
@@ -52,16 +38,6 @@ def invert(
     steps: StepsOpt = None,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
-    data: DataOpt = None,
-    verifier: VerifierOpt = None,
-    arch: ArchOpt = None,
-    arch_kwargs: ArchKwargsOpt = None,
-    trust_pickle: TrustOpt = False,
-    input_shape: ShapeOpt = None,
-    input_range: RangeOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    labels: LabelsOpt = None,
 ) -> None:
     """Reconstruct an input from the activations of a hidden layer (feature inversion)."""
     from netinvert.data.sources import read_input
@@ -78,14 +54,13 @@ def invert(
     if method not in INVERSION_METHODS:
         raise NetinvertError(f"unknown method {method!r} for invert: choose one of {', '.join(INVERSION_METHODS)}")
     check_writable(out)
-    net = load_model(model, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle, input_shape=input_shape,
-                     input_range=input_range, mean=mean, std=std, labels=labels, data=data, verifier=verifier)
+    net = model.load()
     net.get_layer(layer)
     original = None
     if image is not None:
         original = torch.from_numpy(read_input(image, net.input_spec))[None]
     elif index is not None:
-        held = data_for(net, data).x_held
+        held = data_for(net, model.data).x_held
         if not 0 <= index < len(held):
             raise NetinvertError(f"--index {index} is out of range: the held-out data has {len(held)} inputs")
         original = torch.from_numpy(held[index : index + 1])
@@ -95,7 +70,7 @@ def invert(
         assert activations is not None
         values = load_activations(str(activations), net, layer)
     need_data = method != "gradient"
-    result = invert_layer(net, layer, values, method, data=data if need_data else None, steps=steps, seed=seed,
+    result = invert_layer(net, layer, values, method, data=model.data if need_data else None, steps=steps, seed=seed,
                           metric=metric, threads=threads)
     if original is not None:
         q = quality(net, original, result.inputs)
@@ -140,8 +115,9 @@ def _fmt(value: object, spec: str) -> str:
 
 
 @cli_errors
+@model_command()
 def leakage(
-    model: ModelOpt,
+    model: ModelOptions,
     layers: Annotated[str, typer.Option(help="Comma-separated layers to invert, e.g. conv,pool,fc.")],
     out: OutOpt,
     methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = "gradient,decoder,hybrid",
@@ -149,16 +125,6 @@ def leakage(
     steps: StepsOpt = None,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
-    data: DataOpt = None,
-    verifier: VerifierOpt = None,
-    arch: ArchOpt = None,
-    arch_kwargs: ArchKwargsOpt = None,
-    trust_pickle: TrustOpt = False,
-    input_shape: ShapeOpt = None,
-    input_range: RangeOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    labels: LabelsOpt = None,
 ) -> None:
     """Report how much each layer leaks about its input: PSNR, SSIM, verifier agreement per layer and method."""
     from netinvert.ground.output import check_writable
@@ -170,11 +136,10 @@ def leakage(
     method_list = [name.strip() for name in methods.split(",") if name.strip()]
     if not layer_list or not method_list:
         raise NetinvertError("give at least one layer with --layers and one method with --methods")
-    net = load_model(model, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle, input_shape=input_shape,
-                     input_range=input_range, mean=mean, std=std, labels=labels, data=data, verifier=verifier)
+    net = model.load()
     for name in layer_list:
         net.get_layer(name)
-    split = data_for(net, data)
+    split = data_for(net, model.data)
     rows = evaluate(net, layer_list, method_list, split, count=count, steps=steps, seed=seed, threads=threads,
                     log=lambda r: console.print(f"{r['layer']} {r['method']}: PSNR {r['psnr']:.2f} dB", highlight=False))
     write_report(rows, out, title=f"leakage of {net.name}")

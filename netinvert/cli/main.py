@@ -9,31 +9,14 @@ from rich.table import Table
 
 from netinvert.cli.atlas import atlas
 from netinvert.cli.classic import patterns, sample
-from netinvert.cli.common import (
-    ArchKwargsOpt,
-    ArchOpt,
-    DataOpt,
-    LabelsOpt,
-    MeanOpt,
-    ModelOpt,
-    OutOpt,
-    RangeOpt,
-    ShapeOpt,
-    StdOpt,
-    TrustOpt,
-    VerifierOpt,
-    cli_errors,
-    console,
-    load_model,
-    parse_targets,
-    print_result,
-)
+from netinvert.cli.common import OutOpt, cli_errors, console, parse_targets, print_result
 from netinvert.cli.invert import invert as invert_command
 from netinvert.cli.invert import leakage
+from netinvert.cli.options import ModelOptions, model_command
 from netinvert.cli.solve import solve
 from netinvert.ground.errors import NetinvertError, choices
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Run trained neural networks in reverse.")
 zoo_app = typer.Typer(no_args_is_help=True, help="The built-in zoo of models.")
 app.add_typer(zoo_app, name="zoo")
@@ -44,13 +27,30 @@ app.command("leakage")(leakage)
 app.command("sample")(sample)
 app.command("patterns")(patterns)
 
+def _version(value: bool) -> None:
+    if value:
+        from netinvert import __version__
+
+        console.print(f"netinvert {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Run trained neural networks in reverse."""
+
+
 IMAGINE_METHODS = ("gradient", "langevin", "analytic")
 
 
 @app.command()
 @cli_errors
+@model_command()
 def imagine(
-    model: ModelOpt,
+    model: ModelOptions,
     out: OutOpt,
     target: Annotated[list[str], typer.Option("--target", "-t", help="Class name/index, all, neuron:L:I, channel:L:C.")],
     method: Annotated[str, typer.Option(help="gradient, langevin or analytic.")] = "gradient",
@@ -68,17 +68,6 @@ def imagine(
     diversity: Annotated[int, typer.Option(help="Distinct images per target (gradient).")] = 1,
     tv: Annotated[float, typer.Option(help="Total-variation prior weight.")] = 0.0,
     data_prior: Annotated[float | None, typer.Option(help="Weight of the data prior (default: on when data is known).")] = None,
-    data: DataOpt = None,
-    verifier: VerifierOpt = None,
-    verifier_arch: Annotated[str | None, typer.Option(help="Architecture for a state-dict --verifier.")] = None,
-    arch: ArchOpt = None,
-    arch_kwargs: ArchKwargsOpt = None,
-    trust_pickle: TrustOpt = False,
-    input_shape: ShapeOpt = None,
-    input_range: RangeOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    labels: LabelsOpt = None,
 ) -> None:
     """Imagine inputs that make the model produce each target (class visualization, unit visualization)."""
     from netinvert.domains.domain import Domain
@@ -88,9 +77,7 @@ def imagine(
     if method not in IMAGINE_METHODS:
         raise NetinvertError(f"unknown method {method!r} for imagine: choose one of {choices(IMAGINE_METHODS)}")
     check_writable(out)
-    net = load_model(model, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle, input_shape=input_shape,
-                     input_range=input_range, mean=mean, std=std, labels=labels, data=data, verifier=verifier,
-                     verifier_arch=verifier_arch)
+    net = model.load()
     targets = parse_targets(target, net)
     domain = Domain(param=param, tv=tv, data_prior=data_prior)
     if method == "gradient":
@@ -111,22 +98,15 @@ def imagine(
 
 @app.command()
 @cli_errors
-def layers(
-    model: Annotated[str, typer.Argument(help="Zoo name or model file.")],
-    arch: ArchOpt = None,
-    arch_kwargs: ArchKwargsOpt = None,
-    trust_pickle: TrustOpt = False,
-    input_shape: ShapeOpt = None,
-    input_range: RangeOpt = None,
-) -> None:
+@model_command(positional=True)
+def layers(model: ModelOptions) -> None:
     """List every layer of a model with its type and output shape."""
-    net = load_model(model, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle, input_shape=input_shape,
-                     input_range=input_range)
+    net = model.load()
     shapes = net.layer_shapes()
     modules = dict(net.module.named_modules())
     table = Table(title=f"{net.name}: input {tuple(net.input_spec.shape)}, range "
                         f"[{net.input_spec.low:g}, {net.input_spec.high:g}]")
-    table.add_column("layer")
+    table.add_column("layer", no_wrap=True, min_width=max(map(len, net.layer_names()), default=5))
     table.add_column("type")
     table.add_column("output shape")
     for name in net.layer_names():
@@ -160,7 +140,7 @@ def zoo_list() -> None:
 @cli_errors
 def zoo_train(
     names: Annotated[list[str] | None, typer.Argument(help="Models to train (default: all).")] = None,
-    data: DataOpt = None,
+    data: Annotated[str | None, typer.Option(help="Data: mnist:DIR, file.npz (x, y) or an image folder.")] = None,
 ) -> None:
     """Train (or load from the cache) zoo models and print their test accuracy."""
     from netinvert.models.zoo import load_zoo, zoo_names

@@ -1,12 +1,14 @@
 """The answer of a reverse run: inputs found, their re-checked outputs, per-item status and scores.
 
 A result saves to a folder atomically (written to a sibling temp folder, then moved into place):
-``result.json``, ``inputs.npy`` (model's own input space, one row per item in target order),
-and for image inputs ``grid.png`` plus one PNG per item.
+``result.json`` (schema version ``SCHEMA``), ``inputs.npy`` (model's own input space, one row per
+item in target order), ``outputs.npy``, and for image inputs ``grid.png`` plus one PNG per item.
+``Result.load(folder)`` reopens it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable
@@ -17,10 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from netinvert.ground.errors import NetinvertError
 from netinvert.ground.images import save_grid, save_items
 from netinvert.ground.output import atomic_folder, write_file, write_json
 
 STATUSES = ("found", "not-reached", "none-exists", "unknown")
+SCHEMA = 1
+_OWN_KEYS = ("schema", "method", "model", "items", "history", "timing", "labels", "value_range")
 
 
 @dataclass
@@ -36,7 +41,7 @@ class Item:
         return {"target": self.target, "status": self.status, "reason": self.reason, **_jsonable(self.metrics)}
 
 
-@dataclass
+@dataclass(repr=False)
 class Result:
     """Inputs (N, *input_shape) in the model's input range, outputs from a plain forward pass, items."""
 
@@ -59,15 +64,46 @@ class Result:
         """The value of one metric for every item (``None`` where absent)."""
         return [item.metrics.get(key) for item in self.items]
 
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{self.statuses.count(s)} {s}" for s in STATUSES if s in self.statuses)
+        return (f"Result({self.method} on {self.model}: {len(self.items)} items ({counts or 'none'}), "
+                f"inputs {tuple(self.inputs.shape)})")
+
     def to_json(self) -> dict[str, Any]:
         return {
+            "schema": SCHEMA,
             "method": self.method,
             "model": self.model,
             "items": [item.to_json() for item in self.items],
             "history": _jsonable(self.history),
             "timing": _jsonable(self.timing),
+            "labels": self.labels,
+            "value_range": list(self.value_range),
             **_jsonable(self.info),
         }
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str]) -> Result:
+        """Reopen a saved result folder (``result.json``, ``inputs.npy``, ``outputs.npy``)."""
+        folder = Path(folder)
+        try:
+            data = json.loads((folder / "result.json").read_text())
+            inputs = torch.from_numpy(np.load(folder / "inputs.npy"))
+            outputs_file = folder / "outputs.npy"
+            outputs = torch.from_numpy(np.load(outputs_file)) if outputs_file.exists() else torch.empty(0)
+        except (OSError, ValueError) as exc:
+            raise NetinvertError(f"{folder} holds no readable netinvert result ({exc}); give a folder that a "
+                                 "netinvert command wrote") from None
+        items = []
+        for raw in data.get("items", []):
+            fields = dict(raw)
+            items.append(Item(target=fields.pop("target"), status=fields.pop("status"),
+                              reason=fields.pop("reason", ""), metrics=fields))
+        low, high = data.get("value_range") or (0.0, 1.0)
+        return cls(method=data.get("method", "?"), model=data.get("model", "?"), inputs=inputs, outputs=outputs,
+                   items=items, history=data.get("history") or {}, timing=data.get("timing") or {},
+                   info={k: v for k, v in data.items() if k not in _OWN_KEYS}, labels=data.get("labels"),
+                   value_range=(float(low), float(high)))
 
     def save(self, out_dir: str | os.PathLike[str], *, images: bool = True,
              extras: Callable[[Path], None] | None = None) -> Path:
@@ -85,6 +121,7 @@ class Result:
         """Write ``result.json``, ``inputs.npy`` (and pictures) into ``folder``, each file atomically."""
         write_json(folder / "result.json", self.to_json())
         write_file(folder / "inputs.npy", lambda tmp: np.save(tmp, self.inputs.detach().cpu().numpy()))
+        write_file(folder / "outputs.npy", lambda tmp: np.save(tmp, self.outputs.detach().cpu().numpy()))
         if images and _is_image(self.inputs):
             captions = self.labels or [item.target for item in self.items]
             save_grid(self.inputs, captions, folder / "grid.png", self.value_range)

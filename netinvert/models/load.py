@@ -33,32 +33,56 @@ _PICKLE_HINT = ("it holds a pickled Python object (a whole module), and unpickli
 
 
 def load(
-    path_or_name: str | Path,
+    source: str | Path,
     *,
     arch: str | None = None,
-    arch_kwargs: str | Mapping[str, Any] | None = None,
+    arch_kwargs: Mapping[str, Any] | None = None,
     trust_pickle: bool = False,
     input_shape: Sequence[int] | None = None,
     input_range: Sequence[float] | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     labels: str | Path | None = None,
+    data: str | None = None,
+    verifier: str | Path | None = None,
+    verifier_arch: str | None = None,
     output_activation: str | None = None,
 ) -> Model:
-    """A :class:`Model` from a file (state dict + arch, TorchScript, ONNX, trusted pickle) or a zoo name.
+    """A :class:`Model` from a zoo name or a file (state dict + arch, TorchScript, ONNX, trusted pickle).
 
-    ``input_shape`` is one input without the batch dimension (``(1, 28, 28)``); ``input_range`` the
-    ``(low, high)`` raw values the model was trained on (default ``(0, 1)``); ``mean``/``std`` the
-    per-channel normalization the wrapper applies before the network; ``labels`` a text file with one
-    class name per line.
+    This is the one place that decides "zoo name or file". ``input_shape`` is one input without the
+    batch dimension (``(1, 28, 28)``); ``input_range`` the ``(low, high)`` raw values the model was
+    trained on (default ``(0, 1)``); ``mean``/``std`` the per-channel normalization the wrapper
+    applies before the network; ``labels`` a text file with one class name per line; ``data`` the
+    data source (``mnist:DIR``, ``file.npz``, an image folder) for priors, decoders and reports;
+    ``verifier`` an independent model file on the same inputs (same loading rules) that scores results.
     """
-    path = Path(path_or_name).expanduser()
+    path = Path(source).expanduser()
     if path.is_dir():
         raise NetinvertError(f"{path} is a folder: give the model file inside it (.pt, .pth, .safetensors, .onnx)")
-    if not path.is_file():
-        return _load_named(str(path_or_name), arch=arch, trust_pickle=trust_pickle, input_shape=input_shape,
-                           input_range=input_range, mean=mean, std=std, labels=labels,
+    if path.is_file():
+        model = _load_file(path, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
+                           input_shape=input_shape, input_range=input_range, mean=mean, std=std,
                            output_activation=output_activation)
+        if data is not None:
+            from netinvert.data.sources import training_inputs_loader
+
+            model.data = training_inputs_loader(data, model.input_spec)
+    else:
+        model = _load_named(str(source), arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
+                            input_shape=input_shape, input_range=input_range, mean=mean, std=std, data=data,
+                            output_activation=output_activation)
+    if labels is not None:
+        model.class_names = read_labels(labels, model.num_outputs)
+    if verifier is not None:
+        model.verifier = _load_verifier(Path(verifier).expanduser(), model, arch=verifier_arch,
+                                        trust_pickle=trust_pickle)
+    return model
+
+
+def _load_file(path: Path, *, arch: str | None, arch_kwargs: Mapping[str, Any] | None, trust_pickle: bool,
+               input_shape: Sequence[int] | None, input_range: Sequence[float] | None,
+               mean: Sequence[float] | None, std: Sequence[float] | None, output_activation: str | None) -> Model:
     shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
     kind, module, inferred = _read(path, arch, arch_kwargs, trust_pickle, shape)
     if shape is None:
@@ -73,36 +97,21 @@ def load(
     if arch is not None:
         info["arch"] = arch
     model = Model(module, spec, name=path.stem, output_activation=output_activation or "softmax", info=info)
-    outputs = _probe(model, path)
-    if labels is not None:
-        model.class_names = read_labels(labels, outputs)
+    _probe(model, path)
     return model
 
 
-def parse_floats(text: str, what: str) -> tuple[float, ...]:
-    """``"0.485,0.456,0.406"`` -> floats; ``what`` names the option in the error message."""
-    parts = [p.strip() for p in str(text).replace(";", ",").split(",")]
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        raise NetinvertError(f"{what} {text!r} is not a comma-separated list of numbers (e.g. 0.485,0.456,0.406)")\
-            from None
-    if not values or any(v != v or v in (float("inf"), float("-inf")) for v in values):
-        raise NetinvertError(f"{what} {text!r} must be finite numbers, e.g. 0.485,0.456,0.406")
-    return values
-
-
-def parse_shape(text: str) -> tuple[int, ...]:
-    """``"1,28,28"`` (or ``1x28x28``) -> ``(1, 28, 28)``: one input without the batch dimension."""
-    parts = [p.strip() for p in str(text).lower().replace("x", ",").split(",")]
-    try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        raise NetinvertError(f"--input-shape {text!r} is not a comma-separated list of sizes "
-                             "(e.g. 1,28,28 or 3,224,224, without the batch dimension)") from None
-    if any(s <= 0 for s in shape):
-        raise NetinvertError(f"--input-shape {text!r} needs positive sizes (e.g. 1,28,28)")
-    return shape
+def _load_verifier(path: Path, model: Model, *, arch: str | None, trust_pickle: bool) -> Model:
+    """An independent model on the same inputs; its class count must match the model's."""
+    if not path.is_file():
+        raise NetinvertError(f"verifier file {path} does not exist: check the path")
+    spec = model.input_spec
+    verifier = _load_file(path, arch=arch, arch_kwargs=None, trust_pickle=trust_pickle, input_shape=spec.shape,
+                          input_range=(spec.low, spec.high), mean=spec.mean, std=spec.std, output_activation=None)
+    if verifier.num_outputs != model.num_outputs:
+        raise NetinvertError(f"verifier {path} has {verifier.num_outputs} outputs but {model.name} has "
+                             f"{model.num_outputs}: a verifier must score the same classes")
+    return verifier
 
 
 def read_labels(path: str | Path, expected: int | None = None) -> list[str]:
@@ -124,25 +133,23 @@ def read_labels(path: str | Path, expected: int | None = None) -> list[str]:
 
 
 # --------------------------------------------------------------------------- zoo names
-def _load_named(name: str, *, arch: str | None, trust_pickle: bool, input_shape: Any, input_range: Any,
-                mean: Any, std: Any, labels: Any, output_activation: str | None) -> Model:
+def _load_named(name: str, *, arch: str | None, arch_kwargs: Any, trust_pickle: bool, input_shape: Any,
+                input_range: Any, mean: Any, std: Any, data: str | None, output_activation: str | None) -> Model:
     looks_like_path = any(c in name for c in "/\\") or Path(name).suffix.lower() in _SUFFIXES
     if looks_like_path:
         raise NetinvertError(f"model file {name} does not exist: check the path")
-    given = [flag for flag, v in (("--arch", arch), ("--input-shape", input_shape), ("--input-range", input_range),
-                                  ("--mean", mean), ("--std", std)) if v is not None]
-    if trust_pickle:
-        given.append("--trust-pickle")
     from netinvert.models.zoo import load_zoo, zoo_names
 
+    given = [flag for flag, v in (("--arch", arch), ("--arch-kwargs", arch_kwargs), ("--input-shape", input_shape),
+                                  ("--input-range", input_range), ("--mean", mean), ("--std", std),
+                                  ("--trust-pickle", trust_pickle or None)) if v is not None]
     if given and name in zoo_names():
-        raise NetinvertError(f"{', '.join(given)} only apply to model files; the zoo model {name} "
+        verb = "applies" if len(given) == 1 else "apply"
+        raise NetinvertError(f"{', '.join(given)} only {verb} to model files; the zoo model {name} "
                              "describes its own input")
-    model = load_zoo(name)
+    model = load_zoo(name, data=data, quiet=False)
     if output_activation is not None:
         model.output_activation = output_activation
-    if labels is not None:
-        model.class_names = read_labels(labels, model.num_outputs)
     return model
 
 
@@ -239,8 +246,8 @@ def _from_state_dict(state: dict[str, torch.Tensor], path: Path, arch: str | Non
     return module
 
 
-def build_arch(arch: str, arch_kwargs: str | Mapping[str, Any] | None = None) -> nn.Module:
-    """Instantiate ``package.module:Name`` or ``path/file.py:Name`` with keyword arguments (dict or JSON)."""
+def build_arch(arch: str, arch_kwargs: Mapping[str, Any] | None = None) -> nn.Module:
+    """Instantiate ``package.module:Name`` or ``path/file.py:Name`` with keyword arguments."""
     target, sep, attr = arch.rpartition(":")
     if not sep or not target or not attr:
         raise NetinvertError(f"--arch {arch!r} must look like package.module:ClassName or path/to/file.py:ClassName")
@@ -269,19 +276,12 @@ def build_arch(arch: str, arch_kwargs: str | Mapping[str, Any] | None = None) ->
     return module
 
 
-def _kwargs(arch_kwargs: str | Mapping[str, Any] | None) -> dict[str, Any]:
+def _kwargs(arch_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
     if arch_kwargs is None:
         return {}
-    if isinstance(arch_kwargs, Mapping):
-        return dict(arch_kwargs)
-    try:
-        value = json.loads(arch_kwargs)
-    except json.JSONDecodeError as exc:
-        raise NetinvertError(f"--arch-kwargs {arch_kwargs!r} is not valid JSON ({exc.msg}); "
-                             "give an object like '{\"width\": 64}'") from None
-    if not isinstance(value, dict):
-        raise NetinvertError(f"--arch-kwargs must be a JSON object like '{{\"width\": 64}}', got {arch_kwargs!r}")
-    return value
+    if not isinstance(arch_kwargs, Mapping):
+        raise NetinvertError(f"arch_kwargs must be a mapping of keyword arguments, got {type(arch_kwargs).__name__}")
+    return dict(arch_kwargs)
 
 
 def _import_file(path: Path) -> Any:

@@ -1,0 +1,5 @@
+"""``python -m netinvert``: the command line."""
+
+from netinvert.cli.main import main
+
+main()

@@ -1,0 +1,150 @@
+"""The model options, declared once: every command that takes a model accepts the same flags.
+
+``@model_command`` adds the flags of :class:`ModelOptions` to a command's signature (so ``--help``
+shows them) and hands the command one ``model: ModelOptions`` value; ``ModelOptions.load()`` parses
+the text and calls :func:`netinvert.load`, the one place that decides "zoo name or file".
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from netinvert.ground.errors import NetinvertError
+from netinvert.models.wrapper import Model
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_OPTIONS: dict[str, tuple[Any, Any, Any]] = {
+    "arch": (str | None, typer.Option(help="Architecture for a state dict: pkg.module:Class or file.py:Class."), None),
+    "arch_kwargs": (str | None, typer.Option("--arch-kwargs", help="Constructor kwargs for --arch, as JSON."), None),
+    "trust_pickle": (bool, typer.Option("--trust-pickle", help="Allow loading a pickled whole module (runs code)."),
+                     False),
+    "input_shape": (str | None, typer.Option("--input-shape", help="Input shape without batch, e.g. 1,28,28."), None),
+    "input_range": (str | None, typer.Option("--input-range", help="Input value range, e.g. 0,1 or 0,255."), None),
+    "mean": (str | None, typer.Option(help="Per-channel mean applied inside the model, e.g. 0.485,0.456,0.406."),
+             None),
+    "std": (str | None, typer.Option(help="Per-channel std applied inside the model."), None),
+    "labels": (Path | None, typer.Option(help="Class names, one per line."), None),
+    "data": (str | None, typer.Option(help="Data: mnist:DIR, file.npz (x, y) or an image folder."), None),
+    "verifier": (str | None, typer.Option(help="An independent model file (same loading rules) to score with."),
+                 None),
+    "verifier_arch": (str | None, typer.Option("--verifier-arch", help="Architecture for a state-dict --verifier."),
+                      None),
+}
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """What the command line says about the model: its name or file, and how to read a file."""
+
+    model: str
+    arch: str | None = None
+    arch_kwargs: str | None = None
+    trust_pickle: bool = False
+    input_shape: str | None = None
+    input_range: str | None = None
+    mean: str | None = None
+    std: str | None = None
+    labels: Path | None = None
+    data: str | None = None
+    verifier: str | None = None
+    verifier_arch: str | None = None
+
+    def load(self) -> Model:
+        """Parse the text options and load the model (and its verifier) through :func:`netinvert.load`."""
+        from netinvert.models.load import load
+
+        return load(
+            self.model, arch=self.arch, arch_kwargs=parse_json_object(self.arch_kwargs, "--arch-kwargs"),
+            trust_pickle=self.trust_pickle,
+            input_shape=parse_shape(self.input_shape) if self.input_shape else None,
+            input_range=parse_floats(self.input_range, "--input-range", count=2) if self.input_range else None,
+            mean=parse_floats(self.mean, "--mean") if self.mean else None,
+            std=parse_floats(self.std, "--std") if self.std else None,
+            labels=self.labels, data=self.data, verifier=self.verifier, verifier_arch=self.verifier_arch,
+        )
+
+
+def model_command(*, positional: bool = False) -> Callable[[F], F]:
+    """Give a command the shared model flags; it receives them as ``model: ModelOptions``.
+
+    ``positional`` takes the model as the first argument (``netinvert layers MODEL``) instead of ``-m``.
+    """
+
+    def decorate(fn: F) -> F:
+        own = inspect.signature(fn, eval_str=True)
+        if "model" not in own.parameters:
+            raise TypeError(f"{fn.__name__} needs a 'model' parameter to receive ModelOptions")
+        help_text = "Zoo name (see `netinvert zoo list`) or a model file."
+        model_param = (typer.Argument(help=help_text) if positional
+                       else typer.Option("--model", "-m", help=help_text))
+        params = [inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[str, model_param])]
+        params += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own.parameters.values() if p.name != "model"]
+        params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, option],
+                                     default=default) for name, (kind, option, default) in _OPTIONS.items()]
+        signature = own.replace(parameters=params)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = dict(signature.bind(*args, **kwargs).arguments)
+            options = ModelOptions(model=values.pop("model"), **{k: values.pop(k) for k in _OPTIONS if k in values})
+            return fn(model=options, **values)
+
+        wrapper.__signature__ = signature  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def parse_floats(text: str, flag: str, count: int | None = None) -> tuple[float, ...]:
+    """``"0.485,0.456,0.406"`` -> finite floats; ``flag`` names the option in the error message."""
+    parts = [p.strip() for p in str(text).replace(";", ",").split(",")]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise NetinvertError(f"{flag} {text!r} is not a comma-separated list of numbers (e.g. 0.485,0.456,0.406)")\
+            from None
+    if not values or any(v != v or v in (float("inf"), float("-inf")) for v in values):
+        raise NetinvertError(f"{flag} {text!r} must be finite numbers, e.g. 0.485,0.456,0.406")
+    if count is not None and len(values) != count:
+        raise NetinvertError(f"{flag} {text!r} needs {count} numbers (e.g. 0,255), got {len(values)}")
+    return values
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1,28,28"`` (or ``1x28x28``) -> ``(1, 28, 28)``: one input without the batch dimension."""
+    parts = [p.strip() for p in str(text).lower().replace("x", ",").split(",")]
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        raise NetinvertError(f"--input-shape {text!r} is not a comma-separated list of sizes "
+                             "(e.g. 1,28,28 or 3,224,224, without the batch dimension)") from None
+    if any(s <= 0 for s in shape):
+        raise NetinvertError(f"--input-shape {text!r} needs positive sizes (e.g. 1,28,28)")
+    return shape
+
+
+def parse_json_object(text: str | None, flag: str) -> dict[str, Any] | None:
+    """A JSON object given on the command line (``'{"width": 64}'``)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise NetinvertError(f"{flag} {text!r} is not valid JSON ({exc.msg}); give an object like "
+                             "'{\"width\": 64}'") from None
+    if not isinstance(value, dict):
+        raise NetinvertError(f"{flag} must be a JSON object like '{{\"width\": 64}}', got {text!r}")
+    return value
+
+
+MODEL_FLAGS = ["--model"] + ["--" + f.name.replace("_", "-") for f in fields(ModelOptions) if f.name != "model"]
