@@ -96,3 +96,107 @@ def test_sample_and_patterns_commands(tmp_path, zoo):
     bad = runner.invoke(app, ["patterns", "-m", "digits-cnn", "-l", "conv", "-o", str(tmp_path / "q")])
     assert bad.exit_code == 2 and "cannot invert layer 'conv' (Conv2d)" in bad.output
     assert not (tmp_path / "q").exists()
+
+
+MODEL_COMMANDS = ["imagine", "layers", "atlas", "invert", "leakage", "sample", "patterns"]
+
+
+@pytest.mark.parametrize("command", MODEL_COMMANDS)
+def test_every_model_command_takes_the_same_model_options(command):
+    from netinvert.cli.options import MODEL_FLAGS
+
+    result = runner.invoke(app, [command, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    expected = [flag for flag in MODEL_FLAGS if not (command == "layers" and flag == "--model")]
+    assert [flag for flag in expected if flag not in result.output] == []
+    assert "<bool>" not in result.output
+
+
+def test_version_and_module_entry_point():
+    import netinvert
+
+    proc = subprocess.run([sys.executable, "-m", "netinvert", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"netinvert {netinvert.__version__}"
+
+
+def test_a_saved_result_reopens_and_a_rerun_replaces_the_folder(tmp_path, zoo):
+    from netinvert import Result
+
+    zoo("digits-cnn")
+    out = tmp_path / "run"
+    first = runner.invoke(app, ["imagine", "-m", "digits-cnn", "-t", "3", "-t", "7", "--steps", "20", "-o", str(out)])
+    assert first.exit_code == 0, first.output
+    again = Result.load(out)
+    assert [item.target for item in again.items] == ["class 3", "class 7"]
+    assert again.inputs.shape == (2, 1, 28, 28) and again.outputs.shape == (2, 10)
+    assert repr(again).startswith("Result(gradient on digits-cnn: 2 items")
+    second = runner.invoke(app, ["imagine", "-m", "digits-cnn", "-t", "1", "--steps", "20", "-o", str(out)])
+    assert second.exit_code == 0, second.output
+    assert sorted(p.name for p in out.glob("item_*.png")) == ["item_000_class_1.png"]
+    assert Result.load(out).items[0].target == "class 1"
+
+
+def test_a_folder_holding_other_files_is_never_replaced(tmp_path, zoo):
+    zoo("digits-cnn")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    result = runner.invoke(app, ["imagine", "-m", "digits-cnn", "-t", "1", "--steps", "5", "-o", str(mine)])
+    assert result.exit_code == 2
+    assert "holds no netinvert result" in result.output
+    assert (mine / "thesis.tex").read_text() == "precious"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-m", "digits-cnn", "-t", "1", "-o", "/proc/netinvert-out"], "cannot write to /proc/netinvert-out"),
+        (["-m", "digits-cnn", "-t", "1", "--goal", "2"], "Invalid value for '--goal'"),
+        (["-m", "digits-cnn", "-t", "1", "--steps", "0"], "Invalid value for '--steps'"),
+        (["-m", "digits-cnn", "-t", "1", "--threads", "0"], "Invalid value for '--threads'"),
+        (["-m", "digits-cnn", "-t", "1", "--arch", "x:Y"], "--arch only applies to model files"),
+    ],
+)
+def test_bad_options_are_refused_up_front(tmp_path, zoo, args, message):
+    zoo("digits-cnn")
+    full = args if "-o" in args else [*args, "-o", str(tmp_path / "never")]
+    result = runner.invoke(app, ["imagine", *full])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_text_file_given_as_model_is_named_as_text(tmp_path):
+    fake = tmp_path / "model.pt"
+    fake.write_text("hello world\n")
+    result = runner.invoke(app, ["layers", str(fake)])
+    assert result.exit_code == 2
+    assert "it is text, not a torch.save archive" in " ".join(result.output.split())
+
+
+def test_flat_inputs_get_an_input_shape_hint_instead_of_a_pictures_claim(tmp_path, zoo):
+    zoo("digits-mlp")
+    import torch
+
+    from netinvert.models.zoo import load_zoo
+
+    path = tmp_path / "flat.pt"
+    torch.save(load_zoo("digits-mlp").module.state_dict(), path)
+    out = tmp_path / "flat"
+    result = runner.invoke(app, ["imagine", "-m", str(path), "--arch", "netinvert.models.architectures:digits_mlp",
+                                 "-t", "3", "--steps", "10", "-o", str(out)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "pictures" not in result.output.split("note:")[0]
+    assert "pass --input-shape 1,28,28" in result.output
+    assert not list(out.glob("*.png"))
+
+
+def test_invert_takes_the_layer_as_dash_l(tmp_path, zoo):
+    zoo("digits-cnn")
+    out = tmp_path / "inv"
+    result = runner.invoke(app, ["invert", "-m", "digits-cnn", "-l", "pool", "--index", "3", "--method", "gradient",
+                                 "--steps", "5", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "comparison.png").exists()

@@ -14,7 +14,8 @@ from safetensors.torch import save_file
 from sklearn.datasets import load_digits
 
 from netinvert.ground.errors import NetinvertError
-from netinvert.models.load import build_arch, load, parse_floats, parse_shape, read_labels
+from netinvert.cli.options import parse_floats, parse_json_object, parse_shape
+from netinvert.models.load import build_arch, load, read_labels
 
 ARCH_SOURCE = '''
 import torch
@@ -56,7 +57,7 @@ class Trained:
         self.arch_file = folder / "digits_net.py"
         self.arch_file.write_text(ARCH_SOURCE)
         self.arch = f"{self.arch_file}:DigitsNet"
-        self.net = build_arch(self.arch, '{"width": 8}')
+        self.net = build_arch(self.arch, {"width": 8})
         digits = load_digits()
         x = torch.tensor(digits.images / 16.0, dtype=torch.float32).unsqueeze(1)
         y = torch.tensor(digits.target)
@@ -108,7 +109,7 @@ def test_every_format_loads_the_same_network(trained: Trained, route: str) -> No
     path = getattr(trained, route)
     arch = trained.arch if route in ("state", "safetensors") else None
     shape = None if route == "onnx" else (1, 8, 8)  # only the ONNX file states its input shape
-    model = load(path, arch=arch, arch_kwargs='{"width": 8}' if arch else None, input_shape=shape)
+    model = load(path, arch=arch, arch_kwargs={"width": 8} if arch else None, input_shape=shape)
     assert model.input_spec.shape == (1, 8, 8)
     with torch.no_grad():
         out = model(trained.x_test)
@@ -199,7 +200,7 @@ def test_mismatched_weights_name_the_keys(trained: Trained, tmp_path: Path) -> N
     assert "unexpected keys (19): bn.weight, bn.bias, bn.running_mean, bn.running_var, ... (19 in all)" in message
     assert "Pass the --arch" in message
     with pytest.raises(NetinvertError, match=r"shape mismatches \(\d+\): conv.weight \(8, 1, 3, 3\) in file"):
-        load(trained.state, arch=trained.arch, arch_kwargs='{"width": 4}')
+        load(trained.state, arch=trained.arch, arch_kwargs={"width": 4})
 
 
 def test_arch_errors_are_clear(trained: Trained) -> None:
@@ -207,12 +208,12 @@ def test_arch_errors_are_clear(trained: Trained) -> None:
         build_arch("DigitsNet")
     with pytest.raises(NetinvertError, match="no class or function 'Nope'.*DigitsNet, Residual"):
         build_arch(f"{trained.arch_file}:Nope")
-    with pytest.raises(NetinvertError, match="not valid JSON"):
-        build_arch(trained.arch, "{width: 8}")
+    with pytest.raises(NetinvertError, match="--arch-kwargs '{width: 8}' is not valid JSON"):
+        parse_json_object("{width: 8}", "--arch-kwargs")
     with pytest.raises(NetinvertError, match="cannot import module 'no_such_pkg.models'"):
         build_arch("no_such_pkg.models:Net")
     with pytest.raises(NetinvertError, match="check --arch-kwargs"):
-        build_arch(trained.arch, '{"depth": 3}')
+        build_arch(trained.arch, {"depth": 3})
     net = build_arch("netinvert.models.architectures:digits_mlp")
     assert sum(p.numel() for p in net.parameters()) == 784 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10
 
@@ -286,7 +287,7 @@ def test_parse_helpers_for_the_cli() -> None:
 
 
 def test_zoo_names_and_file_options_do_not_mix() -> None:
-    with pytest.raises(NetinvertError, match="--input-shape only apply to model files"):
+    with pytest.raises(NetinvertError, match="--input-shape only applies to model files"):
         load("digits-cnn", input_shape=(1, 28, 28))
     with pytest.raises(NetinvertError, match="unknown model 'no-such-model'"):
         load("no-such-model")

@@ -7,7 +7,18 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from netinvert.cli.common import OutOpt, cli_errors, console, err_console
+from netinvert.cli.common import (
+    LayerOpt,
+    LrOpt,
+    OutOpt,
+    ParamOpt,
+    SeedOpt,
+    StepsOpt,
+    ThreadsOpt,
+    cli_errors,
+    console,
+    err_console,
+)
 from netinvert.cli.options import ModelOptions, model_command
 
 
@@ -15,17 +26,17 @@ from netinvert.cli.options import ModelOptions, model_command
 @model_command()
 def atlas(
     model: ModelOptions,
-    layer: Annotated[str, typer.Option("--layer", "-l", help="Layer whose units to render (see `netinvert layers`).")],
+    layer: LayerOpt,
     out: OutOpt,
-    batch_size: Annotated[int, typer.Option(help="Units rendered together in one batch.")] = 16,
-    steps: Annotated[int, typer.Option(help="Optimization steps per batch.")] = 256,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 0.05,
-    seed: Annotated[int, typer.Option(help="Random seed (results are deterministic for a seed).")] = 0,
-    param: Annotated[str, typer.Option(help="Parameterization: auto, pixel or fourier.")] = "auto",
-    tv: Annotated[float, typer.Option(help="Total-variation prior weight.")] = 0.0,
-    bn_prior: Annotated[float | None, typer.Option(help="BatchNorm-statistics prior weight (default: off).")] = None,
-    data_prior: Annotated[float | None, typer.Option(help="Data prior weight (default: on for known data).")] = None,
-    threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Units rendered together in one batch.")] = 16,
+    steps: StepsOpt = 256,
+    lr: LrOpt = 0.05,
+    seed: SeedOpt = 0,
+    param: ParamOpt = "auto",
+    tv: Annotated[float, typer.Option(min=0.0, help="Total-variation prior weight.")] = 0.0,
+    bn_prior: Annotated[float | None, typer.Option(min=0.0, help="BatchNorm-statistics prior weight (default: off).")] = None,
+    data_prior: Annotated[float | None, typer.Option(min=0.0, help="Data prior weight (default: on for known data).")] = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Render every unit of a layer (conv channels, linear neurons): a contact sheet, one PNG per unit, result.json.
 

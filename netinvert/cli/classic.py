@@ -11,7 +11,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from netinvert.cli.common import OutOpt, cli_errors, console, parse_targets, print_result
+from netinvert.cli.common import LayerOpt, OutOpt, SeedOpt, cli_errors, console, parse_targets, print_result
 from netinvert.cli.options import ModelOptions, model_command
 from netinvert.ground.output import check_writable
 
@@ -22,9 +22,9 @@ def sample(
     model: ModelOptions,
     out: OutOpt,
     target: Annotated[list[str], typer.Option("--target", "-t", help="Class name or index to clamp (or all).")],
-    n: Annotated[int, typer.Option("--n", help="Samples per target.")] = 16,
-    gibbs_steps: Annotated[int, typer.Option(help="Alternating Gibbs steps in the top RBM.")] = 200,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    n: Annotated[int, typer.Option("--n", min=1, help="Samples per target.")] = 16,
+    gibbs_steps: Annotated[int, typer.Option(min=1, help="Alternating Gibbs steps in the top RBM.")] = 200,
+    seed: SeedOpt = 0,
 ) -> None:
     """Generate inputs from a deep belief net with its label clamped (e.g. --model dbn-digits)."""
     from netinvert.methods import invert
@@ -40,7 +40,7 @@ def sample(
 @model_command()
 def patterns(
     model: ModelOptions,
-    layer: Annotated[str, typer.Option("--layer", "-l", help="A Linear or activation layer of a fully connected net.")],
+    layer: LayerOpt,
     out: OutOpt,
     kind: Annotated[str, typer.Option(help="weights (composed weights) or backprojected (inverse activations).")]
     = "weights",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import torch
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -25,6 +27,30 @@ F = TypeVar("F", bound=Callable[..., Any])
 TARGET_FORMS = "a class name or index, 'all', 'neuron:LAYER:I', 'channel:LAYER:C' or 'layer:LAYER'"
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+LayerOpt = Annotated[str, typer.Option("--layer", "-l", help="Layer name (see `netinvert layers`).")]
+StepsOpt = Annotated[int, typer.Option(min=1, help="Optimization steps.")]
+
+
+def _open_interval(low: float, high: float) -> Callable[[float], float]:
+    """A typer callback that accepts only values strictly between ``low`` and ``high``."""
+
+    def check(value: float) -> float:
+        if value is not None and not low < value < high:
+            raise typer.BadParameter(f"{value} is not in the open interval ({low:g}, {high:g})")
+        return value
+
+    return check
+
+
+LrOpt = Annotated[float, typer.Option(callback=_open_interval(0.0, float("inf")), help="Adam learning rate (> 0).")]
+SeedOpt = Annotated[int, typer.Option(help="Random seed (results are deterministic for a seed).")]
+ThreadsOpt = Annotated[int | None, typer.Option(min=1, help="Torch CPU threads (default: all cores).")]
+GoalOpt = Annotated[float, typer.Option(callback=_open_interval(0.0, 1.0),
+                                        help="Class probability that counts as reached, in (0, 1).")]
+SamplesOpt = Annotated[int, typer.Option(min=1, help="Distinct inputs per target.")]
+ParamOpt = Annotated[str, typer.Option(help="Parameterization: auto, pixel or fourier.")]
+WeightOpt = Annotated[float, typer.Option(min=0.0, help="Prior weight (0 turns it off).")]
+BatchOpt = Annotated[int | None, typer.Option(min=1, help="Targets per batch (default: all at once).")]
 
 
 def cli_errors(fn: F) -> F:
@@ -78,6 +104,22 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def print_written(out: Path, inputs: torch.Tensor) -> None:
+    """Say which files a result folder holds; hint at ``--input-shape`` when flat inputs could be pictures."""
+    files = sorted(p.name for p in out.iterdir() if p.suffix != ".png")
+    pictures = sorted(out.glob("*.png"))
+    line = f"wrote {out}: {', '.join(files)}" + (f" and {len(pictures)} pictures" if pictures else "")
+    console.print(line, highlight=False, soft_wrap=True)
+    size = int(inputs[0].numel()) if inputs.dim() == 2 and len(inputs) else 0
+    for channels in (1, 3):
+        side = math.isqrt(size // channels) if size % channels == 0 else 0
+        if not pictures and side >= 4 and channels * side * side == size:
+            console.print(f"note: inputs are flat ({size} values), so no pictures were drawn; if they are "
+                          f"{side}x{side} images, pass --input-shape {channels},{side},{side}",
+                          highlight=False, soft_wrap=True)
+            break
+
+
 def print_result(result: Result, out: Path | None = None) -> None:
     """The summary table: target, status, model probability, verifier probability, agreement."""
     table = Table(title=f"{result.method} on {result.model}")
@@ -89,7 +131,7 @@ def print_result(result: Result, out: Path | None = None) -> None:
                       _fmt(m.get("verifier_agrees")), _fmt(m.get("activation")))
     console.print(table)
     if out is not None:
-        console.print(f"wrote {out}/result.json, inputs.npy and pictures")
+        print_written(out, result.inputs)
     if any(item.metrics.get("verifier_note") for item in result.items):
         console.print("note: no independent verifier; pass --verifier PATH for an independent score")
     sys.stdout.flush()

@@ -13,29 +13,27 @@ import numpy as np
 import torch
 import typer
 
-from netinvert.cli.common import OutOpt, cli_errors, console
+from netinvert.cli.common import LayerOpt, OutOpt, SeedOpt, ThreadsOpt, cli_errors, console, print_written
 from netinvert.cli.options import ModelOptions, model_command
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.result import Result
 
 MethodOpt = Annotated[str, typer.Option(help="decoder, gradient or hybrid (decoder start + gradient refinement).")]
-StepsOpt = Annotated[int | None, typer.Option(help="Gradient steps in all (default: the layer's schedule, ~1000).")]
-SeedOpt = Annotated[int, typer.Option(help="Random seed (results are deterministic for a seed).")]
-ThreadsOpt = Annotated[int | None, typer.Option(help="Torch CPU threads.")]
+ScheduleStepsOpt = Annotated[int | None, typer.Option(min=1, help="Gradient steps in all (default: the layer's schedule, ~1000).")]
 
 
 @cli_errors
 @model_command()
 def invert(
     model: ModelOptions,
-    layer: Annotated[str, typer.Option(help="Layer whose activations are inverted (see `netinvert layers`).")],
+    layer: LayerOpt,
     out: OutOpt,
     image: Annotated[Path | None, typer.Option(help="Original input: an image file or .npy array.")] = None,
     index: Annotated[int | None, typer.Option(help="Original input: index into the held-out data.")] = None,
     activations: Annotated[Path | None, typer.Option(help="Activations of LAYER (.npy); no original known.")] = None,
     method: MethodOpt = "hybrid",
     metric: Annotated[str, typer.Option(help="Activation mismatch: mse (normalized) or cosine.")] = "mse",
-    steps: StepsOpt = None,
+    steps: ScheduleStepsOpt = None,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
 ) -> None:
@@ -103,7 +101,7 @@ def _print_items(result: Result, out: Path) -> None:
         table.add_row(str(i), _fmt(m.get("activation_error"), ".2e"), _fmt(m.get("psnr"), ".2f"),
                       _fmt(m.get("ssim"), ".4f"), _fmt(m.get("verifier_agreement"), ""))
     console.print(table)
-    console.print(f"wrote {out}/result.json, inputs.npy and pictures")
+    print_written(out, result.inputs)
 
 
 def _fmt(value: object, spec: str) -> str:
@@ -121,8 +119,8 @@ def leakage(
     layers: Annotated[str, typer.Option(help="Comma-separated layers to invert, e.g. conv,pool,fc.")],
     out: OutOpt,
     methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = "gradient,decoder,hybrid",
-    count: Annotated[int, typer.Option(help="How many held-out inputs to invert at each layer.")] = 64,
-    steps: StepsOpt = None,
+    count: Annotated[int, typer.Option(min=1, help="How many held-out inputs to invert at each layer.")] = 64,
+    steps: ScheduleStepsOpt = None,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
 ) -> None:

@@ -9,7 +9,21 @@ from rich.table import Table
 
 from netinvert.cli.atlas import atlas
 from netinvert.cli.classic import patterns, sample
-from netinvert.cli.common import OutOpt, cli_errors, console, parse_targets, print_result
+from netinvert.cli.common import (
+    BatchOpt,
+    GoalOpt,
+    LrOpt,
+    OutOpt,
+    ParamOpt,
+    SamplesOpt,
+    SeedOpt,
+    StepsOpt,
+    ThreadsOpt,
+    cli_errors,
+    console,
+    parse_targets,
+    print_result,
+)
 from netinvert.cli.invert import invert as invert_command
 from netinvert.cli.invert import leakage
 from netinvert.cli.options import ModelOptions, model_command
@@ -54,20 +68,20 @@ def imagine(
     out: OutOpt,
     target: Annotated[list[str], typer.Option("--target", "-t", help="Class name/index, all, neuron:L:I, channel:L:C.")],
     method: Annotated[str, typer.Option(help="gradient, langevin or analytic.")] = "gradient",
-    steps: Annotated[int, typer.Option(help="Optimization steps.")] = 1024,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 0.1,
-    seed: Annotated[int, typer.Option(help="Random seed (results are deterministic for a seed).")] = 0,
-    param: Annotated[str, typer.Option(help="Parameterization: auto, pixel or fourier.")] = "auto",
-    batch_size: Annotated[int | None, typer.Option(help="Targets per batch (default: all at once).")] = None,
-    threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
-    goal: Annotated[float, typer.Option(help="Class probability that counts as reached.")] = 0.99,
+    steps: StepsOpt = 1024,
+    lr: LrOpt = 0.1,
+    seed: SeedOpt = 0,
+    param: ParamOpt = "auto",
+    batch_size: BatchOpt = None,
+    threads: ThreadsOpt = None,
+    goal: GoalOpt = 0.99,
     early_stop: Annotated[bool, typer.Option(help="Stop once every class target is reached.")] = True,
-    samples: Annotated[int, typer.Option(help="Samples per target (langevin, analytic).")] = 1,
+    samples: SamplesOpt = 1,
     metric: Annotated[str | None, typer.Option(help="analytic: data (closest to the training data) or euclidean.")]
     = None,
-    diversity: Annotated[int, typer.Option(help="Distinct images per target (gradient).")] = 1,
-    tv: Annotated[float, typer.Option(help="Total-variation prior weight.")] = 0.0,
-    data_prior: Annotated[float | None, typer.Option(help="Weight of the data prior (default: on when data is known).")] = None,
+    diversity: Annotated[int, typer.Option(min=1, help="Distinct images per target (gradient).")] = 1,
+    tv: Annotated[float, typer.Option(min=0.0, help="Total-variation prior weight.")] = 0.0,
+    data_prior: Annotated[float | None, typer.Option(min=0.0, help="Weight of the data prior (default: on when data is known).")] = None,
 ) -> None:
     """Imagine inputs that make the model produce each target (class visualization, unit visualization)."""
     from netinvert.domains.domain import Domain

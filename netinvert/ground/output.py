@@ -38,7 +38,8 @@ def check_writable(out: str | os.PathLike[str], *, replace: bool = True) -> Path
         probe = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
         probe.rmdir()
     except OSError as exc:
-        raise NetinvertError(f"cannot write to {out} ({exc.strerror or exc}); choose another --out") from None
+        raise NetinvertError(f"cannot write to {out}: {parent} is not a writable folder ({exc.strerror or exc}); "
+                             "choose another --out") from None
     return out
 
 

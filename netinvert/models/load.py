@@ -191,7 +191,7 @@ def _read(path: Path, arch: str | None, arch_kwargs: Any, trust_pickle: bool,
             raise NetinvertError(f"refusing to load {path}: {_PICKLE_HINT}") from None
         return "pickle", _trusted_pickle(path, arch), None
     except Exception as exc:
-        raise NetinvertError(f"cannot read {path} as a PyTorch, TorchScript or ONNX file: {_first_line(exc)}")\
+        raise NetinvertError(f"cannot read {path} as a PyTorch, TorchScript or ONNX file: {_why_unreadable(path, exc)}")\
             from None
     state = _state_dict_of(obj, path)
     return "state_dict", _from_state_dict(state, path, arch, arch_kwargs), None
@@ -367,6 +367,16 @@ def _probe(model: Model, path: Path) -> int:
 
 def _floats(values: Sequence[float] | None) -> tuple[float, ...] | None:
     return tuple(float(v) for v in values) if values is not None else None
+
+
+def _why_unreadable(path: Path, exc: BaseException) -> str:
+    """Name what the file is when torch.load's own message says nothing useful (a text file gives '101')."""
+    head = path.read_bytes()[:64]
+    if head and not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):
+        kind = "text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "data"
+        return (f"it is {kind}, not a torch.save archive or pickle (it starts with {head[:24]!r}); "
+                "give a .pt/.pth state dict, TorchScript, .safetensors or .onnx file")
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:
