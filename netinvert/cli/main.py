@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Annotated
 
 import typer
@@ -55,6 +57,11 @@ def _main(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Run trained neural networks in reverse."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("netinvert")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
 
 
 IMAGINE_METHODS = ("gradient", "langevin", "analytic")

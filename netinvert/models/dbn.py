@@ -11,6 +11,7 @@ makes one top-down pass to pixels.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 
@@ -19,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from netinvert.ground.errors import NetinvertError
+
+log = logging.getLogger(__name__)
 
 
 class RBM(nn.Module):
@@ -136,6 +139,7 @@ def _train_rbm(rbm: RBM, data: torch.Tensor, *, epochs: int, k: int, lr: float, 
     velocity = [torch.zeros_like(p) for p in (rbm.weight, rbm.v_bias, rbm.h_bias)]
     err = 0.0
     for epoch in range(epochs):
+        log.info("RBM %d-%d: epoch %d/%d", rbm.weight.shape[1], rbm.weight.shape[0], epoch + 1, epochs)
         order = torch.randperm(data.shape[0], generator=gen)
         momentum = 0.5 if epoch < max(1, epochs // 4) else 0.9
         errs = []
@@ -176,7 +180,8 @@ def train_dbn(x: torch.Tensor, y: torch.Tensor, *, sizes: Sequence[int] = (784, 
     top_data = torch.cat([h, F.one_hot(y.long(), n_labels).float()], dim=1)
     stats["top_recon"] = _train_rbm(dbn.top, top_data, epochs=top_epochs or epochs, k=top_cd_k, lr=lr,
                                     batch_size=batch_size, gen=gen, n_labels=n_labels)
-    for _ in range(finetune_epochs):
+    for epoch in range(finetune_epochs):
+        log.info("up-down fine-tuning: epoch %d/%d", epoch + 1, finetune_epochs)
         _up_down_epoch(dbn, data, y.long(), lr=lr / 5, k=top_cd_k, batch_size=batch_size, gen=gen)
     stats["train_seconds"] = time.perf_counter() - start
     stats["train_accuracy"] = float((dbn(x.float()).argmax(1) == y).float().mean())

@@ -7,6 +7,7 @@ Cache folder: ``$NETINVERT_HOME/zoo`` (default ``~/.cache/netinvert/zoo``).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from netinvert.models.wrapper import Model
 
 CACHE_VERSION = "1"
 Dataset = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -177,7 +180,7 @@ def load_zoo(name: str, *, data: str | None = None, seed: int = 0, verifier: boo
             meta = dict(f.metadata() or {})
     else:
         if not quiet:
-            print(f"training zoo model {name} on {key} (first use; cached in {path.parent}) ...", flush=True)
+            log.warning("training zoo model %s on %s (first use; cached in %s) ...", name, key, path.parent)
         train = entry.trainer or (lambda m, d, s: _train(entry, m, d, s))
         meta = train(module, loader(seed), seed + _SEEDS.get(name, 0))
         meta["data"] = key
@@ -228,7 +231,8 @@ def _train(entry: ZooEntry, module: nn.Module, data: Dataset, seed: int) -> dict
     start = time.perf_counter()
     n_classes = len(entry.class_names)
     module.train()
-    for _ in range(recipe.epochs):
+    for epoch in range(recipe.epochs):
+        log.info("%s: epoch %d/%d (%.0f s)", entry.name, epoch + 1, recipe.epochs, time.perf_counter() - start)
         order = torch.randperm(len(y_train), generator=gen)
         for i in range(0, len(order), recipe.batch_size):
             idx = order[i : i + recipe.batch_size]
