@@ -6,11 +6,13 @@ into a training part and a fixed held-out part (the same every time, so reports 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.spec import InputSpec
@@ -18,6 +20,8 @@ from netinvert.ground.spec import InputSpec
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 MAX_HELD_OUT = 2000
 FORMS = "mnist:DIR, a file.npz with x (and y), or a folder of images"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,21 +79,44 @@ def read_input(path: str | Path, spec: InputSpec) -> np.ndarray:
     return _read_image(path, spec)
 
 
-def _read_image(path: Path, spec: InputSpec) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
+def _read_image(path: Path, spec: InputSpec, *, announce: bool = True) -> np.ndarray:
+    """An image file as (C, H, W) in the model's range: scaled by its bit depth, converted to the model's
+    channels and size (said once on the ``netinvert`` logger when ``announce``)."""
     if not spec.is_image:
         raise NetinvertError(f"the model's input {spec.shape} is not an image (C, H, W) with 1 or 3 channels; "
                              f"give an .npy file instead of {path.name}")
     try:
         with Image.open(path) as img:
-            img = img.convert("L" if spec.channels == 1 else "RGB")
-            img = img.resize((spec.shape[2], spec.shape[1]), Image.BILINEAR)
-            array = np.asarray(img, dtype=np.float32) / 255.0
+            array, changes = _unit_array(img, spec)
     except (OSError, UnidentifiedImageError) as exc:
         raise NetinvertError(f"cannot read image {path}: {exc}") from exc
+    if changes and announce:
+        log.warning("%s: %s to fit the model's input %s", path.name, ", ".join(changes), tuple(spec.shape))
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return (spec.low + (spec.high - spec.low) * array).astype(np.float32)
+
+
+def _unit_array(img: Image.Image, spec: InputSpec) -> tuple[np.ndarray, list[str]]:
+    """Pixels in [0, 1], (H, W) or (H, W, 3), scaled by the image's own bit depth; and the conversions made."""
+    changes = []
+    if (img.width, img.height) != (spec.shape[2], spec.shape[1]):
+        changes.append(f"resized from {img.width}x{img.height}")
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        changes.append("alpha dropped")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        raw = np.asarray(img, dtype=np.float64)
+        deep = img.mode.startswith("I;16") or raw.max(initial=0.0) > 255
+        full = 1.0 if img.mode == "F" and raw.max(initial=0.0) <= 1.0 else 65535.0 if deep else 255.0
+        img, full = Image.fromarray(np.clip(raw / full, 0.0, 1.0).astype(np.float32), mode="F"), 1.0
+    else:
+        if spec.channels == 1 and img.mode not in ("L", "1", "LA", "P"):
+            changes.append(f"{img.mode} converted to gray")
+        img, full = img.convert("L" if spec.channels == 1 or img.mode in ("L", "1", "LA") else "RGB"), 255.0
+    array = np.asarray(img.resize((spec.shape[2], spec.shape[1]), Image.BILINEAR), dtype=np.float32) / full
+    if spec.channels == 3 and array.ndim == 2:
+        changes.append("gray copied to 3 channels")
+        array = np.repeat(array[..., None], 3, axis=-1)
+    return array, changes
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -100,7 +127,7 @@ def _read_folder(folder: Path, spec: InputSpec) -> np.ndarray:
     files = sorted(_image_files(folder))
     if len(files) < 2:
         raise NetinvertError(f"{folder} holds {len(files)} images ({', '.join(IMAGE_SUFFIXES)}); give at least 2")
-    return np.stack([_read_image(p, spec) for p in files])
+    return np.stack([_read_image(p, spec, announce=False) for p in files])
 
 
 def _read_npz(path: Path, spec: InputSpec) -> tuple[np.ndarray, np.ndarray | None]:
