@@ -130,6 +130,11 @@ def test_torchscript_lists_its_named_modules(trained: Trained) -> None:
     model = load(trained.script, input_shape=(1, 8, 8))
     assert {"conv", "block", "block.conv1", "fc"} <= set(model.layer_names())
     assert model.info["format"] == "torchscript"
+    from netinvert import Class, Neuron, invert
+
+    with pytest.raises(NetinvertError, match="TorchScript models take output targets only"):
+        invert(model, Neuron("block.conv1", 0), steps=2)
+    assert invert(model, Class(3), steps=2).items[0].target == "class 3"
 
 
 def test_onnx_agrees_with_onnxruntime_and_hooks_see_the_batch(trained: Trained) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import torch
+
 from netinvert.ground.errors import NetinvertError
 from netinvert.models.wrapper import Model
 from netinvert.targets.base import Product, Sum, Target
@@ -20,7 +22,10 @@ def resolve(target: Target, model: Model) -> Target:
         k = model.class_index(target.index)
         return replace(target, index=k, name=model.class_label(k), output_activation=model.output_activation)
     for layer in target.layers:
-        model.get_layer(layer)
+        if isinstance(model.get_layer(layer), torch.jit.ScriptModule):
+            raise NetinvertError(f"TorchScript models take output targets only (a class, an output set): layer "
+                                 f"{layer!r} is compiled and cannot be observed; for hidden-layer targets load a "
+                                 "state dict with --arch or an ONNX export")
     if isinstance(target, (Neuron, Channel)):
         shape = model.layer_shapes().get(target.layer)
         if shape is None:
