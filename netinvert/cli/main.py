@@ -134,6 +134,9 @@ def layers(model: ModelOptions) -> None:
         kind = getattr(modules[name], "op_type", type(modules[name]).__name__)
         table.add_row(name, str(kind), str(shapes.get(name, "-")))
     console.print(table)
+    if net.logits_layer is not None:
+        console.print(f"final softmax found at {net.logits_layer!r}: targets use its input (the logits); "
+                      "pass --keep-softmax to use the probabilities it outputs", highlight=False, soft_wrap=True)
 
 
 @zoo_app.command("list")

@@ -36,6 +36,8 @@ _OPTIONS: dict[str, tuple[Any, Any, Any]] = {
     "data": (str | None, typer.Option(help="Data: mnist:DIR, file.npz (x, y) or an image folder."), None),
     "verifier": (str | None, typer.Option(help="An independent model file (same loading rules) to score with."),
                  None),
+    "keep_softmax": (bool, typer.Option("--keep-softmax", help="Keep a final softmax layer (default: optimize the "
+                                                                "logits before it)."), False),
     "verifier_arch": (str | None, typer.Option("--verifier-arch", help="Architecture for a state-dict --verifier."),
                       None),
 }
@@ -57,6 +59,7 @@ class ModelOptions:
     data: str | None = None
     verifier: str | None = None
     verifier_arch: str | None = None
+    keep_softmax: bool = False
 
     def load(self) -> Model:
         """Parse the text options and load the model (and its verifier) through :func:`netinvert.load`."""
@@ -70,6 +73,7 @@ class ModelOptions:
             mean=parse_floats(self.mean, "--mean") if self.mean else None,
             std=parse_floats(self.std, "--std") if self.std else None,
             labels=self.labels, data=self.data, verifier=self.verifier, verifier_arch=self.verifier_arch,
+            keep_softmax=self.keep_softmax,
         )
 
 

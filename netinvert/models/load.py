@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import pickle
 import sys
 import warnings
@@ -24,11 +25,13 @@ from torch import nn
 
 from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.spec import InputSpec
+from netinvert.models.final_softmax import find_final_softmax, looks_like_probabilities
 from netinvert.models.wrapper import Model
 
 _PICKLE_HINT = ("it holds a pickled Python object (a whole module), and unpickling can run arbitrary code; "
                 "pass --trust-pickle only if you trust where the file comes from, or save a state dict "
                 "(torch.save(model.state_dict(), ...)) and load it with --arch")
+log = logging.getLogger(__name__)
 
 
 def load(
@@ -46,6 +49,7 @@ def load(
     verifier: str | Path | None = None,
     verifier_arch: str | None = None,
     output_activation: str | None = None,
+    keep_softmax: bool = False,
 ) -> Model:
     """A :class:`Model` from a zoo name or a file (state dict + arch, TorchScript, ONNX, trusted pickle).
 
@@ -55,6 +59,7 @@ def load(
     applies before the network; ``labels`` a text file with one class name per line; ``data`` the
     data source (``mnist:DIR``, ``file.npz``, an image folder) for priors, decoders and reports;
     ``verifier`` an independent model file on the same inputs (same loading rules) that scores results.
+    A network that ends in a softmax is read up to that layer (its logits) unless ``keep_softmax``.
     """
     path = Path(source).expanduser()
     if path.is_dir():
@@ -63,6 +68,8 @@ def load(
         model = _load_file(path, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
                            input_shape=input_shape, input_range=input_range, mean=mean, std=std,
                            output_activation=output_activation)
+        if not keep_softmax:
+            _skip_final_softmax(model)
         if data is not None:
             from netinvert.data.sources import training_inputs_loader
 
@@ -98,6 +105,22 @@ def _load_file(path: Path, *, arch: str | None, arch_kwargs: Mapping[str, Any] |
     model = Model(module, spec, name=path.stem, output_activation=output_activation or "softmax", info=info)
     _probe(model, path)
     return model
+
+
+def _skip_final_softmax(model: Model) -> None:
+    """Take a classifier's outputs before its final softmax; warn when outputs look like hidden probabilities."""
+    example = model.example_input(2)
+    inputs = model.normalize(example) if model.normalize is not None else example
+    model.logits_layer = find_final_softmax(model.module, inputs)
+    if model.logits_layer is not None:
+        model.info["logits_layer"] = model.logits_layer
+        return
+    with torch.no_grad():
+        outputs = model(torch.rand_like(example) * (model.input_spec.high - model.input_spec.low)
+                        + model.input_spec.low)
+    if model.output_activation == "softmax" and looks_like_probabilities(outputs):
+        log.warning("%s: outputs sum to 1 like probabilities, but no final softmax layer was found to skip; "
+                    "targets treat them as logits (export the network without its softmax)", model.name)
 
 
 def _load_verifier(path: Path, model: Model, *, arch: str | None, trust_pickle: bool) -> Model:

@@ -40,7 +40,8 @@ class Model(nn.Module):
     """A trained network ``f`` with named layers and a described input.
 
     ``forward`` takes a batch in the model's raw input range (``input_spec.low..high``) and
-    returns the module's output (logits for classifiers). ``output_activation`` says how
+    returns the module's output (logits for classifiers; for a network that ends in a softmax,
+    ``logits_layer`` names that layer and its input is returned). ``output_activation`` says how
     outputs become class probabilities: ``softmax`` (default), ``sigmoid`` (independent
     units, as in the classic sigmoid MLP) or ``none`` (regression). ``data`` is an optional loader
     returning the training inputs (n, *shape) in the input range, which enables data priors.
@@ -74,12 +75,21 @@ class Model(nn.Module):
         self.verifier = verifier
         self.info: dict[str, Any] = dict(info or {})
         self.data = data
+        self.logits_layer: str | None = None
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.normalize is not None:
             x = self.normalize(x)
-        return self.module(x)
+        if self.logits_layer is None:
+            return self.module(x)
+        logits: list[torch.Tensor] = []
+        handle = self.get_layer(self.logits_layer).register_forward_pre_hook(lambda _m, args: logits.append(args[0]))
+        try:
+            self.module(x)
+        finally:
+            handle.remove()
+        return logits[-1]
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         """Class probabilities from outputs, following ``output_activation``."""
