@@ -98,7 +98,7 @@ def test_sample_and_patterns_commands(tmp_path, zoo):
     assert not (tmp_path / "q").exists()
 
 
-MODEL_COMMANDS = ["imagine", "layers", "atlas", "invert", "leakage", "sample", "patterns"]
+MODEL_COMMANDS = ["imagine", "layers", "atlas", "invert", "leakage", "sample", "patterns", "preimage"]
 
 
 @pytest.mark.parametrize("command", MODEL_COMMANDS)
@@ -200,3 +200,16 @@ def test_invert_takes_the_layer_as_dash_l(tmp_path, zoo):
                                  "--steps", "5", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert (out / "comparison.png").exists()
+
+
+def test_preimage_command_runs_the_bounds_method(tmp_path, zoo):
+    zoo("moons-relu")
+    out = tmp_path / "pre"
+    result = runner.invoke(app, ["preimage", "-m", "moons-relu", "-t", "all", "--max-boxes", "200", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "result.json").read_text())
+    assert data["method"] == "bounds" and len(data["items"]) == 2
+    inside = [item["fraction_under"] for item in data["items"]]
+    over = [item["fraction_over"] for item in data["items"]]
+    assert all(0 < u <= o for u, o in zip(inside, over)) and sum(inside) <= 1.0 + 1e-9 <= sum(over) + 1e-9
+    assert (out / "preimage_00.png").exists() and (out / "preimage_01.png").exists()

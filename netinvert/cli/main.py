@@ -29,6 +29,7 @@ from netinvert.cli.common import (
 from netinvert.cli.invert import invert as invert_command
 from netinvert.cli.invert import leakage
 from netinvert.cli.options import ModelOptions, model_command
+from netinvert.cli.preimage import preimage
 from netinvert.cli.solve import solve
 from netinvert.ground.errors import NetinvertError, choices
 
@@ -42,6 +43,7 @@ app.command("invert")(invert_command)
 app.command("leakage")(leakage)
 app.command("sample")(sample)
 app.command("patterns")(patterns)
+app.command("preimage")(preimage)
 
 def _version(value: bool) -> None:
     if value:

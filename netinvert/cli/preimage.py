@@ -1,0 +1,48 @@
+"""``netinvert preimage``: the certified preimage of each target (``method="bounds"``) for low-dimensional inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from netinvert.cli.common import OutOpt, cli_errors, console, parse_targets, print_written
+from netinvert.cli.options import ModelOptions, model_command
+
+
+@cli_errors
+@model_command()
+def preimage(
+    model: ModelOptions,
+    out: OutOpt,
+    target: Annotated[list[str], typer.Option("--target", "-t", help="Class name or index, or all.")],
+    max_boxes: Annotated[int, typer.Option(min=1, help="Input boxes to examine per target.")] = 4000,
+) -> None:
+    """Certified inside / uncertain input boxes for each target (models with up to 8 inputs), with a 2-D picture."""
+    from rich.table import Table
+
+    from netinvert.ground.output import check_writable
+    from netinvert.methods import invert
+    from netinvert.methods.bounds import plot_preimage
+
+    check_writable(out)
+    net = model.load()
+    targets = parse_targets(target, net)
+    result = invert(net, targets, None, method="bounds", max_boxes=max_boxes)
+
+    def pictures(folder: Path) -> None:
+        if len(net.input_spec.shape) == 1 and net.input_spec.shape[0] == 2:
+            for k in range(len(result.items)):
+                plot_preimage(net, result, folder / f"preimage_{k:02d}.png", which=k)
+
+    result.save(out, extras=pictures)
+    table = Table(title=f"certified preimage on {net.name}")
+    for col in ("target", "status", "inside (fraction)", "over-approximation", "boxes"):
+        table.add_column(col)
+    for item in result.items:
+        m = item.metrics
+        table.add_row(item.target, item.status, f"{m['fraction_under']:.3f}", f"{m['fraction_over']:.3f}",
+                      str(m["boxes_examined"]))
+    console.print(table)
+    print_written(out, result.inputs)
