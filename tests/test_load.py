@@ -181,7 +181,7 @@ def test_wrapped_and_prefixed_state_dicts_load(trained: Trained, tmp_path: Path)
 
 
 def test_a_pickled_module_is_refused_unless_trusted(trained: Trained) -> None:
-    with pytest.raises(NetinvertError, match="arbitrary code.*--trust-pickle"):
+    with pytest.raises(NetinvertError, match="arbitrary code.*`trust_pickle`"):
         load(trained.pickled)
     model = load(trained.pickled, trust_pickle=True, input_shape=(1, 8, 8))
     with torch.no_grad():
@@ -189,7 +189,7 @@ def test_a_pickled_module_is_refused_unless_trusted(trained: Trained) -> None:
 
 
 def test_a_state_dict_without_arch_asks_for_it(trained: Trained) -> None:
-    with pytest.raises(NetinvertError, match="--arch package.module:Class"):
+    with pytest.raises(NetinvertError, match="`arch` package.module:Class"):
         load(trained.state)
 
 
@@ -203,7 +203,7 @@ def test_mismatched_weights_name_the_keys(trained: Trained, tmp_path: Path) -> N
     message = str(err.value)
     assert "missing keys (2): head.weight, head.bias" in message
     assert "unexpected keys (19): bn.weight, bn.bias, bn.running_mean, bn.running_var, ... (19 in all)" in message
-    assert "Pass the --arch" in message
+    assert "Pass the `arch`" in message
     with pytest.raises(NetinvertError, match=r"shape mismatches \(\d+\): conv.weight \(8, 1, 3, 3\) in file"):
         load(trained.state, arch=trained.arch, arch_kwargs={"width": 4})
 
@@ -217,7 +217,7 @@ def test_arch_errors_are_clear(trained: Trained) -> None:
         parse_json_object("{width: 8}", "--arch-kwargs")
     with pytest.raises(NetinvertError, match="cannot import module 'no_such_pkg.models'"):
         build_arch("no_such_pkg.models:Net")
-    with pytest.raises(NetinvertError, match="check --arch-kwargs"):
+    with pytest.raises(NetinvertError, match="check `arch_kwargs`"):
         build_arch(trained.arch, {"depth": 3})
     net = build_arch("netinvert.models.architectures:digits_mlp")
     assert sum(p.numel() for p in net.parameters()) == 784 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10
@@ -235,9 +235,9 @@ def test_unreadable_files_give_one_line_errors(tmp_path: Path) -> None:
 
 
 def test_input_description_is_checked_against_the_network(trained: Trained) -> None:
-    with pytest.raises(NetinvertError, match="first layer is a Conv2d on 1 channels; pass --input-shape 1,H,W"):
+    with pytest.raises(NetinvertError, match="first layer is a Conv2d on 1 channels; pass `input_shape` 1,H,W"):
         load(trained.script)
-    with pytest.raises(NetinvertError, match="does not run on inputs of shape 3,8,8 .*--input-shape"):
+    with pytest.raises(NetinvertError, match="does not run on inputs of shape 3,8,8 .*`input_shape`"):
         load(trained.state, arch=trained.arch, input_shape=(3, 8, 8))
     with pytest.raises(NetinvertError, match="does not fit .*net.onnx"):
         load(trained.onnx, input_shape=(1, 28, 28))
@@ -258,7 +258,7 @@ def test_range_and_normalization_are_part_of_the_model(trained: Trained) -> None
     with torch.no_grad():
         assert torch.allclose(model(raw), trained.net((raw - 0.5) / 0.25), atol=1e-3)
     assert model.example_input(1).mean().item() == pytest.approx(127.5)
-    with pytest.raises(NetinvertError, match="--mean has 3 values but the input has 1 channels"):
+    with pytest.raises(NetinvertError, match="`mean` has 3 values but the input has 1 channels"):
         load(trained.onnx, mean=(0.1, 0.2, 0.3))
 
 
@@ -292,7 +292,7 @@ def test_parse_helpers_for_the_cli() -> None:
 
 
 def test_zoo_names_and_file_options_do_not_mix() -> None:
-    with pytest.raises(NetinvertError, match="--input-shape only applies to model files"):
+    with pytest.raises(NetinvertError, match="`input_shape` only applies to model files"):
         load("digits-cnn", input_shape=(1, 28, 28))
     with pytest.raises(NetinvertError, match="unknown model 'no-such-model'"):
         load("no-such-model")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import sys
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -13,6 +15,7 @@ import torch
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.result import Result
@@ -53,6 +56,15 @@ WeightOpt = Annotated[float, typer.Option(min=0.0, help="Prior weight (0 turns i
 BatchOpt = Annotated[int | None, typer.Option(min=1, help="Targets per batch (default: all at once).")]
 
 
+def as_flags(message: str) -> str:
+    """A library message names parameters in backticks (`input_shape`); on the command line they are flags."""
+    from netinvert.cli.options import ModelOptions
+
+    names = {f.name for f in fields(ModelOptions)} | {"out"}
+    return re.sub(r"`([a-z_]+)`", lambda m: "--" + m.group(1).replace("_", "-") if m.group(1) in names
+                  else m.group(0), message)
+
+
 def cli_errors(fn: F) -> F:
     """Turn user errors into one clear line on stderr and exit code 2."""
 
@@ -61,7 +73,7 @@ def cli_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except NetinvertError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(Text.assemble(("error:", "bold red"), " ", as_flags(str(exc))), soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")

@@ -29,7 +29,7 @@ def check_writable(out: str | os.PathLike[str], *, replace: bool = True) -> Path
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise NetinvertError(f"output path {out} is a file: give a folder name with --out")
+        raise NetinvertError(f"output path {out} is a file: give a folder name as `out`")
     if replace:
         _check_replaceable(out)
     parent = out.absolute().parent
@@ -39,14 +39,14 @@ def check_writable(out: str | os.PathLike[str], *, replace: bool = True) -> Path
         probe.rmdir()
     except OSError as exc:
         raise NetinvertError(f"cannot write to {out}: {parent} is not a writable folder ({exc.strerror or exc}); "
-                             "choose another --out") from None
+                             "choose another `out`") from None
     return out
 
 
 def _check_replaceable(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()) and not (out / RESULT_MARK).exists():
         raise NetinvertError(f"output folder {out} is not empty and holds no netinvert result: "
-                             "give a new or empty folder with --out")
+                             "give a new or empty folder as `out`")
 
 
 @contextmanager

@@ -30,11 +30,11 @@ class InputSpec:
         for name, values in (("mean", self.mean), ("std", self.std)):
             if values is not None and len(values) not in (1, self.channels):
                 raise NetinvertError(
-                    f"--{name} has {len(values)} values but the input has {self.channels} channels: "
+                    f"`{name}` has {len(values)} values but the input has {self.channels} channels: "
                     f"give 1 or {self.channels} values"
                 )
         if self.std is not None and any(s <= 0 for s in self.std):
-            raise NetinvertError(f"--std {self.std} must be positive")
+            raise NetinvertError(f"`std` {self.std} must be positive")
 
     @property
     def channels(self) -> int:

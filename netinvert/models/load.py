@@ -29,8 +29,8 @@ from netinvert.models.final_softmax import find_final_softmax, looks_like_probab
 from netinvert.models.wrapper import Model
 
 _PICKLE_HINT = ("it holds a pickled Python object (a whole module), and unpickling can run arbitrary code; "
-                "pass --trust-pickle only if you trust where the file comes from, or save a state dict "
-                "(torch.save(model.state_dict(), ...)) and load it with --arch")
+                "pass `trust_pickle` only if you trust where the file comes from, or save a state dict "
+                "(torch.save(model.state_dict(), ...)) and load it with `arch`")
 log = logging.getLogger(__name__)
 
 
@@ -96,7 +96,7 @@ def _load_file(path: Path, *, arch: str | None, arch_kwargs: Mapping[str, Any] |
     if shape is None:
         raise NetinvertError(f"cannot tell the input shape of {path.name}: {_shape_hint(module)}")
     if input_range is not None and len(input_range) != 2:
-        raise NetinvertError(f"--input-range needs two numbers low,high (e.g. 0,255), got {len(input_range)}")
+        raise NetinvertError(f"`input_range` needs two numbers low,high (e.g. 0,255), got {len(input_range)}")
     low, high = (float(input_range[0]), float(input_range[1])) if input_range is not None else (0.0, 1.0)
     spec = InputSpec(shape, low, high, _floats(mean), _floats(std))
     info: dict[str, Any] = {"source": str(path), "format": kind}
@@ -162,9 +162,9 @@ def _load_named(name: str, *, arch: str | None, arch_kwargs: Any, trust_pickle: 
         raise NetinvertError(f"model file {name} does not exist: check the path")
     from netinvert.models.zoo import load_zoo, zoo_names
 
-    given = [flag for flag, v in (("--arch", arch), ("--arch-kwargs", arch_kwargs), ("--input-shape", input_shape),
-                                  ("--input-range", input_range), ("--mean", mean), ("--std", std),
-                                  ("--trust-pickle", trust_pickle or None)) if v is not None]
+    given = [f"`{param}`" for param, v in (("arch", arch), ("arch_kwargs", arch_kwargs), ("input_shape", input_shape),
+                                           ("input_range", input_range), ("mean", mean), ("std", std),
+                                           ("trust_pickle", trust_pickle or None)) if v is not None]
     if given and name in zoo_names():
         verb = "applies" if len(given) == 1 else "apply"
         raise NetinvertError(f"{', '.join(given)} only {verb} to model files; the zoo model {name} "
@@ -221,7 +221,7 @@ def _read(path: Path, arch: str | None, arch_kwargs: Any, trust_pickle: bool,
 
 def _no_arch(arch: str | None, path: Path, what: str) -> None:
     if arch is not None:
-        raise NetinvertError(f"--arch applies to state dict files only; {path.name} is {what}: drop --arch")
+        raise NetinvertError(f"`arch` applies to state dict files only; {path.name} is {what}: drop `arch`")
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -261,8 +261,8 @@ def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 
 def _from_state_dict(state: dict[str, torch.Tensor], path: Path, arch: str | None, arch_kwargs: Any) -> nn.Module:
     if arch is None:
-        raise NetinvertError(f"{path.name} holds only weights (a state dict): pass --arch package.module:Class or "
-                             "--arch path/to/file.py:Class (and --arch-kwargs JSON) naming the network they belong to")
+        raise NetinvertError(f"{path.name} holds only weights (a state dict): pass `arch` package.module:Class or "
+                             "`arch` path/to/file.py:Class (and `arch_kwargs` JSON) naming the network they belong to")
     module = build_arch(arch, arch_kwargs)
     _load_weights(module, state, path, arch)
     return module
@@ -272,7 +272,7 @@ def build_arch(arch: str, arch_kwargs: Mapping[str, Any] | None = None) -> nn.Mo
     """Instantiate ``package.module:Name`` or ``path/file.py:Name`` with keyword arguments."""
     target, sep, attr = arch.rpartition(":")
     if not sep or not target or not attr:
-        raise NetinvertError(f"--arch {arch!r} must look like package.module:ClassName or path/to/file.py:ClassName")
+        raise NetinvertError(f"`arch` {arch!r} must look like package.module:ClassName or path/to/file.py:ClassName")
     kwargs = _kwargs(arch_kwargs)
     if target.endswith(".py") or "/" in target or "\\" in target:
         namespace = _import_file(Path(target).expanduser())
@@ -280,21 +280,21 @@ def build_arch(arch: str, arch_kwargs: Mapping[str, Any] | None = None) -> nn.Mo
         try:
             namespace = importlib.import_module(target)
         except Exception as exc:
-            raise NetinvertError(f"--arch: cannot import module {target!r} ({type(exc).__name__}: "
+            raise NetinvertError(f"`arch`: cannot import module {target!r} ({type(exc).__name__}: "
                                  f"{_first_line(exc)}); is it installed or on PYTHONPATH?") from None
     factory = getattr(namespace, attr, None)
     if not callable(factory):
         found = sorted(k for k, v in vars(namespace).items() if isinstance(v, type) and issubclass(v, nn.Module)
                        and v.__module__ == namespace.__name__)
-        raise NetinvertError(f"--arch: {target} has no class or function {attr!r}; nn.Module classes there: "
+        raise NetinvertError(f"`arch`: {target} has no class or function {attr!r}; nn.Module classes there: "
                              f"{choices(found) or 'none'}")
     try:
         module = factory(**kwargs)
     except Exception as exc:
-        raise NetinvertError(f"--arch: {attr}(**{kwargs}) failed ({type(exc).__name__}: {_first_line(exc)}); "
-                             "check --arch-kwargs") from None
+        raise NetinvertError(f"`arch`: {attr}(**{kwargs}) failed ({type(exc).__name__}: {_first_line(exc)}); "
+                             "check `arch_kwargs`") from None
     if not isinstance(module, nn.Module):
-        raise NetinvertError(f"--arch: {attr}(...) returned a {type(module).__name__}, not an nn.Module")
+        raise NetinvertError(f"`arch`: {attr}(...) returned a {type(module).__name__}, not an nn.Module")
     return module
 
 
@@ -308,11 +308,11 @@ def _kwargs(arch_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def _import_file(path: Path) -> Any:
     if not path.is_file():
-        raise NetinvertError(f"--arch: file {path} does not exist")
+        raise NetinvertError(f"`arch`: file {path} does not exist")
     name = f"netinvert_arch_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise NetinvertError(f"--arch: cannot import {path} as Python")
+        raise NetinvertError(f"`arch`: cannot import {path} as Python")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     folder = str(path.resolve().parent)
@@ -321,7 +321,7 @@ def _import_file(path: Path) -> Any:
         spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(name, None)
-        raise NetinvertError(f"--arch: importing {path} failed ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise NetinvertError(f"`arch`: importing {path} failed ({type(exc).__name__}: {_first_line(exc)})") from None
     finally:
         sys.path.remove(folder)
     return module
@@ -343,8 +343,8 @@ def _load_weights(module: nn.Module, state: dict[str, torch.Tensor], path: Path,
         for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
             if keys:
                 problems.append(f"{what} ({len(keys)}): {choices(keys, limit=4)}")
-        raise NetinvertError(f"the weights in {path.name} do not fit --arch {arch}: {'; '.join(problems)}. "
-                             "Pass the --arch (and --arch-kwargs) the weights were trained with")
+        raise NetinvertError(f"the weights in {path.name} do not fit `arch` {arch}: {'; '.join(problems)}. "
+                             "Pass the `arch` (and `arch_kwargs`) the weights were trained with")
     module.load_state_dict(state)
 
 
@@ -356,8 +356,8 @@ def _shape_hint(module: nn.Module) -> str:
     if kind in ("Conv2d", "Conv1d", "Conv3d") and isinstance(weight, torch.Tensor):
         channels = weight.shape[1] * int(getattr(first, "groups", 1))
         spatial = {"Conv1d": "L", "Conv2d": "H,W", "Conv3d": "D,H,W"}[kind]
-        return f"its first layer is a {kind} on {channels} channels; pass --input-shape {channels},{spatial}"
-    return "the file does not say; pass --input-shape (without the batch dimension, e.g. 1,28,28)"
+        return f"its first layer is a {kind} on {channels} channels; pass `input_shape` {channels},{spatial}"
+    return "the file does not say; pass `input_shape` (without the batch dimension, e.g. 1,28,28)"
 
 
 def _infer_linear_shape(module: nn.Module) -> tuple[int, ...] | None:
@@ -379,7 +379,7 @@ def _probe(model: Model, path: Path) -> int:
     except Exception as exc:
         shape = ",".join(map(str, model.input_spec.shape))
         raise NetinvertError(f"{path.name} does not run on inputs of shape {shape} (batch dimension excluded): "
-                             f"{_first_line(exc)}; pass the --input-shape it was trained on") from None
+                             f"{_first_line(exc)}; pass the `input_shape` it was trained on") from None
     if not isinstance(out, torch.Tensor) or out.dim() < 1 or out.shape[0] != 2:
         raise NetinvertError(f"{path.name} must return one tensor with the batch first; got "
                              f"{type(out).__name__} {tuple(getattr(out, 'shape', ()))}")
