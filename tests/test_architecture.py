@@ -1,0 +1,95 @@
+"""The layers of the code (docs/architecture.md): imports point down only and no two modules import each other."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "netinvert"
+LAYERS = [  # bottom to top; packages on one line share a layer
+    ("ground",),
+    ("models", "data"),
+    ("targets", "domains"),
+    ("solvers",),
+    ("methods",),
+    ("report",),
+    ("tasks",),
+    ("cli", "__main__", "demo"),
+]
+RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    """Every netinvert module and the netinvert modules it imports (at module level or inside functions)."""
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = _module_name(path)
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("netinvert"):
+                found.add(node.module)
+                found.update(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names if alias.name.startswith("netinvert"))
+        graph[name] = found
+    known = set(graph)
+    return {name: {m for m in found if m in known and m != name} for name, found in graph.items()}
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    return RANK.get(parts[1]) if len(parts) > 1 else None
+
+
+def test_every_package_has_a_layer():
+    packages = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    modules = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    assert packages | modules <= set(RANK), sorted((packages | modules) - set(RANK))
+
+
+def test_no_module_imports_from_a_layer_above_it():
+    upward = []
+    for module, imported in _imports().items():
+        here = _layer(module)
+        if here is None:  # netinvert/__init__.py: the public API gathers from every layer below the CLI
+            assert all((_layer(m) or 0) < RANK["report"] for m in imported), sorted(imported)
+            continue
+        upward += [f"{module} -> {m}" for m in imported if (_layer(m) or 0) > here]
+    assert upward == []
+
+
+def test_no_import_cycle():
+    graph = _imports()
+    packages = {m for m in graph if (PACKAGE / Path(*m.split(".")[1:]) / "__init__.py").exists()}
+    edges = {m: {t for t in targets if t not in packages} for m, targets in graph.items() if m not in packages}
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append(path[path.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
+
+
+@pytest.mark.parametrize("limit", [650])
+def test_no_file_is_too_long_to_read(limit):
+    allowed = {"solvers/bab.py", "models/onnx/ops.py"}
+    long = [f"{p.relative_to(PACKAGE)}: {n}" for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > limit and str(p.relative_to(PACKAGE)) not in allowed]
+    assert long == []
