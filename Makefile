@@ -1,10 +1,12 @@
-# The two commands: `make demo` (install + imagine every class of the zoo) and `make test` (install + all tests).
+# The two commands: `make demo` (install + imagine every class of the zoo) and `make test` (install + all tests that
+# need nothing outside the repository). `make test-external` runs the tests on VNN-COMP data in $NETINVERT_VNNCOMP
+# (default ../shared/data/vnncomp); it fails when that data is missing.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= out/demo
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-external bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +21,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+test-external: install
+	$(BIN)/python -m pytest -q tests/external
 
 bench: install
 	$(BIN)/python benchmarks/imagine_overhead.py

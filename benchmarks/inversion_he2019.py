@@ -1,7 +1,7 @@
 """Feature inversion on the MNIST LeNet of He, Zhang & Lee (ACSAC 2019), next to the paper's numbers.
 
 Trains the paper's LeNet (conv 1->8 5x5, ReLU, maxpool, conv 8->16 5x5, ReLU, maxpool, 256, fc
-120, fc 84, 10) on the real MNIST test images in ../shared/data/mnist (8k training / 2k held out),
+120, fc 84, 10) on the real MNIST test images in tests/data/mnist (8k training / 2k held out),
 trains decoders on the same 8k images, inverts 200 held-out images at conv1 and ReLU2 with the
 gradient, decoder and hybrid methods, prints PSNR / SSIM / verifier agreement beside the paper's
 white-box (rMLE) and inverse-network numbers, and writes JSON.
@@ -28,7 +28,7 @@ from netinvert.models.wrapper import Model
 from netinvert.models.zoo import load_zoo
 from netinvert.report.leakage import evaluate
 
-MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+MNIST = Path(__file__).resolve().parents[1] / "tests" / "data" / "mnist"  # the MNIST test set, in the repository
 PAPER = {  # layer -> method -> (PSNR dB, SSIM), He et al. 2019, Table (MNIST)
     "conv1": {"white-box (rMLE)": (39.69, 0.9969), "inverse network": (40.72, 0.9950)},
     "relu2": {"white-box (rMLE)": (15.10, 0.5998), "inverse network": (20.81, 0.8046)},
@@ -68,8 +68,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "inversion_he2019.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if not MNIST.exists():
-        raise SystemExit(f"{MNIST} is missing: the benchmark needs the shared MNIST files")
     x_train, y_train, x_held, y_held = load_mnist(MNIST)
     start = time.perf_counter()
     net = train_lenet(torch.from_numpy(x_train), torch.from_numpy(y_train))

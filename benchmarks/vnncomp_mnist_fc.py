@@ -8,6 +8,7 @@ Resumable: finished instances are kept in ``--out``/results.jsonl.
         [--only prop_1_0.05.vnnlib]
 
 ``--jobs`` runs that many instances at once, each in its own process with ``--threads`` threads.
+The data is read from ``$NETINVERT_VNNCOMP/mnist_fc`` (default ``../shared/data/vnncomp`` beside the repository).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import csv
 import json
 import multiprocessing
+import os
 import statistics
 import time
 from pathlib import Path
@@ -24,7 +26,8 @@ import torch
 
 from netinvert.methods.exact import solve_files
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "vnncomp" / "mnist_fc"
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("NETINVERT_VNNCOMP") or ROOT.parent / "shared" / "data" / "vnncomp") / "mnist_fc"
 TOOLS = ("alpha_beta_crown", "neuralsat", "nnenum", "nnv", "pyrat")
 OURS = {"found": "sat", "none-exists": "unsat", "unknown": "unknown"}
 
@@ -40,7 +43,7 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="comma-separated vnnlib names (default: all)")
     args = ap.parse_args()
     if not DATA.is_dir():
-        raise SystemExit(f"missing data folder {DATA}")
+        raise SystemExit(f"missing data folder {DATA}: set NETINVERT_VNNCOMP to the VNN-COMP data folder")
     known = {(r["onnx"], r["vnnlib"]): r for r in csv.DictReader((DATA / "known_results.csv").open())}
     nets = [f"mnist-net_{n}.onnx" for n in args.networks.split(",")]
     rows = [(Path(o).name, Path(v).name) for o, v, _ in csv.reader((DATA / "instances.csv").open())]

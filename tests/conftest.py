@@ -1,4 +1,6 @@
-"""Shared fixtures: a per-checkout zoo cache, the shared data folder (required, never skipped)."""
+"""Shared fixtures: a per-checkout zoo cache and a family of ONNX + VNNLIB instances with known answers.
+
+The plain suite needs nothing outside the repository; the VNN-COMP tests live in ``tests/external``."""
 
 from __future__ import annotations
 
@@ -9,15 +11,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NETINVERT_HOME", str(ROOT / ".netinvert-home"))
-SHARED = ROOT.parent / "shared"
-
-
-def shared_data(*parts: str) -> Path:
-    """A path under ../shared/data; fails loudly when the shared folder is missing."""
-    path = SHARED.joinpath("data", *parts)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: the tests need ../shared/data beside the repository")
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +26,11 @@ def zoo():
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def known_family(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of ONNX + VNNLIB files and ``instances.csv`` whose answers are known (``known_instances.FAMILY``)."""
+    from known_instances import write_family
+
+    return write_family(tmp_path_factory.mktemp("known_family"))

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 import typer
+from known_instances import FAMILY, check_found, ort_outputs
 from onnx import TensorProto, helper
 from scipy.optimize import linprog
 from torch import nn
@@ -33,97 +33,26 @@ from netinvert.targets.output_set import OutputSet
 from netinvert.targets.units import Class
 from netinvert.targets.vnnlib import read_vnnlib
 
-VNN = Path(__file__).parents[2] / "shared" / "data" / "vnncomp"
 torch.set_num_threads(1)
 
 
-def _data() -> Path:
-    assert VNN.is_dir(), f"missing {VNN}: the shared data folder must sit beside the repository"
-    return VNN
-
-
-def _ort_outputs(onnx_path: Path, x: np.ndarray) -> np.ndarray:
-    """onnxruntime outputs, one row per row of ``x`` (a single row gives a flat vector)."""
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
-    shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
-    rows = np.atleast_2d(x)
-    ys = np.stack([sess.run(None, {inp.name: r.astype(np.float32).reshape(shape)})[0].reshape(-1) for r in rows])
-    return ys.astype(np.float64)[0] if x.ndim == 1 else ys.astype(np.float64)
-
-
-def _check_found(onnx_path: Path, vnnlib_path: Path, x: np.ndarray) -> None:
-    """An independent re-check: x is in some input box and onnxruntime's output is in that box's set."""
-    spec = read_vnnlib(vnnlib_path)
-    y = _ort_outputs(onnx_path, x)
-    assert any(np.all(x >= c.lo) and np.all(x <= c.hi) and c.output.contains(y)[0] for c in spec.cases)
-
-
 # ------------------------------------------------------------------------------------------ known answers
-def test_test_family_statuses() -> None:
-    fam = _data() / "test"
-    expected = {"test_sat.onnx": "found", "test_unsat.onnx": "none-exists"}
-    for onnx_name, spec_name, _ in csv.reader((fam / "instances.csv").open()):
-        onnx_path, spec_path = fam / onnx_name, fam / spec_name.strip()
+def test_known_family_statuses(known_family: Path) -> None:
+    """Every answer of the generated family is right, and dense sampling agrees with every none-exists."""
+    rng = np.random.default_rng(0)
+    for onnx_name, spec_name, want in FAMILY:
+        onnx_path, spec_path = known_family / onnx_name, known_family / spec_name
         res = exact.solve_files(onnx_path, spec_path, timeout=30)
-        status = res.items[0].status
-        assert status != "unknown", (onnx_name, res.items[0].reason)
-        if onnx_name in expected:
-            assert status == expected[onnx_name], onnx_name
-        if status == "found":
-            _check_found(onnx_path, spec_path, res.inputs[0].numpy().astype(np.float64))
-        else:  # one-input networks: a dense scan must agree that no input qualifies
-            spec = read_vnnlib(spec_path)
-            if spec.num_inputs == 1:
-                c = spec.cases[0]
-                xs = np.linspace(c.lo[0], c.hi[0], 4001)
-                ys = _ort_outputs(onnx_path, xs[:, None])
-                assert not c.output.contains(ys).any(), onnx_name
-
-
-MNIST_FAST = [
-    ("mnist-net_256x2.onnx", "prop_0_0.03.vnnlib"),
-    ("mnist-net_256x2.onnx", "prop_1_0.03.vnnlib"),
-    ("mnist-net_256x4.onnx", "prop_0_0.03.vnnlib"),
-    ("mnist-net_256x4.onnx", "prop_1_0.03.vnnlib"),
-    ("mnist-net_256x6.onnx", "prop_0_0.03.vnnlib"),
-]
-
-
-@pytest.mark.parametrize(("onnx_name", "spec_name"), MNIST_FAST)
-def test_mnist_fc_fast_subset_matches_consensus(onnx_name: str, spec_name: str) -> None:
-    fam = _data() / "mnist_fc"
-    known = {(r["onnx"], r["vnnlib"]): r["consensus"] for r in csv.DictReader((fam / "known_results.csv").open())}
-    onnx_path, spec_path = fam / "onnx" / onnx_name, fam / "vnnlib" / spec_name
-    res = exact.solve_files(onnx_path, spec_path, timeout=60)
-    want = {"sat": "found", "unsat": "none-exists"}[known[(onnx_name, spec_name)]]
-    assert res.items[0].status == want, res.items[0].reason
-    if want == "found":
-        _check_found(onnx_path, spec_path, res.inputs[0].numpy().astype(np.float64))
-    else:
-        assert sum(res.info["certificates"][0]["unstable_crown"]) > 0  # a real proof over unstable neurons
-
-
-@pytest.mark.slow
-def test_mnist_fc_milp_instances_match_consensus() -> None:
-    fam = _data() / "mnist_fc"
-    for spec_name, want in (("prop_2_0.03.vnnlib", "found"), ("prop_6_0.03.vnnlib", "none-exists")):
-        res = exact.solve_files(fam / "onnx" / "mnist-net_256x2.onnx", fam / "vnnlib" / spec_name, timeout=120)
-        assert res.items[0].status == want
-        assert res.items[0].metrics["stage"] == "milp"
-
-
-@pytest.mark.slow
-def test_mnist_fc_deep_instance_needs_and_gets_refined_bounds() -> None:
-    """256x4 prop_14_0.05 (unsat): alpha-CROWN leaves every disjunct open; the sign-refined
-    intermediate bounds refute disjuncts, and the verdict matches the consensus."""
-    fam = _data() / "mnist_fc"
-    res = exact.solve_files(fam / "onnx" / "mnist-net_256x4.onnx", fam / "vnnlib" / "prop_14_0.05.vnnlib", timeout=120)
-    cert = res.info["certificates"][0]
-    assert res.items[0].status == "none-exists", res.items[0].reason
-    assert cert["refuted_by_crown"] + cert["refuted_by_alpha"] < cert["disjuncts"]
-    assert sum(cert["refine"]["proved"]) > 0 and cert["refuted_by_refined"] > 0
-    assert sum(cert["unstable_refined"]) < sum(cert["unstable_alpha"])
+        assert res.items[0].status == want, (onnx_name, res.items[0].reason)
+        if want == "found":
+            check_found(onnx_path, spec_path, res.inputs[0].numpy().astype(np.float64))
+            continue
+        c = read_vnnlib(spec_path).cases[0]
+        if len(c.lo) == 1:
+            xs = np.linspace(c.lo[0], c.hi[0], 4001)[:, None]
+        else:
+            xs = np.vstack([rng.uniform(c.lo, c.hi, size=(20000, len(c.lo))), c.lo, c.hi])
+        assert not c.output.contains(ort_outputs(onnx_path, xs)).any(), onnx_name
 
 
 # ------------------------------------------------------------------------------------------ random networks
@@ -318,7 +247,7 @@ def test_conv_batchnorm_maxpool_onnx_and_torch_readers_agree() -> None:
         onnx.save(model, str(path))
         net = from_onnx(path)
         xs = rng.uniform(size=(4, 36))
-        ref = _ort_outputs(path, xs)
+        ref = ort_outputs(path, xs)
         np.testing.assert_allclose(net.forward(xs), ref, atol=1e-4)
     finally:
         path.unlink(missing_ok=True)
@@ -345,24 +274,24 @@ def test_unsupported_ops_and_modules_are_named(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ CLI
-def test_cli_solve_writes_result_and_counterexample(tmp_path: Path) -> None:
-    fam = _data() / "test"
+def test_cli_solve_writes_result_and_counterexample(known_family: Path, tmp_path: Path) -> None:
+    fam = known_family
     app = typer.Typer()
     app.command("solve")(solve)
     app.command("other")(lambda: None)
     runner = CliRunner()
     out = tmp_path / "sat"
     r = runner.invoke(
-        app, ["solve", str(fam / "test_sat.onnx"), str(fam / "test_prop.vnnlib"), "--timeout", "30", "--out", str(out)]
+        app, ["solve", str(fam / "sat.onnx"), str(fam / "prop.vnnlib"), "--timeout", "30", "--out", str(out)]
     )
     assert r.exit_code == 0, r.output
     data = json.loads((out / "result.json").read_text())
     assert data["items"][0]["status"] == "found"
     text = (out / "counterexample.txt").read_text()
     xs = np.array([float(line.split()[1].rstrip(")")) for line in text.splitlines() if "(X_" in line])
-    _check_found(fam / "test_sat.onnx", fam / "test_prop.vnnlib", xs)
+    check_found(fam / "sat.onnx", fam / "prop.vnnlib", xs)
     r = runner.invoke(
-        app, ["solve", str(fam / "test_nano.onnx"), str(fam / "test_prop.vnnlib"), "--out", str(tmp_path / "bad")]
+        app, ["solve", str(fam / "nano.onnx"), str(fam / "prop.vnnlib"), "--out", str(tmp_path / "bad")]
     )
     assert r.exit_code == 2 and "declares 5 inputs" in r.output
     fam_out = tmp_path / "family"
@@ -371,7 +300,7 @@ def test_cli_solve_writes_result_and_counterexample(tmp_path: Path) -> None:
     )
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader((fam_out / "results.csv").open()))
-    assert [row["status"] for row in rows] == ["none-exists", "none-exists", "none-exists", "found", "none-exists"]
+    assert [row["status"] for row in rows] == [want for _, _, want in FAMILY]
 
 
 def test_branch_and_bound_stage_with_several_disjuncts() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from torch import nn
 
 from netinvert import Channel, Class, Domain, InputSpec, Layer, Model, NetinvertError, Neuron, invert
 from netinvert.domains.param import Fourier, Pixel
+
+MNIST = Path(__file__).parent / "data" / "mnist"  # the MNIST test set, see its README.md
 
 
 def sigmoid_ceiling(model: Model) -> torch.Tensor:
@@ -158,12 +161,10 @@ def test_langevin_samples_reach_the_class_and_differ(zoo):
 @pytest.mark.slow
 def test_zoo_trains_on_real_mnist(tmp_path, monkeypatch):
     """The mnist:DIR path for real: digits-mlp trained on 8k real MNIST test images, scored on 2k held out."""
-    from conftest import shared_data
-
     from netinvert.models.zoo import load_zoo
 
     monkeypatch.setenv("NETINVERT_HOME", str(tmp_path))
-    model = load_zoo("digits-mlp", data=f"mnist:{shared_data('mnist')}", verifier=False)
+    model = load_zoo("digits-mlp", data=f"mnist:{MNIST}", verifier=False)
     assert model.info["data"].startswith("mnist-")
     assert model.info["test_accuracy"] > 0.9
     assert model.training_inputs().shape == (8000, 1, 28, 28)

@@ -10,13 +10,14 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from known_instances import export_onnx
 from onnx import TensorProto, helper, numpy_helper
+from torch import nn
 
 from netinvert.ground.errors import NetinvertError
 from netinvert.models.load import load
 from netinvert.models.onnx_import import load_onnx, supported_ops
 
-SHARED = Path(__file__).parents[2] / "shared"
 RNG = np.random.default_rng(0)
 F32 = TensorProto.FLOAT
 
@@ -266,14 +267,18 @@ def test_graphs_without_batch_dimension_are_batched_around(tmp_path: Path) -> No
     np.testing.assert_allclose(model(torch.from_numpy(x)).detach().numpy(), expected, atol=1e-6)
 
 
-def test_vnncomp_mnist_network_matches_onnxruntime() -> None:
-    path = SHARED / "data" / "vnncomp" / "mnist_fc" / "onnx" / "mnist-net_256x2.onnx"
-    assert path.exists(), f"shared data missing: {path}"
+def test_vnncomp_style_mnist_network_matches_onnxruntime(tmp_path: Path) -> None:
+    """The layout of VNN-COMP's mnist_fc networks: a fixed (1, 784, 1) input, Flatten, then Gemm and Relu."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                        nn.Linear(256, 10))
+    path = export_onnx(net, (1, 784, 1), tmp_path / "mnist-net_256x2.onnx")
+    assert [n.op_type for n in onnx.load(str(path)).graph.node][:2] == ["Flatten", "Gemm"]
     model = load(path)
     assert model.input_spec.shape == (784, 1)
     x = RNG.random((3, 784, 1), dtype=np.float32)
     session = ort.InferenceSession(str(path))
-    expected = np.concatenate([session.run(None, {"0": x[i:i + 1]})[0] for i in range(3)])
+    expected = np.concatenate([session.run(None, {"X": x[i:i + 1]})[0] for i in range(3)])
     np.testing.assert_allclose(model(torch.from_numpy(x)).detach().numpy(), expected, atol=1e-4)
 
 

@@ -7,36 +7,46 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from known_instances import vnnlib_text
 
+from netinvert.data.mnist import read_idx
 from netinvert.ground.errors import NetinvertError
 from netinvert.targets.base import Target
 from netinvert.targets.output_set import OutputSet
 from netinvert.targets.vnnlib import parse_vnnlib, read_vnnlib
 
-SHARED = Path(__file__).parents[2] / "shared" / "data" / "vnncomp"
+MNIST = Path(__file__).parent / "data" / "mnist"
 
 HEADER = "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
 
 
-def test_reads_the_shared_families() -> None:
-    assert SHARED.is_dir(), f"missing {SHARED}: the shared data folder must sit beside the repository"
-    prop = read_vnnlib(SHARED / "test" / "test_prop.vnnlib")
+def test_reads_vnncomp_style_files(known_family: Path, tmp_path: Path) -> None:
+    """The two layouts of VNN-COMP's specs: ACAS Xu property 3 style (comments, a conjunction of output
+    comparisons) and an mnist_fc style L-inf ball around a real MNIST test image (one disjunct per class)."""
+    prop = read_vnnlib(known_family / "prop.vnnlib")
     assert (prop.num_inputs, prop.num_outputs, len(prop.cases)) == (5, 5, 1)
     case = prop.cases[0]
-    assert case.lo[0] == pytest.approx(-0.30353115613746867) and case.hi[0] == pytest.approx(-0.29855281193475053)
+    assert case.lo[0] == pytest.approx(-1.0) and case.hi[0] == pytest.approx(1.0)
     a, b = case.output.disjuncts[0]
     assert a.shape == (4, 5) and np.all(a[:, 0] == 1) and np.all(b == 0)  # Y_0 <= Y_j for j = 1..4
-    mnist = read_vnnlib(SHARED / "mnist_fc" / "vnnlib" / "prop_0_0.03.vnnlib")
+    image = read_idx(MNIST / "t10k-images-idx3-ubyte.gz")[0].reshape(-1) / 255.0
+    label = int(read_idx(MNIST / "t10k-labels-idx1-ubyte.gz")[0])
+    others = "\n".join(f"    (and (>= Y_{j} Y_{label}))" for j in range(10) if j != label)
+    text = vnnlib_text(np.clip(image - 0.03, 0, 1), np.clip(image + 0.03, 0, 1), 10, f"(assert (or\n{others}\n))",
+                       comment=f"Mnist property with label: {label}.")
+    (tmp_path / "prop_0_0.03.vnnlib").write_text(text)
+    mnist = read_vnnlib(tmp_path / "prop_0_0.03.vnnlib")
     assert (mnist.num_inputs, mnist.num_outputs) == (784, 10)
     out = mnist.cases[0].output
     assert len(out.disjuncts) == 9 and all(a.shape == (1, 10) for a, _ in out.disjuncts)
     y = np.zeros(10)
-    y[4] = 1.0
-    assert not out.contains(y)[0]  # label 4 wins: no disjunct holds
-    y[2] = 1.0
-    assert out.contains(y)[0]  # a tie Y_2 >= Y_4 satisfies the non-strict spec
+    y[label] = 1.0
+    assert not out.contains(y)[0]  # the label wins: no disjunct holds
+    y[(label + 1) % 10] = 1.0
+    assert out.contains(y)[0]  # a tie with the label satisfies the non-strict spec
     width = mnist.cases[0].hi - mnist.cases[0].lo
     assert 0.0 < width.min() and width.max() <= 0.06 + 1e-6  # an L-inf ball of radius 0.03 clipped to [0, 1]
+    assert width.min() < 0.06  # the clipping at 0 shows on the dark background
 
 
 def test_linear_terms_and_input_disjunction() -> None:
