@@ -23,9 +23,9 @@ import torch
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.result import Item, Result
 from netinvert.solvers import linear_bounds as lb
+from netinvert.solvers import milp
 from netinvert.solvers.attack import pgd
 from netinvert.solvers.bab import BabOutcome, bab
-from netinvert.solvers.milp import solve_disjunct
 from netinvert.solvers.piecewise import PLNet, from_onnx, from_torch
 from netinvert.solvers.refine import refine
 from netinvert.targets.output_set import OutputSet
@@ -153,7 +153,7 @@ def solve_case(
         if not open_:
             return done("none-exists", "bounds")
     if lp_tighten and left() > 0:
-        bounds = lb.lp_tighten(layers, lo, hi, bounds, upto=len(layers) - 1, time_limit=0.3 * left())
+        bounds = milp.lp_tighten(layers, lo, hi, bounds, upto=len(layers) - 1, time_limit=0.3 * left())
         stats["unstable_lp"] = bounds.unstable()
     big = sum(bounds.unstable()) > bab_threshold
     if big and refine_share > 0 and len(layers) > 2 and left() > 0:
@@ -223,7 +223,7 @@ def solve_case(
         a, b = target.disjuncts[i]
         one = OutputSet(((a, b),), target.num_outputs)
         t_low = float(np.max(row_lb[owner == i]))
-        out = solve_disjunct(layers, lo, hi, bounds, a, b, t_lower=t_low, time_limit=left(), threads=threads)
+        out = milp.solve_disjunct(layers, lo, hi, bounds, a, b, t_lower=t_low, time_limit=left(), threads=threads)
         stats["milp"].append({"disjunct": i, "status": out.status, "seconds": out.seconds, "binaries": out.binaries})
         if out.status == "found" and out.x is not None:
             ok = _accept(out.x, lo, hi, one, check)

@@ -1,5 +1,6 @@
 """Sound bounds on a ``PLNet`` over an input box: interval arithmetic, CROWN back-substitution
-(with optimizable lower ReLU slopes, alpha-CROWN style), and optional LP tightening with HiGHS.
+(with optimizable lower ReLU slopes, alpha-CROWN style). LP tightening with HiGHS lives beside the
+MILP in ``milp.py``.
 
 All bounds are computed in float64. Pre-activation bounds of hidden layer ``k`` are ``lower[k]``,
 ``upper[k]``; a neuron with ``lower >= 0`` or ``upper <= 0`` is *stable* and needs no integer
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from netinvert.solvers.piecewise import PLNet
@@ -280,42 +280,3 @@ def alpha_crown(
                     al.clamp_(0.0, 1.0)
     return Bounds(best_l, best_u), best_spec, [al.detach() for al in alphas[nk]]
 
-
-def lp_tighten(
-    layers: list[tuple[torch.Tensor, torch.Tensor]],
-    lo: np.ndarray,
-    hi: np.ndarray,
-    bounds: Bounds,
-    upto: int,
-    time_limit: float = 30.0,
-) -> Bounds:
-    """Tighten unstable neurons of hidden layers ``1..upto-1`` with one LP each (triangle relaxation, HiGHS)."""
-    import time
-
-    import highspy
-
-    from netinvert.solvers.milp import build_lp
-
-    lows = [l.clone() for l in bounds.lower]
-    ups = [u.clone() for u in bounds.upper]
-    t0 = time.perf_counter()
-    for k in range(1, min(upto, len(layers) - 1)):
-        cur = Bounds(lows, ups)
-        h, zvars = build_lp(layers, lo, hi, cur, k)
-        for i in np.flatnonzero(((lows[k][0] < 0) & (ups[k][0] > 0)).numpy()):
-            for sense in (highspy.ObjSense.kMinimize, highspy.ObjSense.kMaximize):
-                if time.perf_counter() - t0 > time_limit:
-                    return Bounds(lows, ups)
-                h.changeColCost(zvars[i], 1.0)
-                h.changeObjectiveSense(sense)
-                h.run()
-                optimal = h.getModelStatus() == highspy.HighsModelStatus.kOptimal
-                val = h.getInfo().objective_function_value
-                h.changeColCost(zvars[i], 0.0)  # resets the model status: read it first
-                if not optimal:
-                    continue
-                if sense == highspy.ObjSense.kMinimize:
-                    lows[k][0, i] = max(float(lows[k][0, i]), val - 1e-7)
-                else:
-                    ups[k][0, i] = min(float(ups[k][0, i]), val + 1e-7)
-    return Bounds(lows, ups)
