@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from netinvert.ground.errors import NetinvertError
 from netinvert.models.load import load
-from netinvert.models.onnx_import import load_onnx, supported_ops
+from netinvert.models.onnx import load_onnx, supported_ops
 
 SHARED = Path(__file__).parents[2] / "shared"
 RNG = np.random.default_rng(0)
