@@ -580,3 +580,28 @@ def test_batched_searches_match_separate_ones_across_budgeted_rounds() -> None:
     cut = bab_many(layers, lo, hi, root, a, b, owner, reaches, budget=np.full(8, 2.0), time_limit=20)
     cut.drop(opened)
     assert opened and all(cut.status(p) == "open" and cut.lowest_bound(p) == -np.inf for p in opened)
+
+
+def test_highs_prints_nothing() -> None:
+    """HiGHS's banner and log stay out of the output (issue 19 item 18): a fresh process builds and solves
+    both HiGHS models netinvert uses (the MILP encoding and the convex LP) and prints nothing."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, torch\n"
+        "from netinvert.solvers import linear_bounds as lb\n"
+        "from netinvert.solvers.convex import solve_lp\n"
+        "from netinvert.solvers.milp import solve_disjunct\n"
+        "from netinvert.solvers.piecewise import from_torch\n"
+        "torch.manual_seed(0)\n"
+        "m = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))\n"
+        "layers = lb.layers_of(from_torch(m, (2,)))\n"
+        "lo, hi = np.zeros(2), np.ones(2)\n"
+        "b = lb.crown(layers, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None])\n"
+        "solve_disjunct(layers, lo, hi, b, np.array([[1.0, -1.0]]), np.array([0.0]), t_lower=-1e3, time_limit=5)\n"
+        "solve_lp(np.ones((1, 2)), np.ones(1), np.zeros((0, 2)), np.zeros(0), lo, hi, np.ones(2))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "", run.stdout

@@ -12,6 +12,8 @@ import highspy
 import numpy as np
 from scipy.optimize import lsq_linear
 
+from netinvert.solvers.highs import quiet_highs
+
 
 def _highs_model(a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray, b_le: np.ndarray, lo: np.ndarray,
                  hi: np.ndarray, cost: np.ndarray) -> highspy.HighsLp:
@@ -36,9 +38,7 @@ def _colwise(a: np.ndarray) -> tuple[list[int], list[int], list[float]]:
 
 
 def _highs_run(model: highspy.HighsLp | highspy.HighsModel) -> np.ndarray | None:
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("threads", 1)
+    h = quiet_highs()
     h.passModel(model)
     h.run()
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:

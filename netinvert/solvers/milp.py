@@ -16,6 +16,7 @@ import highspy
 import numpy as np
 import torch
 
+from netinvert.solvers.highs import quiet_highs
 from netinvert.solvers.linear_bounds import Bounds
 
 _INF = highspy.kHighsInf
@@ -48,7 +49,7 @@ class _Model:
         self.row_lo.append(lo)
         self.row_hi.append(hi)
 
-    def highs(self, cost: dict[int, float], threads: int = 1) -> highspy.Highs:
+    def highs(self, cost: dict[int, float], threads: int = 1) -> highspy._Highs:
         lp = highspy.HighsLp()
         n = len(self.lower)
         lp.num_col_ = n
@@ -70,9 +71,7 @@ class _Model:
             for i in self.integer:
                 integ[i] = highspy.HighsVarType.kInteger
             lp.integrality_ = integ
-        h = highspy.Highs()
-        h.setOptionValue("output_flag", False)
-        h.setOptionValue("threads", threads)
+        h = quiet_highs(threads)
         h.passModel(lp)
         return h
 
@@ -124,7 +123,7 @@ def _encode(
 
 def build_lp(
     layers: list[tuple[torch.Tensor, torch.Tensor]], lo: np.ndarray, hi: np.ndarray, bounds: Bounds, k: int
-) -> tuple[highspy.Highs, np.ndarray]:
+) -> tuple[highspy._Highs, np.ndarray]:
     """The LP relaxation of hidden layers ``0..k-1`` plus the pre-activation columns of layer ``k``."""
     m, _, prev_cols = _encode(layers, lo, hi, bounds, k, integer=False)
     w, b = layers[k][0].numpy(), layers[k][1].numpy()
