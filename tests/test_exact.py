@@ -30,9 +30,11 @@ from netinvert.solvers import linear_bounds as lb
 from netinvert.solvers.bab import Tuning, bab
 from netinvert.solvers.milp import lp_tighten
 from netinvert.solvers.piecewise import from_onnx, from_torch
+from netinvert.solvers.problem import torch_checker
 from netinvert.targets.output_set import OutputSet
 from netinvert.targets.units import Class
 from netinvert.targets.vnnlib import read_vnnlib
+from netinvert.tasks.solve import solve_instance
 
 VNN = Path(__file__).parents[2] / "shared" / "data" / "vnncomp"
 torch.set_num_threads(1)
@@ -66,7 +68,7 @@ def test_test_family_statuses() -> None:
     expected = {"test_sat.onnx": "found", "test_unsat.onnx": "none-exists"}
     for onnx_name, spec_name, _ in csv.reader((fam / "instances.csv").open()):
         onnx_path, spec_path = fam / onnx_name, fam / spec_name.strip()
-        res = exact.solve_files(onnx_path, spec_path, timeout=30)
+        res = solve_instance(onnx_path, spec_path, timeout=30)
         status = res.items[0].status
         assert status != "unknown", (onnx_name, res.items[0].reason)
         if onnx_name in expected:
@@ -96,7 +98,7 @@ def test_mnist_fc_fast_subset_matches_consensus(onnx_name: str, spec_name: str) 
     fam = _data() / "mnist_fc"
     known = {(r["onnx"], r["vnnlib"]): r["consensus"] for r in csv.DictReader((fam / "known_results.csv").open())}
     onnx_path, spec_path = fam / "onnx" / onnx_name, fam / "vnnlib" / spec_name
-    res = exact.solve_files(onnx_path, spec_path, timeout=60)
+    res = solve_instance(onnx_path, spec_path, timeout=60)
     want = {"sat": "found", "unsat": "none-exists"}[known[(onnx_name, spec_name)]]
     assert res.items[0].status == want, res.items[0].reason
     if want == "found":
@@ -109,7 +111,7 @@ def test_mnist_fc_fast_subset_matches_consensus(onnx_name: str, spec_name: str) 
 def test_mnist_fc_milp_instances_match_consensus() -> None:
     fam = _data() / "mnist_fc"
     for spec_name, want in (("prop_2_0.03.vnnlib", "found"), ("prop_6_0.03.vnnlib", "none-exists")):
-        res = exact.solve_files(fam / "onnx" / "mnist-net_256x2.onnx", fam / "vnnlib" / spec_name, timeout=120)
+        res = solve_instance(fam / "onnx" / "mnist-net_256x2.onnx", fam / "vnnlib" / spec_name, timeout=120)
         assert res.items[0].status == want
         assert res.items[0].metrics["stage"] == "milp"
 
@@ -119,7 +121,7 @@ def test_mnist_fc_deep_instance_needs_and_gets_refined_bounds() -> None:
     """256x4 prop_14_0.05 (unsat): alpha-CROWN leaves every disjunct open; the sign-refined
     intermediate bounds refute disjuncts, and the verdict matches the consensus."""
     fam = _data() / "mnist_fc"
-    res = exact.solve_files(fam / "onnx" / "mnist-net_256x4.onnx", fam / "vnnlib" / "prop_14_0.05.vnnlib", timeout=120)
+    res = solve_instance(fam / "onnx" / "mnist-net_256x4.onnx", fam / "vnnlib" / "prop_14_0.05.vnnlib", timeout=120)
     cert = res.info["certificates"][0]
     assert res.items[0].status == "none-exists", res.items[0].reason
     assert cert["refuted_by_crown"] + cert["refuted_by_alpha"] < cert["disjuncts"]
@@ -210,7 +212,7 @@ def test_random_relu_networks_never_contradict_sampling_or_enumeration() -> None
         b = np.full(a.shape[0], np.min(vals) + rng.uniform(-0.1, 0.1) * (np.max(vals) - np.min(vals)))
         target = OutputSet.linear(a, b)
         net = from_torch(module, (n_in,))
-        out = exact.solve_case(net, lo, hi, target, exact.torch_checker(module, (n_in,)), timeout=20, seed=trial)
+        out = exact.solve_case(net, lo, hi, target, torch_checker(module, (n_in,)), timeout=20, seed=trial)
         assert out.status in seen, (trial, out.reason)
         seen[out.status] += 1
         enum_min = _pattern_minimum(module, lo, hi, a, b)
@@ -393,7 +395,7 @@ def test_branch_and_bound_stage_with_several_disjuncts() -> None:
             mins.append(_pattern_minimum(module, lo, hi, a, b))
         target = OutputSet.any_of(parts)
         net = from_torch(module, (n_in,))
-        check = exact.torch_checker(module, (n_in,))
+        check = torch_checker(module, (n_in,))
         out = exact.solve_case(net, lo, hi, target, check, timeout=20, alpha_steps=5, bab_threshold=0, seed=trial)
         stages.add(out.stage)
         if out.status == "none-exists":
