@@ -607,3 +607,35 @@ def test_highs_prints_nothing() -> None:
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout == "", run.stdout
+
+
+def test_cli_solve_family_records_bad_rows_and_resumes_by_resolved_path(tmp_path: Path) -> None:
+    """Issue 19 item 17: a bad row is recorded as ``error`` with its message and the family goes on;
+    a rerun that spells the same files differently resumes instead of solving them again."""
+    import shutil
+
+    fam = _data() / "test"
+    for name in ("test_tiny.onnx", "test_tiny.vnnlib", "test_prop.vnnlib"):
+        shutil.copy(fam / name, tmp_path / name)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "instances.csv").write_text(
+        "missing.onnx,test_prop.vnnlib,20\ntest_tiny.onnx,test_tiny.vnnlib,20\njust-one-column\n"
+    )
+    app = typer.Typer()
+    app.command("solve")(solve)
+    app.command("other")(lambda: None)
+    runner = CliRunner()
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["solve", "--instances", str(tmp_path / "instances.csv"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [row["status"] for row in rows] == ["error", "none-exists", "error"]
+    assert "missing.onnx does not exist" in rows[0]["reason"]
+    assert "expected onnx,vnnlib[,timeout]" in rows[2]["reason"]
+    assert not (out / "000_missing_test_prop").exists()
+
+    (tmp_path / "respelled.csv").write_text("./test_tiny.onnx,sub/../test_tiny.vnnlib,20\n")
+    r = runner.invoke(app, ["solve", "--instances", str(tmp_path / "respelled.csv"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "[1/1]" not in r.output  # already answered: nothing solved again
+    assert "none-exists" in r.output
