@@ -639,3 +639,27 @@ def test_cli_solve_family_records_bad_rows_and_resumes_by_resolved_path(tmp_path
     assert r.exit_code == 0, r.output
     assert "[1/1]" not in r.output  # already answered: nothing solved again
     assert "none-exists" in r.output
+
+
+def test_box_centre_is_tried_first_and_alpha_crown_stops_at_its_deadline() -> None:
+    """Issue 19 item 5: a box whose centre already reaches the set ends at stage ``points`` (one
+    forward pass, before any bound); alpha-CROWN takes no step once its deadline has passed."""
+    import time
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
+    net = from_torch(module, (3,))
+    lo, hi = -np.ones(3), np.ones(3)
+    k = int(np.argmax(net.forward(np.zeros((1, 3)))[0]))
+    target = OutputSet.from_class(k, 2)
+    out = exact.solve_case(net, lo, hi, target, torch_checker(module, (3,)), timeout=10)
+    assert out.status == "found" and out.stage == "points"
+    np.testing.assert_array_equal(out.x, np.zeros(3, dtype=np.float32))
+
+    layers = lb.layers_of(net)
+    lo_t, hi_t = torch.as_tensor(lo)[None], torch.as_tensor(hi)[None]
+    a = torch.as_tensor(target.disjuncts[0][0], dtype=lb.DT)
+    b = torch.as_tensor(target.disjuncts[0][1], dtype=lb.DT)
+    _, plain, _ = lb.alpha_crown(layers, lo_t, hi_t, a, b, steps=0)
+    _, late, _ = lb.alpha_crown(layers, lo_t, hi_t, a, b, steps=50, deadline=time.perf_counter())
+    assert torch.equal(late, plain)

@@ -10,6 +10,8 @@ sub-problems at once; ``splits`` clamps split neurons (``+1`` active, ``-1`` ina
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -222,13 +224,15 @@ def alpha_crown(
     lr: float = 0.1,
     bounds: Bounds | None = None,
     splits: list[torch.Tensor] | None = None,
+    deadline: float = math.inf,
 ) -> tuple[Bounds, torch.Tensor, list[torch.Tensor] | None]:
     """Joint optimization of lower slopes for every intermediate bound and for the spec rows ``a @ y - b``.
 
     Only neurons still unstable in the starting bounds get rows. Intermediate bounds only ever
-    tighten (each step keeps the best seen); returns the final bounds, the best lower bounds of the
-    spec rows (B, m) and the spec's optimized slopes (any slopes in [0, 1] are sound, so
-    branch-and-bound may reuse them on sub-domains).
+    tighten (each step keeps the best seen), so the optimization may stop at any step: after
+    ``steps``, or once ``time.perf_counter()`` passes ``deadline``. Returns the final bounds, the
+    best lower bounds of the spec rows (B, m) and the spec's optimized slopes (any slopes in [0, 1]
+    are sound, so branch-and-bound may reuse them on sub-domains).
     """
     bsz = lo.shape[0]
     base = bounds if bounds is not None else crown(layers, lo, hi, splits)
@@ -250,6 +254,8 @@ def alpha_crown(
     }
     opt = torch.optim.Adam([t for v in alphas.values() for t in v], lr=lr)
     for _ in range(steps):
+        if time.perf_counter() >= deadline:
+            break
         lows, ups = [best_l[0]], [best_u[0]]
         loss = torch.zeros((), dtype=DT)
         for k in range(1, nk):

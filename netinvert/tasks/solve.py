@@ -66,7 +66,7 @@ def solve_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: floa
             status, reason = "unknown", res.items[0].reason
     found = next((r for r in answers if r.items[0].status == "found"), None)
     elapsed = time.perf_counter() - t0
-    stage = (found or answers[-1]).items[0].metrics["stage"] if answers else ""
+    stage = (found or answers[-1]).items[0].metrics["stage"] if answers else "load"  # no time left after loading
     item = Item(Path(vnnlib_path).name, status, reason,
                 {"stage": stage, "solve_seconds": elapsed,
                  "margin": found.items[0].metrics["margin"] if found else float("nan")})
