@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from netinvert.methods.exact import solve_files
+from netinvert.tasks.solve import solve_instance
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NETINVERT_VNNCOMP") or ROOT.parent / "shared" / "data" / "vnncomp") / "mnist_fc"
@@ -97,7 +97,7 @@ def _init_worker(threads: int) -> None:
 def _solve(job: tuple[str, str, float]) -> tuple[str, str, str, str, str, float]:
     onnx_name, spec, timeout = job
     t0 = time.perf_counter()
-    item = solve_files(DATA / "onnx" / onnx_name, DATA / "vnnlib" / spec, timeout).items[0]
+    item = solve_instance(DATA / "onnx" / onnx_name, DATA / "vnnlib" / spec, timeout).items[0]
     return onnx_name, spec, item.status, str(item.metrics.get("stage", "")), item.reason, time.perf_counter() - t0
 
 

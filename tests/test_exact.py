@@ -28,10 +28,13 @@ from netinvert.methods import exact, invert
 from netinvert.models.wrapper import Model
 from netinvert.solvers import linear_bounds as lb
 from netinvert.solvers.bab import Tuning, bab
+from netinvert.solvers.milp import lp_tighten
 from netinvert.solvers.piecewise import from_onnx, from_torch
+from netinvert.solvers.problem import torch_checker
 from netinvert.targets.output_set import OutputSet
 from netinvert.targets.units import Class
 from netinvert.targets.vnnlib import read_vnnlib
+from netinvert.tasks.solve import solve_instance
 
 torch.set_num_threads(1)
 
@@ -42,7 +45,7 @@ def test_known_family_statuses(known_family: Path) -> None:
     rng = np.random.default_rng(0)
     for onnx_name, spec_name, want in FAMILY:
         onnx_path, spec_path = known_family / onnx_name, known_family / spec_name
-        res = exact.solve_files(onnx_path, spec_path, timeout=30)
+        res = solve_instance(onnx_path, spec_path, timeout=30)
         assert res.items[0].status == want, (onnx_name, res.items[0].reason)
         if want == "found":
             check_found(onnx_path, spec_path, res.inputs[0].numpy().astype(np.float64))
@@ -138,7 +141,7 @@ def test_random_relu_networks_never_contradict_sampling_or_enumeration() -> None
         b = np.full(a.shape[0], np.min(vals) + rng.uniform(-0.1, 0.1) * (np.max(vals) - np.min(vals)))
         target = OutputSet.linear(a, b)
         net = from_torch(module, (n_in,))
-        out = exact.solve_case(net, lo, hi, target, exact.torch_checker(module, (n_in,)), timeout=20, seed=trial)
+        out = exact.solve_case(net, lo, hi, target, torch_checker(module, (n_in,)), timeout=20, seed=trial)
         assert out.status in seen, (trial, out.reason)
         seen[out.status] += 1
         enum_min = _pattern_minimum(module, lo, hi, a, b)
@@ -321,7 +324,7 @@ def test_branch_and_bound_stage_with_several_disjuncts() -> None:
             mins.append(_pattern_minimum(module, lo, hi, a, b))
         target = OutputSet.any_of(parts)
         net = from_torch(module, (n_in,))
-        check = exact.torch_checker(module, (n_in,))
+        check = torch_checker(module, (n_in,))
         out = exact.solve_case(net, lo, hi, target, check, timeout=20, alpha_steps=5, bab_threshold=0, seed=trial)
         stages.add(out.stage)
         if out.status == "none-exists":
@@ -434,7 +437,7 @@ def test_lp_tightening_only_tightens_and_stays_sound() -> None:
     rng = np.random.default_rng(8)
     sizes = [4, 12, 12, 12, 2]
     _, layers, lo, hi, root = _deep_case(rng, sizes)
-    tight = lb.lp_tighten(layers, lo, hi, root, upto=len(layers) - 1)
+    tight = lp_tighten(layers, lo, hi, root, upto=len(layers) - 1)
     gain = 0.0
     for k, (zmin, zmax) in enumerate(_pre_activation_ranges(layers, rng.uniform(lo, hi, size=(40000, sizes[0])))):
         l, u = tight.lower[k][0].numpy(), tight.upper[k][0].numpy()
@@ -508,3 +511,83 @@ def test_batched_searches_match_separate_ones_across_budgeted_rounds() -> None:
     cut = bab_many(layers, lo, hi, root, a, b, owner, reaches, budget=np.full(8, 2.0), time_limit=20)
     cut.drop(opened)
     assert opened and all(cut.status(p) == "open" and cut.lowest_bound(p) == -np.inf for p in opened)
+
+
+def test_highs_prints_nothing() -> None:
+    """HiGHS's banner and log stay out of the output (issue 19 item 18): a fresh process builds and solves
+    both HiGHS models netinvert uses (the MILP encoding and the convex LP) and prints nothing."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, torch\n"
+        "from netinvert.solvers import linear_bounds as lb\n"
+        "from netinvert.solvers.convex import solve_lp\n"
+        "from netinvert.solvers.milp import solve_disjunct\n"
+        "from netinvert.solvers.piecewise import from_torch\n"
+        "torch.manual_seed(0)\n"
+        "m = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))\n"
+        "layers = lb.layers_of(from_torch(m, (2,)))\n"
+        "lo, hi = np.zeros(2), np.ones(2)\n"
+        "b = lb.crown(layers, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None])\n"
+        "solve_disjunct(layers, lo, hi, b, np.array([[1.0, -1.0]]), np.array([0.0]), t_lower=-1e3, time_limit=5)\n"
+        "solve_lp(np.ones((1, 2)), np.ones(1), np.zeros((0, 2)), np.zeros(0), lo, hi, np.ones(2))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "", run.stdout
+
+
+def test_cli_solve_family_records_bad_rows_and_resumes_by_resolved_path(tmp_path: Path, known_family: Path) -> None:
+    """Issue 19 item 17: a bad row is recorded as ``error`` with its message and the family goes on;
+    a rerun that spells the same files differently resumes instead of solving them again."""
+    import shutil
+
+    for name in ("tiny.onnx", "tiny.vnnlib", "prop.vnnlib"):
+        shutil.copy(known_family / name, tmp_path / name)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "instances.csv").write_text(
+        "missing.onnx,prop.vnnlib,20\ntiny.onnx,tiny.vnnlib,20\njust-one-column\n"
+    )
+    app = typer.Typer()
+    app.command("solve")(solve)
+    app.command("other")(lambda: None)
+    runner = CliRunner()
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["solve", "--instances", str(tmp_path / "instances.csv"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [row["status"] for row in rows] == ["error", "none-exists", "error"]
+    assert "missing.onnx does not exist" in rows[0]["reason"]
+    assert "expected onnx,vnnlib[,timeout]" in rows[2]["reason"]
+    assert not (out / "000_missing_prop").exists()
+
+    (tmp_path / "respelled.csv").write_text("./tiny.onnx,sub/../tiny.vnnlib,20\n")
+    r = runner.invoke(app, ["solve", "--instances", str(tmp_path / "respelled.csv"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "[1/1]" not in r.output  # already answered: nothing solved again
+    assert "none-exists" in r.output
+
+
+def test_box_centre_is_tried_first_and_alpha_crown_stops_at_its_deadline() -> None:
+    """Issue 19 item 5: a box whose centre already reaches the set ends at stage ``points`` (one
+    forward pass, before any bound); alpha-CROWN takes no step once its deadline has passed."""
+    import time
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
+    net = from_torch(module, (3,))
+    lo, hi = -np.ones(3), np.ones(3)
+    k = int(np.argmax(net.forward(np.zeros((1, 3)))[0]))
+    target = OutputSet.from_class(k, 2)
+    out = exact.solve_case(net, lo, hi, target, torch_checker(module, (3,)), timeout=10)
+    assert out.status == "found" and out.stage == "points"
+    np.testing.assert_array_equal(out.x, np.zeros(3, dtype=np.float32))
+
+    layers = lb.layers_of(net)
+    lo_t, hi_t = torch.as_tensor(lo)[None], torch.as_tensor(hi)[None]
+    a = torch.as_tensor(target.disjuncts[0][0], dtype=lb.DT)
+    b = torch.as_tensor(target.disjuncts[0][1], dtype=lb.DT)
+    _, plain, _ = lb.alpha_crown(layers, lo_t, hi_t, a, b, steps=0)
+    _, late, _ = lb.alpha_crown(layers, lo_t, hi_t, a, b, steps=50, deadline=time.perf_counter())
+    assert torch.equal(late, plain)

@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import save_file
 from sklearn.datasets import load_digits
 
-from netinvert.ground.errors import NetinvertError
 from netinvert.cli.options import parse_floats, parse_json_object, parse_shape
+from netinvert.ground.errors import NetinvertError
 from netinvert.models.load import build_arch, load, read_labels
 
 ARCH_SOURCE = '''

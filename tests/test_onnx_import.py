@@ -16,7 +16,7 @@ from torch import nn
 
 from netinvert.ground.errors import NetinvertError
 from netinvert.models.load import load
-from netinvert.models.onnx_import import load_onnx, supported_ops
+from netinvert.models.onnx import load_onnx, supported_ops
 
 RNG = np.random.default_rng(0)
 F32 = TensorProto.FLOAT

@@ -133,7 +133,7 @@ def test_bn_prior_reads_onnx_batchnorm_nodes(nets, tmp_path: Path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from netinvert.models.onnx_import import load_onnx
+    from netinvert.models.onnx import load_onnx
 
     torch_bn = nn.Sequential(OrderedDict(conv=nn.Conv2d(1, 4, 3), bn=nn.BatchNorm2d(4), relu=nn.ReLU(),
                                          pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(4, 3)))

@@ -18,9 +18,10 @@ class Box:
     low: float | torch.Tensor | None = None
     high: float | torch.Tensor | None = None
 
-    def bounds(self, spec: InputSpec) -> tuple[torch.Tensor, torch.Tensor]:
-        lo = _full(self.low, spec.low, spec.shape)
-        hi = _full(self.high, spec.high, spec.shape)
+    def bounds(self, spec: InputSpec, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lower and upper bounds of the input's shape (``dtype`` float64 keeps float64 bounds exact)."""
+        lo = _full(self.low, spec.low, spec.shape, dtype)
+        hi = _full(self.high, spec.high, spec.shape, dtype)
         if bool((lo > hi).any()):
             raise NetinvertError("box is empty: some lower bound exceeds its upper bound")
         return lo, hi
@@ -41,10 +42,10 @@ class Ball:
         if self.p not in (1, 2, math.inf):
             raise NetinvertError(f"ball norm p={self.p} is not supported: use 1, 2 or inf")
 
-    def bounds(self, spec: InputSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    def bounds(self, spec: InputSpec, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """The bounding box of the ball intersected with the input box."""
-        lo, hi = self.box.bounds(spec)
-        c = self.center.reshape(spec.shape).to(torch.float32)
+        lo, hi = self.box.bounds(spec, dtype)
+        c = self.center.reshape(spec.shape).to(dtype)
         return torch.maximum(lo, c - self.eps), torch.minimum(hi, c + self.eps)
 
     def project(self, x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
@@ -61,12 +62,13 @@ class Ball:
         return torch.maximum(torch.minimum(c + d, hi.to(x.dtype)), lo.to(x.dtype))
 
 
-def _full(value: float | torch.Tensor | None, default: float, shape: tuple[int, ...]) -> torch.Tensor:
+def _full(value: float | torch.Tensor | None, default: float, shape: tuple[int, ...],
+          dtype: torch.dtype) -> torch.Tensor:
     if value is None:
-        return torch.full(shape, float(default))
-    t = torch.as_tensor(value, dtype=torch.float32)
+        return torch.full(shape, float(default), dtype=dtype)
+    t = torch.as_tensor(value, dtype=dtype)
     try:
-        return t.expand(shape).clone() if t.numel() > 1 else torch.full(shape, float(t))
+        return t.expand(shape).clone() if t.numel() > 1 else torch.full(shape, float(t), dtype=dtype)
     except RuntimeError:
         try:
             return t.reshape(shape).clone()

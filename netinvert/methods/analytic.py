@@ -29,20 +29,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import highspy
 import numpy as np
 import torch
 from scipy.linalg import cho_factor, cho_solve, solve_triangular
 from scipy.optimize import lsq_linear
 from scipy.stats import truncnorm
 from threadpoolctl import threadpool_limits
-from torch import nn
 
 from netinvert.domains.data_prior import prior_for
 from netinvert.domains.sets import Ball, Box
 from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.result import Item, Result
 from netinvert.models.wrapper import Model
+from netinvert.solvers.chain import EPS, RANGES, Chain, Stage, input_bounds, layer_position, layer_value, read_chain
+from netinvert.solvers.convex import polish, solve_lp, solve_qp
 from netinvert.targets.activations import Activations
 from netinvert.targets.base import Target
 from netinvert.targets.scoring import score
@@ -50,228 +50,10 @@ from netinvert.targets.units import Class
 
 MODES = ("pseudoinverse", "transpose")
 METRICS = ("data", "euclidean")
-_SUPPORTED = "Linear, Sigmoid, Tanh, ReLU, LeakyReLU, Identity, Flatten, Dropout and AppendBias"
-_ACTIVATIONS = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.ReLU: "relu", nn.LeakyReLU: "leaky_relu"}
-_NOOPS = (nn.Identity, nn.Dropout, nn.Flatten)
-_RANGES = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "relu": (0.0, math.inf)}
-_EPS = 1e-6  # hidden sigmoid/tanh targets stay this far inside the open range (|logit| <= 13.8)
 _ROUNDS = 3  # layer-wise passes in all: re-picks the hidden targets around the reached point while not exact
 _NEWTON = 40  # Newton steps on the layer equations at most, after the layer-wise passes
 _RIDGE = 1e-4  # added to a pushed-forward hidden covariance, relative to its mean variance
 _TOL = 1e-7  # a layer counts as reached when its residual is below this (relative to the target's size)
-
-
-# --------------------------------------------------------------------------- the chain
-@dataclass
-class _Stage:
-    """One affine map of the previous stage's output (or the raw input) followed by an activation."""
-
-    linear: str
-    act_name: str
-    act: str
-    weight: np.ndarray
-    bias: np.ndarray
-    slope: float = 0.0
-
-    def activate(self, z: np.ndarray) -> np.ndarray:
-        if self.act == "sigmoid":
-            return 1.0 / (1.0 + np.exp(-z))
-        if self.act == "tanh":
-            return np.tanh(z)
-        if self.act == "relu":
-            return np.maximum(z, 0.0)
-        if self.act == "leaky_relu":
-            return np.where(z >= 0, z, self.slope * z)
-        return z
-
-    def gain(self, z: np.ndarray) -> np.ndarray:
-        """d activation / d pre-activation at ``z``."""
-        if self.act == "sigmoid":
-            a = self.activate(z)
-            return a * (1.0 - a)
-        if self.act == "tanh":
-            return 1.0 - np.tanh(z) ** 2
-        if self.act == "relu":
-            return (z > 0).astype(np.float64)
-        if self.act == "leaky_relu":
-            return np.where(z >= 0, 1.0, self.slope)
-        return np.ones_like(z)
-
-
-@dataclass
-class _Chain:
-    stages: list[_Stage]
-    positions: dict[str, tuple[int, str]]  # layer name -> (stage, "pre" | "post")
-    ref: np.ndarray  # raw input whose normalized value is 0: the input layer's reference point
-
-    def forward(self, x: np.ndarray, upto: tuple[int, str] | None = None) -> np.ndarray:
-        """Float64 forward of raw flattened inputs (rows), up to a position (default: the output)."""
-        s_end, where = upto or (len(self.stages) - 1, "post")
-        h = x
-        for i, st in enumerate(self.stages[: s_end + 1]):
-            z = h @ st.weight.T + st.bias
-            h = z if (i == s_end and where == "pre") else st.activate(z)
-        return h
-
-    def activations(self, x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(pre-activation, activation) of every stage for one raw flattened input."""
-        out, h = [], x
-        for st in self.stages:
-            z = st.weight @ h + st.bias
-            h = st.activate(z)
-            out.append((z, h))
-        return out
-
-    def bounds(self, lo: np.ndarray, hi: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Interval bounds of every stage's output over the input box (sound, exact for the first stage).
-
-        Open ranges are shrunk by ``_EPS`` so that sigmoid and tanh targets keep finite logits.
-        """
-        out = []
-        for st in self.stages:
-            w_pos, w_neg = np.maximum(st.weight, 0), np.minimum(st.weight, 0)
-            with np.errstate(invalid="ignore"):
-                z_lo = np.nan_to_num(w_pos @ lo + w_neg @ hi, nan=-np.inf) + st.bias
-                z_hi = np.nan_to_num(w_pos @ hi + w_neg @ lo, nan=np.inf) + st.bias
-            lo, hi = st.activate(z_lo), st.activate(z_hi)
-            if st.act in _RANGES and st.act != "relu":
-                r_lo, r_hi = _RANGES[st.act]
-                lo, hi = np.clip(lo, r_lo + _EPS, r_hi - _EPS), np.clip(hi, r_lo + _EPS, r_hi - _EPS)
-            out.append((lo, hi))
-        return out
-
-
-def _leaves(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
-    out: list[tuple[str, nn.Module]] = []
-    for name, child in module.named_children():
-        path = f"{prefix}.{name}" if prefix else name
-        if isinstance(child, (nn.Sequential, nn.ModuleList)):
-            out.extend(_leaves(child, path))
-        else:
-            out.append((path, child))
-    return out
-
-
-def _appends_constant(module: nn.Module) -> bool:
-    return type(module).__name__ == "AppendBias" or getattr(module, "appends_constant", None) == 1.0
-
-
-def _chain(model: Model) -> _Chain:
-    """Read ``model`` as a chain of stages; raise naming the first layer that is not supported."""
-    spec = model.input_spec
-    dim = int(np.prod(spec.shape))
-    mean, std = _normalization(model, dim)
-    module = model.module
-    leaves = _leaves(module) if list(module.children()) else [("(model)", module)]
-    stages: list[_Stage] = []
-    positions: dict[str, tuple[int, str]] = {}
-    # pending affine map from the last anchor (input or previous stage output): v -> [scale*v + shift, 1...]
-    scale, shift, appended, width = 1.0 / std, -mean / std, 0, dim
-    flat = len(spec.shape) == 1
-    pending_linear: tuple[str, np.ndarray, np.ndarray] | None = None
-
-    def close(act_name: str, act: str, slope: float = 0.0) -> None:
-        nonlocal scale, shift, appended, pending_linear
-        if pending_linear is None:
-            name = act_name
-            weight, bias = np.diag(np.broadcast_to(scale, (width,)).astype(np.float64)), np.asarray(shift) * np.ones(width)
-            if appended:
-                raise NetinvertError(f"analytic cannot read layer {act_name!r}: a constant feature is appended "
-                                     "right before an activation")
-        else:
-            name, weight, bias = pending_linear
-        stages.append(_Stage(name, act_name, act, weight, bias, slope))
-        if pending_linear is not None:
-            positions[name] = (len(stages) - 1, "pre")
-        if act_name:
-            positions[act_name] = (len(stages) - 1, "post")
-        scale, shift, appended, pending_linear = np.ones(weight.shape[0]), np.zeros(weight.shape[0]), 0, None
-
-    for name, leaf in leaves:
-        if isinstance(leaf, nn.Linear):
-            if pending_linear is not None:
-                close("", "identity")
-            if not flat and not stages:
-                raise NetinvertError(f"analytic: layer {name!r} (Linear) sees a {len(spec.shape)}-d input: "
-                                     "add nn.Flatten() before it")
-            w = leaf.weight.detach().double().cpu().numpy()
-            b = leaf.bias.detach().double().cpu().numpy() if leaf.bias is not None else np.zeros(w.shape[0])
-            n = w.shape[1] - appended
-            if n != (stages[-1].weight.shape[0] if stages else dim):
-                raise NetinvertError(f"analytic: layer {name!r} expects {w.shape[1]} inputs but receives "
-                                     f"{(stages[-1].weight.shape[0] if stages else dim) + appended}")
-            weight = w[:, :n] * scale
-            bias = w[:, :n] @ (np.ones(n) * shift) + w[:, n:].sum(axis=1) + b
-            pending_linear = (name, weight, bias)
-        elif type(leaf) in _ACTIVATIONS:
-            slope = float(getattr(leaf, "negative_slope", 0.0))
-            if type(leaf) is nn.LeakyReLU and slope <= 0:
-                raise NetinvertError(f"analytic: layer {name!r} is a LeakyReLU with slope {slope}; need slope > 0")
-            if not stages and pending_linear is None:
-                width = dim
-            elif pending_linear is None:
-                width = stages[-1].weight.shape[0]
-            close(name, _ACTIVATIONS[type(leaf)], slope)
-        elif _appends_constant(leaf):
-            appended += 1
-        elif isinstance(leaf, _NOOPS):
-            if isinstance(leaf, nn.Flatten):
-                if leaf.start_dim != 1 or leaf.end_dim != -1:
-                    raise NetinvertError(f"analytic: layer {name!r} flattens dims {leaf.start_dim}..{leaf.end_dim};"
-                                         " only Flatten(1, -1) is supported")
-                if not stages and pending_linear is None:
-                    flat = True
-        else:
-            raise NetinvertError(
-                f"analytic cannot invert layer {name!r} ({type(leaf).__name__}): it supports {_SUPPORTED}; "
-                "use method gradient or exact for this model"
-            )
-    if pending_linear is not None:
-        close("", "identity")
-    if appended or not stages:
-        raise NetinvertError(f"analytic found no Linear layer to invert in {model.name}: it supports {_SUPPORTED}")
-    chain = _Chain(stages, positions, mean)
-    _check_chain(model, chain)
-    return chain
-
-
-def _normalization(model: Model, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    spec = model.input_spec
-    if model.normalize is None:
-        return np.zeros(dim), np.ones(dim)
-    shape = spec.shape
-    mean = model.normalize.mean.double().cpu().numpy()
-    std = model.normalize.std.double().cpu().numpy()
-    full = (1, *shape)
-    return np.broadcast_to(mean, full).reshape(-1).copy(), np.broadcast_to(std, full).reshape(-1).copy()
-
-
-def _check_chain(model: Model, chain: _Chain) -> None:
-    """The chain read from the module list must compute what the model computes."""
-    g = torch.Generator().manual_seed(0)
-    spec = model.input_spec
-    x = spec.low + (spec.high - spec.low) * torch.rand((3, *spec.shape), generator=g)
-    with torch.no_grad():
-        out = model(x.to(model._dtype())).double().reshape(3, -1).cpu().numpy()
-    mine = chain.forward(x.double().reshape(3, -1).numpy())
-    if mine.shape != out.shape or not np.allclose(mine, out, rtol=1e-3, atol=1e-3 * (1 + np.abs(out).max())):
-        raise NetinvertError(
-            f"analytic read {model.name} as a chain of layers but it computes something else "
-            "(its forward is not the order of its submodules): wrap the layers in an nn.Sequential"
-        )
-
-
-def _input_bounds(model: Model, domain: Box | Ball | None) -> tuple[np.ndarray, np.ndarray]:
-    spec = model.input_spec
-    if domain is None:
-        domain = Box()
-    if isinstance(domain, Ball) and domain.p != math.inf:
-        raise NetinvertError(f"analytic needs a box-shaped domain; a Ball with p={domain.p} is not one: "
-                             "use Box or a Ball with p=inf")
-    if not hasattr(domain, "bounds"):
-        raise NetinvertError(f"analytic needs a Box or Ball domain, not {type(domain).__name__}")
-    lo, hi = domain.bounds(spec)
-    return lo.double().reshape(-1).numpy(), hi.double().reshape(-1).numpy()
 
 
 # --------------------------------------------------------------------------- the metric
@@ -289,7 +71,7 @@ class _Metric:
     prec: np.ndarray
 
 
-def _metric(model: Model, chain: _Chain, lo: np.ndarray, hi: np.ndarray, metric: str | None) -> _Metric:
+def _metric(model: Model, chain: Chain, lo: np.ndarray, hi: np.ndarray, metric: str | None) -> _Metric:
     if metric not in (None, *METRICS):
         raise NetinvertError(f"analytic metric {metric!r} is unknown: use one of {choices(METRICS)}")
     prior = prior_for(model) if metric in (None, "data") else None
@@ -310,134 +92,6 @@ def _metric(model: Model, chain: _Chain, lo: np.ndarray, hi: np.ndarray, metric:
     factor = cho_factor(cov)
     return _Metric("data", prior.mean.double().numpy(), cov, cho_solve(factor, np.eye(n)))
 
-
-# --------------------------------------------------------------------------- convex solves
-def _highs_model(a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray, b_le: np.ndarray, lo: np.ndarray,
-                 hi: np.ndarray, cost: np.ndarray) -> highspy.HighsLp:
-    inf = highspy.kHighsInf
-    a = np.vstack([a_eq, a_le])
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = lo.size, a.shape[0]
-    lp.col_cost_ = cost.tolist()
-    lp.col_lower_ = np.where(np.isfinite(lo), lo, -inf).tolist()
-    lp.col_upper_ = np.where(np.isfinite(hi), hi, inf).tolist()
-    lp.row_lower_ = np.concatenate([b_eq, np.full(a_le.shape[0], -inf)]).tolist()
-    lp.row_upper_ = np.concatenate([b_eq, b_le]).tolist()
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = _colwise(a)
-    return lp
-
-
-def _colwise(a: np.ndarray) -> tuple[list[int], list[int], list[float]]:
-    nz = a.T != 0
-    return (np.concatenate([[0], np.cumsum(nz.sum(axis=1))]).astype(int).tolist(), np.nonzero(nz)[1].tolist(),
-            a.T[nz].tolist())
-
-
-def _highs_run(model: highspy.HighsLp | highspy.HighsModel) -> np.ndarray | None:
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("threads", 1)
-    h.passModel(model)
-    h.run()
-    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-        return None
-    return np.asarray(h.getSolution().col_value, dtype=np.float64)
-
-
-def _lp(a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray, b_le: np.ndarray, lo: np.ndarray,
-        hi: np.ndarray, cost: np.ndarray) -> np.ndarray | None:
-    """min c'x  s.t.  a_eq x = b_eq, a_le x <= b_le, lo <= x <= hi (HiGHS); None unless solved."""
-    return _highs_run(_highs_model(a_eq, b_eq, a_le, b_le, lo, hi, cost))
-
-
-def _qp(prec: np.ndarray, center: np.ndarray, a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray,
-        b_le: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """argmin (h - center)' prec (h - center) over {a_eq h = b_eq, a_le h <= b_le, lo <= h <= hi} (non-empty).
-
-    A primal-dual active-set iteration (Hintermueller, Ito & Kunisch 2002) solves the KKT system
-    of a guessed set of active bounds and rows exactly and corrects the guess from the
-    multipliers and violations until it repeats; the first guess is the centre clipped to the
-    box. If the guesses cycle, bounded least squares (BVLS on the whitened distance plus heavily
-    weighted rows) gives a second, better guess; failing that, its point is polished.
-    """
-    m_le = a_le.shape[0]
-    span = np.where(np.isfinite(hi - lo), hi - lo, 1.0)
-    start = np.clip(center, lo, hi)
-    for guess in ("centre", "bvls"):
-        if guess == "bvls":
-            start = _bvls_start(prec, center, a_eq, b_eq, a_le, b_le, lo, hi)
-        at_lo, at_hi = start <= lo + 1e-9 * span, start >= hi - 1e-9 * span
-        rows = a_le @ start >= b_le - 1e-9 * (1.0 + np.abs(b_le)) if m_le else np.zeros(0, dtype=bool)
-        x = _active_set(prec, center, a_eq, b_eq, a_le, b_le, lo, hi, at_lo, at_hi, rows)
-        if x is not None:
-            return x
-    return _polish(start, a_eq, b_eq, a_le, b_le, lo, hi)
-
-
-def _bvls_start(prec: np.ndarray, center: np.ndarray, a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray,
-                b_le: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """The QP as a bounded least-squares problem with heavily weighted rows (they hold approximately)."""
-    n, m_eq, m_le = center.size, a_eq.shape[0], a_le.shape[0]
-    root = np.linalg.cholesky(prec).T  # root' root = prec
-    norms = np.linalg.norm(np.vstack([a_eq, a_le]), axis=1)
-    weight = 1e4 * math.sqrt(float(np.diag(prec).max())) / np.maximum(norms, 1e-300)
-    w_eq, w_le = weight[:m_eq, None], weight[m_eq:, None]
-    a = np.block([[root, np.zeros((n, m_le))], [w_eq * a_eq, np.zeros((m_eq, m_le))], [w_le * a_le, w_le * np.eye(m_le)]])
-    rhs = np.concatenate([root @ center, w_eq[:, 0] * b_eq, w_le[:, 0] * b_le])
-    lo_t = np.concatenate([lo, np.zeros(m_le)])
-    hi_t = np.concatenate([np.maximum(hi, lo + 1e-12), np.full(m_le, np.inf)])
-    return np.clip(lsq_linear(a, rhs, bounds=(lo_t, hi_t), method="bvls", tol=1e-13).x[:n], lo, hi)
-
-
-def _active_set(prec: np.ndarray, center: np.ndarray, a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray,
-                b_le: np.ndarray, lo: np.ndarray, hi: np.ndarray, at_lo: np.ndarray, at_hi: np.ndarray,
-                rows: np.ndarray) -> np.ndarray | None:
-    """Primal-dual active-set iterations from a guess; the exact minimizer, or None if the guesses cycle."""
-    m_eq, m_le = a_eq.shape[0], a_le.shape[0]
-    c = np.diag(prec)
-    for _ in range(30):
-        free, fixed = ~(at_lo | at_hi), at_lo | at_hi
-        x = np.where(at_lo, lo, np.where(at_hi, hi, 0.0))
-        act, act_b = np.vstack([a_eq, a_le[rows]]), np.concatenate([b_eq, b_le[rows]])
-        k, m = int(free.sum()), act.shape[0]
-        kkt = np.block([[prec[np.ix_(free, free)], act[:, free].T], [act[:, free], np.zeros((m, m))]])
-        r = np.concatenate([prec[free] @ center - prec[np.ix_(free, fixed)] @ x[fixed], act_b - act[:, fixed] @ x[fixed]])
-        sol = np.linalg.lstsq(kkt, r, rcond=None)[0]
-        x[free] = sol[:k]
-        mult = np.zeros(m_le)
-        mult[rows] = sol[k + m_eq :]
-        nu = np.where(free, 0.0, prec @ (x - center) + act.T @ sol[k:])
-        new_lo = nu + c * (lo - x) > 0
-        new_hi = (nu + c * (hi - x) < 0) & ~new_lo
-        new_rows = mult + (a_le @ x - b_le) > 0 if m_le else rows
-        if (new_lo == at_lo).all() and (new_hi == at_hi).all() and (new_rows == rows).all():
-            return np.clip(x, lo, hi)
-        at_lo, at_hi, rows = new_lo, new_hi, new_rows
-    return None
-
-
-def _polish(x: np.ndarray, a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray, b_le: np.ndarray,
-            lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Remove the residual on equality and active inequality rows, moving only variables off their bounds."""
-    active = np.abs(a_le @ x - b_le) < 1e-6 if a_le.size else np.zeros(0, dtype=bool)
-    a = np.vstack([a_eq, a_le[active]])
-    b = np.concatenate([b_eq, b_le[active]])
-    if a.shape[0] == 0:
-        return x
-    for _ in range(3):
-        free = (x > lo + 1e-10) & (x < hi - 1e-10)
-        r = a @ x - b
-        if not free.any() or np.abs(r).max() < 1e-13:
-            break
-        step = np.linalg.lstsq(a[:, free], r, rcond=None)[0]
-        y = x.copy()
-        y[free] -= step
-        y = np.clip(y, lo, hi)
-        if np.linalg.norm(a @ y - b) >= np.linalg.norm(r):
-            break
-        x = y
-    return x
 
 
 @dataclass
@@ -484,7 +138,7 @@ def _solve_layer(layer: _Layer) -> None:
     if _residual(layer.a_eq, b_eq, layer.a_le, b_le, h_ls) > _TOL * scale:
         b_eq = layer.a_eq @ h_ls
         b_le = np.maximum(layer.b_le, layer.a_le @ h_ls)
-    h = _qp(layer.prec, layer.center, layer.a_eq, b_eq, layer.a_le, b_le, layer.lo, layer.hi)
+    h = solve_qp(layer.prec, layer.center, layer.a_eq, b_eq, layer.a_le, b_le, layer.lo, layer.hi)
     if _residual(layer.a_eq, b_eq, layer.a_le, b_le, h) > max(_residual(layer.a_eq, b_eq, layer.a_le, b_le, h_ls),
                                                              _TOL * scale):
         h = h_ls
@@ -493,7 +147,7 @@ def _solve_layer(layer: _Layer) -> None:
     layer.reachable = layer.residual <= _TOL * scale
 
 
-def _invert_activation(st: _Stage, value: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def _invert_activation(st: Stage, value: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Pre-activation target for a post-activation ``value``: (z, equality mask, range residual).
 
     Rows outside the mask are ReLU zeros, whose pre-activation need only be <= 0. Values outside
@@ -501,8 +155,8 @@ def _invert_activation(st: _Stage, value: np.ndarray) -> tuple[np.ndarray, np.nd
     """
     eq = np.ones(value.size, dtype=bool)
     if st.act in ("sigmoid", "tanh"):
-        lo, hi = _RANGES[st.act]
-        v = np.clip(value, lo + _EPS, hi - _EPS)
+        lo, hi = RANGES[st.act]
+        v = np.clip(value, lo + EPS, hi - EPS)
         z = np.log(v) - np.log1p(-v) if st.act == "sigmoid" else np.arctanh(v)
     elif st.act == "relu":
         v = np.maximum(value, 0.0)
@@ -531,7 +185,7 @@ class _Goal:
     clip: float = 0.0
 
     @staticmethod
-    def of_value(st_index: int, st: _Stage, where: str, value: np.ndarray) -> _Goal:
+    def of_value(st_index: int, st: Stage, where: str, value: np.ndarray) -> _Goal:
         """The goal "this layer's activation (``post``) or pre-activation (``pre``) equals ``value``"."""
         if where == "post":
             z, eq, clip = _invert_activation(st, value)
@@ -540,7 +194,7 @@ class _Goal:
         eye = np.eye(value.size)
         return _Goal(st_index, eye[eq], z[eq], eye[~eq], z[~eq], clip)
 
-    def rows(self, st: _Stage) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def rows(self, st: Stage) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The goal as rows on the stage's input ``h`` (``z = W h + b``)."""
         return (self.c_eq @ st.weight, self.d_eq - self.c_eq @ st.bias,
                 self.c_le @ st.weight, self.d_le - self.c_le @ st.bias)
@@ -592,7 +246,7 @@ class Solution:
         return torch.from_numpy(self._solution_set()[1]).float()
 
 
-def _solve(chain: _Chain, goal: _Goal, lo_in: np.ndarray, hi_in: np.ndarray, metric: _Metric,
+def _solve(chain: Chain, goal: _Goal, lo_in: np.ndarray, hi_in: np.ndarray, metric: _Metric,
            shape: tuple[int, ...]) -> Solution:
     """Invert from the goal's stage down to the input, then refine while the goal is not met exactly.
 
@@ -646,7 +300,7 @@ def _solve(chain: _Chain, goal: _Goal, lo_in: np.ndarray, hi_in: np.ndarray, met
                     steps, first, metric)
 
 
-def _newton_target(chain: _Chain, goal: _Goal, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, metric: _Metric,
+def _newton_target(chain: Chain, goal: _Goal, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, metric: _Metric,
                    center: np.ndarray) -> np.ndarray:
     """The input closest to ``center`` (in the metric) that meets the goal rows of the chain linearized at ``x``."""
     h, jac = x, np.eye(x.size)
@@ -663,7 +317,7 @@ def _newton_target(chain: _Chain, goal: _Goal, x: np.ndarray, lo: np.ndarray, hi
     return layer.h
 
 
-def _first_layer(chain: _Chain, x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> _Layer:
+def _first_layer(chain: Chain, x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> _Layer:
     """The first layer's rows "same activity as at ``x``" (a ReLU unit at 0 only needs z <= 0)."""
     st = chain.stages[0]
     z = st.weight @ x + st.bias
@@ -675,7 +329,7 @@ def _first_layer(chain: _Chain, x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -
     return layer
 
 
-def _hidden_metrics(chain: _Chain, upto: int, metric: _Metric, x_ref: np.ndarray) -> list[np.ndarray]:
+def _hidden_metrics(chain: Chain, upto: int, metric: _Metric, x_ref: np.ndarray) -> list[np.ndarray]:
     """Precision matrices of stages ``0 .. upto-1``'s activity: the input covariance pushed through the
     chain linearized at ``x_ref`` (``J cov J'`` plus a small ridge so that it can be inverted)."""
     out, jac, h = [], None, x_ref
@@ -689,7 +343,7 @@ def _hidden_metrics(chain: _Chain, upto: int, metric: _Metric, x_ref: np.ndarray
     return out
 
 
-def _pass(chain: _Chain, goal: _Goal, bounds: list[tuple[np.ndarray, np.ndarray]], lo_in: np.ndarray,
+def _pass(chain: Chain, goal: _Goal, bounds: list[tuple[np.ndarray, np.ndarray]], lo_in: np.ndarray,
           hi_in: np.ndarray, metric: _Metric, x_ref: np.ndarray) -> tuple[list[_Layer], dict[str, float], bool]:
     acts = chain.activations(x_ref)
     precs = _hidden_metrics(chain, goal.stage, metric, x_ref)
@@ -738,10 +392,10 @@ def solve_layerwise(model: Model, layer_name: str, value: torch.Tensor | np.ndar
     ``metric`` picks among the solutions: ``data`` (closest to the model's training data in its
     Gaussian prior; the default when the model knows its data) or ``euclidean`` (minimum norm).
     """
-    chain = _chain(model)
-    lo, hi = _input_bounds(model, domain)
-    position = _position(model, chain, layer_name)
-    v = _as_vector(value, chain, position, layer_name)
+    chain = read_chain(model)
+    lo, hi = input_bounds(model, domain)
+    position = layer_position(model, chain, layer_name)
+    v = layer_value(value, chain, position, layer_name)
     goal = _Goal.of_value(position[0], chain.stages[position[0]], position[1], v)
     chosen = _metric(model, chain, lo, hi, metric)
     with threadpool_limits(1, "blas"):
@@ -805,11 +459,11 @@ def _interior(h: np.ndarray, a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarra
         rhs.append(b_le)
     cost = np.zeros(n + 1)
     cost[-1] = -1.0
-    sol = _lp(np.hstack([a_eq, np.zeros((a_eq.shape[0], 1))]), b_eq, np.vstack(rows), np.concatenate(rhs),
+    sol = solve_lp(np.hstack([a_eq, np.zeros((a_eq.shape[0], 1))]), b_eq, np.vstack(rows), np.concatenate(rhs),
               np.concatenate([np.full(n, -np.inf), [0.0]]), np.concatenate([np.full(n, np.inf), [cap]]), cost)
     if sol is None or sol[-1] <= 1e-9:
         raise NetinvertError("the solution set has no interior inside the box: the solution is (nearly) unique")
-    c = _polish(sol[:n], a_eq, b_eq, np.zeros((0, n)), np.zeros(0), lo, hi)
+    c = polish(sol[:n], a_eq, b_eq, np.zeros((0, n)), np.zeros(0), lo, hi)
     return h + 0.5 * (c - h)
 
 
@@ -835,26 +489,7 @@ def _segment(x: np.ndarray, d: np.ndarray, lo: np.ndarray, hi: np.ndarray, a_le:
     return (t_lo, t_hi) if np.isfinite(t_lo) and np.isfinite(t_hi) else (0.0, 0.0)
 
 
-def _position(model: Model, chain: _Chain, layer_name: str) -> tuple[int, str]:
-    if layer_name not in chain.positions:
-        model.get_layer(layer_name)  # unknown names get the wrapper's error listing all layers
-        raise NetinvertError(f"analytic can target only Linear and activation layers; {layer_name!r} is neither: "
-                             f"choose one of {choices(chain.positions)}")
-    return chain.positions[layer_name]
-
-
-def _as_vector(value: torch.Tensor | np.ndarray | Sequence[float], chain: _Chain, position: tuple[int, str],
-               layer_name: str) -> np.ndarray:
-    v = torch.as_tensor(value).detach().double().reshape(-1).cpu().numpy()
-    n = chain.stages[position[0]].weight.shape[0]
-    if v.size != n:
-        raise NetinvertError(f"target for layer {layer_name!r} has {v.size} values but the layer has {n} units")
-    if not np.isfinite(v).all():
-        raise NetinvertError(f"target for layer {layer_name!r} has NaN or infinite values")
-    return v
-
-
-def _class_goal(model: Model, chain: _Chain, k: int, probability: float) -> tuple[_Goal, np.ndarray]:
+def _class_goal(model: Model, chain: Chain, k: int, probability: float) -> tuple[_Goal, np.ndarray]:
     """Rows on the logits meaning "class ``k`` has probability ``probability``", and the ideal probabilities.
 
     Sigmoid outputs: logit_k = logit(p) exactly and every other logit <= logit(1 - p). Softmax
@@ -880,13 +515,13 @@ def _class_goal(model: Model, chain: _Chain, k: int, probability: float) -> tupl
                          "Activations target on one of its layers instead of a class")
 
 
-def _goal(model: Model, chain: _Chain, target: Target, probability: float) -> tuple[_Goal, np.ndarray]:
+def _goal(model: Model, chain: Chain, target: Target, probability: float) -> tuple[_Goal, np.ndarray]:
     """The goal rows of a target and the vector the transpose baseline multiplies backwards."""
     if isinstance(target, Class):
         return _class_goal(model, chain, int(target.index), probability)
     if isinstance(target, Activations):
-        position = _position(model, chain, target.layer)
-        v = _as_vector(target.value, chain, position, target.layer)
+        position = layer_position(model, chain, target.layer)
+        v = layer_value(target.value, chain, position, target.layer)
         return _Goal.of_value(position[0], chain.stages[position[0]], position[1], v), v
     raise NetinvertError(f"analytic supports Class and Activations targets, not {target.description!r}")
 
@@ -913,8 +548,8 @@ def run(model: Model, targets: Target | Sequence[Target], domain: Box | Ball | N
         raise NetinvertError(f"samples={samples}: give >= 1 (and 1 for the transpose baseline)")
     targets = [targets] if isinstance(targets, Target) else list(targets)
     t0 = time.perf_counter()
-    chain = _chain(model)
-    lo, hi = _input_bounds(model, domain)
+    chain = read_chain(model)
+    lo, hi = input_bounds(model, domain)
     shape = model.input_spec.shape
     chosen = _metric(model, chain, lo, hi, metric) if mode == "pseudoinverse" else None
     rows: list[torch.Tensor] = []
@@ -970,7 +605,7 @@ def _label(model: Model, target: Target, item: Item) -> str:
     return target.description
 
 
-def _transpose(chain: _Chain, stage: int, vector: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+def _transpose(chain: Chain, stage: int, vector: np.ndarray, lo: np.ndarray, hi: np.ndarray,
                shape: tuple[int, ...]) -> torch.Tensor:
     """The naive baseline: W1' W2' ... vector, rescaled into the input box."""
     v = vector

@@ -21,9 +21,9 @@ import torch
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.output import write_file
 from netinvert.ground.result import Item, Result
-from netinvert.methods.exact import as_output_set, box_of, network_of, torch_checker
 from netinvert.solvers import linear_bounds as lb
 from netinvert.solvers.piecewise import PLNet
+from netinvert.solvers.problem import as_output_set, box_of, checker_of, network_of
 from netinvert.targets.output_set import OutputSet
 
 MAX_DIM = 8
@@ -92,7 +92,7 @@ def run(
             "use method='exact' for high-dimensional inputs"
         )
     net = network_of(model)
-    check = torch_checker(model, spec.shape)
+    check = checker_of(model, net)
     total = float(np.prod(hi - lo))
     items, rows, outs, pre = [], [], [], []
     t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """The ``exact`` method: find an input in a box that reaches an output set, or prove that none exists.
 
-Pipeline per (box, output set): interval + CROWN bounds; a batched PGD attack; alpha-CROWN
+Pipeline per (box, output set): the box centre and corners; interval + CROWN bounds; a batched PGD attack; alpha-CROWN
 (optimized slopes) to refute disjuncts; on networks with many unstable neurons, intermediate
 bounds tightened by sign proofs and branch-and-bound rounds per open disjunct; a HiGHS MILP per
 disjunct still open, with stable neurons removed. Every candidate input is re-checked on the *original* network (onnxruntime
@@ -10,28 +10,24 @@ a strict margin; a point that fails is never reported as found.
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from netinvert.ground.errors import NetinvertError
 from netinvert.ground.result import Item, Result
 from netinvert.solvers import linear_bounds as lb
+from netinvert.solvers import milp
 from netinvert.solvers.attack import pgd
 from netinvert.solvers.bab import BabOutcome, bab
-from netinvert.solvers.milp import solve_disjunct
-from netinvert.solvers.piecewise import PLNet, from_onnx, from_torch
+from netinvert.solvers.piecewise import PLNet
+from netinvert.solvers.problem import Checker, as_output_set, box_of, checker_of, network_of
 from netinvert.solvers.refine import refine
 from netinvert.targets.output_set import OutputSet
 
 STRICT = 1e-6  # a found input must satisfy A y <= b - STRICT in float32 and float64
-Checker = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # flat inputs -> (float32 outputs, float64 outputs)
 
 
 @dataclass
@@ -112,7 +108,12 @@ def solve_case(
             return CaseOutcome("found", found[0], found[1], "", stage, found[2], secs, stats)
         return CaseOutcome(status, None, None, reason, stage, float("nan"), secs, stats)
 
-    # bounds: CROWN first (milliseconds), it refutes many disjuncts
+    # points: the box centre and its two extreme corners, one forward pass for all three
+    points = np.stack([0.5 * (lo + hi), lo, hi])
+    for x in points[target.violations(net.forward(points)) < 0]:
+        if (ok := _accept(x, lo, hi, target, check)) is not None:
+            return done("found", "points", found=ok)
+    # bounds: CROWN (milliseconds on fully connected nets), it refutes many disjuncts
     layers = lb.layers_of(net)
     lo_t = torch.as_tensor(lo, dtype=lb.DT)[None]
     hi_t = torch.as_tensor(hi, dtype=lb.DT)[None]
@@ -141,7 +142,9 @@ def solve_case(
         """alpha-CROWN from ``start`` on the open disjuncts' rows (``row_lb`` tightens in place): the
         bounds, the rows' slopes, which rows they are, and the disjuncts still open."""
         keep = np.isin(owner, open_)
-        tight, spec, slopes = lb.alpha_crown(layers, lo_t, hi_t, a_t[keep], b_t[keep], steps=steps, bounds=start)
+        tight, spec, slopes = lb.alpha_crown(
+            layers, lo_t, hi_t, a_t[keep], b_t[keep], steps=steps, bounds=start, deadline=t0 + timeout
+        )
         row_lb[keep] = np.maximum(row_lb[keep], spec[0].detach().numpy())
         return tight, slopes, np.flatnonzero(keep), [i for i in open_ if not np.any(row_lb[owner == i] > 0)]
 
@@ -153,7 +156,7 @@ def solve_case(
         if not open_:
             return done("none-exists", "bounds")
     if lp_tighten and left() > 0:
-        bounds = lb.lp_tighten(layers, lo, hi, bounds, upto=len(layers) - 1, time_limit=0.3 * left())
+        bounds = milp.lp_tighten(layers, lo, hi, bounds, upto=len(layers) - 1, time_limit=0.3 * left())
         stats["unstable_lp"] = bounds.unstable()
     big = sum(bounds.unstable()) > bab_threshold
     if big and refine_share > 0 and len(layers) > 2 and left() > 0:
@@ -223,7 +226,7 @@ def solve_case(
         a, b = target.disjuncts[i]
         one = OutputSet(((a, b),), target.num_outputs)
         t_low = float(np.max(row_lb[owner == i]))
-        out = solve_disjunct(layers, lo, hi, bounds, a, b, t_lower=t_low, time_limit=left(), threads=threads)
+        out = milp.solve_disjunct(layers, lo, hi, bounds, a, b, t_lower=t_low, time_limit=left(), threads=threads)
         stats["milp"].append({"disjunct": i, "status": out.status, "seconds": out.seconds, "binaries": out.binaries})
         if out.status == "found" and out.x is not None:
             ok = _accept(out.x, lo, hi, one, check)
@@ -238,94 +241,10 @@ def solve_case(
     return done("none-exists", "bab" if not stats["milp"] else "milp")
 
 
-# ------------------------------------------------------------------------------------------ checkers
-def onnx_checker(path: str | Path, net: PLNet) -> Checker:
-    """Re-check with onnxruntime (float32) and the float64 evaluation of the same weights."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
-    shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
-
-    def check(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        y32 = np.stack([sess.run(None, {inp.name: r.astype(np.float32).reshape(shape)})[0].reshape(-1) for r in x])
-        return y32.astype(np.float64), net.forward(x)
-
-    return check
-
-
-def torch_checker(module: torch.nn.Module, input_shape: tuple[int, ...]) -> Checker:
-    """Re-check with the module itself in float32 and in a float64 copy."""
-    import copy
-
-    m64 = copy.deepcopy(module).double().eval()
-
-    def check(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with torch.no_grad():
-            xt = torch.as_tensor(x).reshape(-1, *input_shape)
-            y32 = module(xt.float()).double().reshape(x.shape[0], -1).numpy()
-            y64 = m64(xt.double()).reshape(x.shape[0], -1).numpy()
-        return y32, y64
-
-    return check
-
-
 # ------------------------------------------------------------------------------------------ entry points
 def _item(name: str, out: CaseOutcome) -> Item:
     metrics = {"stage": out.stage, "solve_seconds": out.seconds, "margin": out.margin}
     return Item(name, out.status, out.reason, metrics)
-
-
-def box_of(model: Any, domain: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Flat float64 bounds of a ``Box``, an L-inf ``Ball`` or a ``Domain`` over one of them (None: the input range)."""
-    from netinvert.domains.domain import Domain
-    from netinvert.domains.sets import Ball, Box
-
-    region = domain.region if isinstance(domain, Domain) else (Box() if domain is None else domain)
-    if isinstance(region, Ball) and region.p != math.inf:
-        raise NetinvertError(
-            f"exact methods need a box or an L-inf ball; this ball has p={region.p}: use p=inf or a Box"
-        )
-    if not isinstance(region, (Box, Ball)):
-        raise NetinvertError(f"exact methods need a Box or Ball domain, got {type(region).__name__}")
-    lo_t, hi_t = region.bounds(model.input_spec)
-    return lo_t.double().reshape(-1).numpy(), hi_t.double().reshape(-1).numpy()
-
-
-def as_output_set(model: Any, target: Any, num_outputs: int) -> tuple[OutputSet, str]:
-    """An ``OutputSet`` and its label from an ``OutputSet`` or ``Class(k, margin)`` target."""
-    from netinvert.targets.units import Class
-
-    if isinstance(target, Class):
-        k = model.class_index(target.index)
-        return OutputSet.from_class(k, num_outputs, target.margin), f"class {model.class_label(k)} by {target.margin:g}"
-    if isinstance(target, OutputSet):
-        if target.num_outputs != num_outputs:
-            raise NetinvertError(f"output set is over {target.num_outputs} outputs but {model.name} has {num_outputs}")
-        return target, target.description
-    raise NetinvertError(f"exact methods support OutputSet and Class targets, not {type(target).__name__}")
-
-
-def network_of(model: Any) -> PLNet:
-    """The piecewise-linear IR of a ``Model``: read from its ONNX file when it came from one, else
-    from its module; the input normalization is folded into the first layer either way."""
-    spec = model.input_spec
-    source = model.info.get("source")
-    if model.info.get("format") != "onnx" or not source:
-        return from_torch(model.module, spec.shape, mean=spec.mean, std=spec.std, name=model.name)
-    net = from_onnx(source)
-    n = int(np.prod(spec.shape))
-    if net.num_inputs != n:
-        raise NetinvertError(f"{source} takes {net.num_inputs} inputs but the model's input shape {spec.shape} has {n}")
-    if not (spec.mean or spec.std):
-        return net
-    channels = spec.shape[0] if len(spec.shape) == 3 else 1
-    mean = np.broadcast_to(np.asarray(spec.mean or (0.0,), dtype=np.float64), (channels,))
-    std = np.broadcast_to(np.asarray(spec.std or (1.0,), dtype=np.float64), (channels,))
-    per = n // channels
-    return net.with_input_affine(np.repeat(1.0 / std, per), np.repeat(-mean / std, per))
 
 
 def run(
@@ -342,7 +261,7 @@ def run(
     lo, hi = box_of(model, domain)
     spec = model.input_spec
     net = network_of(model)
-    check = torch_checker(model, spec.shape)
+    check = checker_of(model, net)
     items, rows, outs, results = [], [], [], []
     t0 = time.perf_counter()
     for target in targets if isinstance(targets, (list, tuple)) else [targets]:
@@ -358,86 +277,10 @@ def run(
         method="exact",
         model=model.name,
         inputs=torch.as_tensor(np.stack(rows)).float().reshape(-1, *spec.shape),
-        outputs=torch.as_tensor(np.stack(outs)).float(),
+        outputs=torch.as_tensor(np.stack(outs)),
         items=items,
         timing={"total": time.perf_counter() - t0},
         info={"certificates": [r.stats for r in results]},
         value_range=(spec.low, spec.high),
     )
 
-
-def solve_files(
-    onnx_path: str | Path,
-    vnnlib_path: str | Path,
-    timeout: float = 60.0,
-    *,
-    alpha_steps: int = 30,
-    lp_tighten: bool = False,
-    seed: int = 0,
-) -> Result:
-    """Answer an ONNX + VNNLIB instance: one item, found if any input box reaches its output set."""
-    from netinvert.targets.vnnlib import read_vnnlib
-
-    t0 = time.perf_counter()
-    net = from_onnx(onnx_path)
-    spec = read_vnnlib(vnnlib_path)
-    if spec.num_inputs != net.num_inputs:
-        raise NetinvertError(
-            f"{vnnlib_path}: the spec declares {spec.num_inputs} inputs but {Path(onnx_path).name} has {net.num_inputs}"
-        )
-    if spec.num_outputs != net.num_outputs:
-        raise NetinvertError(
-            f"{vnnlib_path}: the spec declares {spec.num_outputs} outputs "
-            f"but {Path(onnx_path).name} has {net.num_outputs}"
-        )
-    check = onnx_checker(onnx_path, net)
-    outs: list[CaseOutcome] = []
-    status, reason = "none-exists", ""
-    for case in spec.cases:
-        left = timeout - (time.perf_counter() - t0)
-        if left <= 0:
-            status, reason = "unknown", "time limit"
-            break
-        out = solve_case(
-            net,
-            case.lo,
-            case.hi,
-            case.output,
-            check,
-            timeout=left,
-            alpha_steps=alpha_steps,
-            lp_tighten=lp_tighten,
-            seed=seed,
-        )
-        outs.append(out)
-        if out.status == "found":
-            status, reason = "found", ""
-            break
-        if out.status == "unknown":
-            status, reason = "unknown", out.reason
-    found = next((o for o in outs if o.status == "found"), None)
-    elapsed = time.perf_counter() - t0
-    stage = found.stage if found else (outs[-1].stage if outs else "")
-    item = Item(
-        Path(vnnlib_path).name,
-        status,
-        reason,
-        {"stage": stage, "solve_seconds": elapsed, "margin": found.margin if found else float("nan")},
-    )
-    x = found.x.astype(np.float64) if found else np.full(net.num_inputs, np.nan)
-    y = found.y if found else np.full(net.num_outputs, np.nan)
-    return Result(
-        method="exact",
-        model=net.name,
-        inputs=torch.as_tensor(x)[None],
-        outputs=torch.as_tensor(y)[None],
-        items=[item],
-        timing={"total": elapsed},
-        info={
-            "status": status,
-            "network": str(onnx_path),
-            "spec": str(vnnlib_path),
-            "cases": len(spec.cases),
-            "certificates": [o.stats for o in outs],
-        },
-    )

@@ -185,7 +185,7 @@ def _read(path: Path, arch: str | None, arch_kwargs: Any, trust_pickle: bool,
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         _no_arch(arch, path, "an ONNX model")
-        from netinvert.models.onnx_import import load_onnx
+        from netinvert.models.onnx import load_onnx
 
         module = load_onnx(path, input_shape=shape)
         return "onnx", module, module.item_shape

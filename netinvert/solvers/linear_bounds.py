@@ -1,5 +1,6 @@
 """Sound bounds on a ``PLNet`` over an input box: interval arithmetic, CROWN back-substitution
-(with optimizable lower ReLU slopes, alpha-CROWN style), and optional LP tightening with HiGHS.
+(with optimizable lower ReLU slopes, alpha-CROWN style). LP tightening with HiGHS lives beside the
+MILP in ``milp.py``.
 
 All bounds are computed in float64. Pre-activation bounds of hidden layer ``k`` are ``lower[k]``,
 ``upper[k]``; a neuron with ``lower >= 0`` or ``upper <= 0`` is *stable* and needs no integer
@@ -9,9 +10,10 @@ sub-problems at once; ``splits`` clamps split neurons (``+1`` active, ``-1`` ina
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from netinvert.solvers.piecewise import PLNet
@@ -222,13 +224,15 @@ def alpha_crown(
     lr: float = 0.1,
     bounds: Bounds | None = None,
     splits: list[torch.Tensor] | None = None,
+    deadline: float = math.inf,
 ) -> tuple[Bounds, torch.Tensor, list[torch.Tensor] | None]:
     """Joint optimization of lower slopes for every intermediate bound and for the spec rows ``a @ y - b``.
 
     Only neurons still unstable in the starting bounds get rows. Intermediate bounds only ever
-    tighten (each step keeps the best seen); returns the final bounds, the best lower bounds of the
-    spec rows (B, m) and the spec's optimized slopes (any slopes in [0, 1] are sound, so
-    branch-and-bound may reuse them on sub-domains).
+    tighten (each step keeps the best seen), so the optimization may stop at any step: after
+    ``steps``, or once ``time.perf_counter()`` passes ``deadline``. Returns the final bounds, the
+    best lower bounds of the spec rows (B, m) and the spec's optimized slopes (any slopes in [0, 1]
+    are sound, so branch-and-bound may reuse them on sub-domains).
     """
     bsz = lo.shape[0]
     base = bounds if bounds is not None else crown(layers, lo, hi, splits)
@@ -250,6 +254,8 @@ def alpha_crown(
     }
     opt = torch.optim.Adam([t for v in alphas.values() for t in v], lr=lr)
     for _ in range(steps):
+        if time.perf_counter() >= deadline:
+            break
         lows, ups = [best_l[0]], [best_u[0]]
         loss = torch.zeros((), dtype=DT)
         for k in range(1, nk):
@@ -280,42 +286,3 @@ def alpha_crown(
                     al.clamp_(0.0, 1.0)
     return Bounds(best_l, best_u), best_spec, [al.detach() for al in alphas[nk]]
 
-
-def lp_tighten(
-    layers: list[tuple[torch.Tensor, torch.Tensor]],
-    lo: np.ndarray,
-    hi: np.ndarray,
-    bounds: Bounds,
-    upto: int,
-    time_limit: float = 30.0,
-) -> Bounds:
-    """Tighten unstable neurons of hidden layers ``1..upto-1`` with one LP each (triangle relaxation, HiGHS)."""
-    import time
-
-    import highspy
-
-    from netinvert.solvers.milp import build_lp
-
-    lows = [l.clone() for l in bounds.lower]
-    ups = [u.clone() for u in bounds.upper]
-    t0 = time.perf_counter()
-    for k in range(1, min(upto, len(layers) - 1)):
-        cur = Bounds(lows, ups)
-        h, zvars = build_lp(layers, lo, hi, cur, k)
-        for i in np.flatnonzero(((lows[k][0] < 0) & (ups[k][0] > 0)).numpy()):
-            for sense in (highspy.ObjSense.kMinimize, highspy.ObjSense.kMaximize):
-                if time.perf_counter() - t0 > time_limit:
-                    return Bounds(lows, ups)
-                h.changeColCost(zvars[i], 1.0)
-                h.changeObjectiveSense(sense)
-                h.run()
-                optimal = h.getModelStatus() == highspy.HighsModelStatus.kOptimal
-                val = h.getInfo().objective_function_value
-                h.changeColCost(zvars[i], 0.0)  # resets the model status: read it first
-                if not optimal:
-                    continue
-                if sense == highspy.ObjSense.kMinimize:
-                    lows[k][0, i] = max(float(lows[k][0, i]), val - 1e-7)
-                else:
-                    ups[k][0, i] = min(float(ups[k][0, i]), val + 1e-7)
-    return Bounds(lows, ups)

@@ -4,7 +4,7 @@ Variables: inputs ``x`` in their box, pre-activations ``z_k`` within their prove
 each *unstable* ReLU a post-activation ``a`` and a binary ``d`` with the big-M constraints
 ``a >= z, a <= z - l (1 - d), a <= u d`` (``l``, ``u`` from the bounds). Stable neurons need no
 binary: active ones are their pre-activation, inactive ones are zero. With ``integer=False`` the
-same model is the LP (triangle) relaxation, used to tighten bounds.
+same model is the LP (triangle) relaxation, which :func:`lp_tighten` uses to tighten bounds.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import highspy
 import numpy as np
 import torch
 
+from netinvert.solvers.highs import quiet_highs
 from netinvert.solvers.linear_bounds import Bounds
 
 _INF = highspy.kHighsInf
@@ -48,7 +49,7 @@ class _Model:
         self.row_lo.append(lo)
         self.row_hi.append(hi)
 
-    def highs(self, cost: dict[int, float], threads: int = 1) -> highspy.Highs:
+    def highs(self, cost: dict[int, float], threads: int = 1) -> highspy._Highs:
         lp = highspy.HighsLp()
         n = len(self.lower)
         lp.num_col_ = n
@@ -70,9 +71,7 @@ class _Model:
             for i in self.integer:
                 integ[i] = highspy.HighsVarType.kInteger
             lp.integrality_ = integ
-        h = highspy.Highs()
-        h.setOptionValue("output_flag", False)
-        h.setOptionValue("threads", threads)
+        h = quiet_highs(threads)
         h.passModel(lp)
         return h
 
@@ -124,7 +123,7 @@ def _encode(
 
 def build_lp(
     layers: list[tuple[torch.Tensor, torch.Tensor]], lo: np.ndarray, hi: np.ndarray, bounds: Bounds, k: int
-) -> tuple[highspy.Highs, np.ndarray]:
+) -> tuple[highspy._Highs, np.ndarray]:
     """The LP relaxation of hidden layers ``0..k-1`` plus the pre-activation columns of layer ``k``."""
     m, _, prev_cols = _encode(layers, lo, hi, bounds, k, integer=False)
     w, b = layers[k][0].numpy(), layers[k][1].numpy()
@@ -196,3 +195,37 @@ def solve_disjunct(
         else f"MILP status {h.modelStatusToString(status)}"
     )
     return MilpOutcome("unknown", None, float("nan"), secs, nbin, reason)
+
+
+def lp_tighten(
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    bounds: Bounds,
+    upto: int,
+    time_limit: float = 30.0,
+) -> Bounds:
+    """Tighten unstable neurons of hidden layers ``1..upto-1`` with one LP each (triangle relaxation, HiGHS)."""
+    lows = [l.clone() for l in bounds.lower]
+    ups = [u.clone() for u in bounds.upper]
+    t0 = time.perf_counter()
+    for k in range(1, min(upto, len(layers) - 1)):
+        cur = Bounds(lows, ups)
+        h, zvars = build_lp(layers, lo, hi, cur, k)
+        for i in np.flatnonzero(((lows[k][0] < 0) & (ups[k][0] > 0)).numpy()):
+            for sense in (highspy.ObjSense.kMinimize, highspy.ObjSense.kMaximize):
+                if time.perf_counter() - t0 > time_limit:
+                    return Bounds(lows, ups)
+                h.changeColCost(zvars[i], 1.0)
+                h.changeObjectiveSense(sense)
+                h.run()
+                optimal = h.getModelStatus() == highspy.HighsModelStatus.kOptimal
+                val = h.getInfo().objective_function_value
+                h.changeColCost(zvars[i], 0.0)  # resets the model status: read it first
+                if not optimal:
+                    continue
+                if sense == highspy.ObjSense.kMinimize:
+                    lows[k][0, i] = max(float(lows[k][0, i]), val - 1e-7)
+                else:
+                    ups[k][0, i] = min(float(ups[k][0, i]), val + 1e-7)
+    return Bounds(lows, ups)

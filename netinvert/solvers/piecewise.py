@@ -224,14 +224,22 @@ def _channel_affine(b: _Builder, a: _Aff, scale: np.ndarray, shift: np.ndarray) 
 def from_onnx(path: str | Path) -> PLNet:
     """Read an ONNX file of a feed-forward piecewise-linear network."""
     import onnx
-    from onnx import numpy_helper
-    from onnx.reference import ReferenceEvaluator
 
     p = Path(path)
     try:
         model = onnx.load(str(p))
     except Exception as exc:  # onnx raises several types for unreadable files
         raise NetinvertError(f"cannot read ONNX file {p}: {exc}") from exc
+    return from_onnx_model(model, p)
+
+
+def from_onnx_model(model: Any, source: str | Path) -> PLNet:
+    """The network of an already parsed ``onnx.ModelProto`` read from ``source`` (named in messages)."""
+    import onnx
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    p = Path(source)
     g = model.graph
     where = p.name
     env: dict[str, Any] = {

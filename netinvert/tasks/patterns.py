@@ -22,13 +22,15 @@ import torch
 
 from netinvert.domains.sets import Ball, Box
 from netinvert.ground.errors import NetinvertError, choices
-from netinvert.methods.analytic import _as_vector, _Chain, _chain, _input_bounds, _position, solve_layerwise
+from netinvert.methods import invert
 from netinvert.models.wrapper import Model
+from netinvert.solvers.chain import Chain, input_bounds, layer_position, layer_value, read_chain
+from netinvert.targets.activations import Activations
 
 KINDS = ("weights", "backprojected")
 
 
-def _projection(chain: _Chain, stage: int) -> np.ndarray:
+def _projection(chain: Chain, stage: int) -> np.ndarray:
     m = chain.stages[0].weight
     for s in range(1, stage + 1):
         m = chain.stages[s].weight @ m
@@ -44,28 +46,29 @@ def unit_patterns(model: Model, layer: str, kind: str = "weights", *, level: flo
                   domain: Box | Ball | None = None, metric: str | None = None) -> torch.Tensor:
     """One input-space pattern per unit of ``layer``: a tensor (units, *input_shape).
 
-    ``metric`` (``backprojected`` only) picks the input as in :func:`solve_layerwise`.
+    ``metric`` (``backprojected`` only) picks the input as in
+    :func:`netinvert.methods.analytic.solve_layerwise`.
     """
     _check(kind)
-    chain = _chain(model)
-    stage, where = _position(model, chain, layer)
+    chain = read_chain(model)
+    stage, where = layer_position(model, chain, layer)
     shape = model.input_spec.shape
     if kind == "weights":
         return torch.from_numpy(_projection(chain, stage)).float().reshape(-1, *shape)
-    lo, hi = _input_bounds(model, domain)
+    lo, hi = input_bounds(model, domain)
     x_ref = np.clip(chain.ref, lo, hi)
     z_rest, a_rest = chain.activations(x_ref)[stage]
     rest = a_rest if where == "post" else z_rest
     act = chain.stages[stage].act if where == "post" else "identity"
-    out = []
+    targets = []
     for j in range(rest.size):
         value = rest.copy()
         if act in ("sigmoid", "tanh"):
             value[j] = 0.9 if level is None else level
         else:
             value[j] = rest[j] + (1.0 if level is None else level)
-        out.append(solve_layerwise(model, layer, value, domain, metric=metric).x)
-    return torch.stack(out)
+        targets.append(Activations(layer, torch.from_numpy(value)))
+    return _backprojected(model, targets, domain, metric)
 
 
 def activity_pattern(model: Model, layer: str, activities: torch.Tensor | np.ndarray | Sequence[float],
@@ -73,12 +76,18 @@ def activity_pattern(model: Model, layer: str, activities: torch.Tensor | np.nda
                      metric: str | None = None) -> torch.Tensor:
     """The input-space pattern (*input_shape) of a whole activity vector of ``layer``."""
     _check(kind)
-    chain = _chain(model)
-    position = _position(model, chain, layer)
-    v = _as_vector(activities, chain, position, layer)
+    chain = read_chain(model)
+    position = layer_position(model, chain, layer)
+    v = layer_value(activities, chain, position, layer)
     if kind == "backprojected":
-        return solve_layerwise(model, layer, v, domain, metric=metric).x
+        return _backprojected(model, [Activations(layer, torch.from_numpy(v))], domain, metric)[0]
     return torch.from_numpy(v @ _projection(chain, position[0])).float().reshape(model.input_spec.shape)
+
+
+def _backprojected(model: Model, targets: list[Activations], domain: Box | Ball | None,
+                   metric: str | None) -> torch.Tensor:
+    """The analytic pseudoinverse's input for each target, one row each (float32, like the method's inputs)."""
+    return invert(model, targets, domain, method="analytic", metric=metric).inputs.float()
 
 
 def for_display(patterns: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,8 @@ from known_instances import check_found, ort_outputs
 from typer.testing import CliRunner
 
 from netinvert.cli.solve import solve
-from netinvert.methods import exact
 from netinvert.targets.vnnlib import read_vnnlib
+from netinvert.tasks.solve import solve_instance
 
 torch.set_num_threads(1)
 
@@ -27,7 +27,7 @@ def test_test_family_statuses(vnncomp: Path) -> None:
     expected = {"test_sat.onnx": "found", "test_unsat.onnx": "none-exists"}
     for onnx_name, spec_name, _ in csv.reader((fam / "instances.csv").open()):
         onnx_path, spec_path = fam / onnx_name, fam / spec_name.strip()
-        res = exact.solve_files(onnx_path, spec_path, timeout=30)
+        res = solve_instance(onnx_path, spec_path, timeout=30)
         status = res.items[0].status
         assert status != "unknown", (onnx_name, res.items[0].reason)
         if onnx_name in expected:
@@ -57,7 +57,7 @@ def test_mnist_fc_fast_subset_matches_consensus(vnncomp: Path, onnx_name: str, s
     fam = vnncomp / "mnist_fc"
     known = {(r["onnx"], r["vnnlib"]): r["consensus"] for r in csv.DictReader((fam / "known_results.csv").open())}
     onnx_path, spec_path = fam / "onnx" / onnx_name, fam / "vnnlib" / spec_name
-    res = exact.solve_files(onnx_path, spec_path, timeout=60)
+    res = solve_instance(onnx_path, spec_path, timeout=60)
     want = {"sat": "found", "unsat": "none-exists"}[known[(onnx_name, spec_name)]]
     assert res.items[0].status == want, res.items[0].reason
     if want == "found":
@@ -70,7 +70,7 @@ def test_mnist_fc_fast_subset_matches_consensus(vnncomp: Path, onnx_name: str, s
 def test_mnist_fc_milp_instances_match_consensus(vnncomp: Path) -> None:
     fam = vnncomp / "mnist_fc"
     for spec_name, want in (("prop_2_0.03.vnnlib", "found"), ("prop_6_0.03.vnnlib", "none-exists")):
-        res = exact.solve_files(fam / "onnx" / "mnist-net_256x2.onnx", fam / "vnnlib" / spec_name, timeout=120)
+        res = solve_instance(fam / "onnx" / "mnist-net_256x2.onnx", fam / "vnnlib" / spec_name, timeout=120)
         assert res.items[0].status == want
         assert res.items[0].metrics["stage"] == "milp"
 
@@ -80,7 +80,7 @@ def test_mnist_fc_deep_instance_needs_and_gets_refined_bounds(vnncomp: Path) -> 
     """256x4 prop_14_0.05 (unsat): alpha-CROWN leaves every disjunct open; the sign-refined
     intermediate bounds refute disjuncts, and the verdict matches the consensus."""
     fam = vnncomp / "mnist_fc"
-    res = exact.solve_files(fam / "onnx" / "mnist-net_256x4.onnx", fam / "vnnlib" / "prop_14_0.05.vnnlib", timeout=120)
+    res = solve_instance(fam / "onnx" / "mnist-net_256x4.onnx", fam / "vnnlib" / "prop_14_0.05.vnnlib", timeout=120)
     cert = res.info["certificates"][0]
     assert res.items[0].status == "none-exists", res.items[0].reason
     assert cert["refuted_by_crown"] + cert["refuted_by_alpha"] < cert["disjuncts"]

@@ -1,32 +1,23 @@
-"""ONNX graph -> differentiable ``nn.Module``, written on torch ops so gradients flow end to end.
+"""The ONNX op table: one torch function per ONNX op type, and the module that runs one node.
 
-Every ONNX node that depends on the model input becomes a named submodule (its sanitized node
-name), so forward hooks and layer listings work as on any PyTorch model. Initializers, ``Constant``
-nodes and subgraphs of constants are folded once at import time into buffers (they follow
-``.double()`` / ``.to(device)``). Shape subgraphs that read the input's shape (Shape -> Gather ->
-Concat -> Reshape, as torch and tf2onnx export them) run eagerly on every forward.
-
-Graphs with a fixed batch of 1 (or no batch dimension at all) still take any batch: each node then
-runs once per item and its outputs are stacked, so hooks still see the whole batch.
+Each op takes the node (its attributes, opset and the float dtype of the current forward) and the
+list of its input tensors (``None`` for omitted optional inputs) and returns a tensor or a tuple.
+:mod:`netinvert.models.onnx.graph` reads the graph and wires the nodes.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
-from onnx import helper, numpy_helper
 from torch import nn
 
-from netinvert.ground.errors import NetinvertError, choices
+from netinvert.ground.errors import NetinvertError
 
 Tensor = torch.Tensor
 Outputs = Tensor | tuple[Tensor, ...]
@@ -41,7 +32,13 @@ _DTYPES = {
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 
 
-class _Node(nn.Module):
+class ItemRunner(Protocol):
+    """Runs a node once per batch item (for graphs that take one item at a time)."""
+
+    def run(self, node: Node, inputs: list[Tensor | None]) -> Outputs: ...
+
+
+class Node(nn.Module):
     """One ONNX node; ``forward`` runs its op on torch tensors (per item for fixed-batch graphs)."""
 
     def __init__(self, op_type: str, onnx_name: str, attrs: dict[str, Any], opset: int, n_outputs: int) -> None:
@@ -59,260 +56,26 @@ class _Node(nn.Module):
     def attr(self, name: str, default: Any = None) -> Any:
         return self.attrs.get(name, default)
 
-    def forward(self, *inputs: Tensor | None, dtype: torch.dtype = torch.float32, items: _Items | None = None) -> Outputs:
+    def run_op(self, inputs: list[Tensor | None]) -> Outputs:
+        """The op on these inputs, as they are (no per-item loop)."""
+        return OPS[self.op_type](self, inputs)
+
+    def forward(self, *inputs: Tensor | None, dtype: torch.dtype = torch.float32,
+                items: ItemRunner | None = None) -> Outputs:
         self.float_dtype = dtype
         if items is None:
-            return _OPS[self.op_type](self, list(inputs))
+            return self.run_op(list(inputs))
         return items.run(self, list(inputs))
 
 
-@dataclass
-class _Items:
-    """Per-item execution for graphs that take one item at a time.
 
-    A value is ``cat`` (the items' outputs have a leading size-1 dim and sit concatenated along it),
-    ``stack`` (stacked along a new leading dim) or ``None`` (the same for every item).
-    """
-
-    batch: int
-    modes: list[str | None]
-    out_modes: list[str | None] = field(default_factory=list)
-
-    def run(self, node: _Node, inputs: list[Tensor | None]) -> Outputs:
-        fn = _OPS[node.op_type]
-        if not any(self.modes):
-            self.out_modes = [None] * node.n_outputs
-            return fn(node, inputs)
-        if node.op_type in ("Shape", "Size"):
-            self.out_modes = [None]
-            return fn(node, [self._item(inputs[0], self.modes[0], 0)])
-        per_item = [_as_tuple(fn(node, [self._item(x, m, i) for x, m in zip(inputs, self.modes)]))
-                    for i in range(self.batch)]
-        outs, self.out_modes = [], []
-        for k in range(len(per_item[0])):
-            parts = [p[k] for p in per_item]
-            if all(p.dim() >= 1 and p.shape[0] == 1 for p in parts):
-                outs.append(torch.cat(parts, 0))
-                self.out_modes.append("cat")
-            else:
-                outs.append(torch.stack(parts, 0))
-                self.out_modes.append("stack")
-        return outs[0] if len(outs) == 1 else tuple(outs)
-
-    @staticmethod
-    def _item(x: Tensor | None, mode: str | None, i: int) -> Tensor | None:
-        if x is None or mode is None:
-            return x
-        return x[i:i + 1] if mode == "cat" else x[i]
-
-
-def _as_tuple(out: Outputs) -> tuple[Tensor, ...]:
+def as_tuple(out: Outputs) -> tuple[Tensor, ...]:
     return out if isinstance(out, tuple) else (out,)
-
-
-class OnnxModule(nn.Module):
-    """A converted ONNX graph. ``item_shape`` is one input without batch dim (``None`` where unknown).
-
-    ``batch_mode`` is ``dynamic`` (the graph batches itself), ``one`` (fixed batch 1: items run one
-    at a time when the batch is larger) or ``none`` (the graph input has no batch dimension).
-    """
-
-    def __init__(self, model: onnx.ModelProto, *, source: str = "model.onnx",
-                 input_shape: tuple[int, ...] | None = None) -> None:
-        super().__init__()
-        graph = model.graph
-        self.source = source
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
-        consts: dict[str, Tensor] = {}
-        for init in graph.initializer:
-            consts[init.name] = _tensor(init, source)
-        real_inputs = [i for i in graph.input if i.name not in consts]
-        if len(real_inputs) != 1:
-            names = ", ".join(i.name for i in real_inputs) or "none"
-            raise NetinvertError(f"{source} has {len(real_inputs)} graph inputs ({names}): netinvert inverts "
-                                 "single-input models; export the model with one input tensor")
-        self.input_name = real_inputs[0].name
-        self.output_name = graph.output[0].name
-        self.batch_mode, self.item_shape = _batch_layout(real_inputs[0], input_shape, source)
-        nodes = _toposort(graph, set(consts) | {self.input_name}, source)
-        _check_supported(nodes, source)
-        self._plan: list[tuple[str, list[str], list[str]]] = []
-        used: set[str] = set()
-        for node in nodes:
-            module = _Node(node.op_type, node.name, _attrs(node, source), self.opset, len(node.output))
-            if all(not i or i in consts for i in node.input):
-                _fold(module, node, consts, source)
-                continue
-            name = self._unique_name(node.name or f"{node.op_type}_{len(self._plan)}", used)
-            self.add_module(name, module)
-            self._plan.append((name, list(node.input), list(node.output)))
-        needed = {i for _, ins, _ in self._plan for i in ins} | {self.output_name}
-        self._consts: dict[str, str] = {}
-        for k, value_name in enumerate(n for n in consts if n in needed):
-            self.register_buffer(f"_c{k}", consts[value_name])
-            self._consts[value_name] = f"_c{k}"
-        self._last_use = {v: k for k, (_, ins, _) in enumerate(self._plan) for v in ins}
-
-    def _unique_name(self, raw: str, used: set[str]) -> str:
-        base = re.sub(r"\W+", "_", raw).strip("_") or "node"
-        name, k = base, 2
-        while name in used or hasattr(self, name):
-            name, k = f"{base}_{k}", k + 1
-        used.add(name)
-        return name
-
-    def forward(self, x: Tensor) -> Tensor:
-        dtype = x.dtype if x.is_floating_point() else torch.float32
-        env: dict[str, Tensor | None] = {name: getattr(self, buf) for name, buf in self._consts.items()}
-        env[self.input_name] = x
-        loop = self.batch_mode == "none" or (self.batch_mode == "one" and x.shape[0] != 1)
-        modes: dict[str, str | None] = {self.input_name: "stack" if self.batch_mode == "none" else "cat"}
-        for k, (name, ins, outs) in enumerate(self._plan):
-            args = [env[i] if i else None for i in ins]
-            items = _Items(x.shape[0], [modes.get(i) for i in ins]) if loop else None
-            result = _as_tuple(self._modules[name](*args, dtype=dtype, items=items))
-            for j, (out_name, value) in enumerate(zip(outs, result)):
-                env[out_name] = value
-                if items is not None:
-                    modes[out_name] = items.out_modes[j]
-            for i in ins:
-                if self._last_use.get(i) == k and i != self.output_name and i not in self._consts:
-                    env.pop(i, None)
-        if self.output_name not in env:
-            raise NetinvertError(f"{self.source}: the graph output {self.output_name!r} was never computed")
-        out = env[self.output_name]
-        if loop and modes.get(self.output_name) is None:
-            out = out.unsqueeze(0).expand(x.shape[0], *out.shape)
-        return out
-
-
-def load_onnx(path: str | Path, *, input_shape: tuple[int, ...] | None = None) -> OnnxModule:
-    """Read an ONNX file and convert it; unreadable files and unsupported ops raise NetinvertError."""
-    path = Path(path)
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # protobuf DecodeError, truncated external data, ...
-        raise NetinvertError(f"cannot read {path} as an ONNX model ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else 'corrupt file'}); "
-                             "re-export it or check the download") from None
-    if not model.graph.node or not model.graph.output or not model.graph.input:
-        raise NetinvertError(f"{path} is not an ONNX model (no graph nodes, inputs or outputs); "
-                             "re-export it with torch.onnx.export or tf2onnx")
-    if model.functions:
-        from onnx import inliner
-
-        model = inliner.inline_local_functions(model)
-    return OnnxModule(model, source=str(path), input_shape=input_shape)
-
-
-# --------------------------------------------------------------------------- graph handling
-def _tensor(proto: onnx.TensorProto, source: str) -> Tensor:
-    try:
-        array = numpy_helper.to_array(proto)
-    except Exception as exc:
-        raise NetinvertError(f"{source}: tensor {proto.name!r} cannot be read ({exc})") from None
-    if array.dtype.kind in "OSU":
-        raise NetinvertError(f"{source}: tensor {proto.name!r} holds strings, which netinvert cannot use")
-    if array.dtype in (np.uint16, np.uint32, np.uint64):
-        array = array.astype(np.int64)
-    elif (array.dtype.kind == "f" and array.dtype.itemsize < 4) or str(array.dtype) == "bfloat16":
-        array = array.astype(np.float32)  # half-precision weights compute in float32 (casts follow the input)
-    return torch.from_numpy(np.array(array, copy=True))
-
-
-def _attrs(node: onnx.NodeProto, source: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for a in node.attribute:
-        value = helper.get_attribute_value(a)
-        if isinstance(value, onnx.TensorProto):
-            value = _tensor(value, source)
-        elif isinstance(value, bytes):
-            value = value.decode()
-        elif isinstance(value, list) and value and isinstance(value[0], bytes):
-            value = [v.decode() for v in value]
-        out[a.name] = value
-    return out
-
-
-def _batch_layout(value: onnx.ValueInfoProto, input_shape: tuple[int, ...] | None,
-                  source: str) -> tuple[str, tuple[int, ...] | None]:
-    """How the graph's input is batched, and one item's shape."""
-    dims: list[int | None] = []
-    if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
-        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                for d in value.type.tensor_type.shape.dim]
-    if input_shape is not None:
-        input_shape = tuple(int(s) for s in input_shape)
-        if not dims or len(input_shape) == len(dims) - 1:
-            mode = "dynamic" if not dims or dims[0] is None else ("one" if dims[0] == 1 else "")
-            graph_item = dims[1:]
-        elif len(input_shape) == len(dims):
-            mode, graph_item = "none", dims
-        else:
-            mode, graph_item = "", dims
-        if not mode or any(g is not None and g != s for g, s in zip(graph_item, input_shape)):
-            raise NetinvertError(f"--input-shape {','.join(map(str, input_shape))} does not fit {source}, whose "
-                                 f"input {value.name!r} has shape {_dims_text(dims)}; give the shape without "
-                                 "the batch dimension")
-        return mode, input_shape
-    if not dims:
-        return "dynamic", None
-    if dims[0] is None:
-        mode, item = "dynamic", dims[1:]
-    elif dims[0] == 1 and len(dims) >= 2:
-        mode, item = "one", dims[1:]
-    else:
-        mode, item = "none", dims
-    return mode, (tuple(item) if all(d is not None for d in item) else None)  # type: ignore[arg-type]
-
-
-def _dims_text(dims: list[int | None]) -> str:
-    return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")" if dims else "(unknown)"
-
-
-def _toposort(graph: onnx.GraphProto, available: set[str], source: str) -> list[onnx.NodeProto]:
-    """Nodes in an order where every input is computed first (ONNX requires it; some files break it)."""
-    ready, pending, order = set(available) | {""}, list(graph.node), []
-    while pending:
-        rest = [n for n in pending if not all(i in ready for i in n.input)]
-        done = [n for n in pending if all(i in ready for i in n.input)]
-        if not done:
-            node = rest[0]
-            missing = [i for i in node.input if i not in ready]
-            raise NetinvertError(f"{source}: node {node.name!r} ({node.op_type}) reads {', '.join(missing)}, "
-                                 "which no node, initializer or input produces; the file is malformed")
-        for n in done:
-            order.append(n)
-            ready.update(n.output)
-        pending = rest
-    return order
-
-
-def _check_supported(nodes: list[onnx.NodeProto], source: str) -> None:
-    for node in nodes:
-        if node.domain not in ("", "ai.onnx") or node.op_type not in _OPS:
-            op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
-            raise NetinvertError(f"{source}: ONNX op {op} (node {node.name!r}) is not supported; "
-                                 f"supported ops: {choices(supported_ops(), limit=1000)}")
 
 
 def supported_ops() -> list[str]:
     """ONNX op types (default domain) the converter handles."""
-    return sorted(_OPS)
-
-
-def _fold(module: _Node, node: onnx.NodeProto, consts: dict[str, Tensor], source: str) -> None:
-    try:
-        with torch.no_grad():
-            result = _as_tuple(module(*[consts[i] if i else None for i in node.input]))
-    except NetinvertError:
-        raise
-    except Exception as exc:
-        raise NetinvertError(f"{source}: node {node.name!r} ({node.op_type}) fails on its constant inputs: "
-                             f"{exc}") from None
-    for name, value in zip(node.output, result):
-        if name:
-            consts[name] = value
+    return sorted(OPS)
 
 
 # --------------------------------------------------------------------------- op helpers
@@ -324,11 +87,11 @@ def _axis(axis: int, rank: int) -> int:
     return axis + rank if axis < 0 else axis
 
 
-def _bad_attr(n: _Node, name: str, value: Any) -> NetinvertError:
+def _bad_attr(n: Node, name: str, value: Any) -> NetinvertError:
     return NetinvertError(f"ONNX node {n.onnx_name!r} ({n.op_type}): attribute {name}={value!r} is not supported")
 
 
-def _auto_pads(n: _Node, spatial: list[int], kernel: list[int], strides: list[int],
+def _auto_pads(n: Node, spatial: list[int], kernel: list[int], strides: list[int],
                dilations: list[int]) -> tuple[list[int], list[int]]:
     """Begin/end pads per spatial dim from ``auto_pad`` or ``pads``."""
     mode = n.attr("auto_pad", "NOTSET")
@@ -362,7 +125,7 @@ _MAXPOOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 _AVGPOOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
-def _spatial_params(n: _Node, x: Tensor, kernel: list[int]) -> tuple[list[int], list[int], list[int], list[int]]:
+def _spatial_params(n: Node, x: Tensor, kernel: list[int]) -> tuple[list[int], list[int], list[int], list[int]]:
     dims = x.dim() - 2
     if dims not in _CONV:
         raise NetinvertError(f"ONNX node {n.onnx_name!r} ({n.op_type}): {dims}-D inputs are not supported (1-3)")
@@ -372,7 +135,7 @@ def _spatial_params(n: _Node, x: Tensor, kernel: list[int]) -> tuple[list[int], 
     return strides, dilations, begin, end
 
 
-def _conv(n: _Node, xs: list) -> Tensor:
+def _conv(n: Node, xs: list) -> Tensor:
     x, w = xs[0], xs[1]
     b = xs[2] if len(xs) > 2 else None
     kernel = list(w.shape[2:])
@@ -383,7 +146,7 @@ def _conv(n: _Node, xs: list) -> Tensor:
     return _CONV[len(kernel)](x, w, b, strides, padding, dilations, int(n.attr("group", 1)))
 
 
-def _conv_transpose(n: _Node, xs: list) -> Tensor:
+def _conv_transpose(n: Node, xs: list) -> Tensor:
     x, w = xs[0], xs[1]
     b = xs[2] if len(xs) > 2 else None
     dims = x.dim() - 2
@@ -419,7 +182,7 @@ def _conv_transpose(n: _Node, xs: list) -> Tensor:
     return y
 
 
-def _max_pool(n: _Node, xs: list) -> Outputs:
+def _max_pool(n: Node, xs: list) -> Outputs:
     x = xs[0]
     kernel = list(n.attr("kernel_shape"))
     strides, dilations, begin, end = _spatial_params(n, x, kernel)
@@ -433,7 +196,7 @@ def _max_pool(n: _Node, xs: list) -> Outputs:
     return _MAXPOOL[len(kernel)](x, kernel, strides, 0, dilations, ceil)
 
 
-def _avg_pool(n: _Node, xs: list) -> Tensor:
+def _avg_pool(n: Node, xs: list) -> Tensor:
     x = xs[0]
     kernel = list(n.attr("kernel_shape"))
     strides, dilations, begin, end = _spatial_params(n, x, kernel)
@@ -451,7 +214,7 @@ def _avg_pool(n: _Node, xs: list) -> Tensor:
     return total / pool(mask, kernel, strides, 0, ceil, True)
 
 
-def _batch_norm(n: _Node, xs: list) -> Tensor:
+def _batch_norm(n: Node, xs: list) -> Tensor:
     x, scale, bias, mean, var = xs[:5]
     eps = float(n.attr("epsilon", 1e-5))
     if scale.dim() == 1:
@@ -460,7 +223,7 @@ def _batch_norm(n: _Node, xs: list) -> Tensor:
     return (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + eps) * scale.reshape(shape) + bias.reshape(shape)
 
 
-def _layer_norm(n: _Node, xs: list) -> Outputs:
+def _layer_norm(n: Node, xs: list) -> Outputs:
     x, scale = xs[0], xs[1]
     bias = xs[2] if len(xs) > 2 else None
     dims = tuple(range(_axis(int(n.attr("axis", -1)), x.dim()), x.dim()))
@@ -473,7 +236,7 @@ def _layer_norm(n: _Node, xs: list) -> Outputs:
     return (y, mean, inv) if n.n_outputs > 1 else y
 
 
-def _group_norm(n: _Node, xs: list) -> Tensor:
+def _group_norm(n: Node, xs: list) -> Tensor:
     x, scale, bias = xs
     groups, channels = int(n.attr("num_groups")), x.shape[1]
     g = x.reshape(x.shape[0], groups, -1)
@@ -486,7 +249,7 @@ def _group_norm(n: _Node, xs: list) -> Tensor:
     return y * scale.reshape(shape) + bias.reshape(shape)
 
 
-def _lrn(n: _Node, xs: list) -> Tensor:
+def _lrn(n: Node, xs: list) -> Tensor:
     x = xs[0]
     size = int(n.attr("size"))
     sq = (x * x).reshape(x.shape[0], 1, x.shape[1], -1)
@@ -495,8 +258,8 @@ def _lrn(n: _Node, xs: list) -> Tensor:
     return x / (float(n.attr("bias", 1.0)) + float(n.attr("alpha", 1e-4)) * mean) ** float(n.attr("beta", 0.75))
 
 
-def _softmax_like(fn: Callable[[Tensor, int], Tensor]) -> Callable[[_Node, list], Tensor]:
-    def op(n: _Node, xs: list) -> Tensor:
+def _softmax_like(fn: Callable[[Tensor, int], Tensor]) -> Callable[[Node, list], Tensor]:
+    def op(n: Node, xs: list) -> Tensor:
         x = xs[0]
         if n.opset >= 13:
             return fn(x, _axis(int(n.attr("axis", -1)), x.dim()))
@@ -511,7 +274,7 @@ def _hardmax(x: Tensor, dim: int) -> Tensor:
     return F.one_hot(x.argmax(dim), x.shape[dim]).movedim(-1, dim).to(x.dtype)
 
 
-def _gemm(n: _Node, xs: list) -> Tensor:
+def _gemm(n: Node, xs: list) -> Tensor:
     a, b = xs[0], xs[1]
     a = a.t() if n.attr("transA", 0) else a
     b = b.t() if n.attr("transB", 0) else b
@@ -525,7 +288,7 @@ def _gemm(n: _Node, xs: list) -> Tensor:
     return y
 
 
-def _clip(n: _Node, xs: list) -> Tensor:
+def _clip(n: Node, xs: list) -> Tensor:
     x = xs[0]
     if n.opset < 11:
         low, high = n.attr("min"), n.attr("max")
@@ -535,7 +298,7 @@ def _clip(n: _Node, xs: list) -> Tensor:
     return torch.clamp(x, low, high) if low is not None or high is not None else x
 
 
-def _reshape(n: _Node, xs: list) -> Tensor:
+def _reshape(n: Node, xs: list) -> Tensor:
     x = xs[0]
     shape = list(n.attr("shape")) if n.opset < 5 else _ints(xs[1])
     if not n.attr("allowzero", 0):
@@ -543,13 +306,13 @@ def _reshape(n: _Node, xs: list) -> Tensor:
     return x.reshape(shape)
 
 
-def _flatten(n: _Node, xs: list) -> Tensor:
+def _flatten(n: Node, xs: list) -> Tensor:
     x = xs[0]
     axis = _axis(int(n.attr("axis", 1)), x.dim())
     return x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), -1)
 
 
-def _axes_arg(n: _Node, xs: list, since: int) -> list[int] | None:
+def _axes_arg(n: Node, xs: list, since: int) -> list[int] | None:
     """Axes from the ``axes`` attribute (older opsets) or the second input (``since`` onwards)."""
     if n.opset >= since:
         return _ints(xs[1]) if len(xs) > 1 else None
@@ -557,7 +320,7 @@ def _axes_arg(n: _Node, xs: list, since: int) -> list[int] | None:
     return list(axes) if axes is not None else None
 
 
-def _squeeze(n: _Node, xs: list) -> Tensor:
+def _squeeze(n: Node, xs: list) -> Tensor:
     x = xs[0]
     axes = _axes_arg(n, xs, 13)
     if axes is None:
@@ -565,7 +328,7 @@ def _squeeze(n: _Node, xs: list) -> Tensor:
     return x.squeeze(tuple(_axis(a, x.dim()) for a in axes)) if axes else x
 
 
-def _unsqueeze(n: _Node, xs: list) -> Tensor:
+def _unsqueeze(n: Node, xs: list) -> Tensor:
     x = xs[0]
     axes = _axes_arg(n, xs, 13) or []
     rank = x.dim() + len(axes)
@@ -574,7 +337,7 @@ def _unsqueeze(n: _Node, xs: list) -> Tensor:
     return x
 
 
-def _split(n: _Node, xs: list) -> tuple[Tensor, ...]:
+def _split(n: Node, xs: list) -> tuple[Tensor, ...]:
     x = xs[0]
     axis = _axis(int(n.attr("axis", 0)), x.dim())
     sizes = _ints(xs[1]) if n.opset >= 13 and len(xs) > 1 and xs[1] is not None else n.attr("split")
@@ -584,7 +347,7 @@ def _split(n: _Node, xs: list) -> tuple[Tensor, ...]:
     return tuple(torch.split(x, sizes if isinstance(sizes, int) else list(sizes), dim=axis))
 
 
-def _slice(n: _Node, xs: list) -> Tensor:
+def _slice(n: Node, xs: list) -> Tensor:
     x = xs[0]
     if n.opset < 10:
         starts, ends, axes, steps = list(n.attr("starts")), list(n.attr("ends")), n.attr("axes"), None
@@ -609,7 +372,7 @@ def _slice(n: _Node, xs: list) -> Tensor:
     return x
 
 
-def _gather(n: _Node, xs: list) -> Tensor:
+def _gather(n: Node, xs: list) -> Tensor:
     x, idx = xs[0], xs[1].long()
     axis = _axis(int(n.attr("axis", 0)), x.dim())
     idx = torch.where(idx < 0, idx + x.shape[axis], idx)
@@ -617,19 +380,19 @@ def _gather(n: _Node, xs: list) -> Tensor:
     return out.reshape((*x.shape[:axis], *idx.shape, *x.shape[axis + 1:]))
 
 
-def _gather_elements(n: _Node, xs: list) -> Tensor:
+def _gather_elements(n: Node, xs: list) -> Tensor:
     x, idx = xs[0], xs[1].long()
     axis = _axis(int(n.attr("axis", 0)), x.dim())
     return torch.gather(x, axis, torch.where(idx < 0, idx + x.shape[axis], idx))
 
 
-def _shape(n: _Node, xs: list) -> Tensor:
+def _shape(n: Node, xs: list) -> Tensor:
     shape = list(xs[0].shape)
     start, end = int(n.attr("start", 0)), n.attr("end")
     return torch.tensor(shape[start:end], dtype=torch.int64, device=xs[0].device)
 
 
-def _cast_dtype(n: _Node, onnx_type: int) -> torch.dtype:
+def _cast_dtype(n: Node, onnx_type: int) -> torch.dtype:
     if onnx_type in _FLOAT_TYPES:
         return n.float_dtype
     if onnx_type not in _DTYPES:
@@ -637,7 +400,7 @@ def _cast_dtype(n: _Node, onnx_type: int) -> torch.dtype:
     return _DTYPES[onnx_type]
 
 
-def _constant(n: _Node, xs: list) -> Tensor:
+def _constant(n: Node, xs: list) -> Tensor:
     for key, dtype in (("value_float", torch.float32), ("value_floats", torch.float32),
                        ("value_int", torch.int64), ("value_ints", torch.int64)):
         if key in n.attrs:
@@ -647,7 +410,7 @@ def _constant(n: _Node, xs: list) -> Tensor:
     return n.attrs["value"].clone()
 
 
-def _constant_of_shape(n: _Node, xs: list) -> Tensor:
+def _constant_of_shape(n: Node, xs: list) -> Tensor:
     value = n.attr("value")
     shape = _ints(xs[0]) or []
     if value is None:
@@ -656,7 +419,7 @@ def _constant_of_shape(n: _Node, xs: list) -> Tensor:
     return torch.full(shape, value.reshape(-1)[0].item(), dtype=dtype, device=xs[0].device)
 
 
-def _pad(n: _Node, xs: list) -> Tensor:
+def _pad(n: Node, xs: list) -> Tensor:
     x = xs[0]
     if n.opset < 11:
         pads, value, axes = list(n.attr("pads")), float(n.attr("value", 0.0)), None
@@ -689,8 +452,8 @@ def _pad(n: _Node, xs: list) -> Tensor:
     return x
 
 
-def _reduce(fn: Callable[[Tensor, tuple[int, ...], bool], Tensor], since: int) -> Callable[[_Node, list], Tensor]:
-    def op(n: _Node, xs: list) -> Tensor:
+def _reduce(fn: Callable[[Tensor, tuple[int, ...], bool], Tensor], since: int) -> Callable[[Node, list], Tensor]:
+    def op(n: Node, xs: list) -> Tensor:
         x = xs[0]
         axes = _axes_arg(n, xs, since)
         keep = bool(n.attr("keepdims", 1))
@@ -703,8 +466,8 @@ def _reduce(fn: Callable[[Tensor, tuple[int, ...], bool], Tensor], since: int) -
     return op
 
 
-def _arg_reduce(largest: bool) -> Callable[[_Node, list], Tensor]:
-    def op(n: _Node, xs: list) -> Tensor:
+def _arg_reduce(largest: bool) -> Callable[[Node, list], Tensor]:
+    def op(n: Node, xs: list) -> Tensor:
         x = xs[0]
         axis = _axis(int(n.attr("axis", 0)), x.dim())
         keep = bool(n.attr("keepdims", 1))
@@ -742,7 +505,7 @@ def _resize_coords(mode: str, out: int, size: int, scale: float, roi: tuple[floa
     raise ValueError(mode)
 
 
-def _resize_axis(n: _Node, x: Tensor, axis: int, out: int, scale: float, roi: tuple[float, float], *,
+def _resize_axis(n: Node, x: Tensor, axis: int, out: int, scale: float, roi: tuple[float, float], *,
                  mode: str, coord_mode: str, nearest: str) -> Tensor:
     size = x.shape[axis]
     src = _resize_coords(coord_mode, out, size, scale, roi, x.device)
@@ -794,7 +557,7 @@ def _resize_axis(n: _Node, x: Tensor, axis: int, out: int, scale: float, roi: tu
     return y
 
 
-def _resize(n: _Node, xs: list) -> Tensor:
+def _resize(n: Node, xs: list) -> Tensor:
     x = xs[0]
     if n.op_type == "Upsample":
         scales = list(n.attr("scales")) if n.opset < 9 else [float(v) for v in xs[1].tolist()]
@@ -838,7 +601,7 @@ def _resize(n: _Node, xs: list) -> Tensor:
     return x
 
 
-def _depth_to_space(n: _Node, xs: list) -> Tensor:
+def _depth_to_space(n: Node, xs: list) -> Tensor:
     x, bs = xs[0], int(n.attr("blocksize"))
     b, c, h, w = x.shape
     if n.attr("mode", "DCR") == "DCR":
@@ -848,14 +611,14 @@ def _depth_to_space(n: _Node, xs: list) -> Tensor:
     return y.reshape(b, c // bs ** 2, h * bs, w * bs)
 
 
-def _space_to_depth(n: _Node, xs: list) -> Tensor:
+def _space_to_depth(n: Node, xs: list) -> Tensor:
     x, bs = xs[0], int(n.attr("blocksize"))
     b, c, h, w = x.shape
     y = x.reshape(b, c, h // bs, bs, w // bs, bs).permute(0, 3, 5, 1, 2, 4)
     return y.reshape(b, c * bs * bs, h // bs, w // bs)
 
 
-def _topk(n: _Node, xs: list) -> tuple[Tensor, Tensor]:
+def _topk(n: Node, xs: list) -> tuple[Tensor, Tensor]:
     x = xs[0]
     k = int(n.attr("k")) if n.opset < 10 else int(xs[1].reshape(-1)[0])
     values, indices = torch.topk(x, k, _axis(int(n.attr("axis", -1)), x.dim()), bool(n.attr("largest", 1)),
@@ -863,7 +626,7 @@ def _topk(n: _Node, xs: list) -> tuple[Tensor, Tensor]:
     return values, indices
 
 
-def _cumsum(n: _Node, xs: list) -> Tensor:
+def _cumsum(n: Node, xs: list) -> Tensor:
     x, axis = xs[0], _axis(int(xs[1].reshape(-1)[0]), xs[0].dim())
     if n.attr("reverse", 0):
         x = x.flip(axis)
@@ -873,20 +636,20 @@ def _cumsum(n: _Node, xs: list) -> Tensor:
     return y.flip(axis) if n.attr("reverse", 0) else y
 
 
-def _div(n: _Node, xs: list) -> Tensor:
+def _div(n: Node, xs: list) -> Tensor:
     a, b = xs
     if not a.is_floating_point() and not b.is_floating_point():
         return torch.div(a, b, rounding_mode="trunc")
     return a / b
 
 
-def _pow(n: _Node, xs: list) -> Tensor:
+def _pow(n: Node, xs: list) -> Tensor:
     y = torch.pow(xs[0], xs[1])
     return y if y.dtype == xs[0].dtype else y.to(xs[0].dtype)
 
 
-def _variadic(fn: Callable[[Tensor, Tensor], Tensor]) -> Callable[[_Node, list], Tensor]:
-    def op(n: _Node, xs: list) -> Tensor:
+def _variadic(fn: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Node, list], Tensor]:
+    def op(n: Node, xs: list) -> Tensor:
         out = xs[0]
         for x in xs[1:]:
             out = fn(out, x)
@@ -895,63 +658,63 @@ def _variadic(fn: Callable[[Tensor, Tensor], Tensor]) -> Callable[[_Node, list],
     return op
 
 
-def _unary(fn: Callable[[Tensor], Tensor]) -> Callable[[_Node, list], Tensor]:
+def _unary(fn: Callable[[Tensor], Tensor]) -> Callable[[Node, list], Tensor]:
     return lambda n, xs: fn(xs[0])
 
 
-def _binary(fn: Callable[[Tensor, Tensor], Tensor]) -> Callable[[_Node, list], Tensor]:
+def _binary(fn: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Node, list], Tensor]:
     return lambda n, xs: fn(xs[0], xs[1])
 
 
-def _hard_sigmoid(n: _Node, xs: list) -> Tensor:
+def _hard_sigmoid(n: Node, xs: list) -> Tensor:
     return torch.clamp(float(n.attr("alpha", 0.2)) * xs[0] + float(n.attr("beta", 0.5)), 0, 1)
 
 
-def _gelu(n: _Node, xs: list) -> Tensor:
+def _gelu(n: Node, xs: list) -> Tensor:
     return F.gelu(xs[0], approximate=n.attr("approximate", "none"))
 
 
-def _selu(n: _Node, xs: list) -> Tensor:
+def _selu(n: Node, xs: list) -> Tensor:
     alpha = float(n.attr("alpha", 1.67326319217681884765625))
     gamma = float(n.attr("gamma", 1.05070102214813232421875))
     x = xs[0]
     return gamma * torch.where(x > 0, x, alpha * (torch.exp(x) - 1))
 
 
-def _shrink(n: _Node, xs: list) -> Tensor:
+def _shrink(n: Node, xs: list) -> Tensor:
     x, lambd, bias = xs[0], float(n.attr("lambd", 0.5)), float(n.attr("bias", 0.0))
     return torch.where(x < -lambd, x + bias, torch.where(x > lambd, x - bias, torch.zeros_like(x)))
 
 
-def _dropout(n: _Node, xs: list) -> Outputs:
+def _dropout(n: Node, xs: list) -> Outputs:
     return (xs[0], torch.ones_like(xs[0], dtype=torch.bool)) if n.n_outputs > 1 else xs[0]
 
 
-def _mod(n: _Node, xs: list) -> Tensor:
+def _mod(n: Node, xs: list) -> Tensor:
     return torch.fmod(xs[0], xs[1]) if n.attr("fmod", 0) else torch.remainder(xs[0], xs[1])
 
 
-def _trilu(n: _Node, xs: list) -> Tensor:
+def _trilu(n: Node, xs: list) -> Tensor:
     k = int(xs[1].reshape(-1)[0]) if len(xs) > 1 and xs[1] is not None else 0
     return torch.triu(xs[0], k) if n.attr("upper", 1) else torch.tril(xs[0], k)
 
 
-def _range(n: _Node, xs: list) -> Tensor:
+def _range(n: Node, xs: list) -> Tensor:
     start, limit, delta = (v.reshape(-1)[0].item() for v in xs)
     return torch.arange(start, limit, delta, dtype=xs[0].dtype, device=xs[0].device)
 
 
-def _expand(n: _Node, xs: list) -> Tensor:
+def _expand(n: Node, xs: list) -> Tensor:
     x = xs[0]
     return x.expand(torch.broadcast_shapes(tuple(x.shape), tuple(_ints(xs[1]) or [])))
 
 
-def _lp_norm(n: _Node, xs: list) -> Tensor:
+def _lp_norm(n: Node, xs: list) -> Tensor:
     x = xs[0]
     return F.normalize(x, p=float(n.attr("p", 2)), dim=_axis(int(n.attr("axis", -1)), x.dim()), eps=0.0)
 
 
-_OPS: dict[str, Callable[[_Node, list], Outputs]] = {
+OPS: dict[str, Callable[[Node, list], Outputs]] = {
     "Conv": _conv, "ConvTranspose": _conv_transpose, "Gemm": _gemm, "MatMul": _binary(torch.matmul),
     "Add": _binary(torch.add), "Sub": _binary(torch.sub), "Mul": _binary(torch.mul), "Div": _div, "Pow": _pow,
     "Mod": _mod, "Sqrt": _unary(torch.sqrt), "Exp": _unary(torch.exp), "Log": _unary(torch.log),
