@@ -591,3 +591,22 @@ def test_box_centre_is_tried_first_and_alpha_crown_stops_at_its_deadline() -> No
     _, plain, _ = lb.alpha_crown(layers, lo_t, hi_t, a, b, steps=0)
     _, late, _ = lb.alpha_crown(layers, lo_t, hi_t, a, b, steps=50, deadline=time.perf_counter())
     assert torch.equal(late, plain)
+
+
+def test_constant_nodes_fold_with_the_graph_opsets(tmp_path: Path) -> None:
+    """A constant Identity (torch inserts one when a weight is reused) folds instead of being refused."""
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Identity", ["w"], ["w2"]),
+        helper.make_node("MatMul", ["x", "w"], ["h"]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "tied", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel())])
+    path = tmp_path / "tied.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    xs = rng.uniform(-1, 1, size=(5, 3))
+    np.testing.assert_allclose(from_onnx(path).forward(xs), ort_outputs(path, xs), atol=1e-5)

@@ -274,6 +274,7 @@ def from_onnx_model(model: Any, source: str | Path) -> PLNet:
                         ],
                         [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.output],
                     ),
+                    opsets={d.domain: d.version for d in model.opset_import},
                 ).run(None, {n: v for n, v in zip(node.input, args) if n})
             except Exception as exc:
                 raise NetinvertError(f"{where}: cannot evaluate constant {label}: {exc}") from exc
