@@ -69,6 +69,12 @@ class Result:
         return (f"Result({self.method} on {self.model}: {len(self.items)} items ({counts or 'none'}), "
                 f"inputs {tuple(self.inputs.shape)})")
 
+    def _repr_html_(self) -> str:
+        """The result's page, compact, for notebooks (Jupyter calls this to display a result)."""
+        from netinvert.ground.page import result_html
+
+        return result_html(self, compact=True)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
