@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from netinvert.cli.report import save_report
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.output import write_text
 
@@ -140,10 +141,12 @@ def solve(
             if network is not None or spec is not None:
                 raise NetinvertError("give either NET.onnx SPEC.vnnlib or --instances CSV, not both")
             solve_family(instances, timeout, out, alpha_steps, console)
+            save_report(out)
             return
         if network is None or spec is None:
             raise NetinvertError("give NET.onnx and SPEC.vnnlib (or --instances instances.csv)")
         row = solve_one(network, spec, timeout if timeout is not None else 60.0, out, alpha_steps)
+        save_report(out)
         console.print(
             f"{spec.name}: [bold]{row['status']}[/] ({row['stage']}, {row['seconds']} s) {row['reason']}",
             highlight=False,

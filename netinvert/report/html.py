@@ -388,6 +388,8 @@ def write_index(folders: Sequence[str | os.PathLike[str]], out: str | os.PathLik
     """One page over several result folders: a contents table, then each run's view and rerun line."""
     if not folders:
         raise NetinvertError("give at least one result folder")
+    if Path(out).is_dir():
+        raise NetinvertError(f"{out} is a folder: give a file name for the page with --out, e.g. index.html")
     sections, contents = [], []
     for n, folder in enumerate(map(Path, folders)):
         title, body = run_body(folder, anchor=f"r{n}-")
