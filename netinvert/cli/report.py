@@ -18,7 +18,7 @@ def save_report(out: Path) -> None:
 
     try:
         write_report(out, command=sys.argv)
-    except Exception as exc:  # the run's result is already on disk; the page is a view of it
+    except Exception as exc:  # noqa: BLE001 - the result is already on disk; the page is only a view of it
         err_console.print(f"warning: could not write {out}/report.html ({type(exc).__name__}: {exc}); "
                           f"try `netinvert report {out}`", highlight=False, soft_wrap=True)
 

@@ -263,14 +263,14 @@ def is_image(result: Result) -> bool:
     return x.dim() == 4 and x.shape[1] in (1, 3) and min(x.shape[2:]) >= 4
 
 
-def grid_png(result: Result) -> bytes | None:
-    """The result's contact sheet, drawn from its inputs (``None`` unless they are pictures)."""
+def grid_png(result: Result, limit: int | None = None) -> bytes | None:
+    """The result's contact sheet (of the first ``limit`` inputs), drawn from its inputs; ``None`` unless pictures."""
     from netinvert.ground.images import grid_image
 
     if not is_image(result) or not len(result.inputs):
         return None
     captions = result.labels or [item.target for item in result.items]
-    sheet = grid_image(result.inputs, captions, result.value_range)
+    sheet = grid_image(result.inputs[:limit], captions[:limit], result.value_range)
     return png_bytes(sheet) if sheet is not None else None
 
 
@@ -308,7 +308,7 @@ def result_section(result: Result, *, compact: bool = False, grid: bytes | None 
     """
     limit = ROW_LIMIT if compact else None
     parts = [summary_line(result)]
-    sheet = grid if grid is not None else grid_png(result)
+    sheet = grid if grid is not None else grid_png(result, limit)
     if sheet is not None:
         parts.append(section("inputs", img(sheet, "contact sheet of the inputs found"), level=3))
     thumbs = thumbnails(result, limit) if not compact else None

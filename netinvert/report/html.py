@@ -150,9 +150,9 @@ def _atlas_view(folder: Path, anchor: str) -> str:
     if result is None:
         return _pictures_view(folder, anchor)
     info = result.info.get("atlas", {})
-    parts = [summary_line(result),
-             f"<p>{esc(info.get('units', len(result.items)))} {esc(info.get('kind', 'unit'))}s of layer "
-             f"<b>{esc(info.get('layer', '?'))}</b></p>"]
+    what = (f"<p>{esc(info.get('units', len(result.items)))} {esc(info.get('kind', 'unit'))}s of layer "
+            f"<b>{esc(info.get('layer', '?'))}</b></p>")
+    parts = [summary_line(result), what]
     sheet = _png(folder / "atlas.png")
     links = " ".join(f'<a href="#{anchor}unit-{i}">{i}</a>' for i in range(len(result.items)))
     if sheet is not None:
@@ -175,8 +175,9 @@ def _atlas_view(folder: Path, anchor: str) -> str:
 
 def _patterns_view(folder: Path, anchor: str) -> str:
     data = _json(folder / "result.json") or {}
-    parts = [f"<p>{esc(data.get('units', '?'))} {esc(data.get('kind', ''))} patterns of layer "
-             f"<b>{esc(data.get('layer', '?'))}</b> in input space</p>"]
+    what = (f"<p>{esc(data.get('units', '?'))} {esc(data.get('kind', ''))} patterns of layer "
+            f"<b>{esc(data.get('layer', '?'))}</b> in input space</p>")
+    parts = [what]
     sheet = _png(folder / "sheet.png")
     if sheet is not None:
         parts.append(section("contact sheet", img(sheet, "unit patterns"), level=3))
@@ -266,15 +267,27 @@ def _solve_family_view(folder: Path, anchor: str) -> str:
         if name and (subfolders[name] / "counterexample.txt").exists():
             link = f'<a href="#{anchor}i{i}cex">counterexample</a>'
             examples.append(_counterexample(subfolders[name], f"{anchor}i{i}"))
+        unstable = _unstable(subfolders[name]) if name else "-"
         table_rows.append([i, Path(row.get("onnx", "")).name, Path(row.get("vnnlib", "")).name,
-                           status_html(row.get("status", "?")), row.get("stage"), seconds, row.get("reason"), link])
+                           status_html(row.get("status", "?")), row.get("stage"), seconds, unstable, row.get("reason"),
+                           link])
     summary = (f'<p class="summary">{len(rows)} instances: {status_summary([r.get("status", "?") for r in rows])}; '
                f"{total:.3g} s in all</p>")
-    parts = [summary, section("instances", table(["#", "network", "property", "status", "stage", "seconds", "reason",
-                                                  ""], table_rows, raw=(3, 7)), level=3)]
+    header = ["#", "network", "property", "status", "stage", "seconds", "unstable ReLUs (CROWN / all)", "reason", ""]
+    parts = [summary, section("instances", table(header, table_rows, raw=(3, 8)), level=3)]
     if examples:
         parts.append(section("counterexamples", "".join(examples), level=3))
     return "".join(parts)
+
+
+def _unstable(folder: Path) -> str:
+    """Bound statistics of one instance: ReLUs still unstable after CROWN out of all, over its cases."""
+    data = _json(folder / "result.json") or {}
+    cases = [c for c in data.get("certificates") or [] if isinstance(c, dict) and "unstable_crown" in c]
+    if not cases:
+        return "-"
+    return " ".join(f"{sum(c['unstable_crown'])}/{sum(c.get('hidden') or [])}" for c in cases[:4]) + \
+        (" ..." if len(cases) > 4 else "")
 
 
 def _bounds_view(folder: Path, anchor: str) -> str:
