@@ -33,7 +33,8 @@ CSS = """
 .ni table{border-collapse:collapse;margin:.4em 0;font-variant-numeric:tabular-nums}
 .ni th,.ni td{border:1px solid #d0d7de;padding:2px 8px;text-align:left;vertical-align:top}
 .ni th{background:#f6f8fa}.ni td.num{text-align:right}
-.ni img{max-width:100%;image-rendering:pixelated}.ni img.thumb{width:56px}
+.ni img{max-width:100%}.ni img.thumb{width:56px}.ni img.thumb,.ni .card img{image-rendering:pixelated}
+.ni figure{margin:0 0 .6em;overflow-x:auto}.ni figure.wide img{max-width:none}
 .ni .status{font-weight:600}.ni .summary{font-size:15px;margin:.3em 0}
 .ni pre{background:#f6f8fa;padding:6px 8px;overflow-x:auto;white-space:pre-wrap;word-break:break-all}
 .ni .cards{display:flex;flex-wrap:wrap;gap:8px}.ni .card{border:1px solid #d0d7de;padding:4px;width:132px}

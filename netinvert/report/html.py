@@ -42,6 +42,8 @@ from netinvert.ground.result import Result
 
 REPORT = "report.html"
 KINDS = ("leakage", "solve-family", "solve", "atlas", "patterns", "bounds", "invert", "pictures", "result")
+WIDE = 1400
+"""Pictures wider than this (pixels) keep their size and scroll sideways instead of shrinking (the warp strip)."""
 _SHOWN_ELSEWHERE = re.compile(r"^(item_\d+.*|grid|atlas|sheet|comparison|psnr_vs_depth)\.png$")
 
 
@@ -101,7 +103,8 @@ def _other_pictures(folder: Path, used: Sequence[str] = ()) -> str:
             continue
         png = _png(path)
         if png is not None:
-            parts.append(f"<figure>{img(png, path.stem)}<figcaption>{esc(path.name)}</figcaption></figure>")
+            wide = ' class="wide"' if int.from_bytes(png[16:20], "big") > WIDE else ""
+            parts.append(f"<figure{wide}>{img(png, path.stem)}<figcaption>{esc(path.name)}</figcaption></figure>")
     return section("pictures", "".join(parts), level=3) if parts else ""
 
 
