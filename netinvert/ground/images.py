@@ -12,6 +12,11 @@ from PIL import Image, ImageDraw, ImageFont
 MIN_SIDE = 112
 
 
+def is_image(x: torch.Tensor) -> bool:
+    """Whether a batch (N, C, H, W) holds pictures: 1 or 3 channels, sides of at least 4."""
+    return x.dim() == 4 and x.shape[1] in (1, 3) and min(x.shape[2:]) >= 4
+
+
 def to_uint8(x: torch.Tensor, value_range: tuple[float, float]) -> np.ndarray:
     """(C, H, W) in ``value_range`` -> (H, W) or (H, W, 3) uint8."""
     low, high = value_range

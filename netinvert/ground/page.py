@@ -182,8 +182,9 @@ def command_text(command: Sequence[str] | str | None) -> str:
     return shlex.join(words)
 
 
-def footer(command: Sequence[str] | str | None, env: Mapping[str, Any] | None, note: str = "") -> str:
-    """Versions, command line and machine: enough to rerun the page's result."""
+def footer(command: Sequence[str] | str | None, env: Mapping[str, Any] | None, note: str = "",
+           tag: str = "footer") -> str:
+    """Versions, command line and machine: enough to rerun the page's result (``tag`` div inside a page)."""
     env = env or environment()
     parts = [f"netinvert {esc(env.get('netinvert', '?'))}", f"torch {esc(env.get('torch', '?'))}",
              f"Python {esc(env.get('python', '?'))}", f"{esc(env.get('platform', '?'))}",
@@ -191,7 +192,7 @@ def footer(command: Sequence[str] | str | None, env: Mapping[str, Any] | None, n
     line = " · ".join(parts)
     cmd = command_text(command)
     rerun = f"<p>command: <code>{esc(cmd)}</code></p>" if cmd else ""
-    return f"<footer>{rerun}<p>{line}{(' · ' + esc(note)) if note else ''}</p></footer>"
+    return f"<{tag}>{rerun}<p>{line}{(' · ' + esc(note)) if note else ''}</p></{tag}>"
 
 
 def document(title: str, body: str) -> str:
@@ -230,12 +231,8 @@ def metric_columns(items: Sequence[Any]) -> list[str]:
     return [k for k in _FIRST_METRICS if k in seen] + [k for k in seen if k not in _FIRST_METRICS]
 
 
-def items_table(result: Result, *, thumbnails: Sequence[bytes] | None = None, limit: int | None = None,
-                anchors: str | None = None) -> str:
-    """One row per item: picture, target, status, reason and every scalar metric.
-
-    ``anchors`` gives each row the id ``{anchors}{i}`` so other parts of a page can link to an item.
-    """
+def items_table(result: Result, *, thumbnails: Sequence[bytes] | None = None, limit: int | None = None) -> str:
+    """One row per item: picture, target, status, reason and every scalar metric (the first ``limit`` items)."""
     columns = metric_columns(result.items)
     header = (["#"] + (["input"] if thumbnails else []) + ["target", "status", "reason"]
               + [c.replace("_", " ") for c in columns])
@@ -252,23 +249,17 @@ def items_table(result: Result, *, thumbnails: Sequence[bytes] | None = None, li
             value = item.metrics.get(key)
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             cells.append(f'<td{" class=num" if number else ""}>{esc(fmt(value))}</td>')
-        ident = f' id="{esc(anchors)}{i}"' if anchors else ""
-        rows.append(f"<tr{ident}>" + "".join(cells) + "</tr>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
     more = len(result.items) - len(shown)
     tail = f"<p>... and {more} more items</p>" if more > 0 else ""
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{tail}"
 
 
-def is_image(result: Result) -> bool:
-    x = result.inputs
-    return x.dim() == 4 and x.shape[1] in (1, 3) and min(x.shape[2:]) >= 4
-
-
 def grid_png(result: Result, limit: int | None = None) -> bytes | None:
     """The result's contact sheet (of the first ``limit`` inputs), drawn from its inputs; ``None`` unless pictures."""
-    from netinvert.ground.images import grid_image
+    from netinvert.ground.images import grid_image, is_image
 
-    if not is_image(result) or not len(result.inputs):
+    if not is_image(result.inputs) or not len(result.inputs):
         return None
     captions = result.labels or [item.target for item in result.items]
     sheet = grid_image(result.inputs[:limit], captions[:limit], result.value_range)
@@ -277,9 +268,9 @@ def grid_png(result: Result, limit: int | None = None) -> bytes | None:
 
 def thumbnails(result: Result, limit: int | None = None) -> list[bytes]:
     """One small PNG per item input (empty unless the inputs are pictures)."""
-    from netinvert.ground.images import upscaled
+    from netinvert.ground.images import is_image, upscaled
 
-    if not is_image(result):
+    if not is_image(result.inputs):
         return []
     shown = result.inputs if limit is None else result.inputs[:limit]
     return [png_bytes(upscaled(x, result.value_range)) for x in shown]

@@ -410,7 +410,7 @@ def write_index(folders: Sequence[str | os.PathLike[str]], out: str | os.PathLik
     for n, folder in enumerate(map(Path, folders)):
         title, body = run_body(folder, anchor=f"r{n}-")
         command, env = _recorded(folder)
-        rerun = footer(command, env, "" if env else "not recorded with the run").replace("footer>", "div>")
+        rerun = footer(command, env, "" if env else "not recorded with the run", tag="div")
         sections.append(section(title, body + rerun, anchor=f"r{n}"))
         contents.append((f'<a href="#r{n}">{esc(title)}</a>', esc(str(folder))))
     body = (f"<h1>netinvert report: {len(sections)} runs</h1>" + table(["run", "folder"], contents, raw=(0, 1))
