@@ -20,6 +20,7 @@ from netinvert.cli.common import (
     err_console,
 )
 from netinvert.cli.options import ModelOptions, model_command
+from netinvert.cli.report import save_report
 
 
 @cli_errors
@@ -68,6 +69,7 @@ def atlas(
             err_console.print(f"interrupted: {state['done']} of {state['total']} units are saved in {out}; "
                               "run the same command again to resume", soft_wrap=True, highlight=False)
             raise typer.Exit(130) from None
+    save_report(out)
     info = result.info["atlas"]
     pictures = f"{SHEET}, units/unit_*.png, " if net.input_spec.is_image else ""
     console.print(f"wrote {out}: {pictures}result.json, inputs.npy - {info['units']} {info['kind']}s of {layer} "

@@ -13,6 +13,7 @@ import typer
 
 from netinvert.cli.common import LayerOpt, OutOpt, SeedOpt, cli_errors, console, parse_targets, print_result
 from netinvert.cli.options import ModelOptions, model_command
+from netinvert.cli.report import save_report
 from netinvert.ground.output import check_writable
 
 
@@ -33,6 +34,7 @@ def sample(
     net = model.load()
     result = invert(net, parse_targets(target, net), None, method="dbn", n=n, gibbs_steps=gibbs_steps, seed=seed)
     result.save(out)
+    save_report(out)
     print_result(result, out)
 
 
@@ -70,4 +72,5 @@ def patterns(
             path.replace(out / path.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    save_report(out)
     console.print(f"{found.shape[0]} {kind} patterns of {net.name}:{layer} -> {out}/sheet.png, patterns.npy")

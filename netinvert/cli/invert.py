@@ -15,6 +15,7 @@ import typer
 
 from netinvert.cli.common import LayerOpt, OutOpt, SeedOpt, ThreadsOpt, cli_errors, console, print_written
 from netinvert.cli.options import ModelOptions, model_command
+from netinvert.cli.report import save_report
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.result import Result
 
@@ -87,6 +88,7 @@ def invert(
                       (net.input_spec.low, net.input_spec.high), columns=2)
 
     result.save(out, extras=add_original)
+    save_report(out)
     _print_items(result, out)
 
 
@@ -141,5 +143,6 @@ def leakage(
     rows = evaluate(net, layer_list, method_list, split, count=count, steps=steps, seed=seed, threads=threads,
                     log=lambda r: console.print(f"{r['layer']} {r['method']}: PSNR {r['psnr']:.2f} dB", highlight=False))
     write_report(rows, out, title=f"leakage of {net.name}")
+    save_report(out)
     console.print(table(rows), highlight=False)
     console.print(f"wrote {out}/leakage.json, leakage.md and psnr_vs_depth.png")

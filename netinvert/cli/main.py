@@ -29,7 +29,9 @@ from netinvert.cli.common import (
 from netinvert.cli.invert import invert as invert_command
 from netinvert.cli.invert import leakage
 from netinvert.cli.options import ModelOptions, model_command
+from netinvert.cli.pictures import draw, warp
 from netinvert.cli.preimage import preimage
+from netinvert.cli.report import report, save_report
 from netinvert.cli.solve import solve
 from netinvert.ground.errors import NetinvertError, choices
 
@@ -44,6 +46,9 @@ app.command("leakage")(leakage)
 app.command("sample")(sample)
 app.command("patterns")(patterns)
 app.command("preimage")(preimage)
+app.command("report")(report)
+app.command("draw")(draw)
+app.command("warp")(warp)
 
 def _version(value: bool) -> None:
     if value:
@@ -116,6 +121,7 @@ def imagine(
         result = invert(net, targets, None, method="analytic", samples=samples, seed=seed, probability=goal,
                         metric=metric)
     result.save(out)
+    save_report(out)
     print_result(result, out)
 
 

@@ -9,6 +9,7 @@ import typer
 
 from netinvert.cli.common import OutOpt, cli_errors, console, parse_targets, print_written
 from netinvert.cli.options import ModelOptions, model_command
+from netinvert.cli.report import save_report
 
 
 @cli_errors
@@ -37,6 +38,7 @@ def preimage(
                 plot_preimage(net, result, folder / f"preimage_{k:02d}.png", which=k)
 
     result.save(out, extras=pictures)
+    save_report(out)
     table = Table(title=f"certified preimage on {net.name}")
     for col in ("target", "status", "inside (fraction)", "over-approximation", "boxes"):
         table.add_column(col)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from netinvert.ground.errors import NetinvertError
-from netinvert.ground.images import save_grid, save_items
+from netinvert.ground.images import is_image, save_grid, save_items
 from netinvert.ground.output import atomic_folder, write_file, write_json
 
 STATUSES = ("found", "not-reached", "none-exists", "unknown")
@@ -68,6 +68,12 @@ class Result:
         counts = ", ".join(f"{self.statuses.count(s)} {s}" for s in STATUSES if s in self.statuses)
         return (f"Result({self.method} on {self.model}: {len(self.items)} items ({counts or 'none'}), "
                 f"inputs {tuple(self.inputs.shape)})")
+
+    def _repr_html_(self) -> str:
+        """The result's page, compact, for notebooks (Jupyter calls this to display a result)."""
+        from netinvert.ground.page import result_html
+
+        return result_html(self, compact=True)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -122,14 +128,10 @@ class Result:
         write_json(folder / "result.json", self.to_json())
         write_file(folder / "inputs.npy", lambda tmp: np.save(tmp, self.inputs.detach().cpu().numpy()))
         write_file(folder / "outputs.npy", lambda tmp: np.save(tmp, self.outputs.detach().cpu().numpy()))
-        if images and _is_image(self.inputs):
+        if images and is_image(self.inputs):
             captions = self.labels or [item.target for item in self.items]
             save_grid(self.inputs, captions, folder / "grid.png", self.value_range)
             save_items(self.inputs, captions, folder, self.value_range)
-
-
-def _is_image(x: torch.Tensor) -> bool:
-    return x.dim() == 4 and x.shape[1] in (1, 3) and min(x.shape[2:]) >= 4
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,0 +1,300 @@
+"""report.html for every kind of run, the index page, Result._repr_html_, and the draw / warp pictures.
+
+The folders come from the real commands with few steps (one module-scoped build); each page is parsed
+with html.parser: every <img> must hold a PNG in a data: URI, nothing may point at the network, and the
+figures that answer "did it work, how well" must appear. ``test_pages_render_in_chromium`` opens each page
+in headless Chromium (installed by ``.ci/run`` when apt-get is available) and checks that every image loaded.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared_data
+from PIL import Image
+from torch import nn
+from typer.testing import CliRunner
+
+from netinvert.cli.main import app
+from netinvert.ground.page import fmt
+from netinvert.ground.result import Item, Result
+from netinvert.ground.spec import InputSpec
+from netinvert.models.wrapper import Model
+
+runner = CliRunner()
+
+
+class _Page(HTMLParser):
+    """Every tag's attributes and the visible text of one page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[dict[str, str]] = []
+        self.links: list[str] = []
+        self.ids: list[str] = []
+        self.text: list[str] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        self.tags.append(tag)
+        if tag == "img":
+            self.images.append(values)
+        for key in ("href", "src", "action"):
+            if key in values and tag != "img":
+                self.links.append(values[key])
+        if "id" in values:
+            self.ids.append(values["id"])
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse(html: str) -> tuple[_Page, str]:
+    """Parse a page and check what every page must satisfy; returns the parser and its visible text."""
+    page = _Page()
+    page.feed(html)
+    page.close()
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:|//)", html), "a page must not load anything remotely"
+    assert "<script" not in html
+    for image in page.images:
+        src = image["src"]
+        assert src.startswith("data:image/png;base64,"), src[:40]
+        picture = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        picture.load()
+        assert picture.format == "PNG" and picture.width > 8 and picture.height > 8
+        assert image.get("alt"), "every picture has an alt text"
+    for link in page.links:
+        assert link.startswith("#") and link[1:] in page.ids, f"link {link} points to no anchor on the page"
+    return page, " ".join(" ".join(page.text).split())
+
+
+def invoke(*args: str) -> None:
+    result = runner.invoke(app, [*args])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, zoo) -> dict[str, Path]:
+    """One result folder per kind of run, written by the real commands with few steps."""
+    for name in ("digits-cnn", "roman-mlp", "dbn-digits", "moons-relu"):
+        zoo(name)
+    root = tmp_path_factory.mktemp("runs")
+    test = shared_data("vnncomp", "test")
+    folders = {kind: root / kind for kind in ("imagine", "atlas", "invert", "leakage", "solve", "family", "sample",
+                                              "patterns", "draw", "layers", "warp")}
+    invoke("imagine", "-m", "digits-cnn", "-t", "3", "-t", "5", "--steps", "8", "--threads", "1", "-o",
+           str(folders["imagine"]))
+    invoke("atlas", "-m", "digits-cnn", "-l", "conv", "--steps", "4", "--threads", "1", "-o", str(folders["atlas"]))
+    invoke("invert", "-m", "digits-cnn", "-l", "pool", "--index", "3", "--method", "gradient", "--steps", "10",
+           "--threads", "1", "-o", str(folders["invert"]))
+    invoke("leakage", "-m", "digits-cnn", "--layers", "conv,pool", "--methods", "gradient", "--count", "1", "--steps",
+           "6", "--threads", "1", "-o", str(folders["leakage"]))
+    invoke("solve", str(test / "test_nano.onnx"), str(test / "test_nano.vnnlib"), "--timeout", "20", "-o",
+           str(folders["solve"]))
+    invoke("solve", "--instances", str(test / "instances.csv"), "--timeout", "20", "-o", str(folders["family"]))
+    invoke("sample", "-m", "dbn-digits", "-t", "2", "--n", "3", "--gibbs-steps", "10", "-o", str(folders["sample"]))
+    invoke("patterns", "-m", "roman-mlp", "-l", "fc2", "-o", str(folders["patterns"]))
+    invoke("draw", "-m", "moons-relu", "-o", str(folders["draw"]))
+    invoke("draw", "-m", "digits-cnn", "-o", str(folders["layers"]))
+    invoke("warp", "-m", "moons-relu", "-o", str(folders["warp"]))
+    folders["bounds"] = _bounds_folder(root / "bounds", zoo("moons-relu"))
+    return folders
+
+
+def _bounds_folder(out: Path, model: Model) -> Path:
+    from netinvert.methods import bounds
+    from netinvert.report.html import write_report
+    from netinvert.targets.units import Class
+
+    result = bounds.run(model, [Class(0)], None, max_boxes=200)
+    result.save(out, extras=lambda tmp: bounds.plot_preimage(model, result, tmp / "preimage.png", grid=60))
+    write_report(out)
+    return out
+
+
+def page_of(folder: Path) -> tuple[_Page, str]:
+    html = (folder / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "</html>" in html
+    return parse(html)
+
+
+def test_every_command_writes_a_readable_page_with_its_footer(runs):
+    for kind, folder in runs.items():
+        _, text = page_of(folder)
+        assert "netinvert" in text and "torch" in text and "CPUs" in text, kind
+        if kind != "bounds":
+            assert "command:" in text, kind
+        if (folder / "result.json").exists() and kind not in ("bounds",):
+            recorded = json.loads((folder / "result.json").read_text())
+            assert isinstance(recorded["command"], list) and recorded["environment"]["cpus"] >= 1, kind
+
+
+def test_imagine_page_shows_grid_items_scores_curve_and_options(runs):
+    data = json.loads((runs["imagine"] / "result.json").read_text())
+    page, text = page_of(runs["imagine"])
+    alts = [image["alt"] for image in page.images]
+    assert "contact sheet of the inputs found" in alts and "objective per step" in alts
+    assert alts.count("class 3") == 1 and alts.count("class 5") == 1
+    for item in data["items"]:
+        assert item["target"] in text and fmt(item["model_prob"]) in text and fmt(item["verifier_prob"]) in text
+    assert "model prob" in text and "verifier prob" in text and "options (to rerun)" in text
+    assert "seed" in text and f"{data['options']['lr']}" in text
+
+
+def test_atlas_page_has_the_sheet_and_an_anchor_per_unit(runs):
+    page, text = page_of(runs["atlas"])
+    assert [f"unit-{i}" for i in range(3)] == [i for i in page.ids if i.startswith("unit-")]
+    assert sorted(page.links) == ["#unit-0", "#unit-1", "#unit-2"]
+    assert "atlas contact sheet" in [image["alt"] for image in page.images]
+    assert len(page.images) == 4 and "3 channels of layer conv" in text
+
+
+def test_invert_and_leakage_pages_show_quality(runs):
+    data = json.loads((runs["invert"] / "result.json").read_text())
+    page, text = page_of(runs["invert"])
+    assert "original and reconstruction" in [image["alt"] for image in page.images]
+    assert "PSNR dB" in text and fmt(data["items"][0]["psnr"]) in text and fmt(data["items"][0]["ssim"]) in text
+    rows = json.loads((runs["leakage"] / "leakage.json").read_text())
+    page, text = page_of(runs["leakage"])
+    assert [image["alt"] for image in page.images] == ["PSNR against layer depth"]
+    assert [fmt(row["psnr"]) in text for row in rows] == [True, True] and "conv" in text and "pool" in text
+
+
+def test_solve_pages_give_the_verdicts_and_every_counterexample_rechecked(runs):
+    _, text = page_of(runs["solve"])
+    assert "none-exists" in text and "test_nano.onnx" in text and "bound statistics per case" in text
+    with (runs["family"] / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    page, text = page_of(runs["family"])
+    found = [r for r in rows if r["status"] == "found"]
+    assert found, "the test family holds a satisfiable instance"
+    assert f"{len(rows)} instances" in text and text.count("largest |f(x) - Y|") == len(found)
+    assert "unstable ReLUs (CROWN / all)" in text and re.search(r"\b\d+/300\b", text), "bound statistics per instance"
+    recheck = float(re.search(r"largest \|f\(x\) - Y\| = ([0-9.e+-]+)", text).group(1))
+    assert recheck < 1e-4
+    assert "(X_0" in text and len([link for link in page.links if link.endswith("cex")]) == len(found)
+
+
+def test_sample_patterns_bounds_draw_and_warp_pages(runs):
+    page, text = page_of(runs["sample"])
+    assert "3 items" in text and "found" in text
+    page, text = page_of(runs["patterns"])
+    assert len([i for i in page.ids if i.startswith("unit-")]) == 25 and len(page.images) == 26
+    page, text = page_of(runs["bounds"])
+    assert "preimage" in [image["alt"] for image in page.images] and "fraction under" in text
+    for kind, picture in (("draw", "network"), ("layers", "network"), ("warp", "warp")):
+        page, text = page_of(runs[kind])
+        assert [image["alt"] for image in page.images] == [picture], kind
+    assert "node-link" in page_of(runs["draw"])[1] and "layers" in page_of(runs["layers"])[1]
+    assert "pca variance kept" in page_of(runs["warp"])[1]
+
+
+def test_report_command_gathers_runs_into_one_page(runs, tmp_path):
+    out = tmp_path / "index.html"
+    invoke("report", str(runs["imagine"]), str(runs["atlas"]), str(runs["family"]), "-o", str(out))
+    page, text = parse(out.read_text())
+    assert {"r0", "r1", "r2"} <= set(page.ids) and "3 runs" in text
+    assert {"r1-unit-0", "r1-unit-2"} <= set(page.ids), "anchors of each run are kept apart"
+    bad = runner.invoke(app, ["report", str(tmp_path / "nothing-here")])
+    assert bad.exit_code == 2 and "is not a folder" in bad.output
+
+
+def _tiny_result(history: bool) -> Result:
+    torch.manual_seed(0)
+    inputs = torch.rand(3, 1, 8, 8)
+    items = [Item(f"class {k}", "found" if k else "not-reached", metrics={"model_prob": 0.25 * (k + 1)})
+             for k in range(3)]
+    steps = {"objective": [[float(s), float(2 * s), float(3 * s)] for s in range(5)]} if history else {}
+    return Result("gradient", "tiny", inputs, torch.rand(3, 4), items, history=steps, info={"options": {"seed": 7}})
+
+
+def test_result_shows_itself_in_a_notebook(tmp_path):
+    result = _tiny_result(history=True)
+    fragment = result._repr_html_()
+    assert not fragment.startswith("<!DOCTYPE") and fragment.startswith('<div class="ni">')
+    page, text = parse(fragment)
+    assert [image["alt"] for image in page.images] == ["contact sheet of the inputs found", "objective per step"]
+    assert "2 found" in text and "1 not-reached" in text and "0.75" in text and "seed 7" in text
+    result.save(tmp_path / "r")
+    assert Result.load(tmp_path / "r")._repr_html_().count("<img") == 2
+    flat = Result("exact", "flat", torch.zeros(1, 5), torch.zeros(1, 2), [Item("p", "none-exists")])
+    page, text = parse(flat._repr_html_())
+    assert page.images == [] and "none-exists" in text
+
+
+def test_draw_small_net_is_node_link_and_large_net_is_layers(tmp_path, zoo):
+    from netinvert.report.draw import dense_layers, draw
+
+    torch.manual_seed(0)
+    small = Model(nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)), InputSpec((4,), low=-1.0, high=1.0),
+                  name="r4-r2", output_activation="none")
+    chain = dense_layers(small)
+    assert [d.weight.shape for d in chain] == [(3, 4), (2, 3)] and chain[0].activation == "Tanh"
+    drawn = draw(small, tmp_path / "small.png")
+    assert drawn["kind"] == "node-link" and [r["parameters"] for r in drawn["layers"]] == [15, 0, 8]
+    picture = np.asarray(Image.open(tmp_path / "small.png").convert("RGB")).astype(int)
+    red = (picture[..., 0] > 150) & (picture[..., 1] < 120) & (picture[..., 2] < 120)
+    blue = (picture[..., 2] > 150) & (picture[..., 0] < 120)
+    assert red.sum() > 50 and blue.sum() > 50, "edges of both signs are drawn"
+    assert draw(zoo("digits-cnn"), tmp_path / "cnn.png")["kind"] == "layers"
+    assert [r["layer"] for r in draw(zoo("digits-cnn"), tmp_path / "cnn.png")["layers"]] == \
+        ["conv", "relu", "pool", "flatten", "fc"]
+
+
+def test_warp_has_one_panel_per_flat_layer_and_refuses_other_inputs(tmp_path, zoo):
+    from netinvert.ground.errors import NetinvertError
+    from netinvert.report.warp import warp
+
+    shown = warp(zoo("moons-relu"), tmp_path / "warp.png")
+    assert [p["panel"] for p in shown["layers"]] == ["input", "fc1 (16)", "act1 (16)", "fc2 (16)", "act2 (16)",
+                                                     "fc3 (2)"]
+    kept = [p["pca_variance_kept"] for p in shown["layers"]]
+    assert kept[0] == kept[1] == kept[-1] == 1.0 and all(0.3 < k <= 1.0 for k in kept)
+    picture = Image.open(tmp_path / "warp.png")
+    assert picture.width > 5 * picture.height
+    with pytest.raises(NetinvertError, match="two inputs"):
+        warp(zoo("digits-cnn"), tmp_path / "no.png")
+    assert not (tmp_path / "no.png").exists()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it with apt-get)")
+def test_pages_render_in_chromium(runs, tmp_path):
+    """Every kind of page, gathered into one index, opens in a real browser: every image decodes (a probe
+    script appended for the test counts them), each run's key text is in the rendered DOM, and the
+    screenshot is not blank."""
+    from netinvert.report.html import write_index
+
+    index = write_index(list(runs.values()), tmp_path / "index.html")
+    html = index.read_text()
+    count = html.count("<img ")
+    probe = ("<script>addEventListener('load',()=>{const i=[...document.images];"
+             "document.title='loaded '+i.filter(x=>x.complete&&x.naturalWidth>0).length+' of '+i.length})</script>")
+    probed = tmp_path / "probed.html"
+    probed.write_text(html.replace("</body>", probe + "</body>"))
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=5000"]
+    dom = subprocess.run([*flags, "--dump-dom", probed.as_uri()], check=False, capture_output=True, text=True,
+                         timeout=180)
+    assert count > 40 and f"<title>loaded {count} of {count}</title>" in dom.stdout, (dom.stdout[:300], dom.stderr[-500:])
+    for text in ("contact sheet", "PSNR against depth", "counterexample", "none-exists", "unit patterns",
+                 "pca variance kept", "node-link", "original beside reconstruction"):
+        assert text in dom.stdout, text
+    shot = tmp_path / "index.png"
+    subprocess.run([*flags, "--window-size=1100,900", f"--screenshot={shot}", index.as_uri()], capture_output=True,
+                   timeout=180, check=True)
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.shape == (900, 1100) and pixels.std() > 10 and (pixels < 128).mean() > 0.005, "blank page"
