@@ -36,7 +36,7 @@ def sample(
     model: ModelOpt,
     out: OutOpt,
     target: Annotated[list[str], typer.Option("--target", "-t", help="Class name or index to clamp (or all).")],
-    n: Annotated[int, typer.Option("--n", help="Samples per target.")] = 16,
+    samples: Annotated[int, typer.Option(help="Samples per target.")] = 16,
     gibbs_steps: Annotated[int, typer.Option(help="Alternating Gibbs steps in the top RBM.")] = 200,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     data: DataOpt = None,
@@ -46,7 +46,8 @@ def sample(
 
     check_writable(out)
     net = load_model(model, data=data)
-    result = invert(net, parse_targets(target, net), None, method="dbn", n=n, gibbs_steps=gibbs_steps, seed=seed)
+    result = invert(net, parse_targets(target, net), None, method="dbn", samples=samples, gibbs_steps=gibbs_steps,
+                    seed=seed)
     result.save(out)
     print_result(result, out)
 

@@ -83,9 +83,9 @@ def load_model(model: str, *, arch: str | None = None, arch_kwargs: str | None =
             labels=labels,
         )
         if data is not None:
-            from netinvert.data.sources import training_inputs_loader
+            from netinvert.data.sources import load_source
 
-            loaded.data = training_inputs_loader(data, loaded.input_spec)
+            loaded.data = load_source(data, loaded.input_spec)
     if verifier is not None:
         loaded.verifier = load_verifier(verifier, loaded, arch=verifier_arch, trust_pickle=trust_pickle)
     return loaded
