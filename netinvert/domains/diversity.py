@@ -1,8 +1,10 @@
 """Diversity: K distinct inputs per target (after Lucid's diversity objective, Olah et al. 2017).
 
-Each target is repeated K times in a row; a penalty on the cosine similarity between the
-copies' features at one hidden layer pushes the K copies of a target apart while each still
-maximizes the target. ``score`` measures exactly what the penalty lowers: the mean cosine distance
+Each target is repeated K times in a row; a hinge penalty on the cosine similarity between the
+copies' features at one hidden layer (above ``MARGIN``) pushes the K copies of a target apart while
+each still maximizes the target: once the copies differ enough, the push stops and the target and
+the other priors have the input to themselves (a plain penalty strong enough to split the copies
+under a data prior kept some of them from ever reaching the target). ``score`` measures exactly what the penalty lowers: the mean cosine distance
 between copies in that layer's feature space (0 = identical features). Lucid compares Gram matrices
 (the features' "style"); on small networks (3 channels after a ReLU) all Gram matrices point the
 same way, so the copies stayed identical: the features themselves keep the push alive.
@@ -20,7 +22,8 @@ from netinvert.ground.result import Result
 from netinvert.models.wrapper import Model
 from netinvert.targets.base import Target
 
-DEFAULT_WEIGHT = 50.0
+DEFAULT_WEIGHT = 100.0
+MARGIN = 0.8  # feature cosine similarity between copies below which they count as different enough
 Penalty = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 
 
@@ -67,14 +70,15 @@ def _mean_to_siblings(vectors: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def penalty(layer: str, k: int, weight: float = DEFAULT_WEIGHT) -> Penalty:
-    """``f(x, acts) -> (B,)``: each copy's mean feature similarity to the other copies of its target, times ``weight``."""
+    """``f(x, acts) -> (B,)``: how far each copy's mean feature similarity to the other copies of its target
+    exceeds ``MARGIN``, times ``weight``."""
     check(k)
 
     def fn(x: torch.Tensor, acts: dict[str, torch.Tensor]) -> torch.Tensor:
         a = acts[layer]
         if a.shape[0] % k:
             raise NetinvertError(f"batch of {a.shape[0]} is not whole groups of {k} copies; use a multiple of {k}")
-        return weight * _mean_to_siblings(_features(a), k)
+        return weight * torch.relu(_mean_to_siblings(_features(a), k) - MARGIN)
 
     return fn
 
@@ -95,5 +99,5 @@ def annotate(result: Result, model: Model, k: int, layer: str) -> None:
     for i, item in enumerate(result.items):
         item.metrics.update(diversity=float(values[i]), copy=i % k)
     result.labels = [f"{item.target} #{i % k + 1}" for i, item in enumerate(result.items)]
-    result.info["diversity"] = {"copies": k, "layer": layer, "weight": DEFAULT_WEIGHT,
+    result.info["diversity"] = {"copies": k, "layer": layer, "weight": DEFAULT_WEIGHT, "margin": MARGIN,
                                 "mean": float(values.mean()) if len(values) else None}
