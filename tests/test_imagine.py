@@ -241,3 +241,29 @@ def test_the_model_probes_its_layers_and_reads_its_data_once():
     assert prior_for(model) is not None and len(reads) == 1
     with pytest.raises(NetinvertError, match="does not know its data: pass --data"):
         Model(net, InputSpec((1, 8, 8))).data_split()
+
+
+def test_found_means_the_same_for_every_method_and_unit_targets_must_beat_the_data(zoo):
+    """Issue 19.6: dbn called p 0.66 found (goal 0.5), gradient needed 0.99; unit targets were always found."""
+    import inspect
+
+    from netinvert.methods import dbn, gradient, langevin
+    from netinvert.targets.scoring import DEFAULT_GOAL
+
+    assert {inspect.signature(m.run).parameters["goal"].default for m in (dbn, gradient, langevin)} == {DEFAULT_GOAL}
+    model = zoo("digits-cnn")
+    raised = invert(model, [Channel("conv", 0), Channel("conv", 1)], steps=64, early_stop=False)
+    assert raised.statuses == ["found", "found"]
+    assert all(it.metrics["activation"] > it.metrics["data_max"] for it in raised.items)
+    bare = Model(model.module, model.input_spec)
+    assert invert(bare, [Channel("conv", 0)], steps=8).statuses == ["unknown"]
+    from netinvert.data.sources import DataSplit
+
+    total = nn.Sequential(nn.Flatten(), nn.Linear(4, 1, bias=False))
+    nn.init.ones_(total[1].weight)
+    half = np.full((4, 4), 0.5, dtype=np.float32)
+    beaten = Model(total, InputSpec((4,)), data=DataSplit("half", half, half))
+    assert invert(beaten, [Neuron("1", 0)], steps=64).statuses == ["found"]
+    unbeatable = Model(total, InputSpec((4,)), data=DataSplit("ones", half, np.ones((2, 4), dtype=np.float32)))
+    result = invert(unbeatable, [Neuron("1", 0)], steps=64)
+    assert result.statuses == ["not-reached"] and "highest value on the data (4)" in result.items[0].reason

@@ -38,6 +38,7 @@ def sample(
     target: Annotated[list[str], typer.Option("--target", "-t", help="Class name or index to clamp (or all).")],
     samples: Annotated[int, typer.Option(help="Samples per target.")] = 16,
     gibbs_steps: Annotated[int, typer.Option(help="Alternating Gibbs steps in the top RBM.")] = 200,
+    goal: Annotated[float, typer.Option(help="Class probability that counts as found.")] = 0.99,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     data: DataOpt = None,
 ) -> None:
@@ -47,7 +48,7 @@ def sample(
     check_writable(out)
     net = load_model(model, data=data)
     result = invert(net, parse_targets(target, net), None, method="dbn", samples=samples, gibbs_steps=gibbs_steps,
-                    seed=seed)
+                    goal=goal, seed=seed)
     result.save(out)
     print_result(result, out)
 

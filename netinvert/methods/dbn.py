@@ -19,14 +19,14 @@ from netinvert.methods.gradient import torch_threads
 from netinvert.models.dbn import DBN
 from netinvert.models.wrapper import Model
 from netinvert.targets.base import Target
-from netinvert.targets.scoring import score
+from netinvert.targets.scoring import DEFAULT_GOAL, score
 from netinvert.targets.units import Class
 
 DOMAIN_FIELDS: tuple[str, ...] = ()
 
 
 def run(model: Model, targets: Target | Sequence[Target], domain: Box | None = None, *, samples: int = 16,
-        gibbs_steps: int = 200, goal: float = 0.5, seed: int = 0, threads: int | None = None) -> Result:
+        gibbs_steps: int = 200, goal: float = DEFAULT_GOAL, seed: int = 0, threads: int | None = None) -> Result:
     """``samples`` generated inputs per class target; status ``found`` when the DBN itself gives the class
     probability >= ``goal`` and ranks it first."""
     if not isinstance(model.module, DBN):
@@ -37,7 +37,7 @@ def run(model: Model, targets: Target | Sequence[Target], domain: Box | None = N
     if samples < 1 or gibbs_steps < 0:
         raise NetinvertError(f"samples={samples}, gibbs_steps={gibbs_steps}: give samples >= 1 and gibbs_steps >= 0")
     if not 0 < goal < 1:
-        raise NetinvertError(f"goal={goal} must be a probability in (0, 1), e.g. 0.5")
+        raise NetinvertError(f"goal={goal} must be a probability in (0, 1), e.g. 0.99")
     targets = [targets] if isinstance(targets, Target) else list(targets)
     classes = []
     for t in targets:

@@ -37,7 +37,7 @@ from netinvert.models.wrapper import Model
 from netinvert.targets.activations import Activations, add_errors
 from netinvert.targets.base import Target
 from netinvert.targets.resolve import resolve_all
-from netinvert.targets.scoring import class_goal, score
+from netinvert.targets.scoring import DEFAULT_GOAL, class_goal, score
 from netinvert.targets.units import Channel, Class, Neuron
 
 DOMAIN_FIELDS = ("region", "param", "decay", "decorrelate", "transforms", "tv", "l1", "l2", "blur", "bn_prior",
@@ -150,19 +150,15 @@ def _batched_objective(targets: list[Target]) -> Callable[[torch.Tensor, dict[st
     return per_item
 
 
-def item_seeds(targets: list[Target], seed: int) -> list[int]:
-    """One seed per item from ``seed``, its target's description and how often that target came before it.
+def item_seeds(targets: list[Target], seed: int, copies: int = 1) -> list[int]:
+    """One seed per item from ``seed``, its target's description and its copy number (``i % copies``).
 
-    An item's random start thus depends on its own target alone, not on which targets share the batch;
-    repeated targets (the copies of ``samples``) get different starts.
+    An item's random start and transforms thus depend on its own target alone, never on which targets
+    share the batch: a target repeated in a batch gives the same input each time, while the ``samples``
+    copies of a target start apart.
     """
-    seen: dict[str, int] = {}
-    out = []
-    for t in targets:
-        j = seen.get(t.description, 0)
-        seen[t.description] = j + 1
-        out.append((seed * 1_000_003 + zlib.crc32(f"{t.description}#{j}".encode())) % 2**62)
-    return out
+    return [(seed * 1_000_003 + zlib.crc32(f"{t.description}#{i % copies}".encode())) % 2**62
+            for i, t in enumerate(targets)]
 
 
 def run(
@@ -174,7 +170,7 @@ def run(
     steps: int | None = None,
     lr: float = 0.1,
     samples: int = 1,
-    goal: float = 0.99,
+    goal: float = DEFAULT_GOAL,
     early_stop: bool = True,
     check_every: int = 16,
     batch_size: int | None = None,
@@ -279,7 +275,7 @@ def _imagine(model: Model, targets: list[Target], domain: Domain, options: dict[
         penalties, penalty_layers = [*penalties, diverse.penalty(layer, samples)], (*penalty_layers, layer)
         if domain.init is not None:
             domain = replace(domain, init=domain.init.repeat_interleave(samples, 0))
-    seeds = item_seeds(resolved, options["seed"])
+    seeds = item_seeds(resolved, options["seed"], samples)
     start = time.perf_counter()
     with bn_prior.bn_penalty(model, domain.bn_prior, resolved) as bn_terms:
         parts = []

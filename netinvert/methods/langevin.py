@@ -20,7 +20,7 @@ from netinvert.methods.gradient import DATA_PRIOR_WEIGHT, progress_bar, torch_th
 from netinvert.models.wrapper import Model
 from netinvert.targets.base import Target
 from netinvert.targets.resolve import resolve_all
-from netinvert.targets.scoring import score
+from netinvert.targets.scoring import DEFAULT_GOAL, score
 from netinvert.targets.units import Class
 
 DOMAIN_FIELDS = ("box", "data_prior")
@@ -46,7 +46,7 @@ def run(
     step_size: float = 0.01,
     noise: float = 0.02,
     temperature: float = 0.1,
-    goal: float = 0.99,
+    goal: float = DEFAULT_GOAL,
     seed: int = 0,
     threads: int | None = None,
     progress: bool | None = None,
