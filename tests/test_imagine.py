@@ -252,7 +252,7 @@ def test_found_means_the_same_for_every_method_and_unit_targets_must_beat_the_da
 
     assert {inspect.signature(m.run).parameters["goal"].default for m in (dbn, gradient, langevin)} == {DEFAULT_GOAL}
     model = zoo("digits-cnn")
-    raised = invert(model, [Channel("conv", 0), Channel("conv", 1)], steps=64, early_stop=False)
+    raised = invert(model, [Channel("conv", 0), Channel("conv", 1)], Domain(data_prior=0.0), steps=64)
     assert raised.statuses == ["found", "found"]
     assert all(it.metrics["activation"] > it.metrics["data_max"] for it in raised.items)
     bare = Model(model.module, model.input_spec)
@@ -263,7 +263,7 @@ def test_found_means_the_same_for_every_method_and_unit_targets_must_beat_the_da
     nn.init.ones_(total[1].weight)
     half = np.full((4, 4), 0.5, dtype=np.float32)
     beaten = Model(total, InputSpec((4,)), data=DataSplit("half", half, half))
-    assert invert(beaten, [Neuron("1", 0)], steps=64).statuses == ["found"]
+    assert invert(beaten, [Neuron("1", 0)], Domain(data_prior=0.0), steps=64).statuses == ["found"]
     unbeatable = Model(total, InputSpec((4,)), data=DataSplit("ones", half, np.ones((2, 4), dtype=np.float32)))
-    result = invert(unbeatable, [Neuron("1", 0)], steps=64)
+    result = invert(unbeatable, [Neuron("1", 0)], Domain(data_prior=0.0), steps=64)
     assert result.statuses == ["not-reached"] and "highest value on the data (4)" in result.items[0].reason
