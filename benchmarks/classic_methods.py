@@ -54,7 +54,7 @@ def run_model(name: str, k: int, out: Path) -> list[dict[str, object]]:
     }
     if name == "digits-mlp":
         dbn = load_zoo("dbn-digits")
-        methods["dbn (dbn-digits)"] = lambda: invert(dbn, targets, None, method="dbn", n=k)
+        methods["dbn (dbn-digits)"] = lambda: invert(dbn, targets, None, method="dbn", samples=k)
     rows, pictures, captions = [], [], []
     for method, call in methods.items():
         start = time.perf_counter()

@@ -26,7 +26,7 @@ from netinvert.data.sources import DataSplit
 from netinvert.ground.spec import InputSpec
 from netinvert.models.wrapper import Model
 from netinvert.models.zoo import load_zoo
-from netinvert.report.leakage import evaluate
+from netinvert.tasks.leakage import evaluate
 
 MNIST = Path(__file__).resolve().parents[1] / "tests" / "data" / "mnist"  # the MNIST test set, in the repository
 PAPER = {  # layer -> method -> (PSNR dB, SSIM), He et al. 2019, Table (MNIST)

@@ -82,7 +82,7 @@ def test_console_script_is_installed():
 def test_sample_and_patterns_commands(tmp_path, zoo):
     zoo("dbn-digits")
     zoo("roman-mlp")
-    result = runner.invoke(app, ["sample", "-m", "dbn-digits", "-t", "2", "--n", "6", "-o", str(tmp_path / "s")])
+    result = runner.invoke(app, ["sample", "-m", "dbn-digits", "-t", "2", "--samples", "6", "-o", str(tmp_path / "s")])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "s" / "result.json").read_text())
     assert data["method"] == "dbn" and len(data["items"]) == 6

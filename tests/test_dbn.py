@@ -38,7 +38,7 @@ def test_dbn_classifies_held_out_digits(trained) -> None:  # type: ignore[no-unt
 @pytest.mark.slow
 def test_generated_digits_are_recognised_by_the_verifier(trained) -> None:  # type: ignore[no-untyped-def]
     model, _, _ = trained
-    result = dbn_method.run(model, [Class(k) for k in range(10)], n=20, gibbs_steps=200, seed=1)
+    result = dbn_method.run(model, [Class(k) for k in range(10)], samples=20, gibbs_steps=200, seed=1)
     assert result.inputs.shape == (200, 1, 28, 28)
     agree = sum(bool(a) for a in result.metric("verifier_agrees")) / 200
     print(f"verifier recognises {agree:.3f} of DBN samples")

@@ -168,3 +168,103 @@ def test_zoo_trains_on_real_mnist(tmp_path, monkeypatch):
     assert model.info["data"].startswith("mnist-")
     assert model.info["test_accuracy"] > 0.9
     assert model.training_inputs().shape == (8000, 1, 28, 28)
+
+
+def test_a_target_alone_equals_the_same_target_in_a_batch_and_its_picture_is_verified(zoo):
+    """Issue 19.2: `imagine -t X` alone stopped after ~100 steps (model p 0.99, verifier p 0.00)."""
+    model = zoo("roman-mlp")
+    alone = invert(model, [Class("X")])
+    batch = invert(model, [Class("I"), Class("X")])
+    assert alone.statuses == ["found"] and batch.statuses == ["found", "found"]
+    assert alone.metric("verifier_agrees") == [True], alone.metric("verifier_prob")
+    assert alone.timing["steps"] >= 0.75 * 1024, "early stopping must leave the priors time to shape the picture"
+    assert torch.allclose(alone.inputs[0], batch.inputs[1], atol=1e-4), "a target's input depends on its batch"
+
+
+def test_samples_differ_measurably_under_the_data_prior(zoo):
+    """Issue 19.3: `--diversity 4` on digits-cnn gave 4 identical copies (diversity 0.0, pixel RMS 0.01)."""
+    model = zoo("digits-cnn")
+    result = invert(model, [Class(4), Class(7)], samples=4, steps=256, early_stop=False)
+    assert result.statuses == ["found"] * 8 and sum(result.metric("verifier_agrees")) >= 7
+    assert min(result.metric("diversity")) > 0.1, result.metric("diversity")
+    x = result.inputs.reshape(2, 4, -1)
+    rms = torch.cdist(x, x) / x.shape[2] ** 0.5
+    assert float(rms[:, ~torch.eye(4, dtype=torch.bool)].mean()) > 0.05, rms  # was 0.01
+    assert result.info["options"]["samples"] == 4 and result.info["diversity"]["copies"] == 4
+
+
+def test_invert_refuses_domain_fields_a_method_would_ignore(zoo):
+    from netinvert.domains.sets import Ball, Box
+    from netinvert.targets.activations import capture_activations, targets_for
+
+    model = zoo("digits-mlp")
+    with pytest.raises(NetinvertError, match="langevin would ignore the domain's tv"):
+        invert(model, [Class(1)], Domain(tv=0.1), method="langevin")
+    with pytest.raises(NetinvertError, match="langevin keeps inputs in a box.*p=2"):
+        invert(model, [Class(1)], Ball(torch.zeros(1, 28, 28), 0.5, p=2), method="langevin")
+    with pytest.raises(NetinvertError, match="analytic would ignore the domain's data_prior"):
+        invert(model, [Class(1)], Domain(data_prior=1.0), method="analytic")
+    with pytest.raises(NetinvertError, match="dbn would ignore the domain's region"):
+        invert(model, [Class(1)], Box(0.1, 0.9), method="dbn")
+    targets = targets_for(model, "fc1", capture_activations(model, "fc1", model.example_input(1)))
+    with pytest.raises(NetinvertError, match="schedule='inversion'.*ignore the domain's tv"):
+        invert(model, targets, Domain(tv=0.1), schedule="inversion")
+    with pytest.raises(NetinvertError, match="unknown option 'diversity'"):
+        invert(model, [Class(1)], diversity=2)
+    inverted = invert(model, targets, steps=30)
+    assert inverted.info["options"]["schedule"] == "inversion" and inverted.timing["total_s"] > 0
+    imagined = invert(model, targets, Domain(), steps=3)
+    assert imagined.info["options"]["schedule"] == "imagine"
+
+
+def test_the_model_probes_its_layers_and_reads_its_data_once():
+    from netinvert.data.sources import DataSplit
+    from netinvert.domains import diversity
+    from netinvert.domains.data_prior import prior_for
+
+    reads = []
+    x = np.random.default_rng(0).random((40, 1, 8, 8), dtype=np.float32)
+
+    def loader() -> DataSplit:
+        reads.append(1)
+        return DataSplit("toy", x[:30], x[30:])
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 3))
+    forwards = []
+    net.register_forward_hook(lambda *_: forwards.append(1))
+    model = Model(net, InputSpec((1, 8, 8)), data=loader)
+    assert not reads, "data is read on first use, not when the model is made"
+    assert model.layer_shapes() == {"0": (2, 6, 6), "1": (2, 6, 6), "2": (72,), "3": (3,)}
+    assert model.layer_depth("1") == 1 and model.layer_depth("3") == 2
+    assert diversity.default_layer(model) == "1" and model.layer_table()["3"].kind == "Linear"
+    assert len(forwards) == 1, "the layer table is probed by one forward pass and cached"
+    assert model.data_split().x_held.shape == (10, 1, 8, 8) and model.training_inputs().shape == (30, 1, 8, 8)
+    assert prior_for(model) is not None and len(reads) == 1
+    with pytest.raises(NetinvertError, match="does not know its data: pass --data"):
+        Model(net, InputSpec((1, 8, 8))).data_split()
+
+
+def test_found_means_the_same_for_every_method_and_unit_targets_must_beat_the_data(zoo):
+    """Issue 19.6: dbn called p 0.66 found (goal 0.5), gradient needed 0.99; unit targets were always found."""
+    import inspect
+
+    from netinvert.methods import dbn, gradient, langevin
+    from netinvert.targets.scoring import DEFAULT_GOAL
+
+    assert {inspect.signature(m.run).parameters["goal"].default for m in (dbn, gradient, langevin)} == {DEFAULT_GOAL}
+    model = zoo("digits-cnn")
+    raised = invert(model, [Channel("conv", 0), Channel("conv", 1)], Domain(data_prior=0.0), steps=64)
+    assert raised.statuses == ["found", "found"]
+    assert all(it.metrics["activation"] > it.metrics["data_max"] for it in raised.items)
+    bare = Model(model.module, model.input_spec)
+    assert invert(bare, [Channel("conv", 0)], steps=8).statuses == ["unknown"]
+    from netinvert.data.sources import DataSplit
+
+    total = nn.Sequential(nn.Flatten(), nn.Linear(4, 1, bias=False))
+    nn.init.ones_(total[1].weight)
+    half = np.full((4, 4), 0.5, dtype=np.float32)
+    beaten = Model(total, InputSpec((4,)), data=DataSplit("half", half, half))
+    assert invert(beaten, [Neuron("1", 0)], Domain(data_prior=0.0), steps=64).statuses == ["found"]
+    unbeatable = Model(total, InputSpec((4,)), data=DataSplit("ones", half, np.ones((2, 4), dtype=np.float32)))
+    result = invert(unbeatable, [Neuron("1", 0)], Domain(data_prior=0.0), steps=64)
+    assert result.statuses == ["not-reached"] and "highest value on the data (4)" in result.items[0].reason

@@ -19,11 +19,12 @@ from netinvert.ground.errors import NetinvertError
 from netinvert.ground.spec import InputSpec
 from netinvert.methods import decoder as decoder_method
 from netinvert.methods import hybrid
-from netinvert.methods.inversion import data_for, gradient_inversion, layer_depth
+from netinvert.methods import invert as invert_method
 from netinvert.models.zoo import load_dataset
-from netinvert.report.leakage import evaluate, write_report
+from netinvert.report.leakage import write_report
 from netinvert.report.metrics import psnr, ssim
 from netinvert.targets.activations import Activations, capture_activations, load_activations, targets_for
+from netinvert.tasks.leakage import evaluate
 
 torch.set_num_threads(1)
 
@@ -88,8 +89,8 @@ def test_activations_target_scores_zero_at_the_original_and_checks_shapes(cnn, h
 
 
 def test_gradient_inverts_the_first_conv_layer_far_above_the_mean_image(cnn, held):
-    assert layer_depth(cnn, "conv") == 1 and layer_depth(cnn, "fc") == 2
-    result = gradient_inversion(cnn, targets_for(cnn, "conv", capture_activations(cnn, "conv", held)))
+    assert cnn.layer_depth("conv") == 1 and cnn.layer_depth("fc") == 2
+    result = invert_method(cnn, targets_for(cnn, "conv", capture_activations(cnn, "conv", held)))
     mean_image = torch.from_numpy(load_dataset("digits-cnn")[0].mean(0, keepdims=True)).expand_as(held)
     baseline = float(psnr(mean_image, held).mean())
     got = float(psnr(result.inputs, held).mean())
@@ -119,7 +120,7 @@ def test_decoder_round_trips_through_save_and_load(cnn, held, tmp_path):
 
 def test_decoders_are_cached_per_model_layer_and_data(cnn, monkeypatch, tmp_path):
     monkeypatch.setenv("NETINVERT_HOME", str(tmp_path))
-    split = data_for(cnn)
+    split = cnn.data_split()
     small = type(split)("tiny", split.x_train[:128], split.x_held[:8])
     first = decoder_method.decoder_for(cnn, "flatten", small, epochs=1)
     files = list((tmp_path / "decoders").glob("*.safetensors"))
@@ -131,7 +132,7 @@ def test_decoders_are_cached_per_model_layer_and_data(cnn, monkeypatch, tmp_path
 
 @pytest.mark.slow
 def test_leakage_falls_with_depth_and_hybrid_beats_both(cnn, tmp_path):
-    split = data_for(cnn)
+    split = cnn.data_split()
     rows = evaluate(cnn, ["fc", "conv", "pool"], ["gradient", "decoder", "hybrid"], split, count=16)
     assert [r["layer"] for r in rows[::3]] == ["conv", "pool", "fc"]
     psnr_of = {(r["layer"], r["method"]): r["psnr"] for r in rows}

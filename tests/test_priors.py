@@ -228,7 +228,7 @@ def _pixel_distances(inputs: torch.Tensor, k: int) -> torch.Tensor:
 def test_diversity_gives_k_distinct_images_that_all_reach_the_target(nets):
     model = nets["checked"]
     targets = [Class(3), Class(7)]
-    result = gradient.run(model, targets, steps=256, lr=0.05, early_stop=False, diversity=4)
+    result = gradient.run(model, targets, steps=256, lr=0.05, early_stop=False, samples=4)
     assert len(result.items) == 8 and result.inputs.shape == (8, 1, 28, 28)
     assert result.statuses == ["found"] * 8
     assert [it.metrics["class_index"] for it in result.items] == [3] * 4 + [7] * 4
@@ -252,8 +252,8 @@ def test_diversity_score_and_options():
     scores = diversity.score(model, twins, 3, "block.relu")
     assert torch.allclose(scores[:3], torch.zeros(3), atol=1e-6) and (scores[3:] > 0).all()
     assert diversity.group_chunk(5, 4) == 8 and diversity.group_chunk(8, 4) == 8
-    with pytest.raises(NetinvertError, match="diversity=0"):
-        gradient.run(model, [Class(0)], steps=1, diversity=0)
+    with pytest.raises(NetinvertError, match="samples=0"):
+        gradient.run(model, [Class(0)], steps=1, samples=0)
 
 
 def test_imagine_cli_diversity_reports_scores(nets, tmp_path: Path):
@@ -261,7 +261,7 @@ def test_imagine_cli_diversity_reports_scores(nets, tmp_path: Path):
 
     torch.save(nets["net"].state_dict(), tmp_path / "net.pt")
     run = CliRunner().invoke(app, ["imagine", "--model", str(tmp_path / "net.pt"), "--arch", ARCH,
-                                   "--input-shape", "1,28,28", "--target", "5", "--diversity", "4", "--steps", "128",
+                                   "--input-shape", "1,28,28", "--target", "5", "--samples", "4", "--steps", "128",
                                    "--no-early-stop", "--out", str(tmp_path / "d")])
     assert run.exit_code == 0, run.output
     saved = json.loads((tmp_path / "d" / "result.json").read_text())

@@ -103,7 +103,7 @@ def runs(tmp_path_factory, zoo, known_family) -> dict[str, Path]:
     invoke("solve", str(test / "nano.onnx"), str(test / "nano.vnnlib"), "--timeout", "20", "-o",
            str(folders["solve"]))
     invoke("solve", "--instances", str(test / "instances.csv"), "--timeout", "20", "-o", str(folders["family"]))
-    invoke("sample", "-m", "dbn-digits", "-t", "2", "--n", "3", "--gibbs-steps", "10", "-o", str(folders["sample"]))
+    invoke("sample", "-m", "dbn-digits", "-t", "2", "--samples", "3", "--gibbs-steps", "10", "-o", str(folders["sample"]))
     invoke("patterns", "-m", "roman-mlp", "-l", "fc2", "-o", str(folders["patterns"]))
     invoke("draw", "-m", "moons-relu", "-o", str(folders["draw"]))
     invoke("draw", "-m", "digits-cnn", "-o", str(folders["layers"]))

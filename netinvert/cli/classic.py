@@ -11,7 +11,17 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from netinvert.cli.common import LayerOpt, OutOpt, SeedOpt, cli_errors, console, parse_targets, print_result
+from netinvert.cli.common import (
+    GoalOpt,
+    LayerOpt,
+    OutOpt,
+    SamplesOpt,
+    SeedOpt,
+    cli_errors,
+    console,
+    parse_targets,
+    print_result,
+)
 from netinvert.cli.options import ModelOptions, model_command
 from netinvert.cli.report import save_report
 from netinvert.ground.output import check_writable
@@ -23,8 +33,9 @@ def sample(
     model: ModelOptions,
     out: OutOpt,
     target: Annotated[list[str], typer.Option("--target", "-t", help="Class name or index to clamp (or all).")],
-    n: Annotated[int, typer.Option("--n", min=1, help="Samples per target.")] = 16,
+    samples: SamplesOpt = 16,
     gibbs_steps: Annotated[int, typer.Option(min=1, help="Alternating Gibbs steps in the top RBM.")] = 200,
+    goal: GoalOpt = 0.99,
     seed: SeedOpt = 0,
 ) -> None:
     """Generate inputs from a deep belief net with its label clamped (e.g. --model dbn-digits)."""
@@ -32,7 +43,8 @@ def sample(
 
     check_writable(out)
     net = model.load()
-    result = invert(net, parse_targets(target, net), None, method="dbn", n=n, gibbs_steps=gibbs_steps, seed=seed)
+    result = invert(net, parse_targets(target, net), None, method="dbn", samples=samples, gibbs_steps=gibbs_steps,
+                    goal=goal, seed=seed)
     result.save(out)
     save_report(out)
     print_result(result, out)

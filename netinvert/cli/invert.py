@@ -42,16 +42,16 @@ def invert(
     from netinvert.data.sources import read_input
     from netinvert.ground.images import save_grid
     from netinvert.ground.output import check_writable
-    from netinvert.methods.inversion import data_for
-    from netinvert.report.leakage import INVERSION_METHODS, invert_layer, quality
-    from netinvert.targets.activations import capture_activations, load_activations
+    from netinvert.methods import invert as invert_method
+    from netinvert.report.leakage import quality
+    from netinvert.targets.activations import capture_activations, load_activations, targets_for
+    from netinvert.tasks.leakage import check_methods, options_for
 
     given = [name for name, v in (("--image", image), ("--index", index), ("--activations", activations))
              if v is not None]
     if len(given) != 1:
         raise NetinvertError(f"give exactly one of --image, --index or --activations (got {', '.join(given) or 'none'})")
-    if method not in INVERSION_METHODS:
-        raise NetinvertError(f"unknown method {method!r} for invert: choose one of {', '.join(INVERSION_METHODS)}")
+    check_methods([method])
     check_writable(out)
     net = model.load()
     net.get_layer(layer)
@@ -59,7 +59,7 @@ def invert(
     if image is not None:
         original = torch.from_numpy(read_input(image, net.input_spec))[None]
     elif index is not None:
-        held = data_for(net, model.data).x_held
+        held = net.data_split().x_held
         if not 0 <= index < len(held):
             raise NetinvertError(f"--index {index} is out of range: the held-out data has {len(held)} inputs")
         original = torch.from_numpy(held[index : index + 1])
@@ -68,9 +68,8 @@ def invert(
     else:
         assert activations is not None
         values = load_activations(str(activations), net, layer)
-    need_data = method != "gradient"
-    result = invert_layer(net, layer, values, method, data=model.data if need_data else None, steps=steps, seed=seed,
-                          metric=metric, threads=threads)
+    result = invert_method(net, targets_for(net, layer, values, metric), None, method=method,
+                           **options_for(method, steps=steps, seed=seed, threads=threads))
     if original is not None:
         q = quality(net, original, result.inputs)
         for i, item in enumerate(result.items):
@@ -128,8 +127,8 @@ def leakage(
 ) -> None:
     """Report how much each layer leaks about its input: PSNR, SSIM, verifier agreement per layer and method."""
     from netinvert.ground.output import check_writable
-    from netinvert.methods.inversion import data_for
-    from netinvert.report.leakage import evaluate, table, write_report
+    from netinvert.report.leakage import table, write_report
+    from netinvert.tasks.leakage import evaluate
 
     check_writable(out)
     layer_list = [name.strip() for name in layers.split(",") if name.strip()]
@@ -139,8 +138,7 @@ def leakage(
     net = model.load()
     for name in layer_list:
         net.get_layer(name)
-    split = data_for(net, model.data)
-    rows = evaluate(net, layer_list, method_list, split, count=count, steps=steps, seed=seed, threads=threads,
+    rows = evaluate(net, layer_list, method_list, count=count, steps=steps, seed=seed, threads=threads,
                     log=lambda r: console.print(f"{r['layer']} {r['method']}: PSNR {r['psnr']:.2f} dB", highlight=False))
     write_report(rows, out, title=f"leakage of {net.name}")
     save_report(out)

@@ -89,11 +89,11 @@ def imagine(
     batch_size: BatchOpt = None,
     threads: ThreadsOpt = None,
     goal: GoalOpt = 0.99,
-    early_stop: Annotated[bool, typer.Option(help="Stop once every class target is reached.")] = True,
+    early_stop: Annotated[bool, typer.Option(help="Let each class target stop once reached (after the priors act).")]
+    = True,
     samples: SamplesOpt = 1,
     metric: Annotated[str | None, typer.Option(help="analytic: data (closest to the training data) or euclidean.")]
     = None,
-    diversity: Annotated[int, typer.Option(min=1, help="Distinct images per target (gradient).")] = 1,
     tv: Annotated[float, typer.Option(min=0.0, help="Total-variation prior weight.")] = 0.0,
     data_prior: Annotated[float | None, typer.Option(min=0.0, help="Weight of the data prior (default: on when data is known).")] = None,
 ) -> None:
@@ -109,16 +109,13 @@ def imagine(
     targets = parse_targets(target, net)
     domain = Domain(param=param, tv=tv, data_prior=data_prior)
     if method == "gradient":
-        options = dict(steps=steps, lr=lr, seed=seed, batch_size=batch_size, threads=threads, goal_prob=goal,
-                       early_stop=early_stop)
-        if diversity != 1:
-            options["diversity"] = diversity
-        result = invert(net, targets, domain, method="gradient", **options)
+        result = invert(net, targets, domain, method="gradient", steps=steps, lr=lr, samples=samples, goal=goal,
+                        early_stop=early_stop, batch_size=batch_size, seed=seed, threads=threads)
     elif method == "langevin":
-        result = invert(net, targets, domain, method="langevin", samples=samples, steps=steps, seed=seed,
-                        goal_prob=goal)
+        result = invert(net, targets, domain, method="langevin", samples=samples, steps=steps, goal=goal, seed=seed,
+                        threads=threads)
     else:
-        result = invert(net, targets, None, method="analytic", samples=samples, seed=seed, probability=goal,
+        result = invert(net, targets, domain, method="analytic", samples=samples, seed=seed, probability=goal,
                         metric=metric)
     result.save(out)
     save_report(out)
@@ -131,16 +128,13 @@ def imagine(
 def layers(model: ModelOptions) -> None:
     """List every layer of a model with its type and output shape."""
     net = model.load()
-    shapes = net.layer_shapes()
-    modules = dict(net.module.named_modules())
     table = Table(title=f"{net.name}: input {tuple(net.input_spec.shape)}, range "
                         f"[{net.input_spec.low:g}, {net.input_spec.high:g}]")
     table.add_column("layer", no_wrap=True, min_width=max(map(len, net.layer_names()), default=5))
     table.add_column("type")
     table.add_column("output shape")
-    for name in net.layer_names():
-        kind = getattr(modules[name], "op_type", type(modules[name]).__name__)
-        table.add_row(name, str(kind), str(shapes.get(name, "-")))
+    for info in net.layer_table().values():
+        table.add_row(info.name, info.kind, str(info.shape if info.shape is not None else "-"))
     console.print(table)
     if net.logits_layer is not None:
         console.print(f"final softmax found at {net.logits_layer!r}: targets use its input (the logits); "

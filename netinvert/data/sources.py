@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,12 +54,6 @@ def load_source(text: str, spec: InputSpec, seed: int = 0) -> DataSplit:
         x, y = _read_npz(path, spec)
         return _split("npz-" + _digest(path, [path]), x, y, seed)
     raise NetinvertError(f"--data {text!r} is not usable: give {FORMS}")
-
-
-def training_inputs_loader(text: str, spec: InputSpec) -> Callable[[], np.ndarray]:
-    """A loader of the training inputs of ``--data`` (checked now, loaded when first called)."""
-    split = load_source(text, spec)
-    return lambda: split.x_train
 
 
 def read_input(path: str | Path, spec: InputSpec) -> np.ndarray:

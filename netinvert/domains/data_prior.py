@@ -32,7 +32,7 @@ class GaussianPrior:
         _, s, vt = torch.linalg.svd(centred, full_matrices=False)
         variances = s[:k] ** 2 / (len(flat) - 1)
         total = (centred**2).sum() / (len(flat) - 1) / flat.shape[1]
-        floor_var = floor * float(total)
+        floor_var = max(floor * float(total), 1e-12)  # constant data has no variance to take a floor from
         return GaussianPrior(
             mean=mean.float(), components=vt[:k].float(),
             inv_std=(variances + floor_var).rsqrt().float(), floor_inv_std=floor_var**-0.5,

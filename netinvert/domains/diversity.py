@@ -1,15 +1,18 @@
-"""Diversity: K distinct inputs per target (Lucid's diversity objective, Olah et al. 2017).
+"""Diversity: K distinct inputs per target (after Lucid's diversity objective, Olah et al. 2017).
 
-Each target is repeated K times in a row; a penalty on the cosine similarity between the
-normalized Gram matrices of one layer's activations (its "style") pushes the K copies of a
-target apart while each still maximizes the target. ``score`` measures the result: the mean
-cosine distance between copies in the same layer's feature space (0 = identical features).
+Each target is repeated K times in a row; a hinge penalty on the cosine similarity between the
+copies' features at one hidden layer (above ``MARGIN``) pushes the K copies of a target apart while
+each still maximizes the target: once the copies differ enough, the push stops and the target and
+the other priors have the input to themselves (a plain penalty strong enough to split the copies
+under a data prior kept some of them from ever reaching the target). ``score`` measures exactly what the penalty lowers: the mean cosine distance
+between copies in that layer's feature space (0 = identical features). Lucid compares Gram matrices
+(the features' "style"); on small networks (3 channels after a ReLU) all Gram matrices point the
+same way, so the copies stayed identical: the features themselves keep the push alive.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,13 +22,14 @@ from netinvert.ground.result import Result
 from netinvert.models.wrapper import Model
 from netinvert.targets.base import Target
 
-DEFAULT_WEIGHT = 30.0
+DEFAULT_WEIGHT = 100.0
+MARGIN = 0.8  # feature cosine similarity between copies below which they count as different enough
 Penalty = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 
 
 def check(k: int) -> int:
     if not isinstance(k, int) or k < 1:
-        raise NetinvertError(f"diversity={k!r} must be a whole number >= 1 (images per target)")
+        raise NetinvertError(f"samples={k!r} must be a whole number >= 1 (inputs per target)")
     return k
 
 
@@ -41,35 +45,20 @@ def group_chunk(chunk: int, k: int) -> int:
 
 def default_layer(model: Model) -> str:
     """The middle one of the model's leaf layers with spatial output (or of all hidden leaf layers)."""
-    order: list[tuple[str, int]] = []
-    handles = []
-    leaves = [(n, m) for n, m in model.module.named_modules() if n and not any(True for _ in m.children())]
-    try:
-        for name, module in leaves:
-
-            def hook(_m: Any, _i: Any, out: Any, name: str = name) -> None:
-                if isinstance(out, torch.Tensor) and out.dim() >= 2:
-                    order.append((name, out.dim()))
-
-            handles.append(module.register_forward_hook(hook))
-        with torch.no_grad():
-            model(model.example_input(1))
-    finally:
-        for h in handles:
-            h.remove()
-    hidden = list(dict.fromkeys(order))[:-1]
+    table = model.layer_table()
+    leaves = sorted((info for info in table.values() if info.leaf and info.order is not None and info.shape),
+                    key=lambda info: info.order or 0)
+    hidden = leaves[:-1]
     if not hidden:
-        raise NetinvertError(f"{model.name} has no hidden layer to measure diversity on: use diversity=1")
-    spatial = [name for name, dim in hidden if dim >= 4]
-    pool = spatial or [name for name, _ in hidden]
+        raise NetinvertError(f"{model.name} has no hidden layer to measure diversity on: use samples=1")
+    spatial = [info.name for info in hidden if len(info.shape or ()) >= 3]
+    pool = spatial or [info.name for info in hidden]
     return pool[len(pool) // 2]
 
 
-def _grams(a: torch.Tensor) -> torch.Tensor:
-    """Per-item Gram matrix of channels over positions, flattened and L2-normalized: (B, C*C)."""
-    flat = a.flatten(2) if a.dim() > 2 else a[:, :, None]
-    gram = flat @ flat.transpose(1, 2) / flat.shape[2]
-    return F.normalize(gram.flatten(1), dim=1, eps=1e-10)
+def _features(a: torch.Tensor) -> torch.Tensor:
+    """Per-item features flattened and L2-normalized: (B, n)."""
+    return F.normalize(a.flatten(1), dim=1, eps=1e-10)
 
 
 def _mean_to_siblings(vectors: torch.Tensor, k: int) -> torch.Tensor:
@@ -81,14 +70,15 @@ def _mean_to_siblings(vectors: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def penalty(layer: str, k: int, weight: float = DEFAULT_WEIGHT) -> Penalty:
-    """``f(x, acts) -> (B,)``: each copy's mean Gram similarity to the other copies of its target, times ``weight``."""
+    """``f(x, acts) -> (B,)``: how far each copy's mean feature similarity to the other copies of its target
+    exceeds ``MARGIN``, times ``weight``."""
     check(k)
 
     def fn(x: torch.Tensor, acts: dict[str, torch.Tensor]) -> torch.Tensor:
         a = acts[layer]
         if a.shape[0] % k:
             raise NetinvertError(f"batch of {a.shape[0]} is not whole groups of {k} copies; use a multiple of {k}")
-        return weight * _mean_to_siblings(_grams(a), k)
+        return weight * torch.relu(_mean_to_siblings(_features(a), k) - MARGIN)
 
     return fn
 
@@ -100,8 +90,7 @@ def score(model: Model, inputs: torch.Tensor, k: int, layer: str) -> torch.Tenso
     if k == 1:
         return inputs.new_zeros(inputs.shape[0])
     _, acts = model.capture(inputs, (layer,))
-    features = F.normalize(acts[layer].flatten(1), dim=1, eps=1e-10)
-    return 1.0 - _mean_to_siblings(features, k)
+    return 1.0 - _mean_to_siblings(_features(acts[layer]), k)
 
 
 def annotate(result: Result, model: Model, k: int, layer: str) -> None:
@@ -110,5 +99,5 @@ def annotate(result: Result, model: Model, k: int, layer: str) -> None:
     for i, item in enumerate(result.items):
         item.metrics.update(diversity=float(values[i]), copy=i % k)
     result.labels = [f"{item.target} #{i % k + 1}" for i, item in enumerate(result.items)]
-    result.info["diversity"] = {"copies": k, "layer": layer, "weight": DEFAULT_WEIGHT,
+    result.info["diversity"] = {"copies": k, "layer": layer, "weight": DEFAULT_WEIGHT, "margin": MARGIN,
                                 "mean": float(values.mean()) if len(values) else None}

@@ -7,12 +7,12 @@ size-scaled transforms, and mild TV/L2 priors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
 
-from netinvert.domains.param import Fourier, Pixel
+from netinvert.domains.param import Fourier, Generators, Pixel
 from netinvert.domains.sets import Ball, Box
 from netinvert.domains.transforms import Transforms
 from netinvert.ground.errors import NetinvertError, choices
@@ -48,6 +48,12 @@ class Domain:
     data_prior: float | None = None
     init: torch.Tensor | None = None
 
+    def changed(self) -> list[str]:
+        """The fields set to something other than their default (``init``: given at all)."""
+        default = Domain()
+        return [f.name for f in fields(self) if (getattr(self, f.name) is not None if f.name == "init"
+                                                  else getattr(self, f.name) != getattr(default, f.name))]
+
     def __post_init__(self) -> None:
         if self.param not in PARAMETERIZATIONS:
             raise NetinvertError(f"unknown parameterization {self.param!r}: use one of {choices(PARAMETERIZATIONS)}")
@@ -74,7 +80,7 @@ class Domain:
             return self.transforms
         return Transforms.for_size(spec.shape[1], spec.shape[2])
 
-    def parameterize(self, spec: InputSpec, batch: int, generator: torch.Generator) -> nn.Module:
+    def parameterize(self, spec: InputSpec, batch: int, generator: Generators) -> nn.Module:
         """A module producing a (batch, *shape) tensor inside the domain's bounds."""
         low, high = self.bounds(spec)
         init = self.init

@@ -7,12 +7,27 @@ count; 3-channel images can be colour-decorrelated. All are ``nn.Module``s retur
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 # Square root of the colour correlation of natural images (ImageNet), as used by Lucid.
 _COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 _COLOR_NORM = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
+
+
+Generators = torch.Generator | Sequence[torch.Generator]
+
+
+def randn(batch: int, shape: tuple[int, ...], generator: Generators) -> torch.Tensor:
+    """Standard normal draws (batch, *shape): from one generator, or row i from generator i (so an item's
+    start depends on its own seed only, not on the batch it shares)."""
+    if isinstance(generator, torch.Generator):
+        return torch.randn((batch, *shape), generator=generator)
+    if len(generator) != batch:
+        raise ValueError(f"{len(generator)} generators for a batch of {batch}")
+    return torch.stack([torch.randn(shape, generator=g) for g in generator])
 
 
 def _inverse_sigmoid(u: torch.Tensor) -> torch.Tensor:
@@ -24,13 +39,13 @@ class Pixel(nn.Module):
     """x = low + (high - low) * sigmoid(p), one free value per input element."""
 
     def __init__(self, batch: int, shape: tuple[int, ...], low: torch.Tensor, high: torch.Tensor,
-                 generator: torch.Generator, init: torch.Tensor | None = None, noise: float = 0.01) -> None:
+                 generator: Generators, init: torch.Tensor | None = None, noise: float = 0.01) -> None:
         super().__init__()
         self.register_buffer("low", low.reshape(1, *shape))
         self.register_buffer("span", (high - low).reshape(1, *shape))
         self.unit_box = bool((low == 0).all() and (high == 1).all())
         if init is None:
-            start = torch.full((batch, *shape), 0.5) + noise * torch.randn((batch, *shape), generator=generator)
+            start = torch.full((batch, *shape), 0.5) + noise * randn(batch, shape, generator)
         else:
             start = (init.reshape(batch, *shape) - self.low) / self.span.clamp_min(1e-12)
         self.raw = nn.Parameter(_inverse_sigmoid(start))
@@ -49,7 +64,7 @@ class Fourier(nn.Module):
     """
 
     def __init__(self, batch: int, shape: tuple[int, ...], low: torch.Tensor, high: torch.Tensor,
-                 generator: torch.Generator, decay: float = 1.0, decorrelate: bool = False,
+                 generator: Generators, decay: float = 1.0, decorrelate: bool = False,
                  init: torch.Tensor | None = None, noise: float = 0.01) -> None:
         super().__init__()
         if len(shape) != 3:
@@ -64,7 +79,7 @@ class Fourier(nn.Module):
         self.register_buffer("span", (high - low).reshape(1, *shape))
         self.decorrelate = decorrelate and c == 3
         self.size = (h, w)
-        spectrum = noise * torch.randn((batch, c, h, w // 2 + 1, 2), generator=generator)
+        spectrum = noise * randn(batch, (c, h, w // 2 + 1, 2), generator)
         self.spectrum = nn.Parameter(spectrum)
         if init is not None:
             with torch.no_grad():

@@ -1,13 +1,15 @@
 """Random transforms applied to inputs before each forward pass (robustness priors).
 
 One ``grid_sample`` applies pad, jitter, scale and rotation to the whole batch with independent
-random draws per item. Default magnitudes scale with the input size, so the same defaults suit
+random draws per item (from one generator, or item i's from generator i, so that an item's draws
+do not depend on the batch it shares). Default magnitudes scale with the input size, so the same defaults suit
 20x20 glyphs and 224x224 photos.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -40,16 +42,18 @@ class Transforms:
     def is_identity(self) -> bool:
         return self.pad == 0 and self.jitter == 0 and self.scale == (1.0, 1.0) and self.degrees == 0.0
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator, fill: float) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator],
+                 fill: float) -> torch.Tensor:
         if self.is_identity or x.dim() != 4:
             return x
         b, _, h, w = x.shape
         if self.pad:
             x = F.pad(x, (self.pad,) * 4, value=fill)
         ph, pw = x.shape[2], x.shape[3]
-        angle = (torch.rand(b, generator=generator) * 2 - 1) * math.radians(self.degrees)
-        scale = self.scale[0] + torch.rand(b, generator=generator) * (self.scale[1] - self.scale[0])
-        shift = torch.randint(-self.jitter, self.jitter + 1, (b, 2), generator=generator).float()
+        u = _uniform(b, generator)
+        angle = (u[:, 0] * 2 - 1) * math.radians(self.degrees)
+        scale = self.scale[0] + u[:, 1] * (self.scale[1] - self.scale[0])
+        shift = (u[:, 2:] * (2 * self.jitter + 1)).floor().clamp(max=2 * self.jitter) - self.jitter
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
         theta = torch.stack([
             torch.stack([cos, -sin, shift[:, 0] * 2 / pw], dim=1),
@@ -59,3 +63,10 @@ class Transforms:
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         top, left = (ph - h) // 2, (pw - w) // 2
         return out[:, :, top : top + h, left : left + w]
+
+
+def _uniform(batch: int, generator: torch.Generator | Sequence[torch.Generator]) -> torch.Tensor:
+    """(batch, 4) uniform draws: one generator for the batch, or row i from generator i."""
+    if isinstance(generator, torch.Generator):
+        return torch.rand((batch, 4), generator=generator)
+    return torch.cat([torch.rand((1, 4), generator=g) for g in generator])

@@ -1,20 +1,27 @@
 """Methods: every reverse run goes through ``invert(model, target, domain, method=...)``.
 
-Each method is one module with a ``run(model, targets, domain, **options) -> Result`` entry point.
-Options are checked against the entry point up front, so a typo gets a message listing the valid ones.
+Each method is one module with a ``run(model, targets, domain, **options) -> Result`` entry point and a
+``DOMAIN_FIELDS`` tuple naming the domain fields it honours (``region``: any Box or Ball; ``box``: a Box or
+an L-inf Ball only; the other names are ``Domain`` fields). ``invert`` checks the options against the
+entry point, resolves the targets and the domain once, and refuses a domain field the method would
+silently ignore, so a typo or a mismatch gets one clear message up front.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
+import math
+from types import ModuleType
 from typing import Any
 
+from netinvert.domains.domain import Domain
+from netinvert.domains.sets import Ball, Box
 from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.result import Result
 from netinvert.models.wrapper import Model
 from netinvert.targets.base import Target
+from netinvert.targets.resolve import resolve_all
 
 METHODS = {
     "gradient": "netinvert.methods.gradient",
@@ -26,30 +33,50 @@ METHODS = {
     "bounds": "netinvert.methods.bounds",
     "dbn": "netinvert.methods.dbn",
 }
-
-
-def _entry(method: str, target: Target | list[Target], domain: Any) -> Callable[..., Result]:
-    """The method's entry point; matching given activations with ``gradient`` uses the inversion schedule."""
-    from netinvert.targets.activations import Activations
-
-    targets = target if isinstance(target, list) else [target]
-    if method == "gradient" and domain is None and targets and all(isinstance(t, Activations) for t in targets):
-        from netinvert.methods.inversion import gradient_inversion
-
-        return gradient_inversion
-    return importlib.import_module(METHODS[method]).run
+REGION_ONLY = ("box",)  # methods that declare nothing take a box-shaped region and no other domain field
 
 
 def invert(model: Model, target: Target | list[Target], domain: Any = None, method: str = "gradient",
            **options: Any) -> Result:
-    """Find inputs of ``model`` that reach ``target`` (one per target in a list) inside ``domain``."""
+    """Find inputs of ``model`` that reach ``target`` (one per target in a list) inside ``domain``.
+
+    ``domain``: ``None`` (the model's input range), a ``Box``, a ``Ball`` or a ``Domain``.
+    """
     if method not in METHODS:
         raise NetinvertError(f"unknown method {method!r}: choose one of {choices(METHODS)}")
     if not isinstance(model, Model):
         raise NetinvertError("model must be a netinvert Model: wrap your nn.Module with netinvert.Model or use load()")
-    entry = _entry(method, target, domain)
-    accepted = [name for name, p in inspect.signature(entry).parameters.items() if p.kind is p.KEYWORD_ONLY]
+    module = importlib.import_module(METHODS[method])
+    accepted = [name for name, p in inspect.signature(module.run).parameters.items() if p.kind is p.KEYWORD_ONLY]
     unknown = [name for name in options if name not in accepted]
     if unknown:
         raise NetinvertError(f"unknown option {unknown[0]!r} for method {method}: accepted: {choices(accepted)}")
-    return entry(model, target, domain, **options)
+    targets = resolve_all(target, model)
+    return module.run(model, targets, _domain_for(module, method, domain), **options)
+
+
+def _domain_for(module: ModuleType, method: str, domain: Any) -> Any:
+    """The domain in the form ``method`` takes, or a clear error naming any field it would ignore."""
+    if domain is None:
+        return None
+    if isinstance(domain, (Box, Ball)):
+        domain = Domain(region=domain)
+    if not isinstance(domain, Domain):
+        raise NetinvertError(f"domain must be a Box, a Ball or a Domain, not {type(domain).__name__}")
+    honoured = getattr(module, "DOMAIN_FIELDS", REGION_ONLY)
+    fields = [name for name in domain.changed() if name != "region"]
+    ignored = [name for name in fields if name not in honoured]
+    region = domain.region
+    if region != Box() and "region" not in honoured:
+        if "box" not in honoured:
+            ignored.insert(0, "region")
+        elif isinstance(region, Ball) and region.p != math.inf:
+            raise NetinvertError(f"method {method} keeps inputs in a box; it would replace this Ball with "
+                                 f"p={region.p:g} by its bounding box: use a Box or a Ball with p=inf")
+    if ignored:
+        takes = ", ".join(name for name in honoured) or "no domain fields"
+        raise NetinvertError(f"method {method} would ignore the domain's {', '.join(ignored)} "
+                             f"(it takes {takes}): leave them unset or choose another method")
+    if "region" in honoured or any(name not in ("region", "box") for name in honoured):
+        return domain
+    return region if honoured else None

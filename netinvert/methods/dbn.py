@@ -15,24 +15,29 @@ import torch
 from netinvert.domains.sets import Box
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.result import Result
+from netinvert.methods.gradient import torch_threads
 from netinvert.models.dbn import DBN
 from netinvert.models.wrapper import Model
 from netinvert.targets.base import Target
-from netinvert.targets.scoring import score
+from netinvert.targets.scoring import DEFAULT_GOAL, score
 from netinvert.targets.units import Class
 
+DOMAIN_FIELDS: tuple[str, ...] = ()
 
-def run(model: Model, targets: Target | Sequence[Target], domain: Box | None = None, *, n: int = 16,
-        gibbs_steps: int = 200, seed: int = 0, probability: float = 0.5) -> Result:
-    """``n`` generated inputs per class target; status ``found`` when the DBN itself gives the class
-    probability >= ``probability`` and ranks it first."""
+
+def run(model: Model, targets: Target | Sequence[Target], domain: Box | None = None, *, samples: int = 16,
+        gibbs_steps: int = 200, goal: float = DEFAULT_GOAL, seed: int = 0, threads: int | None = None) -> Result:
+    """``samples`` generated inputs per class target; status ``found`` when the DBN itself gives the class
+    probability >= ``goal`` and ranks it first."""
     if not isinstance(model.module, DBN):
         raise NetinvertError(f"method dbn needs a deep belief net (e.g. zoo model dbn-digits); {model.name} is a "
                              f"{type(model.module).__name__}")
     if domain is not None and domain != Box():
-        raise NetinvertError("method dbn samples from the net's own distribution: it takes no --domain")
-    if n < 1 or gibbs_steps < 0:
-        raise NetinvertError(f"n={n}, gibbs_steps={gibbs_steps}: give n >= 1 and gibbs_steps >= 0")
+        raise NetinvertError("method dbn samples from the net's own distribution: it takes no domain")
+    if samples < 1 or gibbs_steps < 0:
+        raise NetinvertError(f"samples={samples}, gibbs_steps={gibbs_steps}: give samples >= 1 and gibbs_steps >= 0")
+    if not 0 < goal < 1:
+        raise NetinvertError(f"goal={goal} must be a probability in (0, 1), e.g. 0.99")
     targets = [targets] if isinstance(targets, Target) else list(targets)
     classes = []
     for t in targets:
@@ -41,14 +46,17 @@ def run(model: Model, targets: Target | Sequence[Target], domain: Box | None = N
         classes.append(Class(model.class_index(t.index), output_activation=model.output_activation))
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
-    rows = [model.module.generate(int(c.index), n, gibbs_steps, gen) for c in classes]
-    inputs = torch.cat(rows).clamp(model.input_spec.low, model.input_spec.high)
-    plan = [c for c in classes for _ in range(n)]
-    outputs, items = score(model, plan, inputs, goal_prob=probability)
+    with torch_threads(threads):
+        rows = [model.module.generate(int(c.index), samples, gibbs_steps, gen) for c in classes]
+        inputs = torch.cat(rows).clamp(model.input_spec.low, model.input_spec.high)
+        plan = [c for c in classes for _ in range(samples)]
+        outputs, items = score(model, plan, inputs, goal)
     for item in items:
         item.reason = item.reason or "label clamped, Gibbs sampling in the top RBM, one top-down pass"
     labels = [f"{model.class_label(int(c.index))}" for c in plan]
     spec = model.input_spec
     return Result(method="dbn", model=model.name, inputs=inputs, outputs=outputs, items=items,
-                  timing={"total_s": time.perf_counter() - t0}, info={"n": n, "gibbs_steps": gibbs_steps, "seed": seed},
+                  timing={"total_s": time.perf_counter() - t0},
+                  info={"options": {"samples": samples, "gibbs_steps": gibbs_steps, "goal": goal, "seed": seed,
+                                    "threads": threads}},
                   labels=labels, value_range=(spec.low, spec.high))

@@ -25,18 +25,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from netinvert.data.sources import DataSplit
+from netinvert.data.sources import DataSplit, load_source
 from netinvert.domains.domain import Domain
+from netinvert.domains.sets import Ball, Box
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.output import write_file
 from netinvert.ground.result import Result
-from netinvert.methods.gradient import torch_threads
-from netinvert.methods.inversion import activation_targets, add_errors, data_for, progress_bar
+from netinvert.methods.gradient import progress_bar, torch_threads
 from netinvert.models.wrapper import Model
-from netinvert.targets.activations import capture_activations, layer_shape
+from netinvert.targets.activations import activation_targets, add_errors, capture_activations, layer_shape
 from netinvert.targets.base import Target
 from netinvert.targets.scoring import score
 
+DOMAIN_FIELDS = ("box",)
 FORMAT_VERSION = "2"
 TRAIN_SAMPLES = 100_000  # default epochs = this many samples seen, clamped to 5..30 epochs
 
@@ -214,18 +215,19 @@ def decoder_for(model: Model, layer: str, data: DataSplit, *, retrain: bool = Fa
     return decoder
 
 
-def run(model: Model, targets: Target | list[Target], domain: Domain | None = None, *,
-        data: DataSplit | str | None = None, decoder: Decoder | dict[str, Decoder] | None = None, seed: int = 0,
-        epochs: int | None = None, threads: int | None = None, progress: bool | None = None) -> Result:
-    """Invert ``Activations`` targets with one decoder pass per layer.
+def run(model: Model, targets: Target | list[Target], domain: Domain | Box | Ball | None = None, *,
+        data: DataSplit | str | None = None, decoder: Decoder | dict[str, Decoder] | None = None,
+        epochs: int | None = None, seed: int = 0, threads: int | None = None, progress: bool | None = None) -> Result:
+    """Invert ``Activations`` targets with one decoder pass per layer (clipped to the domain's box).
 
     Decoders come from ``decoder`` (one, or one per layer), else from the cache or fresh training on
-    ``data`` (a ``DataSplit`` or a ``--data`` string; zoo models know their own data).
+    ``data`` (a ``DataSplit`` or a ``--data`` string; default: the model's own data).
     """
     items = activation_targets(targets)
     start = time.perf_counter()
     with torch_threads(threads):
-        decoders = resolve_decoders(model, items, data, decoder, seed=seed, epochs=epochs, progress=progress)
+        decoders, data_key = resolve_decoders(model, items, data, decoder, seed=seed, epochs=epochs,
+                                              progress=progress)
         fit_s = time.perf_counter() - start
         spec = model.input_spec
         inputs = torch.empty((len(items), *spec.shape))
@@ -243,15 +245,17 @@ def run(model: Model, targets: Target | list[Target], domain: Domain | None = No
                     timing={"total_s": total, "decoder_s": fit_s, "invert_s": total - fit_s},
                     info={"decoders": {k: {key: d.config.get(key) for key in ("kind", "width", "epochs", "data",
                                                                               "train_mse", "train_seconds")}
-                                       for k, d in decoders.items()}},
+                                       for k, d in decoders.items()},
+                          "options": {"data": data_key, "epochs": epochs, "seed": seed, "threads": threads}},
                     value_range=(spec.low, spec.high))
     return add_errors(result, items)
 
 
 def resolve_decoders(model: Model, items: list[Any], data: DataSplit | str | None,
                      decoder: Decoder | dict[str, Decoder] | None, *, seed: int = 0, epochs: int | None = None,
-                     progress: bool | None = None) -> dict[str, Decoder]:
-    """One decoder per layer the targets read: given ones (checked), else cached or trained."""
+                     progress: bool | None = None) -> tuple[dict[str, Decoder], str | None]:
+    """One decoder per layer the targets read: given ones (checked), else cached or trained; and the key of
+    the data trained on (``None`` when every decoder was given)."""
     layers = list(dict.fromkeys(t.layer for t in items))
     given = {decoder.layer: decoder} if isinstance(decoder, Decoder) else dict(decoder or {})
     split = None
@@ -269,6 +273,15 @@ def resolve_decoders(model: Model, items: list[Any], data: DataSplit | str | Non
             continue
         if decoder is not None and isinstance(decoder, Decoder):
             raise NetinvertError(f"the decoder given is for layer {decoder.layer!r}, not {layer!r}")
-        split = split or data_for(model, data)
+        split = split or _split(model, data)
         out[layer] = decoder_for(model, layer, split, seed=seed, epochs=epochs, progress=progress)
-    return out
+    return out, split.key if split is not None else None
+
+
+def _split(model: Model, data: DataSplit | str | None) -> DataSplit:
+    """The data to train decoders on: the one given, a ``--data`` string read now, or the model's own."""
+    if isinstance(data, DataSplit):
+        return data
+    if isinstance(data, str):
+        return load_source(data, model.input_spec)
+    return model.data_split()

@@ -2,15 +2,26 @@
 
 Item i of the batch serves target i. Each step: parameters -> inputs -> random transforms ->
 forward (hooks only on the layers the targets and priors read) -> loss -> Adam. Deterministic
-for a seed. The final inputs are re-scored by a plain forward pass without transforms.
+for a seed, and an item's start depends only on the seed and its target, never on the other
+targets in the batch. The final inputs are re-scored by a plain forward pass without transforms.
+
+Two schedules: ``imagine`` (one run with the domain's parameterization, transforms and priors)
+and ``inversion``, the regularized maximum-likelihood attack for ``Activations`` targets:
+minimize the normalized activation error plus a total-variation prior, in pixel space, without
+random transforms, from a constant mid-gray image (or a given start), in stages chosen by the
+layer's depth (each stage restarts Adam from the previous stage's inputs). ``auto`` picks
+``inversion`` when every target is ``Activations`` and no domain is given.
 """
 
 from __future__ import annotations
 
+import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import replace
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,17 +30,25 @@ from netinvert.domains import bn_prior, priors
 from netinvert.domains import diversity as diverse
 from netinvert.domains.data_prior import prior_for
 from netinvert.domains.domain import Domain
-from netinvert.domains.sets import Ball
-from netinvert.ground.errors import NetinvertError
+from netinvert.domains.sets import Ball, Box
+from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.result import Result
 from netinvert.models.wrapper import Model
+from netinvert.targets.activations import Activations, add_errors
 from netinvert.targets.base import Target
 from netinvert.targets.resolve import resolve_all
-from netinvert.targets.scoring import class_goal, score
+from netinvert.targets.scoring import DEFAULT_GOAL, class_goal, score
 from netinvert.targets.units import Channel, Class, Neuron
 
+DOMAIN_FIELDS = ("region", "param", "decay", "decorrelate", "transforms", "tv", "l1", "l2", "blur", "bn_prior",
+                 "data_prior", "init")
+SCHEDULES = ("auto", "imagine", "inversion")
 DATA_PRIOR_WEIGHT = 20.0
-PRIOR_MIN_STEPS = 256  # with BN or diversity priors, run at least this long before stopping early
+# With any prior on, an item runs at least this fraction of its steps before it may stop early: reaching the
+# goal is quick, shaping the picture is not (roman-mlp X: verifier p 0.06 after 256 of 1024 steps, 0.54 after
+# 512, 0.85 after 768).
+PRIOR_MIN_FRACTION = 0.75
+IMAGINE_STEPS = 1024
 Penalty = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 
 
@@ -47,6 +66,45 @@ def torch_threads(count: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def progress_bar(enabled: bool | None, total: int, description: str,
+                 min_total: int = 0) -> AbstractContextManager[Any]:
+    """A rich progress bar (``None``: shown on a terminal for ``total >= min_total``), or a context yielding ``None``."""
+    if enabled is None:
+        enabled = sys.stderr.isatty() and total >= min_total
+    if not enabled:
+        return nullcontext(None)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn(description), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeRemainingColumn(), transient=True)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the inversion schedule: Adam ``steps`` at learning rate ``lr`` with TV weight ``tv``."""
+
+    steps: int
+    lr: float
+    tv: float
+
+
+def schedule_for(model: Model, layer: str, steps: int | None = None) -> list[Stage]:
+    """Stages for inverting ``layer``: light prior for depth <= 1, stronger TV for deeper layers.
+
+    ``steps`` rescales the total number of steps (the default schedule has about 1000).
+    """
+    if model.layer_depth(layer) <= 1:
+        stages = [Stage(400, 0.1, 1e-3), Stage(400, 0.03, 1e-5), Stage(300, 0.01, 0.0)]
+    else:
+        stages = [Stage(400, 0.1, 3e-3), Stage(400, 0.03, 1e-3), Stage(200, 0.01, 3e-4)]
+    if steps is None:
+        return stages
+    if steps < len(stages):
+        raise NetinvertError(f"steps={steps} must be >= {len(stages)}")
+    total = sum(s.steps for s in stages)
+    return [Stage(max(1, round(s.steps * steps / total)), s.lr, s.tv) for s in stages]
 
 
 def _unit_gather(targets: list[Target]) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor] | None:
@@ -92,17 +150,15 @@ def _batched_objective(targets: list[Target]) -> Callable[[torch.Tensor, dict[st
     return per_item
 
 
-def _progress(enabled: bool | None, total: int, description: str):  # type: ignore[no-untyped-def]
-    import sys
+def item_seeds(targets: list[Target], seed: int, copies: int = 1) -> list[int]:
+    """One seed per item from ``seed``, its target's description and its copy number (``i % copies``).
 
-    if enabled is None:
-        enabled = sys.stderr.isatty() and total >= 200
-    if not enabled:
-        return nullcontext(None)
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn(description), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeRemainingColumn(), transient=True)
+    An item's random start and transforms thus depend on its own target alone, never on which targets
+    share the batch: a target repeated in a batch gives the same input each time, while the ``samples``
+    copies of a target start apart.
+    """
+    return [(seed * 1_000_003 + zlib.crc32(f"{t.description}#{i % copies}".encode())) % 2**62
+            for i, t in enumerate(targets)]
 
 
 def run(
@@ -110,77 +166,147 @@ def run(
     targets: Target | list[Target],
     domain: Domain | None = None,
     *,
-    steps: int = 1024,
+    schedule: str = "auto",
+    steps: int | None = None,
     lr: float = 0.1,
+    samples: int = 1,
+    goal: float = DEFAULT_GOAL,
+    early_stop: bool = True,
+    check_every: int = 16,
+    batch_size: int | None = None,
     seed: int = 0,
     threads: int | None = None,
-    batch_size: int | None = None,
-    early_stop: bool = True,
-    goal_prob: float = 0.99,
-    check_every: int = 16,
     progress: bool | None = None,
     penalties: list[Penalty] | None = None,
     penalty_layers: tuple[str, ...] = (),
-    diversity: int = 1,
 ) -> Result:
-    """Optimize one input per target; returns a scored ``Result``.
+    """Optimize one input per target (``samples`` per target); returns a scored ``Result``.
 
-    ``penalties`` are extra per-item loss terms ``f(x, acts) -> (B,)`` reading ``penalty_layers``
-    (used by the BN-statistics and diversity priors). ``early_stop`` ends the run once every
-    class target is reached with probability >= ``goal_prob`` (checked every ``check_every`` steps;
-    with extra penalties, not before ``PRIOR_MIN_STEPS`` so the priors can act).
-    ``diversity=K`` returns K distinct inputs per target (items ``i*K .. i*K+K-1`` serve target i).
-    The BN-statistics prior follows ``domain.bn_prior`` (default: on for class targets on models with BatchNorm).
+    ``schedule``: ``imagine`` runs ``steps`` (default 1024) Adam steps at ``lr`` in ``domain``;
+    ``inversion`` runs the depth schedule for ``Activations`` targets (``steps`` rescales its ~1000 steps;
+    only the domain's region applies); ``auto`` picks inversion for ``Activations`` targets without a domain.
+    ``early_stop`` lets each class target's item stop once it is classified with probability >= ``goal``
+    (checked every ``check_every`` steps; with any prior on, not before ``PRIOR_MIN_FRACTION`` of the steps,
+    so the priors shape the input). Items stop one by one, so an item's result does not depend on its batch.
+    ``samples=K`` returns K distinct inputs per target (items ``i*K .. i*K+K-1`` serve target i), pushed
+    apart by the diversity prior. ``penalties`` are extra per-item loss terms ``f(x, acts) -> (B,)`` reading
+    ``penalty_layers``. The BatchNorm-statistics prior follows ``domain.bn_prior`` (default: on for class
+    targets on models with BatchNorm).
     """
-    if steps < 1:
+    if schedule not in SCHEDULES:
+        raise NetinvertError(f"schedule={schedule!r} is unknown: use one of {choices(SCHEDULES)}")
+    if not 0 < goal < 1:
+        raise NetinvertError(f"goal={goal} must be a probability in (0, 1), e.g. 0.99")
+    if steps is not None and steps < 1:
         raise NetinvertError(f"steps={steps} must be >= 1")
     if lr <= 0:
         raise NetinvertError(f"lr={lr} must be > 0")
-    resolved = resolve_all(targets, model)
-    domain = domain or Domain()
     if batch_size is not None and batch_size < 1:
         raise NetinvertError(f"batch size {batch_size} must be >= 1")
-    chunk = batch_size or len(resolved)
-    layer = diverse.default_layer(model) if diverse.check(diversity) > 1 else None
-    if layer is not None:
-        resolved, chunk = diverse.repeat(resolved, diversity), diverse.group_chunk(chunk, diversity)
-        penalties, penalty_layers = [*(penalties or []), diverse.penalty(layer, diversity)], (*penalty_layers, layer)
-        if domain.init is not None:
-            domain = replace(domain, init=domain.init.repeat_interleave(diversity, 0))
+    diverse.check(samples)
+    resolved = resolve_all(targets, model)
+    if schedule == "auto":
+        inversion = domain is None and all(isinstance(t, Activations) for t in resolved)
+        schedule = "inversion" if inversion else "imagine"
+    options = {"schedule": schedule, "steps": steps, "lr": lr, "samples": samples, "goal": goal,
+               "early_stop": early_stop, "check_every": check_every, "batch_size": batch_size, "seed": seed,
+               "threads": threads}
+    with torch_threads(threads):
+        if schedule == "inversion":
+            return _inversion(model, resolved, domain, options, progress)
+        return _imagine(model, resolved, domain or Domain(), options, progress, penalties or [], penalty_layers)
+
+
+def _inversion(model: Model, targets: list[Target], domain: Domain | None, options: dict[str, Any],
+               progress: bool | None) -> Result:
+    """Gradient inversion from mid-gray (or ``domain.init``) with each layer's schedule."""
+    bad = [t for t in targets if not isinstance(t, Activations)]
+    if bad:
+        raise NetinvertError(f"schedule='inversion' matches layer activations; {bad[0].description!r} is not an "
+                             "Activations target: use schedule='imagine'")
+    ignored = [name for name in (domain.changed() if domain is not None else []) if name not in ("region", "init")]
+    if ignored:
+        raise NetinvertError(f"schedule='inversion' sets its own priors and parameterization; it would ignore "
+                             f"the domain's {', '.join(ignored)}: leave them at their defaults or use schedule='imagine'")
+    if options["samples"] != 1:
+        raise NetinvertError("schedule='inversion' gives one input per target: use samples=1")
     start = time.perf_counter()
-    with torch_threads(threads), bn_prior.bn_penalty(model, domain.bn_prior, resolved) as bn_terms:
+    init = domain.init if domain is not None and domain.init is not None else model.example_input(len(targets))
+    region = domain.region if domain is not None else Box()
+    inputs = refine(model, targets, init.to(torch.float32), steps=options["steps"], region=region,
+                    seed=options["seed"], progress=progress)
+    outputs, scored = score(model, targets, inputs)
+    stages = {layer: [vars(s) for s in schedule_for(model, layer, options["steps"])]
+              for layer in dict.fromkeys(t.layer for t in targets)}  # type: ignore[attr-defined]
+    result = Result(method="gradient", model=model.name, inputs=inputs, outputs=outputs, items=scored,
+                    timing={"total_s": time.perf_counter() - start},
+                    info={"options": {**options, "init": "given" if domain is not None and domain.init is not None
+                                      else "gray", "stages": stages}},
+                    value_range=(model.input_spec.low, model.input_spec.high))
+    return add_errors(result, targets)  # type: ignore[arg-type]
+
+
+def refine(model: Model, targets: list[Target], init: torch.Tensor, *, steps: int | None = None,
+           region: Box | Ball = Box(), seed: int = 0, progress: bool | None = None) -> torch.Tensor:
+    """Gradient inversion of each layer's ``Activations`` targets from ``init`` with that layer's schedule."""
+    out = init.clone()
+    for layer in dict.fromkeys(t.layer for t in targets):  # type: ignore[attr-defined]
+        rows = [i for i, t in enumerate(targets) if t.layer == layer]  # type: ignore[attr-defined]
+        x = init[rows]
+        for i, stage in enumerate(schedule_for(model, layer, steps)):
+            domain = Domain(region=region, param="pixel", transforms=None, tv=stage.tv, bn_prior=0.0,
+                            data_prior=0.0, init=x)
+            options = {"steps": stage.steps, "lr": stage.lr, "samples": 1, "goal": 0.99, "early_stop": False,
+                       "check_every": 16, "batch_size": None, "seed": seed + i, "threads": None}
+            x = _imagine(model, [targets[r] for r in rows], domain, options, progress, [], ()).inputs
+        out[rows] = x
+    return out
+
+
+def _imagine(model: Model, targets: list[Target], domain: Domain, options: dict[str, Any], progress: bool | None,
+             penalties: list[Penalty], penalty_layers: tuple[str, ...]) -> Result:
+    steps = options["steps"] or IMAGINE_STEPS
+    samples = options["samples"]
+    chunk = options["batch_size"] or len(targets) * samples
+    layer = diverse.default_layer(model) if samples > 1 else None
+    resolved = targets
+    if layer is not None:
+        resolved, chunk = diverse.repeat(targets, samples), diverse.group_chunk(chunk, samples)
+        penalties, penalty_layers = [*penalties, diverse.penalty(layer, samples)], (*penalty_layers, layer)
+        if domain.init is not None:
+            domain = replace(domain, init=domain.init.repeat_interleave(samples, 0))
+    seeds = item_seeds(resolved, options["seed"], samples)
+    start = time.perf_counter()
+    with bn_prior.bn_penalty(model, domain.bn_prior, resolved) as bn_terms:
         parts = []
         for i in range(0, len(resolved), chunk):
-            part_domain = domain
-            if domain.init is not None:
-                part_domain = replace(domain, init=domain.init[i : i + chunk])
-            parts.append(_optimize(model, resolved[i : i + chunk], part_domain, steps, lr, seed + i, early_stop,
-                                   goal_prob, check_every, progress, [*(penalties or []), *bn_terms], penalty_layers))
+            part_domain = domain if domain.init is None else replace(domain, init=domain.init[i : i + chunk])
+            parts.append(_optimize(model, resolved[i : i + chunk], part_domain, steps, options, seeds[i : i + chunk],
+                                   progress, [*penalties, *bn_terms], penalty_layers))
         inputs = torch.cat([p[0] for p in parts])
-        outputs, items = score(model, resolved, inputs, goal_prob)
+        outputs, items = score(model, resolved, inputs, options["goal"])
     history = {"objective": [sum(vals, []) for vals in zip(*[p[1] for p in parts], strict=False)]}
     steps_run = sum(p[2] for p in parts)
-    total = time.perf_counter() - start
     result = Result(
         method="gradient", model=model.name, inputs=inputs, outputs=outputs, items=items, history=history,
-        timing={"total_s": total, "steps": steps_run, "per_step_ms": 1000 * sum(p[3] for p in parts) / max(steps_run, 1)},
-        info={"options": {"steps": steps, "lr": lr, "seed": seed, "param": domain.resolved_param(model.input_spec),
-                          "goal_prob": goal_prob}},
+        timing={"total_s": time.perf_counter() - start, "steps": steps_run,
+                "per_step_ms": 1000 * sum(p[3] for p in parts) / max(steps_run, 1)},
+        info={"options": {**options, "steps": steps, "param": domain.resolved_param(model.input_spec)}},
         value_range=(model.input_spec.low, model.input_spec.high),
     )
     bn_prior.annotate(result, model, domain.bn_prior, resolved)
     if layer is not None:
-        diverse.annotate(result, model, diversity, layer)
+        diverse.annotate(result, model, samples, layer)
     return result
 
 
-def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, lr: float, seed: int,
-              early_stop: bool, goal_prob: float, check_every: int, progress: bool | None,
-              penalties: list[Penalty], penalty_layers: tuple[str, ...]) -> tuple[torch.Tensor, list[list[float]], int, float]:
+def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, options: dict[str, Any],
+              seeds: list[int], progress: bool | None, penalties: list[Penalty],
+              penalty_layers: tuple[str, ...]) -> tuple[torch.Tensor, list[list[float]], int, float]:
     spec = model.input_spec
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    param: nn.Module = domain.parameterize(spec, len(targets), gen)
+    torch.manual_seed(options["seed"])
+    param: nn.Module = domain.parameterize(spec, len(targets), [torch.Generator().manual_seed(s) for s in seeds])
+    gens = [torch.Generator().manual_seed(s + 1) for s in seeds]
     transforms = domain.resolved_transforms(spec)
     span = spec.high - spec.low
     centre = (spec.high + spec.low) / 2
@@ -195,20 +321,24 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, l
     gaussian = prior_for(model) if data_weight > 0 else None
     if gaussian is not None:
         weights.append((data_weight, gaussian.penalty))
-    goals_known = early_stop and all(isinstance(t, Class) for t in targets)
-    min_steps = min(steps, PRIOR_MIN_STEPS) if penalties else 0
-    opt = torch.optim.Adam(param.parameters(), lr=lr)
+    goal, check_every = options["goal"], options["check_every"]
+    stoppable = torch.tensor([options["early_stop"] and isinstance(t, Class) for t in targets])
+    min_steps = round(PRIOR_MIN_FRACTION * steps) if (weights or penalties) else 0
+    done = torch.zeros(len(targets), dtype=torch.bool)
+    kept: torch.Tensor | None = None
+    opt = torch.optim.Adam(param.parameters(), lr=options["lr"])
     forward = model.module if model.normalize is None else model
     trace: list[torch.Tensor] = []
     steps_run = 0
     loop_start = time.perf_counter()
-    with model.hooks(layers) as acts, _progress(progress, steps, f"{model.name}: {len(targets)} targets") as bar:
+    with model.hooks(layers) as acts, progress_bar(progress, steps, f"{model.name}: {len(targets)} targets",
+                                                   min_total=200) as bar:
         task = bar.add_task("run", total=steps) if bar is not None else None
         for step in range(steps):
             x = param()
             if project is not None:
                 x = project(x, spec)
-            x_in = transforms(x, gen, centre) if not transforms.is_identity else x
+            x_in = transforms(x, gens, centre) if not transforms.is_identity else x
             obj = objective(forward(x_in), acts)
             loss = -obj.sum()
             for w, fn in weights:
@@ -222,17 +352,25 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, l
             steps_run = step + 1
             if bar is not None and task is not None:
                 bar.advance(task)
-            if goals_known and step + 1 >= min_steps and (step + 1) % check_every == 0:
+            if bool(stoppable.any()) and step + 1 >= min_steps and (step + 1) % check_every == 0:
                 with torch.no_grad():
-                    out_now = model(param())
-                    reached = [bool(class_goal(model, t, out_now[i : i + 1], goal_prob)[0])
-                               for i, t in enumerate(targets)]
-                if all(reached):
+                    now = param() if project is None else project(param(), spec)
+                    out_now = model(now)
+                    reached = torch.tensor([bool(class_goal(model, t, out_now[i : i + 1], goal)[0])
+                                            if stoppable[i] else False for i, t in enumerate(targets)])
+                    new = reached & ~done
+                    if bool(new.any()):
+                        kept = now.clone() if kept is None else kept
+                        kept[new] = now[new]
+                        done |= new
+                if bool(done.all()):
                     break
     loop_seconds = time.perf_counter() - loop_start
     with torch.no_grad():
         final = param()
         if project is not None:
             final = project(final, spec)
+        if kept is not None:
+            final = torch.where(done.reshape(-1, *[1] * len(spec.shape)), kept, final)
     history = torch.stack(trace).tolist() if trace else []
     return final.detach(), history, steps_run, loop_seconds

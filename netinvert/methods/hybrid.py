@@ -12,18 +12,21 @@ import time
 
 from netinvert.data.sources import DataSplit
 from netinvert.domains.domain import Domain
+from netinvert.domains.sets import Box
 from netinvert.ground.result import Result
 from netinvert.methods import decoder as decoder_method
-from netinvert.methods.gradient import torch_threads
-from netinvert.methods.inversion import activation_targets, add_errors, refine_by_layer
+from netinvert.methods.gradient import refine, torch_threads
 from netinvert.models.wrapper import Model
+from netinvert.targets.activations import activation_targets, add_errors
 from netinvert.targets.base import Target
 from netinvert.targets.scoring import score
+
+DOMAIN_FIELDS = ("region",)
 
 
 def run(model: Model, targets: Target | list[Target], domain: Domain | None = None, *,
         data: DataSplit | str | None = None, decoder: decoder_method.Decoder | dict[str, decoder_method.Decoder]
-        | None = None, steps: int | None = None, seed: int = 0, epochs: int | None = None,
+        | None = None, steps: int | None = None, epochs: int | None = None, seed: int = 0,
         threads: int | None = None, progress: bool | None = None) -> Result:
     """Decode each ``Activations`` target, then refine by gradient (``steps`` scales the schedule)."""
     items = activation_targets(targets)
@@ -31,12 +34,13 @@ def run(model: Model, targets: Target | list[Target], domain: Domain | None = No
     with torch_threads(threads):
         first = decoder_method.run(model, items, domain, data=data, decoder=decoder, seed=seed, epochs=epochs,
                                    progress=progress)
-        region = domain.region if domain is not None else None
-        inputs = refine_by_layer(model, items, first.inputs, steps=steps, region=region, seed=seed,
-                                 progress=progress)
+        region = domain.region if domain is not None else Box()
+        inputs = refine(model, items, first.inputs, steps=steps, region=region, seed=seed, progress=progress)
         outputs, scored = score(model, items, inputs)
     result = Result(method="hybrid", model=model.name, inputs=inputs, outputs=outputs, items=scored,
                     timing={"total_s": time.perf_counter() - start, "decoder_s": first.timing["total_s"]},
-                    info={"decoders": first.info["decoders"], "options": {"steps": steps, "seed": seed}},
+                    info={"decoders": first.info["decoders"],
+                          "options": {"data": first.info["options"]["data"], "steps": steps, "epochs": epochs,
+                                      "seed": seed, "threads": threads}},
                     value_range=(model.input_spec.low, model.input_spec.high))
     return add_errors(result, items)

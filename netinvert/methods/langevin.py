@@ -16,12 +16,14 @@ from netinvert.domains.data_prior import prior_for
 from netinvert.domains.domain import Domain
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.result import Result
-from netinvert.methods.gradient import DATA_PRIOR_WEIGHT, torch_threads
+from netinvert.methods.gradient import DATA_PRIOR_WEIGHT, progress_bar, torch_threads
 from netinvert.models.wrapper import Model
 from netinvert.targets.base import Target
 from netinvert.targets.resolve import resolve_all
-from netinvert.targets.scoring import score
+from netinvert.targets.scoring import DEFAULT_GOAL, score
 from netinvert.targets.units import Class
+
+DOMAIN_FIELDS = ("box", "data_prior")
 
 
 def pairwise_diversity(x: torch.Tensor, span: float) -> float:
@@ -44,16 +46,22 @@ def run(
     step_size: float = 0.01,
     noise: float = 0.02,
     temperature: float = 0.1,
+    goal: float = DEFAULT_GOAL,
     seed: int = 0,
-    goal_prob: float = 0.99,
     threads: int | None = None,
+    progress: bool | None = None,
 ) -> Result:
-    """``samples`` chains per class target; step size and noise are fractions of the value range."""
+    """``samples`` chains per class target; step size and noise are fractions of the value range.
+
+    The domain's box bounds the chains and its ``data_prior`` weights the data prior; no other field applies.
+    """
     resolved = resolve_all(targets, model)
     if not all(isinstance(t, Class) for t in resolved):
         raise NetinvertError("langevin samples class targets (p(x | y)); use the gradient method for units")
     if samples < 1 or steps < 1 or temperature <= 0:
         raise NetinvertError("langevin needs samples >= 1, steps >= 1 and temperature > 0")
+    if not 0 < goal < 1:
+        raise NetinvertError(f"goal={goal} must be a probability in (0, 1), e.g. 0.99")
     domain = domain or Domain()
     spec = model.input_spec
     low, high = domain.bounds(spec)
@@ -64,7 +72,9 @@ def run(
     prior_weight = DATA_PRIOR_WEIGHT if domain.data_prior is None else domain.data_prior
     prior = prior_for(model) if prior_weight > 0 else None
     start = time.perf_counter()
-    with torch_threads(threads):
+    with torch_threads(threads), progress_bar(progress, steps, f"{model.name}: {len(chains)} chains",
+                                              min_total=200) as bar:
+        task = bar.add_task("run", total=steps) if bar is not None else None
         x = _initial(len(chains), spec.shape, low, high, prior, gen)
         for step in range(steps):
             x.requires_grad_(True)
@@ -85,8 +95,10 @@ def run(
                 x = x.detach() + step_size * span * direction
                 x = x + sigma * span * torch.randn(x.shape, generator=gen)
                 x = torch.maximum(torch.minimum(x, high), low)
+            if bar is not None and task is not None:
+                bar.advance(task)
         inputs = x.detach()
-        outputs, items = score(model, chains, inputs, goal_prob)
+        outputs, items = score(model, chains, inputs, goal)
     for t_index, target in enumerate(resolved):
         group = inputs[t_index * samples : (t_index + 1) * samples]
         value = pairwise_diversity(group, span)
@@ -96,7 +108,8 @@ def run(
         method="langevin", model=model.name, inputs=inputs, outputs=outputs, items=items,
         timing={"total_s": time.perf_counter() - start, "steps": steps},
         info={"options": {"samples": samples, "steps": steps, "step_size": step_size, "noise": noise,
-                          "temperature": temperature, "seed": seed, "data_prior": prior is not None}},
+                          "temperature": temperature, "goal": goal, "seed": seed, "threads": threads,
+                          "data_prior": prior_weight if prior is not None else 0.0}},
         value_range=(spec.low, spec.high),
     )
 

@@ -71,9 +71,9 @@ def load(
         if not keep_softmax:
             _skip_final_softmax(model)
         if data is not None:
-            from netinvert.data.sources import training_inputs_loader
+            from netinvert.data.sources import load_source
 
-            model.data = training_inputs_loader(data, model.input_spec)
+            model.data = load_source(data, model.input_spec)
     else:
         model = _load_named(str(source), arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
                             input_shape=input_shape, input_range=input_range, mean=mean, std=std, data=data,

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from netinvert.data.sources import FORMS, DataSplit
 from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.spec import InputSpec
 
@@ -36,6 +38,20 @@ class _Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+@dataclass(frozen=True)
+class LayerInfo:
+    """One named submodule: its type, output shape (no batch; ``None`` when it gives no tensor or does not
+    run), where it first runs in the forward pass (``None``: never), whether it has weights of its own and
+    whether it is a leaf."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...] | None
+    order: int | None
+    weighted: bool
+    leaf: bool
+
+
 class Model(nn.Module):
     """A trained network ``f`` with named layers and a described input.
 
@@ -43,8 +59,9 @@ class Model(nn.Module):
     returns the module's output (logits for classifiers; for a network that ends in a softmax,
     ``logits_layer`` names that layer and its input is returned). ``output_activation`` says how
     outputs become class probabilities: ``softmax`` (default), ``sigmoid`` (independent
-    units, as in the classic sigmoid MLP) or ``none`` (regression). ``data`` is an optional loader
-    returning the training inputs (n, *shape) in the input range, which enables data priors.
+    units, as in the classic sigmoid MLP) or ``none`` (regression). ``data`` is the model's data: a
+    ``DataSplit`` or a loader returning one, read once on first use (it enables data priors, decoders and
+    held-out inputs). The layer table is probed once, on first use, and cached.
     """
 
     def __init__(
@@ -57,7 +74,7 @@ class Model(nn.Module):
         output_activation: str = "softmax",
         verifier: Model | None = None,
         info: dict[str, Any] | None = None,
-        data: Callable[[], Any] | None = None,
+        data: DataSplit | Callable[[], DataSplit] | None = None,
     ) -> None:
         super().__init__()
         if output_activation not in OUTPUT_ACTIVATIONS:
@@ -76,6 +93,7 @@ class Model(nn.Module):
         self.info: dict[str, Any] = dict(info or {})
         self.data = data
         self.logits_layer: str | None = None
+        self._layers: dict[str, LayerInfo] | None = None
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,9 +156,55 @@ class Model(nn.Module):
         return self.class_names[k] if self.class_names and k < len(self.class_names) else str(k)
 
     # ---------------------------------------------------------------- layers
+    def layer_table(self) -> dict[str, LayerInfo]:
+        """Every named submodule in definition order, probed with one forward pass on first use."""
+        if self._layers is None:
+            self._layers = self._probe_layers()
+        return self._layers
+
+    def _probe_layers(self) -> dict[str, LayerInfo]:
+        shapes: dict[str, tuple[int, ...] | None] = {}
+        runs: list[str] = []
+        handles = []
+        named = [(name, m) for name, m in self.module.named_modules() if name]
+        try:
+            for name, module in named:
+                if isinstance(module, torch.jit.ScriptModule):
+                    continue
+
+                def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
+                    t = out[0] if isinstance(out, (tuple, list)) and out else out
+                    runs.append(name)
+                    if name not in shapes:
+                        shapes[name] = tuple(t.shape[1:]) if isinstance(t, torch.Tensor) else None
+
+                handles.append(module.register_forward_hook(hook))
+            with torch.no_grad():
+                self(self.example_input(1))
+        finally:
+            for h in handles:
+                h.remove()
+        first = {name: i for i, name in reversed(list(enumerate(runs)))}
+        return {name: LayerInfo(name, str(getattr(m, "op_type", type(m).__name__)), shapes.get(name), first.get(name),
+                                any(True for _ in m.parameters(recurse=False)), not any(True for _ in m.children()))
+                for name, m in named}
+
     def layer_names(self) -> list[str]:
         """Module paths of every named submodule of the wrapped network."""
-        return [name for name, _ in self.module.named_modules() if name]
+        return list(self.layer_table())
+
+    def layer_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Output shape (without batch) of every layer that gives a tensor."""
+        return {name: info.shape for name, info in self.layer_table().items() if info.shape is not None}
+
+    def layer_depth(self, layer: str) -> int:
+        """How many modules with weights (conv, linear, ...) run before ``layer``'s output, itself included."""
+        self.get_layer(layer)
+        table = self.layer_table()
+        at = table[layer].order
+        if at is None:
+            raise NetinvertError(f"layer {layer!r} of {self.name} does not run in the forward pass")
+        return sum(1 for info in table.values() if info.weighted and info.order is not None and info.order <= at)
 
     def get_layer(self, name: str) -> nn.Module:
         modules = dict(self.module.named_modules())
@@ -177,31 +241,22 @@ class Model(nn.Module):
             out = self(x)
         return out, dict(store)
 
-    def layer_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Output shape (without batch) of every layer, probed with one forward pass."""
-        shapes: dict[str, tuple[int, ...]] = {}
-        handles = []
-        try:
-            for name, module in self.module.named_modules():
-                if not name or isinstance(module, torch.jit.ScriptModule):
-                    continue
+    # ---------------------------------------------------------------- data
+    @property
+    def has_data(self) -> bool:
+        return self.data is not None
 
-                def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
-                    t = out[0] if isinstance(out, (tuple, list)) else out
-                    if isinstance(t, torch.Tensor):
-                        shapes[name] = tuple(t.shape[1:])
-
-                handles.append(module.register_forward_hook(hook))
-            with torch.no_grad():
-                self(self.example_input(1))
-        finally:
-            for h in handles:
-                h.remove()
-        return shapes
+    def data_split(self) -> DataSplit:
+        """The model's data, read once on first use (zoo models know theirs; others take ``--data``)."""
+        if self.data is None:
+            raise NetinvertError(f"{self.name} does not know its data: pass --data ({FORMS})")
+        if not isinstance(self.data, DataSplit):
+            self.data = self.data()
+        return self.data
 
     def training_inputs(self) -> Any:
         """The training inputs (numpy, n x shape) when the model knows its data, else ``None``."""
-        return self.data() if self.data is not None else None
+        return self.data_split().x_train if self.has_data else None
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "input": self.input_spec.to_json(), "output_activation": self.output_activation,

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from netinvert.data.sources import DataSplit
 from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.output import write_file
 from netinvert.ground.spec import InputSpec
@@ -191,7 +192,12 @@ def load_zoo(name: str, *, data: str | None = None, seed: int = 0, verifier: boo
         verifier_model = load_zoo(entry.verifier, data=data, seed=seed, verifier=False, quiet=quiet)
     return Model(module, entry.input_spec, name=name, class_names=entry.class_names,
                  output_activation=entry.output_activation, verifier=verifier_model, info=info,
-                 data=lambda: loader(seed)[0])
+                 data=lambda: _split(key, loader(seed)))
+
+
+def _split(key: str, data: Dataset) -> DataSplit:
+    x_train, y_train, x_held, y_held = data
+    return DataSplit(key, x_train, x_held, y_train, y_held)
 
 
 def load_dataset(name: str, data: str | None = None, seed: int = 0) -> Dataset:

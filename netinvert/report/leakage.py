@@ -1,4 +1,4 @@
-"""Leakage report: how well each inversion method reconstructs held-out inputs from each layer.
+"""Leakage report: the scores, table and plot of ``tasks.leakage.evaluate``'s rows.
 
 For a fixed held-out set, every listed layer and every method, the report gives mean PSNR,
 SSIM, activation error and the verifier's class agreement between original and reconstruction,
@@ -10,44 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from netinvert.data.sources import DataSplit
-from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.output import atomic_folder
-from netinvert.ground.result import Result
-from netinvert.methods.inversion import layer_depth
 from netinvert.models.wrapper import Model
 from netinvert.report.metrics import psnr, ssim
-from netinvert.targets.activations import capture_activations, targets_for
-
-INVERSION_METHODS = ("gradient", "decoder", "hybrid")
-
-
-def invert_layer(model: Model, layer: str, values: torch.Tensor, method: str, *,
-                 data: DataSplit | str | None = None, steps: int | None = None, seed: int = 0,
-                 metric: str = "mse", threads: int | None = None, progress: bool | None = None) -> Result:
-    """Reconstruct one input per row of ``values`` (activations of ``layer``) with ``method``."""
-    if method not in INVERSION_METHODS:
-        raise NetinvertError(f"unknown inversion method {method!r}: choose one of {choices(INVERSION_METHODS)}")
-    targets = targets_for(model, layer, values, metric)
-    if method == "gradient":
-        from netinvert.methods.inversion import gradient_inversion
-
-        return gradient_inversion(model, targets, steps=steps, seed=seed, threads=threads, progress=progress)
-    if method == "decoder":
-        from netinvert.methods import decoder
-
-        return decoder.run(model, targets, data=data, seed=seed, threads=threads, progress=progress)
-    from netinvert.methods import hybrid
-
-    return hybrid.run(model, targets, data=data, steps=steps, seed=seed, threads=threads, progress=progress)
 
 
 @torch.no_grad()
@@ -71,46 +42,10 @@ def _ssim_ok(x: torch.Tensor) -> bool:
     return x.dim() == 4 and min(x.shape[2:]) >= 11
 
 
-def _mean(values: list[Any]) -> float | None:
+def mean(values: list[Any]) -> float | None:
+    """The mean of the values that are not ``None`` (``None`` when there are none)."""
     vals = [float(v) for v in values if v is not None]
     return float(np.mean(vals)) if vals else None
-
-
-def evaluate(model: Model, layers: Sequence[str], methods: Sequence[str], data: DataSplit, *, count: int = 64,
-             steps: int | None = None, seed: int = 0, threads: int | None = None,
-             log: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Invert the first ``count`` held-out inputs at every layer with every method; one row per pair."""
-    for m in methods:
-        if m not in INVERSION_METHODS:
-            raise NetinvertError(f"unknown inversion method {m!r}: choose one of {choices(INVERSION_METHODS)}")
-    if count < 1:
-        raise NetinvertError(f"count={count} must be >= 1")
-    for layer in layers:
-        model.get_layer(layer)
-    x = torch.as_tensor(data.x_held[:count], dtype=torch.float32)
-    rows = []
-    for layer in sorted(layers, key=lambda name: _order(model, name)):
-        values = capture_activations(model, layer, x)
-        depth = layer_depth(model, layer)
-        for method in methods:
-            start = time.perf_counter()
-            result = invert_layer(model, layer, values, method, data=data, steps=steps, seed=seed, threads=threads,
-                                  progress=False)
-            seconds = time.perf_counter() - start
-            q = quality(model, x, result.inputs)
-            row = {"layer": layer, "method": method, "depth": depth, "psnr": _mean(q["psnr"]),
-                   "ssim": _mean(q["ssim"]), "verifier_agreement": _mean(q["verifier_agreement"]),
-                   "activation_error": _mean(result.metric("activation_error")), "seconds": seconds,
-                   "count": len(x)}
-            rows.append(row)
-            if log is not None:
-                log(row)
-    return rows
-
-
-def _order(model: Model, layer: str) -> int:
-    names = model.layer_names()
-    return names.index(layer) if layer in names else len(names)
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from netinvert.ground.errors import NetinvertError, choices
+from netinvert.ground.result import Result
 from netinvert.models.wrapper import Model
 from netinvert.targets.base import Acts, Target
 
@@ -127,3 +128,24 @@ def load_activations(path: str, model: Model, layer: str) -> torch.Tensor:
     if not np.issubdtype(array.dtype, np.number):
         raise NetinvertError(f"{path} holds {array.dtype} values; give numbers")
     return torch.from_numpy(array.astype(np.float32).reshape(-1, *shape))
+
+
+def activation_targets(targets: Target | list[Target]) -> list[Activations]:
+    """The targets as a list of ``Activations`` (inversion methods take no other kind)."""
+    items = [targets] if isinstance(targets, Target) else list(targets)
+    if not items:
+        raise NetinvertError("no targets given: pass at least one Activations target")
+    for t in items:
+        if not isinstance(t, Activations):
+            raise NetinvertError(f"{t!r} is not an Activations target: inversion methods match layer activations")
+    return items  # type: ignore[return-value]
+
+
+def add_errors(result: Result, targets: list[Activations]) -> Result:
+    """Add each item's ``activation_error`` (the target's mismatch, >= 0) to its metrics."""
+    for item in result.items:
+        value = item.metrics.get("objective")
+        if value is not None:
+            item.metrics["activation_error"] = -float(value)  # type: ignore[arg-type]
+    result.labels = [f"{t.layer} #{i}" for i, t in enumerate(targets)]
+    return result

@@ -1,8 +1,17 @@
-"""Shared scoring: the same metrics for every method, from a plain forward pass of the final inputs.
+"""Shared scoring: the same metrics and one meaning of ``found`` for every method, from a plain forward
+pass of the final inputs.
 
-Class targets get the model's probability and logit margin and, when the model has an
-independent verifier, the verifier's probability and whether its top class agrees.
-Other targets get their activation value.
+``found`` per target kind (docs/imagine.md):
+
+- a class target: the class is the model's top class with probability >= the goal (``DEFAULT_GOAL``
+  0.99 unless the run sets another); otherwise ``not-reached``;
+- a unit target (neuron, channel, layer, direction, their sums): the objective exceeds the highest value
+  it takes on the model's held-out data (``data_max``, over up to ``REFERENCE_INPUTS`` inputs); otherwise
+  ``not-reached``; ``unknown`` when the model does not know its data;
+- an ``Activations`` target: always ``found`` (a reconstruction); its quality is ``activation_error``.
+
+Class targets also get the logit margin and, when the model has an independent verifier, the
+verifier's probability and whether its top class agrees. Other targets get their activation value.
 """
 
 from __future__ import annotations
@@ -11,9 +20,12 @@ import torch
 
 from netinvert.ground.result import Item
 from netinvert.models.wrapper import Model
+from netinvert.targets.activations import Activations
 from netinvert.targets.base import Target
 from netinvert.targets.units import Class
 
+DEFAULT_GOAL = 0.99
+REFERENCE_INPUTS = 128
 NO_VERIFIER = "no independent verifier: pass --verifier to score with a second model"
 
 
@@ -27,7 +39,8 @@ def class_goal(model: Model, target: Target, outputs: torch.Tensor, goal_prob: f
 
 
 @torch.no_grad()
-def score(model: Model, targets: list[Target], inputs: torch.Tensor, goal_prob: float = 0.99) -> tuple[torch.Tensor, list[Item]]:
+def score(model: Model, targets: list[Target], inputs: torch.Tensor,
+          goal_prob: float = DEFAULT_GOAL) -> tuple[torch.Tensor, list[Item]]:
     """Outputs of ``inputs`` and one ``Item`` per target (row i serves target i)."""
     layers = tuple(dict.fromkeys(layer for t in targets for layer in t.layers))
     outputs, acts = model.capture(inputs, layers)
@@ -35,6 +48,7 @@ def score(model: Model, targets: list[Target], inputs: torch.Tensor, goal_prob: 
     probs = model.probabilities(logits)
     verifier = model.verifier
     v_probs = verifier.probabilities(verifier(inputs).reshape(inputs.shape[0], -1)) if verifier is not None else None
+    reference = _data_max(model, targets)
     items = []
     for i, target in enumerate(targets):
         row_acts = {k: v[i : i + 1] for k, v in acts.items()}
@@ -57,8 +71,36 @@ def score(model: Model, targets: list[Target], inputs: torch.Tensor, goal_prob: 
                 metrics.update(verifier_prob=float(v_probs[i, k]), verifier_agrees=bool(v_probs[i].argmax() == k))
             else:
                 metrics.update(verifier_prob=None, verifier_agrees=None, verifier_note=NO_VERIFIER)
+            reason = "" if reached else f"model probability below the goal {goal_prob:g} or another class on top"
+        elif isinstance(target, Activations):
+            metrics["activation"] = value
+            reason = ""
         else:
             metrics["activation"] = value
-        reason = "" if status == "found" else f"model probability below the goal {goal_prob:g} or another class on top"
+            status, reason = _unit_status(value, reference.get(i))
+            metrics["data_max"] = reference.get(i)
         items.append(Item(target=target.description, status=status, reason=reason, metrics=metrics))
     return outputs, items
+
+
+def _unit_status(value: float, data_max: float | None) -> tuple[str, str]:
+    if data_max is None:
+        return "unknown", "unit targets are found when they exceed every value on the data: pass --data to compare"
+    if value > data_max:
+        return "found", ""
+    return "not-reached", f"activation {value:.4g} does not exceed the highest value on the data ({data_max:.4g})"
+
+
+@torch.no_grad()
+def _data_max(model: Model, targets: list[Target]) -> dict[int, float]:
+    """For each unit target (by row), the highest objective it takes on the model's held-out inputs."""
+    rows = [i for i, t in enumerate(targets) if not isinstance(t, (Class, Activations))]
+    if not rows or not model.has_data:
+        return {}
+    x = torch.as_tensor(model.data_split().x_held[:REFERENCE_INPUTS], dtype=torch.float32)
+    layers = tuple(dict.fromkeys(layer for i in rows for layer in targets[i].layers))
+    outputs, acts = model.capture(x, layers)
+    out: dict[int, float] = {}
+    for i in rows:
+        out[i] = float(targets[i].objective(outputs, acts).max())
+    return out

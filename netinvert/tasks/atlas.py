@@ -24,7 +24,7 @@ from netinvert.domains.domain import Domain
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.output import check_writable, write_file, write_json
 from netinvert.ground.result import Item, Result
-from netinvert.methods import gradient
+from netinvert.methods import invert
 from netinvert.models.wrapper import Model
 from netinvert.targets.base import Target
 from netinvert.targets.units import Channel, Neuron
@@ -100,8 +100,8 @@ def render(
             continue
         batch = targets[first : first + batch_size]
         t0 = time.perf_counter()
-        part = gradient.run(model, batch, domain, steps=steps, lr=lr, seed=seed + first, threads=threads,
-                            early_stop=False, progress=False)
+        part = invert(model, batch, domain, method="gradient", schedule="imagine", steps=steps, lr=lr,
+                      seed=seed + first, threads=threads, early_stop=False, progress=False)
         done[first] = _commit(folder, model, first, part, time.perf_counter() - t0)
         rendered += len(batch)
         report(resumed + rendered, total)

@@ -1,0 +1,76 @@
+"""Leakage: how well each inversion method reconstructs held-out inputs from each layer.
+
+For the first ``count`` held-out inputs, every listed layer and every method, one ``invert()`` call
+reconstructs the inputs from that layer's activations; the report layer scores and writes the rows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from netinvert.data.sources import DataSplit
+from netinvert.ground.errors import NetinvertError, choices
+from netinvert.methods import invert
+from netinvert.models.wrapper import Model
+from netinvert.report.leakage import mean, quality
+from netinvert.targets.activations import capture_activations, targets_for
+
+INVERSION_METHODS = ("gradient", "decoder", "hybrid")
+
+
+def check_methods(methods: Sequence[str]) -> None:
+    """A clear error for a method that does not invert activations."""
+    for m in methods:
+        if m not in INVERSION_METHODS:
+            raise NetinvertError(f"unknown inversion method {m!r}: choose one of {choices(INVERSION_METHODS)}")
+
+
+def options_for(method: str, *, data: DataSplit | None = None, steps: int | None = None, seed: int = 0,
+                threads: int | None = None, progress: bool | None = None) -> dict[str, Any]:
+    """The ``invert()`` options of one inversion method (``decoder`` takes no steps, ``gradient`` no data)."""
+    options: dict[str, Any] = {"seed": seed, "threads": threads, "progress": progress}
+    if method != "decoder":
+        options["steps"] = steps
+    if method != "gradient" and data is not None:
+        options["data"] = data
+    return options
+
+
+def evaluate(model: Model, layers: Sequence[str], methods: Sequence[str], data: DataSplit | None = None, *,
+             count: int = 64, steps: int | None = None, seed: int = 0, threads: int | None = None,
+             log: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Invert the first ``count`` held-out inputs at every layer with every method; one row per pair.
+
+    ``data``: the split to take held-out inputs from and train decoders on (default: the model's own).
+    """
+    check_methods(methods)
+    if count < 1:
+        raise NetinvertError(f"count={count} must be >= 1")
+    for layer in layers:
+        model.get_layer(layer)
+    split = data if data is not None else model.data_split()
+    x = torch.as_tensor(split.x_held[:count], dtype=torch.float32)
+    names = model.layer_names()
+    rows = []
+    for layer in sorted(layers, key=names.index):
+        values = capture_activations(model, layer, x)
+        targets = targets_for(model, layer, values)
+        depth = model.layer_depth(layer)
+        for method in methods:
+            start = time.perf_counter()
+            result = invert(model, targets, None, method=method,
+                            **options_for(method, data=split, steps=steps, seed=seed, threads=threads, progress=False))
+            seconds = time.perf_counter() - start
+            q = quality(model, x, result.inputs)
+            row = {"layer": layer, "method": method, "depth": depth, "psnr": mean(q["psnr"]),
+                   "ssim": mean(q["ssim"]), "verifier_agreement": mean(q["verifier_agreement"]),
+                   "activation_error": mean(result.metric("activation_error")), "seconds": seconds,
+                   "count": len(x)}
+            rows.append(row)
+            if log is not None:
+                log(row)
+    return rows
