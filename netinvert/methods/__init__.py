@@ -25,6 +25,7 @@ METHODS = {
     "exact": "netinvert.methods.exact",
     "bounds": "netinvert.methods.bounds",
     "dbn": "netinvert.methods.dbn",
+    "adjoint": "netinvert.methods.adjoint",
 }
 
 
