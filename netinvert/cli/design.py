@@ -114,8 +114,8 @@ def _print(result: Result, resimulated: bool) -> None:
         if found:
             console.print(f"{found}/{samples} solutions reach y within {summary['tolerance']:g}{more}", highlight=False)
         else:
-            label = "none exists (proved by exact in the search box)" if summary.get("exact") == "none-exists" \
-                else "not reached"
+            proved = summary.get("proof") == "none-exists"
+            label = "none exists (proved for the network in the search box)" if proved else "not reached"
             closest = ", ".join(f"{v:.4g}" for v in summary["closest_output"])
             console.print(f"{label}: closest reachable output ({closest}), residual {summary['residual']:.3g} "
                           f"> tolerance {summary['tolerance']:g}{more}", highlight=False)

@@ -36,7 +36,10 @@ from netinvert.targets.regression import Regression
 
 TOLERANCE = 0.02  # default bar: every chosen output within 0.02 of y
 BATCH_ROWS = 65536  # candidate rows optimized together (memory bound)
-PATIENCE, CUT = 10, 0.5  # plateau schedule: halve the learning rate after 10 steps without 0.1 % progress
+RESOLUTION = 1e-6  # surrogate MSEs below this count as ties, broken by nearness to the training data
+NEIGHBOURS = 10
+PATIENCE, CUT = 10, 0.5
+PROOF_BOXES = 4000  # plateau schedule: halve the learning rate after 10 steps without 0.1 % progress
 
 
 def run(
@@ -77,7 +80,7 @@ def run(
         for chunk in chunks:
             x, loss, err = _search(model, chunk, lo, hi, pool, starts, steps, lr, gen, tick)
             for k in range(len(chunk)):
-                keep = _distinct(x[k], loss[k], lo, hi, samples)
+                keep = _distinct(x[k], _rank_key(x[k], loss[k], pool), lo, hi, samples)
                 chosen.append(x[k][keep])
                 losses.append(loss[k][keep])
                 errs.append(err[k][keep])
@@ -185,12 +188,22 @@ def _search(model: Model, regs: list[Regression], lo: torch.Tensor, hi: torch.Te
     return x.reshape(n, starts, d), loss.reshape(n, starts), err.reshape(n, starts)
 
 
-def _distinct(x: torch.Tensor, loss: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, count: int) -> torch.Tensor:
-    """Indices of the ``count`` best candidates, skipping any within 1e-3 of the box size of a better one.
+def _rank_key(x: torch.Tensor, loss: torch.Tensor, pool: torch.Tensor | None) -> torch.Tensor:
+    """Sort key: the loss, except that candidates below ``RESOLUTION`` tie and rank by their mean distance to
+    the ``NEIGHBOURS`` nearest training inputs (standardized): the surrogate is most accurate near its data."""
+    if pool is None:
+        return loss
+    mean, std = pool.mean(0), pool.std(0).clamp_min(1e-12)
+    near = torch.cdist((x - mean) / std, (pool - mean) / std).topk(NEIGHBOURS, largest=False).values.mean(1)
+    tied = loss <= RESOLUTION
+    return torch.where(tied, RESOLUTION * near / (1.0 + near), loss + RESOLUTION)
 
-    When fewer distinct candidates exist, the best remaining ones fill the list.
+
+def _distinct(x: torch.Tensor, key: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices of the ``count`` first candidates by ``key``, skipping any within 1e-3 of the box size of an
+    earlier one. When fewer distinct candidates exist, the best remaining ones fill the list.
     """
-    order = torch.argsort(loss)
+    order = torch.argsort(key)
     scaled = x[order] / (hi - lo).clamp_min(1e-6)
     keep: list[int] = []
     for i in range(len(order)):
@@ -242,31 +255,37 @@ def _score(target: Regression, out: torch.Tensor, resim: np.ndarray | None, loss
 
 def _prove(model: Model, regs: list[Regression], summary: list[dict[str, Any]], items: list[Item], samples: int,
            lo: torch.Tensor, hi: torch.Tensor, tolerance: float | None, seconds: float) -> list[dict[str, Any]]:
-    """Ask ``exact`` whether targets that no solution reached are reachable at all inside the search box."""
-    from netinvert.methods import exact
+    """Ask whether targets that no solution reached are reachable at all inside the search box: ``bounds``
+    (input splitting, at most ``PROOF_BOXES`` boxes) for up to ``bounds.MAX_DIM`` inputs, else ``exact``
+    with ``seconds``. Both need a piecewise-linear network; anything else leaves the answer unknown."""
+    from netinvert.methods import bounds, exact
 
     proofs: list[dict[str, Any]] = []
     if seconds <= 0:
         return proofs
+    shape = model.input_spec.shape
+    region = Box(lo.reshape(shape), hi.reshape(shape))
     for i, (target, s) in enumerate(zip(regs, summary, strict=True)):
         if s["found"]:
             continue
         box = Regression(target.y, target.outputs, s["tolerance"])
         try:
-            res = exact.run(model, box.output_set(model.num_outputs), Box(lo.reshape(model.input_spec.shape),
-                            hi.reshape(model.input_spec.shape)), timeout=seconds)
+            if lo.numel() <= bounds.MAX_DIM:
+                res = bounds.run(model, box, region, max_boxes=PROOF_BOXES)
+            else:
+                res = exact.run(model, box, region, timeout=seconds)
         except NetinvertError as exc:
             proofs.append({"target": target.description, "status": "unknown", "reason": str(exc)})
             continue
         status = res.items[0].status
         proofs.append({"target": target.description, "status": status, "reason": res.items[0].reason,
-                       "stage": res.items[0].metrics.get("stage")})
-        s["exact"] = status
+                       "method": res.method})
+        s["proof"] = status
         if status == "none-exists":
             for item in items[i * samples : (i + 1) * samples]:
                 item.status = "none-exists"
                 item.reason = (f"no input in the search box brings the network within {s['tolerance']:g} of y "
-                               f"(proof by exact); {item.reason}")
+                               f"(proof by {res.method}); {item.reason}")
     return proofs
 
 

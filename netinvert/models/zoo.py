@@ -199,7 +199,7 @@ ENTRIES: dict[str, ZooEntry] = {e.name: e for e in (
                f"sim-{name}", spec, (), recipe, output_activation="none", trainer=_train_surrogate(recipe))
       for name, d, m, w, k, spec, recipe in (
           ("arm", 4, 2, 128, 3, InputSpec((4,), low=-math.pi, high=math.pi), Recipe(epochs=100, batch_size=256, lr=3e-3)),
-          ("sine", 2, 1, 128, 3, InputSpec((2,), low=-1.0, high=1.0), Recipe(epochs=100, batch_size=256, lr=3e-3)),
+          ("sine", 2, 1, 128, 3, InputSpec((2,), low=-1.0, high=1.0), Recipe(epochs=200, batch_size=256, lr=3e-3)),
           ("ballistics", 4, 1, 128, 3, InputSpec((4,), low=-3.0, high=40.0),
            Recipe(epochs=100, batch_size=256, lr=3e-3)))),
 )}
