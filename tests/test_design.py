@@ -22,6 +22,7 @@ from netinvert.data.simulators import (
     ballistics_impact,
     sine,
 )
+from netinvert.domains.sets import Box
 from netinvert.ground.errors import NetinvertError
 from netinvert.methods import invert
 from netinvert.models.zoo import load_dataset
@@ -114,7 +115,8 @@ def test_solutions_differ_from_each_other(zoo):
 
 def test_target_beyond_the_arms_reach_is_unreachable(zoo):
     model = zoo("arm")
-    res = invert(model, Regression([2.5, 0.5], tolerance=0.05), method="adjoint", samples=3, simulator=arm,
+    box = Box(torch.tensor([-0.5, -1.0, -1.0, -1.0]), torch.tensor([0.5, 1.0, 1.0, 1.0]))  # a box keeps it quick
+    res = invert(model, Regression([2.5, 0.5], tolerance=0.05), box, method="adjoint", samples=3, simulator=arm,
                  prove=60, **FAST)
     assert res.statuses == ["none-exists"] * 3
     assert res.info["targets"][0]["residual"] > 0.4

@@ -99,13 +99,13 @@ def _print(result: Result, resimulated: bool) -> None:
     samples = int(result.info["options"]["samples"])
     for i, summary in enumerate(result.info["targets"]):
         table = Table(title=f"{result.model}: {summary['target']}")
-        for col in ("rank", "x", "network output", "surrogate MSE", "re-simulated MSE", "status"):
-            table.add_column(col)
+        for col in ("rank", "x", "surrogate MSE", "re-simulated MSE", "status"):
+            table.add_column(col, no_wrap=col == "x")
         for item, x in list(zip(result.items[i * samples : (i + 1) * samples],
                                 result.inputs[i * samples : (i + 1) * samples], strict=True))[:SHOWN]:
             m = item.metrics
-            table.add_row(str(m["rank"]), ", ".join(f"{v:.3f}" for v in x.reshape(-1).tolist()),
-                          ", ".join(f"{v:.4f}" for v in m["network_output"]), f"{m['surrogate_mse']:.2e}",
+            table.add_row(str(m["rank"]), " ".join(f"{v:.3f}" for v in x.reshape(-1).tolist()),
+                          f"{m['surrogate_mse']:.2e}",
                           f"{m['resim_mse']:.2e}" if resimulated and math.isfinite(m["resim_mse"]) else "-",
                           item.status)
         console.print(table)

@@ -77,7 +77,7 @@ def plot_level_set(result: Result, model: torch.nn.Module, path: str | os.PathLi
     fig, axes = plt.subplots(1, len(groups), figsize=(4.4 * len(groups), 4.0), squeeze=False)
     for ax, (label, y, x, statuses) in zip(axes[0], groups, strict=True):
         image = ax.contourf(g0, g1, f, levels=30, cmap="viridis")
-        ax.contour(g0, g1, f, levels=[y[0]], colors="white", linewidths=1.2)
+        ax.contour(g0, g1, f, levels=[y[0]], colors="white", linewidths=1.2, linestyles="solid")
         found = np.array([s == "found" for s in statuses])
         ax.scatter(x[found, 0], x[found, 1], s=14, c="tab:red", edgecolors="white", linewidths=0.5, label="found")
         if (~found).any():
