@@ -29,7 +29,7 @@ from netinvert.models.zoo import load_dataset
 from netinvert.targets.regression import Regression
 
 runner = CliRunner()
-FAST = dict(starts=256, steps=200, threads=1)
+FAST = {"starts": 256, "steps": 200, "threads": 1}
 
 
 # ------------------------------------------------------------------ simulators

@@ -155,7 +155,7 @@ def simulate(fn: SimulatorFn, x: np.ndarray, num_outputs: int) -> np.ndarray:
     """Run a user's simulator on ``x`` and check what it returns: (n, num_outputs) float64, NaN allowed."""
     try:
         y = np.asarray(fn(np.asarray(x, dtype=np.float64)), dtype=np.float64)
-    except Exception as exc:  # a user's simulator may raise anything; report it as one line
+    except Exception as exc:  # noqa: BLE001 (a user's simulator may raise anything; report it as one line)
         raise NetinvertError(f"the simulator failed: {type(exc).__name__}: {exc}") from None
     if y.ndim == 1 and num_outputs == 1:
         y = y[:, None]

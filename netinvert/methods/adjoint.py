@@ -211,7 +211,8 @@ def _distinct(x: torch.Tensor, key: torch.Tensor, lo: torch.Tensor, hi: torch.Te
             break
         if not keep or bool(torch.cdist(scaled[i : i + 1], scaled[keep]).min() > 1e-3):
             keep.append(i)
-    rest = [i for i in range(len(order)) if i not in set(keep)][: count - len(keep)]
+    taken = set(keep)
+    rest = [i for i in range(len(order)) if i not in taken][: count - len(keep)]
     return order[torch.tensor(keep + rest)]
 
 
