@@ -162,3 +162,14 @@ def test_design_bad_input_gives_one_clear_line(tmp_path, zoo, monkeypatch, args,
     assert message in " ".join(result.output.split())
     assert "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_exact_answers_a_regression_target_with_a_tolerance(zoo):
+    model = zoo("arm")
+    box = Box(torch.tensor([-0.5, -1.0, -1.0, -1.0]), torch.tensor([0.5, 1.0, 1.0, 1.0]))
+    res = invert(model, Regression([1.2, 0.5], tolerance=0.1), box, method="exact", timeout=30)
+    assert res.statuses == ["found"]
+    with torch.no_grad():
+        y = model(res.inputs).double()[0]
+    assert torch.all((y - torch.tensor([1.2, 0.5], dtype=torch.float64)).abs() <= 0.1)
+    assert float(np.abs(arm(res.inputs.double().numpy())[0] - [1.2, 0.5]).max()) < 0.15
