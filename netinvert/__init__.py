@@ -19,9 +19,11 @@ from netinvert.models.zoo import load_zoo
 from netinvert.targets.activations import Activations
 from netinvert.targets.base import Target
 from netinvert.targets.output_set import OutputSet
+from netinvert.targets.regression import Regression
 from netinvert.targets.units import Channel, Class, Direction, Layer, Neuron
 
 __all__ = [
     "Activations", "Ball", "Box", "Channel", "Class", "Direction", "Domain", "InputSpec", "Item", "Layer", "Model",
-    "NetinvertError", "Neuron", "OutputSet", "Result", "Target", "Transforms", "__version__", "invert", "load", "load_zoo",
+    "NetinvertError", "Neuron", "OutputSet", "Regression", "Result", "Target", "Transforms", "__version__", "invert",
+    "load", "load_zoo",
 ]

@@ -26,6 +26,7 @@ from netinvert.cli.common import (
     parse_targets,
     print_result,
 )
+from netinvert.cli.design import design
 from netinvert.cli.invert import invert as invert_command
 from netinvert.cli.invert import leakage
 from netinvert.cli.options import ModelOptions, model_command
@@ -49,6 +50,7 @@ app.command("preimage")(preimage)
 app.command("report")(report)
 app.command("draw")(draw)
 app.command("warp")(warp)
+app.command("design")(design)
 
 def _version(value: bool) -> None:
     if value:
@@ -157,7 +159,8 @@ def zoo_list() -> None:
         accuracy = "-"
         if path.exists():
             with safe_open(str(path), "pt") as f:
-                accuracy = (f.metadata() or {}).get("test_accuracy", "-")
+                meta = f.metadata() or {}
+                accuracy = meta.get("test_accuracy") or (f"mse {meta['test_mse']}" if "test_mse" in meta else "-")
         table.add_row(name, entry.summary, entry.dataset, accuracy, "yes" if path.exists() else "no (trains on use)")
     console.print(table)
 
@@ -173,7 +176,9 @@ def zoo_train(
 
     for name in names or zoo_names():
         net = load_zoo(name, data=data, verifier=False, quiet=False)
-        console.print(f"{name}: test accuracy {net.info['test_accuracy']:.4f} on {net.info['data']}")
+        score = (f"test accuracy {net.info['test_accuracy']:.4f}" if "test_accuracy" in net.info
+                 else f"test MSE {net.info['test_mse']:.3g}")
+        console.print(f"{name}: {score} on {net.info['data']}")
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ METHODS = {
     "exact": "netinvert.methods.exact",
     "bounds": "netinvert.methods.bounds",
     "dbn": "netinvert.methods.dbn",
+    "adjoint": "netinvert.methods.adjoint",
 }
 REGION_ONLY = ("box",)  # methods that declare nothing take a box-shaped region and no other domain field
 

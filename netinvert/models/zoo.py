@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,7 +106,78 @@ def _moons_data(seed: int) -> Dataset:
     return x[:2000], y[:2000].astype(np.int64), x[2000:], y[2000:].astype(np.int64)
 
 
-DATASETS: dict[str, Callable[[int], Dataset]] = {"glyphs": _glyph_data, "digits": _digits_data, "moons": _moons_data}
+def _simulated(name: str) -> Callable[[int], Dataset]:
+    """10 000 training and 2 000 test samples of a built-in simulator's prior (float32)."""
+
+    def load(seed: int) -> Dataset:
+        from netinvert.data.simulators import SIMULATORS
+
+        sim = SIMULATORS[name]
+        x, y = sim.sample(10_000, seed)
+        xt, yt = sim.sample(2_000, seed + 1000)
+        return tuple(a.astype(np.float32) for a in (x, y, xt, yt))  # type: ignore[return-value]
+
+    return load
+
+
+def _surrogate(inputs: int, outputs: int, width: int, depth: int) -> Callable[[], nn.Module]:
+    """A ReLU MLP ``inputs -> width x depth -> outputs`` (plain layers, so exact methods can read it)."""
+
+    def build() -> nn.Module:
+        layers: dict[str, nn.Module] = {}
+        size = inputs
+        for i in range(1, depth + 1):
+            layers[f"fc{i}"], layers[f"act{i}"] = nn.Linear(size, width), nn.ReLU()
+            size = width
+        layers[f"fc{depth + 1}"] = nn.Linear(size, outputs)
+        return nn.Sequential(OrderedDict(layers))
+
+    return build
+
+
+def _train_surrogate(recipe: Recipe) -> Trainer:
+    """Fit a forward surrogate with Adam (one-cycle schedule) on standardized inputs and outputs, then fold
+    the standardization into the first and last layers; records the test MSE (raw units)."""
+
+    def train(module: nn.Module, data: Dataset, seed: int) -> dict[str, str]:
+        x, y, xt, yt = (torch.from_numpy(a) for a in data)
+        mx, sx, my, sy = x.mean(0), x.std(0), y.mean(0), y.std(0)
+        xn, yn = (x - mx) / sx, (y - my) / sy
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        for m in module.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        batches = (len(x) + recipe.batch_size - 1) // recipe.batch_size
+        opt = torch.optim.Adam(module.parameters(), lr=recipe.lr)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.epochs * batches)
+        start = time.perf_counter()
+        module.train()
+        for _ in range(recipe.epochs):
+            order = torch.randperm(len(x), generator=gen)
+            for i in range(0, len(x), recipe.batch_size):
+                idx = order[i : i + recipe.batch_size]
+                loss = F.mse_loss(module(xn[idx]), yn[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+        module.eval()
+        linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+        with torch.no_grad():
+            first, last = linears[0], linears[-1]
+            first.bias -= first.weight @ (mx / sx)
+            first.weight /= sx
+            last.weight *= sy[:, None]
+            last.bias.mul_(sy).add_(my)
+            mse = F.mse_loss(module(xt), yt).item()
+        return {"test_mse": f"{mse:.4g}", "seed": str(seed), "train_seconds": f"{time.perf_counter() - start:.1f}"}
+
+    return train
+
+
+DATASETS: dict[str, Callable[[int], Dataset]] = {"glyphs": _glyph_data, "digits": _digits_data, "moons": _moons_data,
+                                               **{f"sim-{n}": _simulated(n) for n in ("arm", "sine", "ballistics")}}
 DIGIT_NAMES = tuple(str(i) for i in range(10))
 GRAY20 = InputSpec((1, 20, 20))
 GRAY28 = InputSpec((1, 28, 28))
@@ -126,6 +199,13 @@ ENTRIES: dict[str, ZooEntry] = {e.name: e for e in (
              trainer=_train_dbn),
     ZooEntry("moons-relu", "2-D ReLU classifier 2 -> 16 -> 16 -> 2 on two moons", arch.moons_relu,
              "moons", InputSpec((2,), low=-2.0, high=3.0), ("upper", "lower"), Recipe(epochs=60, lr=1e-2)),
+    *(ZooEntry(name, f"ReLU MLP surrogate {d} -> {w}x{k} -> {m} of the {name} simulator", _surrogate(d, m, w, k),
+               f"sim-{name}", spec, (), recipe, output_activation="none", trainer=_train_surrogate(recipe))
+      for name, d, m, w, k, spec, recipe in (
+          ("arm", 4, 2, 128, 3, InputSpec((4,), low=-math.pi, high=math.pi), Recipe(epochs=100, batch_size=256, lr=3e-3)),
+          ("sine", 2, 1, 128, 3, InputSpec((2,), low=-1.0, high=1.0), Recipe(epochs=200, batch_size=256, lr=3e-3)),
+          ("ballistics", 4, 1, 128, 3, InputSpec((4,), low=-3.0, high=40.0),
+           Recipe(epochs=100, batch_size=256, lr=3e-3)))),
 )}
 
 _SEEDS = {"roman-verifier": 7, "digits-verifier": 7}
@@ -186,7 +266,8 @@ def load_zoo(name: str, *, data: str | None = None, seed: int = 0, verifier: boo
         meta = train(module, loader(seed), seed + _SEEDS.get(name, 0))
         meta["data"] = key
         _save_atomic(module, meta, path)
-    info = {"architecture": entry.summary, "test_accuracy": float(meta["test_accuracy"]), "data": meta["data"]}
+    info = {"architecture": entry.summary, "data": meta["data"],
+            **{k: float(meta[k]) for k in ("test_accuracy", "test_mse") if k in meta}}
     verifier_model = None
     if verifier and entry.verifier is not None:
         verifier_model = load_zoo(entry.verifier, data=data, seed=seed, verifier=False, quiet=quiet)

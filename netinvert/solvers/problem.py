@@ -24,6 +24,7 @@ from netinvert.models.onnx import OnnxModule
 from netinvert.models.wrapper import Model
 from netinvert.solvers.piecewise import PLNet, from_onnx_model, from_torch
 from netinvert.targets.output_set import OutputSet
+from netinvert.targets.regression import Regression
 from netinvert.targets.units import Class
 
 Checker = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # flat inputs -> (float32 outputs, float64 outputs)
@@ -43,15 +44,18 @@ def box_of(model: Model, domain: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def as_output_set(model: Model, target: Any, num_outputs: int) -> tuple[OutputSet, str]:
-    """An ``OutputSet`` and its label from an ``OutputSet`` or ``Class(k, margin)`` target."""
+    """An ``OutputSet`` and its label from an ``OutputSet``, ``Class(k, margin)`` or ``Regression`` target."""
     if isinstance(target, Class):
         k = model.class_index(target.index)
         return OutputSet.from_class(k, num_outputs, target.margin), f"class {model.class_label(k)} by {target.margin:g}"
+    if isinstance(target, Regression):
+        return target.output_set(num_outputs), target.description
     if isinstance(target, OutputSet):
         if target.num_outputs != num_outputs:
             raise NetinvertError(f"output set is over {target.num_outputs} outputs but {model.name} has {num_outputs}")
         return target, target.description
-    raise NetinvertError(f"exact methods support OutputSet and Class targets, not {type(target).__name__}")
+    raise NetinvertError(f"exact methods support OutputSet, Class and Regression (with a tolerance) targets, "
+                         f"not {type(target).__name__}")
 
 
 def network_of(model: Model) -> PLNet:

@@ -1,0 +1,126 @@
+"""``netinvert design``: inverse design, inputs of a regression network that give wanted outputs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from netinvert.cli.common import (
+    ArchKwargsOpt,
+    ArchOpt,
+    DataOpt,
+    ModelOpt,
+    OutOpt,
+    RangeOpt,
+    ShapeOpt,
+    TrustOpt,
+    cli_errors,
+    console,
+    load_model,
+)
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.result import Result
+
+SHOWN = 10  # solutions per target in the printed table
+
+
+def parse_values(text: str, flag: str = "--y") -> list[float]:
+    """Comma-separated finite numbers, e.g. ``1.2,0.5``."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise NetinvertError(f"{flag} {text!r} is not a list of numbers: give e.g. {flag} 1.2,0.5") from None
+    if not values:
+        raise NetinvertError(f"{flag} is empty: give the wanted outputs, e.g. {flag} 1.2,0.5")
+    if not all(math.isfinite(v) for v in values):
+        raise NetinvertError(f"{flag} {text!r} holds a non-finite value: give finite numbers")
+    return values
+
+
+@cli_errors
+def design(
+    model: ModelOpt,
+    out: OutOpt,
+    y: Annotated[list[str], typer.Option("--y", help="Wanted outputs, comma-separated; repeat for more targets.")],
+    outputs: Annotated[str | None, typer.Option(help="Output indices the values are for (default: all).")] = None,
+    samples: Annotated[int, typer.Option(help="Distinct solutions per target (T).")] = 50,
+    starts: Annotated[int, typer.Option(help="Random starts per target.")] = 1024,
+    steps: Annotated[int, typer.Option(help="Adam steps.")] = 300,
+    lr: Annotated[float, typer.Option(help="Learning rate, in half-widths of the search box.")] = 0.5,
+    tolerance: Annotated[float | None, typer.Option(help="Largest output error that counts as reached.")] = None,
+    simulator: Annotated[str | None, typer.Option(
+        help="Re-simulate with module:function or a built-in (arm, sine, ballistics; default for zoo surrogates)."
+    )] = None,
+    prove: Annotated[float, typer.Option(help="Seconds for exact to prove an unreached target unreachable.")] = 20.0,
+    seed: Annotated[int, typer.Option(help="Random seed (results are deterministic for a seed).")] = 0,
+    threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
+    data: DataOpt = None,
+    arch: ArchOpt = None,
+    arch_kwargs: ArchKwargsOpt = None,
+    trust_pickle: TrustOpt = False,
+    input_shape: ShapeOpt = None,
+    input_range: RangeOpt = None,
+) -> None:
+    """Find T distinct inputs per target whose outputs equal the wanted values (neural-adjoint search)."""
+    from netinvert.data.simulators import SIMULATORS, get_simulator
+    from netinvert.ground.output import check_writable
+    from netinvert.methods import invert
+    from netinvert.targets.regression import Regression
+
+    check_writable(out)
+    values = [parse_values(text) for text in y]
+    picked = [int(v) for v in parse_values(outputs, "--outputs")] if outputs is not None else None
+    sim_name = simulator or (model if model in SIMULATORS else None)
+    sim = get_simulator(sim_name) if sim_name is not None else None
+    net = load_model(model, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle, input_shape=input_shape,
+                     input_range=input_range, data=data)
+    targets = [Regression(v, picked) for v in values]
+    result = invert(net, targets, None, method="adjoint", samples=samples, starts=starts, steps=steps, lr=lr,
+                    seed=seed, tolerance=tolerance, simulator=sim, prove=prove, threads=threads)
+
+    def pictures(folder: Path) -> None:
+        from netinvert.report.design import plot_arm_poses, plot_level_set
+
+        if sim_name == "arm":
+            plot_arm_poses(result, folder / "arm_poses.png")
+        if net.input_spec.shape == (2,):
+            plot_level_set(result, net, folder / "level_set.png")
+
+    result.save(out, images=False, extras=pictures)
+    _print(result, sim is not None)
+    console.print(f"wrote {out}/result.json, inputs.npy and pictures", highlight=False)
+
+
+def _print(result: Result, resimulated: bool) -> None:
+    samples = int(result.info["options"]["samples"])
+    for i, summary in enumerate(result.info["targets"]):
+        table = Table(title=f"{result.model}: {summary['target']}")
+        for col in ("rank", "x", "surrogate MSE", "re-simulated MSE", "status"):
+            table.add_column(col, no_wrap=col == "x")
+        for item, x in list(zip(result.items[i * samples : (i + 1) * samples],
+                                result.inputs[i * samples : (i + 1) * samples], strict=True))[:SHOWN]:
+            m = item.metrics
+            table.add_row(str(m["rank"]), " ".join(f"{v:.3f}" for v in x.reshape(-1).tolist()),
+                          f"{m['surrogate_mse']:.2e}",
+                          f"{m['resim_mse']:.2e}" if resimulated and math.isfinite(m["resim_mse"]) else "-",
+                          item.status)
+        console.print(table)
+        more = f" ({samples - SHOWN} more in result.json)" if samples > SHOWN else ""
+        found = summary["found"]
+        if found:
+            console.print(f"{found}/{samples} solutions reach y within {summary['tolerance']:g}{more}", highlight=False)
+        else:
+            proved = summary.get("proof") == "none-exists"
+            label = "none exists (proved for the network in the search box)" if proved else "not reached"
+            closest = ", ".join(f"{v:.4g}" for v in summary["closest_output"])
+            console.print(f"{label}: closest reachable output ({closest}), residual {summary['residual']:.3g} "
+                          f"> tolerance {summary['tolerance']:g}{more}", highlight=False)
+    if "r_curve" in result.info:
+        curve = result.info["r_curve"]
+        picks = [t for t in (1, 10, 50, 200) if t <= len(curve)]
+        console.print("r_T (mean best re-simulated MSE of the first T): "
+                      + ", ".join(f"r_{t} = {curve[t - 1]:.2e}" for t in picks), highlight=False)
