@@ -16,15 +16,16 @@ from typer.testing import CliRunner
 from netinvert.cli.invert import invert, leakage
 from netinvert.data.sources import load_source, read_input
 from netinvert.ground.errors import NetinvertError
+from netinvert.ground.result import Result
 from netinvert.ground.spec import InputSpec
 from netinvert.methods import decoder as decoder_method
 from netinvert.methods import hybrid
 from netinvert.methods import invert as invert_method
 from netinvert.models.zoo import load_dataset
-from netinvert.report.leakage import write_report
+from netinvert.report.leakage import write_leakage
 from netinvert.report.metrics import psnr, ssim
 from netinvert.targets.activations import Activations, capture_activations, load_activations, targets_for
-from netinvert.tasks.leakage import evaluate
+from netinvert.tasks.leakage import evaluate, leakage_result, reconstructions
 
 torch.set_num_threads(1)
 
@@ -133,14 +134,15 @@ def test_decoders_are_cached_per_model_layer_and_data(cnn, monkeypatch, tmp_path
 @pytest.mark.slow
 def test_leakage_falls_with_depth_and_hybrid_beats_both(cnn, tmp_path):
     split = cnn.data_split()
-    rows = evaluate(cnn, ["fc", "conv", "pool"], ["gradient", "decoder", "hybrid"], split, count=16)
+    folder = tmp_path / "report"
+    rows = evaluate(cnn, ["fc", "conv", "pool"], ["gradient", "decoder", "hybrid"], split, count=16, folder=folder)
     assert [r["layer"] for r in rows[::3]] == ["conv", "pool", "fc"]
     psnr_of = {(r["layer"], r["method"]): r["psnr"] for r in rows}
     best = [max(psnr_of[(layer, m)] for m in ("gradient", "decoder", "hybrid")) for layer in ("conv", "pool", "fc")]
     assert best[0] > best[1] > best[2], best
     for layer in ("conv", "pool"):
         assert psnr_of[(layer, "hybrid")] >= max(psnr_of[(layer, "gradient")], psnr_of[(layer, "decoder")]) - 1.0
-    out = write_report(rows, tmp_path / "report")
+    out = write_leakage(rows, folder, leakage_result(cnn, rows, 16, {}), reconstructions(folder, rows))
     saved = json.loads((out / "leakage.json").read_text())
     assert {"layer", "method", "psnr", "ssim", "verifier_agreement", "seconds"} <= set(saved[0])
     assert (out / "psnr_vs_depth.png").stat().st_size > 1000 and (out / "leakage.md").exists()
@@ -224,6 +226,19 @@ def test_leakage_command_writes_table_plot_and_json(tmp_path):
     assert rows[0]["psnr"] > rows[1]["psnr"]
     assert "| conv | 1 | gradient |" in (out / "leakage.md").read_text()
     assert (out / "psnr_vs_depth.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "reconstructions.png").read_bytes()[:4] == b"\x89PNG"
+    saved = Result.load(out)
+    assert saved.method == "leakage" and [i.target for i in saved.items] == ["conv / gradient", "fc / gradient"]
+    assert saved.inputs.shape == (3, 1, 28, 28) and saved.items[0].metrics["psnr"] == rows[0]["psnr"]
+    parts = {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.npz")}
+    res = CliRunner().invoke(_app(), ["leakage", "--model", "digits-cnn", "--layers", "fc,conv,pool", "--methods",
+                                      "gradient", "--count", "3", "--steps", "60", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.npz") if p.name in parts} == parts
+    assert [r["layer"] for r in json.loads((out / "leakage.json").read_text())] == ["conv", "pool", "fc"]
+    res = CliRunner().invoke(_app(), ["leakage", "--model", "digits-cnn", "--layers", "conv", "--methods",
+                                      "gradient", "--count", "4", "--out", str(out)])
+    assert res.exit_code == 2 and "made with other options" in " ".join(res.output.split())
     res = CliRunner().invoke(_app(), ["leakage", "--model", "digits-cnn", "--layers", "conv", "--methods", "magic",
                                       "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "unknown inversion method 'magic'" in res.output

@@ -127,10 +127,10 @@ def leakage(
 ) -> None:
     """Report how much each layer leaks about its input: PSNR, SSIM, verifier agreement per layer and method."""
     from netinvert.ground.output import check_writable
-    from netinvert.report.leakage import table, write_report
-    from netinvert.tasks.leakage import evaluate
+    from netinvert.report.leakage import table, write_leakage
+    from netinvert.tasks.leakage import evaluate, leakage_result, reconstructions
 
-    check_writable(out)
+    check_writable(out, replace=False)
     layer_list = [name.strip() for name in layers.split(",") if name.strip()]
     method_list = [name.strip() for name in methods.split(",") if name.strip()]
     if not layer_list or not method_list:
@@ -138,9 +138,12 @@ def leakage(
     net = model.load()
     for name in layer_list:
         net.get_layer(name)
-    rows = evaluate(net, layer_list, method_list, count=count, steps=steps, seed=seed, threads=threads,
+    rows = evaluate(net, layer_list, method_list, count=count, steps=steps, seed=seed, threads=threads, folder=out,
                     log=lambda r: console.print(f"{r['layer']} {r['method']}: PSNR {r['psnr']:.2f} dB", highlight=False))
-    write_report(rows, out, title=f"leakage of {net.name}")
+    options = {"layers": layer_list, "methods": method_list, "count": count, "steps": steps, "seed": seed}
+    write_leakage(rows, out, leakage_result(net, rows, count, options), reconstructions(out, rows),
+                  title=f"leakage of {net.name}")
     save_report(out)
     console.print(table(rows), highlight=False)
-    console.print(f"wrote {out}/leakage.json, leakage.md and psnr_vs_depth.png")
+    console.print(f"wrote {out}: leakage.json, leakage.md, psnr_vs_depth.png, reconstructions.png, result.json; "
+                  "rerun the same command to resume or add layers and methods", highlight=False, soft_wrap=True)

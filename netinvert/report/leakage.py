@@ -8,7 +8,6 @@ as a table (``leakage.md``), a plot of PSNR against depth (``psnr_vs_depth.png``
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from netinvert.ground.output import atomic_folder
+from netinvert.ground.images import is_image, save_grid
+from netinvert.ground.output import write_file, write_json, write_text
+from netinvert.ground.result import Result
 from netinvert.models.wrapper import Model
 from netinvert.report.metrics import psnr, ssim
 
@@ -85,11 +86,21 @@ def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def write_report(rows: list[dict[str, Any]], out: str | os.PathLike[str], title: str = "leakage") -> Path:
-    """Write ``leakage.json``, ``leakage.md`` and ``psnr_vs_depth.png`` into ``out`` (atomically)."""
-    with atomic_folder(out) as tmp:
-        (tmp / "leakage.json").write_text(json.dumps(rows, indent=2))
-        (tmp / "leakage.md").write_text(f"# {title}\n\n" + table(rows))
-        _plot(rows, tmp / "psnr_vs_depth.png", title)
-    return Path(out)
-
+def write_leakage(rows: list[dict[str, Any]], folder: str | os.PathLike[str], result: Result,
+                  reconstructions: list[np.ndarray], title: str = "leakage", shown: int = 8) -> Path:
+    """Write ``leakage.json``, ``leakage.md``, ``psnr_vs_depth.png``, the result files (the held-out originals
+    and their outputs) and ``reconstructions.png`` (originals, then one row per layer and method) into
+    ``folder``, each file atomically (the folder also holds the resumable parts)."""
+    folder = Path(folder)
+    write_json(folder / "leakage.json", rows)
+    write_text(folder / "leakage.md", f"# {title}\n\n" + table(rows))
+    write_file(folder / "psnr_vs_depth.png", lambda tmp: _plot(rows, tmp, title))
+    result.write_files(folder, images=False)
+    if is_image(result.inputs):
+        n = min(shown, len(result.inputs))
+        pictures = torch.cat([result.inputs[:n]] + [torch.as_tensor(r[:n]) for r in reconstructions])
+        captions = [f"original {i}" for i in range(n)]
+        captions += [f"{row['layer']} {row['method']}" for row in rows for _ in range(n)]
+        write_file(folder / "reconstructions.png",
+                   lambda tmp: save_grid(pictures, captions, tmp, result.value_range, columns=n))
+    return folder

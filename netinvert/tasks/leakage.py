@@ -6,20 +6,26 @@ reconstructs the inputs from that layer's activations; the report layer scores a
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from netinvert.data.sources import DataSplit
 from netinvert.ground.errors import NetinvertError, choices
+from netinvert.ground.output import write_file, write_json
+from netinvert.ground.result import Item, Result
 from netinvert.methods import invert
 from netinvert.models.wrapper import Model
 from netinvert.report.leakage import mean, quality
 from netinvert.targets.activations import capture_activations, targets_for
 
 INVERSION_METHODS = ("gradient", "decoder", "hybrid")
+PARTS = "parts"
 
 
 def check_methods(methods: Sequence[str]) -> None:
@@ -42,10 +48,12 @@ def options_for(method: str, *, data: DataSplit | None = None, steps: int | None
 
 def evaluate(model: Model, layers: Sequence[str], methods: Sequence[str], data: DataSplit | None = None, *,
              count: int = 64, steps: int | None = None, seed: int = 0, threads: int | None = None,
-             log: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+             folder: Path | None = None, log: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Invert the first ``count`` held-out inputs at every layer with every method; one row per pair.
 
     ``data``: the split to take held-out inputs from and train decoders on (default: the model's own).
+    ``folder``: keep each finished pair there (``parts/``, with its reconstructions) and skip pairs already
+    there, so an interrupted report resumes; the folder must have been made with the same count, steps and seed.
     """
     check_methods(methods)
     if count < 1:
@@ -54,23 +62,77 @@ def evaluate(model: Model, layers: Sequence[str], methods: Sequence[str], data: 
         model.get_layer(layer)
     split = data if data is not None else model.data_split()
     x = torch.as_tensor(split.x_held[:count], dtype=torch.float32)
+    if folder is not None:
+        _open_parts(folder, {"model": model.name, "data": split.key, "count": len(x), "steps": steps, "seed": seed})
     names = model.layer_names()
     rows = []
     for layer in sorted(layers, key=names.index):
-        values = capture_activations(model, layer, x)
-        targets = targets_for(model, layer, values)
-        depth = model.layer_depth(layer)
+        values = None
         for method in methods:
-            start = time.perf_counter()
-            result = invert(model, targets, None, method=method,
-                            **options_for(method, data=split, steps=steps, seed=seed, threads=threads, progress=False))
-            seconds = time.perf_counter() - start
-            q = quality(model, x, result.inputs)
-            row = {"layer": layer, "method": method, "depth": depth, "psnr": mean(q["psnr"]),
-                   "ssim": mean(q["ssim"]), "verifier_agreement": mean(q["verifier_agreement"]),
-                   "activation_error": mean(result.metric("activation_error")), "seconds": seconds,
-                   "count": len(x)}
+            part = folder / PARTS / f"{_safe(layer)}__{method}.npz" if folder is not None else None
+            if part is not None and part.exists():
+                with np.load(part) as saved:
+                    row = json.loads(str(saved["row"]))
+            else:
+                values = capture_activations(model, layer, x) if values is None else values
+                row, inputs = _one(model, layer, method, x, values, split, steps=steps, seed=seed, threads=threads)
+                if part is not None:
+                    write_file(part, lambda tmp, row=row, inputs=inputs: np.savez(
+                        tmp, row=json.dumps(row), reconstructions=inputs.detach().cpu().numpy()))
             rows.append(row)
             if log is not None:
                 log(row)
     return rows
+
+
+def reconstructions(folder: Path, rows: Sequence[dict[str, Any]]) -> list[np.ndarray]:
+    """The saved reconstructions of each row of a leakage folder, in row order."""
+    out = []
+    for row in rows:
+        with np.load(folder / PARTS / f"{_safe(row['layer'])}__{row['method']}.npz") as saved:
+            out.append(saved["reconstructions"])
+    return out
+
+
+def _one(model: Model, layer: str, method: str, x: torch.Tensor, values: torch.Tensor, split: DataSplit, *,
+         steps: int | None, seed: int, threads: int | None) -> tuple[dict[str, Any], torch.Tensor]:
+    start = time.perf_counter()
+    result = invert(model, targets_for(model, layer, values), None, method=method,
+                    **options_for(method, data=split, steps=steps, seed=seed, threads=threads, progress=False))
+    seconds = time.perf_counter() - start
+    q = quality(model, x, result.inputs)
+    row = {"layer": layer, "method": method, "depth": model.layer_depth(layer), "psnr": mean(q["psnr"]),
+           "ssim": mean(q["ssim"]), "verifier_agreement": mean(q["verifier_agreement"]),
+           "activation_error": mean(result.metric("activation_error")), "seconds": seconds, "count": len(x)}
+    return row, result.inputs
+
+
+def _open_parts(folder: Path, options: dict[str, Any]) -> None:
+    """Start a resumable leakage folder, or check that the one there was made with ``options``."""
+    manifest = folder / PARTS / "options.json"
+    if manifest.exists():
+        before = json.loads(manifest.read_text())
+        changed = [f"{k}={before.get(k)!r} (now {v!r})" for k, v in options.items() if before.get(k) != v]
+        if changed:
+            raise NetinvertError(f"{folder} holds a leakage report made with other options: {', '.join(changed)}; "
+                                 "rerun with the same options to resume, or choose another `out`")
+        return
+    if folder.exists() and any(folder.iterdir()):
+        raise NetinvertError(f"{folder} is not empty and holds no leakage report; choose an empty or new `out`")
+    write_json(manifest, options)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def leakage_result(model: Model, rows: Sequence[dict[str, Any]], count: int, options: dict[str, Any]) -> Result:
+    """The report as a :class:`Result`: the held-out originals as inputs, one item per layer and method."""
+    x = torch.as_tensor(model.data_split().x_held[:count], dtype=torch.float32)
+    with torch.no_grad():
+        outputs = model(x)
+    items = [Item(f"{row['layer']} / {row['method']}", "found", metrics=dict(row)) for row in rows]
+    return Result(method="leakage", model=model.name, inputs=x, outputs=outputs, items=items,
+                  timing={"total_s": float(sum(row["seconds"] for row in rows))},
+                  info={"options": options}, labels=[f"original {i}" for i in range(len(x))],
+                  value_range=(model.input_spec.low, model.input_spec.high))
