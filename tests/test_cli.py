@@ -98,7 +98,7 @@ def test_sample_and_patterns_commands(tmp_path, zoo):
     assert not (tmp_path / "q").exists()
 
 
-MODEL_COMMANDS = ["imagine", "layers", "atlas", "invert", "leakage", "sample", "patterns", "preimage", "draw",
+MODEL_COMMANDS = ["imagine", "layers", "atlas", "invert", "leakage", "sample", "patterns", "preimage", "draw", "design",
                   "warp"]
 
 

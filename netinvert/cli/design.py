@@ -9,19 +9,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from netinvert.cli.common import (
-    ArchKwargsOpt,
-    ArchOpt,
-    DataOpt,
-    ModelOpt,
-    OutOpt,
-    RangeOpt,
-    ShapeOpt,
-    TrustOpt,
-    cli_errors,
-    console,
-    load_model,
-)
+from netinvert.cli.common import LrOpt, OutOpt, SamplesOpt, SeedOpt, StepsOpt, ThreadsOpt, cli_errors, console
+from netinvert.cli.options import ModelOptions, model_command
+from netinvert.cli.report import save_report
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.result import Result
 
@@ -42,28 +32,23 @@ def parse_values(text: str, flag: str = "--y") -> list[float]:
 
 
 @cli_errors
+@model_command()
 def design(
-    model: ModelOpt,
+    model: ModelOptions,
     out: OutOpt,
     y: Annotated[list[str], typer.Option("--y", help="Wanted outputs, comma-separated; repeat for more targets.")],
     outputs: Annotated[str | None, typer.Option(help="Output indices the values are for (default: all).")] = None,
-    samples: Annotated[int, typer.Option(help="Distinct solutions per target (T).")] = 50,
-    starts: Annotated[int, typer.Option(help="Random starts per target.")] = 1024,
-    steps: Annotated[int, typer.Option(help="Adam steps.")] = 300,
-    lr: Annotated[float, typer.Option(help="Learning rate, in half-widths of the search box.")] = 0.5,
+    samples: SamplesOpt = 50,
+    starts: Annotated[int, typer.Option(min=1, help="Random starts per target.")] = 1024,
+    steps: StepsOpt = 300,
+    lr: LrOpt = 0.5,
     tolerance: Annotated[float | None, typer.Option(help="Largest output error that counts as reached.")] = None,
     simulator: Annotated[str | None, typer.Option(
         help="Re-simulate with module:function or a built-in (arm, sine, ballistics; default for zoo surrogates)."
     )] = None,
-    prove: Annotated[float, typer.Option(help="Seconds for exact to prove an unreached target unreachable.")] = 20.0,
-    seed: Annotated[int, typer.Option(help="Random seed (results are deterministic for a seed).")] = 0,
-    threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
-    data: DataOpt = None,
-    arch: ArchOpt = None,
-    arch_kwargs: ArchKwargsOpt = None,
-    trust_pickle: TrustOpt = False,
-    input_shape: ShapeOpt = None,
-    input_range: RangeOpt = None,
+    prove: Annotated[float, typer.Option(min=0.0, help="Seconds to prove an unreached target unreachable.")] = 20.0,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Find T distinct inputs per target whose outputs equal the wanted values (neural-adjoint search)."""
     from netinvert.data.simulators import SIMULATORS, get_simulator
@@ -74,10 +59,9 @@ def design(
     check_writable(out)
     values = [parse_values(text) for text in y]
     picked = [int(v) for v in parse_values(outputs, "--outputs")] if outputs is not None else None
-    sim_name = simulator or (model if model in SIMULATORS else None)
+    sim_name = simulator or (model.model if model.model in SIMULATORS else None)
     sim = get_simulator(sim_name) if sim_name is not None else None
-    net = load_model(model, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle, input_shape=input_shape,
-                     input_range=input_range, data=data)
+    net = model.load()
     targets = [Regression(v, picked) for v in values]
     result = invert(net, targets, None, method="adjoint", samples=samples, starts=starts, steps=steps, lr=lr,
                     seed=seed, tolerance=tolerance, simulator=sim, prove=prove, threads=threads)
@@ -91,6 +75,7 @@ def design(
             plot_level_set(result, net, folder / "level_set.png")
 
     result.save(out, images=False, extras=pictures)
+    save_report(out)
     _print(result, sim is not None)
     console.print(f"wrote {out}/result.json, inputs.npy and pictures", highlight=False)
 
