@@ -92,9 +92,12 @@ def test_sample_and_patterns_commands(tmp_path, zoo):
     import numpy as np
 
     assert np.load(tmp_path / "p" / "patterns.npy").shape == (25, 1, 20, 20)
-    assert (tmp_path / "p" / "sheet.png").exists()
+    assert (tmp_path / "p" / "grid.png").exists()
+    saved = json.loads((tmp_path / "p" / "result.json").read_text())
+    assert saved["method"] == "patterns" and len(saved["items"]) == 25 and saved["items"][3]["target"] == "fc2:3"
     bad = runner.invoke(app, ["patterns", "-m", "digits-cnn", "-l", "conv", "-o", str(tmp_path / "q")])
-    assert bad.exit_code == 2 and "cannot invert layer 'conv' (Conv2d)" in bad.output
+    assert bad.exit_code == 2 and "patterns need a fully connected network" in " ".join(bad.output.split())
+    assert "layer 'conv' (Conv2d)" in " ".join(bad.output.split())
     assert not (tmp_path / "q").exists()
 
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Annotated
 
 import numpy as np
@@ -21,6 +17,7 @@ from netinvert.cli.common import (
     console,
     parse_targets,
     print_result,
+    print_written,
 )
 from netinvert.cli.options import ModelOptions, model_command
 from netinvert.cli.report import save_report
@@ -60,29 +57,15 @@ def patterns(
     = "weights",
 ) -> None:
     """Every hidden unit's pattern in input space, as a contact sheet plus one PNG per unit."""
-    from netinvert.ground.images import save_grid, save_items
-    from netinvert.tasks.patterns import for_display, unit_patterns
+    from netinvert.ground.output import write_file
+    from netinvert.tasks.patterns import patterns_result
 
     check_writable(out)
     net = model.load()
-    found = unit_patterns(net, layer, kind)
-    shown = for_display(found) if kind == "weights" else found
-    value_range = (0.0, 1.0) if kind == "weights" else (net.input_spec.low, net.input_spec.high)
-    captions = [f"{layer}:{j}" for j in range(found.shape[0])]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        np.save(tmp / "patterns.npy", found.detach().cpu().numpy())
-        if net.input_spec.is_image:
-            save_grid(shown, captions, tmp / "sheet.png", value_range)
-            save_items(shown, captions, tmp, value_range)
-        summary = {"model": net.name, "layer": layer, "kind": kind, "units": int(found.shape[0]),
-                   "input_shape": list(net.input_spec.shape)}
-        (tmp / "result.json").write_text(json.dumps(summary, indent=2))
-        out.mkdir(exist_ok=True)
-        for path in tmp.iterdir():
-            path.replace(out / path.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    result, found = patterns_result(net, layer, kind)
+
+    result.save(out, extras=lambda folder: write_file(folder / "patterns.npy",
+                                                      lambda tmp: np.save(tmp, found.detach().cpu().numpy())))
     save_report(out)
-    console.print(f"{found.shape[0]} {kind} patterns of {net.name}:{layer} -> {out}/sheet.png, patterns.npy")
+    console.print(f"{found.shape[0]} {kind} patterns of {net.name}:{layer}", highlight=False)
+    print_written(out, result.inputs)

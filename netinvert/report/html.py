@@ -181,7 +181,7 @@ def _patterns_view(folder: Path, anchor: str) -> str:
     what = (f"<p>{esc(data.get('units', '?'))} {esc(data.get('kind', ''))} patterns of layer "
             f"<b>{esc(data.get('layer', '?'))}</b> in input space</p>")
     parts = [what]
-    sheet = _png(folder / "sheet.png")
+    sheet = _png(folder / "grid.png")
     if sheet is not None:
         parts.append(section("contact sheet", img(sheet, "unit patterns"), level=3))
     cards = []

@@ -22,6 +22,7 @@ import torch
 
 from netinvert.domains.sets import Ball, Box
 from netinvert.ground.errors import NetinvertError, choices
+from netinvert.ground.result import Item, Result
 from netinvert.methods import invert
 from netinvert.models.wrapper import Model
 from netinvert.solvers.chain import Chain, input_bounds, layer_position, layer_value, read_chain
@@ -50,7 +51,7 @@ def unit_patterns(model: Model, layer: str, kind: str = "weights", *, level: flo
     :func:`netinvert.methods.analytic.solve_layerwise`.
     """
     _check(kind)
-    chain = read_chain(model)
+    chain = _fully_connected(model)
     stage, where = layer_position(model, chain, layer)
     shape = model.input_spec.shape
     if kind == "weights":
@@ -76,7 +77,7 @@ def activity_pattern(model: Model, layer: str, activities: torch.Tensor | np.nda
                      metric: str | None = None) -> torch.Tensor:
     """The input-space pattern (*input_shape) of a whole activity vector of ``layer``."""
     _check(kind)
-    chain = read_chain(model)
+    chain = _fully_connected(model)
     position = layer_position(model, chain, layer)
     v = layer_value(activities, chain, position, layer)
     if kind == "backprojected":
@@ -95,3 +96,31 @@ def for_display(patterns: torch.Tensor) -> torch.Tensor:
     flat = patterns.reshape(patterns.shape[0], -1)
     scale = flat.abs().amax(dim=1).clamp_min(1e-12).reshape(-1, *([1] * (patterns.dim() - 1)))
     return 0.5 + 0.5 * patterns / scale
+
+
+def _fully_connected(model: Model) -> Chain:
+    """The model as a chain of Linear layers and elementwise activations, or an error saying patterns need one."""
+    try:
+        return read_chain(model)
+    except NetinvertError as exc:
+        raise NetinvertError(f"hidden-unit patterns need a fully connected network (Linear layers and elementwise "
+                             f"activations), and {model.name} is not one ({exc}); for convolutional units use "
+                             "`netinvert atlas`") from None
+
+
+def patterns_result(model: Model, layer: str, kind: str = "weights") -> tuple[Result, torch.Tensor]:
+    """Every unit's pattern as a :class:`Result` (one item per unit, inputs ready to show: signed weight patterns
+    mapped to [0, 1] around 0.5) and the raw patterns."""
+    found = unit_patterns(model, layer, kind)
+    shown = for_display(found) if kind == "weights" else found
+    with torch.no_grad():
+        outputs = model(found) if kind == "backprojected" else torch.empty(0)
+    flat = found.reshape(found.shape[0], -1)
+    items = [Item(f"{layer}:{j}", "found", metrics={"unit": j, "norm": float(flat[j].norm())})
+             for j in range(found.shape[0])]
+    value_range = (0.0, 1.0) if kind == "weights" else (model.input_spec.low, model.input_spec.high)
+    result = Result(method="patterns", model=model.name, inputs=shown, outputs=outputs, items=items,
+                    info={"layer": layer, "kind": kind, "units": int(found.shape[0]),
+                          "input_shape": list(model.input_spec.shape), "options": {"layer": layer, "kind": kind}},
+                    labels=[item.target for item in items], value_range=value_range)
+    return result, found
