@@ -192,30 +192,39 @@ def _finish(folder: Path, model: Model, plan: _Plan, done: dict[int, dict[str, A
     )
     result.write_files(folder, images=False)
     if model.input_spec.is_image:
-        _contact_sheet(inputs, result.value_range, folder / SHEET)
+        _contact_sheet(inputs, result.value_range, folder / SHEET, result.labels or [])
     return result
 
 
-def _contact_sheet(inputs: torch.Tensor, value_range: tuple[float, float], path: Path) -> None:
-    """All units in one PNG: tiles in unit order, upscaled by a whole factor, at most ``SHEET_MAX_SIDE`` wide."""
+def _contact_sheet(inputs: torch.Tensor, value_range: tuple[float, float], path: Path, captions: list[str]) -> None:
+    """All units in one PNG: tiles in unit order with their captions, upscaled by a whole factor, at most
+    ``SHEET_MAX_SIDE`` wide."""
+    from PIL import Image, ImageDraw, ImageFont
+
     from netinvert.ground.images import to_uint8
 
     n = inputs.shape[0]
     h, w = inputs.shape[2], inputs.shape[3]
     cols = int(np.ceil(np.sqrt(n)))
     rows = -(-n // cols)
-    pad = 2
+    pad, caption = 2, 12
     factor = max(1, min(4, (SHEET_MAX_SIDE // cols - pad) // max(h, w)))
     th, tw = h * factor, w * factor
-    sheet = np.full((rows * (th + pad) + pad, cols * (tw + pad) + pad, 3), 255, dtype=np.uint8)
+    sheet = np.full((rows * (th + caption + pad) + pad, cols * (tw + pad) + pad, 3), 255, dtype=np.uint8)
     for i, x in enumerate(inputs):
         tile = _upscale(to_uint8(x, value_range), factor)
         if tile.ndim == 2:
             tile = np.stack([tile] * 3, axis=-1)
         r, c = divmod(i, cols)
-        y0, x0 = pad + r * (th + pad), pad + c * (tw + pad)
+        y0, x0 = pad + r * (th + caption + pad), pad + c * (tw + pad)
         sheet[y0 : y0 + th, x0 : x0 + tw] = tile
-    _save_png(sheet, path)
+    image = Image.fromarray(sheet)
+    draw, font = ImageDraw.Draw(image), ImageFont.load_default()
+    for i, text in enumerate(captions[:n]):
+        r, c = divmod(i, cols)
+        shown = text if 6 * len(text) <= tw else text.split()[-1]
+        draw.text((pad + c * (tw + pad) + 1, pad + r * (th + caption + pad) + th), shown, fill="black", font=font)
+    write_file(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def _upscale(image: np.ndarray, factor: int) -> np.ndarray:
