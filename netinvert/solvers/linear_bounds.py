@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from netinvert.ground.errors import NetinvertError
 from netinvert.solvers.piecewise import PLNet
 
 DT = torch.float64
@@ -35,6 +36,12 @@ class Bounds:
 
 
 def layers_of(net: PLNet) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The float64 layers of an all-ReLU network (everything in this module assumes ReLUs)."""
+    if not net.piecewise:
+        raise NetinvertError(
+            f"{net.name} has {', '.join(sorted(set(net.kinds) - {'relu'}))} activations: this needs an all-ReLU "
+            "network (smooth activations are bounded by solvers.smooth and searched by input splitting)"
+        )
     return net.torch_layers(DT)
 
 
