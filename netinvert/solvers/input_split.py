@@ -28,7 +28,10 @@ from netinvert.solvers.piecewise import PLNet
 REFUTE = 1e-9  # a row refutes a box when its lower bound exceeds this
 MAX_INPUTS = 16  # input splitting is chosen for at most this many free input dimensions
 MIN_UNSTABLE = 64
-ATTACKED, ATTACK_STEPS = 32, 12  # per round, the boxes with the lowest bounds get this many gradient steps  # ... on ReLU networks with at least this many unstable neurons under CROWN
+ATTACKED, ATTACK_STEPS = (
+    32,
+    12,
+)  # per round, the boxes with the lowest bounds get this many gradient steps  # ... on ReLU networks with at least this many unstable neurons under CROWN
 
 
 def prefer_input_split(net: PLNet, lo: np.ndarray, hi: np.ndarray) -> bool:
@@ -88,6 +91,8 @@ def split_search(
     his = torch.as_tensor(hi, dtype=smooth.DT)[None]
     depth = torch.zeros(1, dtype=torch.long)
     prio = torch.zeros(1, dtype=smooth.DT)  # the parent's best row bound: the lowest is popped first
+    inf = [torch.full((1, w.shape[0]), torch.inf, dtype=smooth.DT) for w, _ in layers[:-1]]
+    pres = [(-t, t) for t in inf]  # pre-activation bounds of each box's parent (they hold on the box)
     stats: dict[str, Any] = {"boxes": 0, "refuted": 0, "batches": 0, "max_depth": 0, "stuck": 0}
 
     def finish(status: str, x: np.ndarray | None = None) -> SplitOutcome:
@@ -98,13 +103,17 @@ def split_search(
     while los.shape[0]:
         if time.perf_counter() - t0 > time_limit:
             return finish("open")
-        n = min(batch, los.shape[0])
+        per_box = (time.perf_counter() - t0) / max(stats["boxes"], 1)  # keeps the last batch inside the limit
+        room = time_limit - (time.perf_counter() - t0)
+        n = min(batch, los.shape[0], max(1, int(room / max(per_box, 1e-6))) if stats["boxes"] else 1)
         order = torch.argsort(prio)
         take, rest = order[:n], order[n:]
         lo_b, hi_b, d_b = los[take], his[take], depth[take]
+        start = [(l[take], u[take]) for l, u in pres]
         los, his, depth, prio = los[rest], his[rest], depth[rest], prio[rest]
+        pres = [(l[rest], u[rest]) for l, u in pres]
         with torch.no_grad():
-            _, val, coef = smooth.crown(layers, kinds, lo_b, hi_b, a_t, b_t)
+            pre, val, coef = smooth.crown(layers, kinds, lo_b, hi_b, a_t, b_t, start)
         stats["boxes"] += n
         stats["batches"] += 1
         stats["max_depth"] = max(stats["max_depth"], int(d_b.max()))
@@ -113,6 +122,7 @@ def split_search(
         if not keep.any():
             continue
         lo_b, hi_b, d_b, val, coef = lo_b[keep], hi_b[keep], d_b[keep], val[keep], coef[keep]
+        pre = [(l[keep], u[keep]) for l, u in pre]
         corners = torch.where(coef > 0, lo_b.unsqueeze(1), hi_b.unsqueeze(1))  # (B, m, n_in)
         worst = torch.argsort(val.amax(dim=1))[:ATTACKED]
         tried = _box_attack(layers, kinds, lo_b[worst], hi_b[worst], a_t, b_t)
@@ -130,6 +140,7 @@ def split_search(
         stats["stuck"] += int((~splittable).sum())
         lo_b, hi_b, d_b, dim = lo_b[splittable], hi_b[splittable], d_b[splittable], dim[splittable]
         best = val.amax(dim=1)[splittable]
+        pre = [(l[splittable], u[splittable]) for l, u in pre]
         rows = torch.arange(len(dim))
         mid = (lo_b[rows, dim] + hi_b[rows, dim]) / 2
         left_hi, right_lo = hi_b.clone(), lo_b.clone()
@@ -139,6 +150,7 @@ def split_search(
         his = torch.cat([his, left_hi, hi_b])
         depth = torch.cat([depth, d_b + 1, d_b + 1])
         prio = torch.cat([prio, best, best])
+        pres = [(torch.cat([pl, l, l]), torch.cat([pu, u, u])) for (pl, pu), (l, u) in zip(pres, pre)]
     return finish("open" if stats["stuck"] else "none")
 
 

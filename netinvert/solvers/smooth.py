@@ -130,9 +130,9 @@ def backsub(
     lam = lam @ w
     for j in range(k - 1, -1, -1):
         al, cl, au, cu = lines[j]
-        lp, ln = lam.clamp(min=0), lam.clamp(max=0)
-        c = c + (lp * cl.unsqueeze(1)).sum(-1) + (ln * cu.unsqueeze(1)).sum(-1)
-        lam = lp * al.unsqueeze(1) + ln * au.unsqueeze(1)
+        pos = lam > 0  # a positive coefficient takes the lower line, a negative one the upper
+        c = c + (lam * torch.where(pos, cl.unsqueeze(1), cu.unsqueeze(1))).sum(-1)
+        lam = lam * torch.where(pos, al.unsqueeze(1), au.unsqueeze(1))
         w, b = layers[j]
         c = c + lam @ b
         lam = lam @ w
@@ -141,13 +141,20 @@ def backsub(
 
 
 def crown(
-    layers: Layers, kinds: list[str], lo: torch.Tensor, hi: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+    layers: Layers,
+    kinds: list[str],
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    start: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor]:
     """CROWN over a batch of boxes: pre-activation bounds per hidden layer, lower bounds (B, m) of
     the spec rows ``a @ y - b`` and their coefficients on the input (B, m, n_in).
 
-    Each hidden layer's bounds are the intersection of interval and back-substituted bounds; a
-    ReLU layer only back-substitutes the neurons that interval bounds leave unstable.
+    Each hidden layer's bounds are the intersection of interval bounds, ``start`` (bounds known to
+    hold on each box, e.g. its parent box's) and back-substituted bounds; a ReLU layer only
+    back-substitutes the neurons that the others leave unstable.
     """
     bsz = lo.shape[0]
     pre: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -158,6 +165,8 @@ def crown(
         wp, wn = w.clamp(min=0), w.clamp(max=0)
         l = a_lo @ wp.T + a_hi @ wn.T + bias
         u = a_hi @ wp.T + a_lo @ wn.T + bias
+        if start is not None:
+            l, u = torch.maximum(l, start[k][0]), torch.minimum(u, start[k][1])
         if k > 0:
             need = ((l < 0) & (u > 0)) if kinds[k] == "relu" else (u - l) > NARROW
             idx = need.any(dim=0).nonzero().flatten()
