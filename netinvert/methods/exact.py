@@ -271,7 +271,7 @@ def _split_case(
     stats["refuted_by_crown"] = len(target.disjuncts) - len(open_)
     if not open_:
         return done("none-exists", "bounds")
-    budget = attack_seconds if attack_seconds is not None else min(max(0.02 * timeout, 0.3), 2.0)
+    budget = attack_seconds if attack_seconds is not None else min(max(0.005 * timeout, 0.2), 0.5)
     rest = OutputSet(tuple(target.disjuncts[i] for i in open_), target.num_outputs)
     x, v = pgd(net, lo, hi, rest, time_limit=min(budget, max(left(), 0.0)), seed=seed)
     stats["attack_violation"] = v

@@ -46,7 +46,7 @@ def prefer_input_split(net: PLNet, lo: np.ndarray, hi: np.ndarray) -> bool:
     lo_t, hi_t = torch.as_tensor(lo, dtype=smooth.DT)[None], torch.as_tensor(hi, dtype=smooth.DT)[None]
     empty = torch.zeros(0, net.num_outputs, dtype=smooth.DT)
     with torch.no_grad():
-        pre, _, _ = smooth.crown(layers, kinds, lo_t, hi_t, empty, torch.zeros(0, dtype=smooth.DT))
+        pre, *_ = smooth.crown(layers, kinds, lo_t, hi_t, empty, torch.zeros(0, dtype=smooth.DT))
     return sum(int(((l < 0) & (u > 0)).sum()) for l, u in pre) >= MIN_UNSTABLE
 
 
@@ -64,7 +64,7 @@ def root_bounds(net: PLNet, lo: np.ndarray, hi: np.ndarray, a: np.ndarray, b: np
     layers, kinds = smooth.layers_and_kinds(net)
     lo_t, hi_t = torch.as_tensor(lo, dtype=smooth.DT)[None], torch.as_tensor(hi, dtype=smooth.DT)[None]
     with torch.no_grad():
-        _, val, _ = smooth.crown(layers, kinds, lo_t, hi_t, torch.as_tensor(a, dtype=smooth.DT), torch.as_tensor(b))
+        _, val, *_ = smooth.crown(layers, kinds, lo_t, hi_t, torch.as_tensor(a, dtype=smooth.DT), torch.as_tensor(b))
     return val[0].numpy()
 
 
@@ -91,8 +91,6 @@ def split_search(
     his = torch.as_tensor(hi, dtype=smooth.DT)[None]
     depth = torch.zeros(1, dtype=torch.long)
     prio = torch.zeros(1, dtype=smooth.DT)  # the parent's best row bound: the lowest is popped first
-    inf = [torch.full((1, w.shape[0]), torch.inf, dtype=smooth.DT) for w, _ in layers[:-1]]
-    pres = [(-t, t) for t in inf]  # pre-activation bounds of each box's parent (they hold on the box)
     stats: dict[str, Any] = {"boxes": 0, "refuted": 0, "batches": 0, "max_depth": 0, "stuck": 0}
 
     def finish(status: str, x: np.ndarray | None = None) -> SplitOutcome:
@@ -109,38 +107,36 @@ def split_search(
         order = torch.argsort(prio)
         take, rest = order[:n], order[n:]
         lo_b, hi_b, d_b = los[take], his[take], depth[take]
-        start = [(l[take], u[take]) for l, u in pres]
         los, his, depth, prio = los[rest], his[rest], depth[rest], prio[rest]
-        pres = [(l[rest], u[rest]) for l, u in pres]
         with torch.no_grad():
-            pre, val, coef = smooth.crown(layers, kinds, lo_b, hi_b, a_t, b_t, start)
+            _, val, coef, offset = smooth.crown(layers, kinds, lo_b, hi_b, a_t, b_t)
+            joint, mix, x_mix = _joint(coef, offset, lo_b, hi_b, val)
         stats["boxes"] += n
         stats["batches"] += 1
         stats["max_depth"] = max(stats["max_depth"], int(d_b.max()))
-        keep = ~(val > REFUTE).any(dim=1)
+        keep = ~((val > REFUTE).any(dim=1) | (joint > REFUTE))
         stats["refuted"] += int(n - keep.sum())
         if not keep.any():
             continue
         lo_b, hi_b, d_b, val, coef = lo_b[keep], hi_b[keep], d_b[keep], val[keep], coef[keep]
-        pre = [(l[keep], u[keep]) for l, u in pre]
+        joint, mix, x_mix = joint[keep], mix[keep], x_mix[keep]
         corners = torch.where(coef > 0, lo_b.unsqueeze(1), hi_b.unsqueeze(1))  # (B, m, n_in)
         worst = torch.argsort(val.amax(dim=1))[:ATTACKED]
         tried = _box_attack(layers, kinds, lo_b[worst], hi_b[worst], a_t, b_t)
         cands = torch.cat([((lo_b + hi_b) / 2).unsqueeze(1), corners], dim=1).reshape(-1, lo_b.shape[1])
-        cands = torch.cat([tried, cands]).numpy()
+        cands = torch.cat([tried, x_mix, cands]).numpy()
         hits = np.flatnonzero(is_point(cands))
         if len(hits):
             return finish("found", cands[hits[0]])
-        row = val.argmax(dim=1)
         width = hi_b - lo_b
-        score = coef[torch.arange(len(row)), row].abs() * width
+        raw = offset[keep] + (coef.clamp(min=0) * lo_b.unsqueeze(1) + coef.clamp(max=0) * hi_b.unsqueeze(1)).sum(-1)
+        score = coef[torch.arange(len(raw)), raw.argmax(dim=1)].abs() * width  # the best CROWN row picks
         score = torch.where(width > 0, score + 1e-12 * width, torch.full_like(score, -1.0))
         dim = score.argmax(dim=1)
         splittable = width[torch.arange(len(dim)), dim] > 1e-9 * (1 + lo_b.abs().amax(dim=1))
         stats["stuck"] += int((~splittable).sum())
         lo_b, hi_b, d_b, dim = lo_b[splittable], hi_b[splittable], d_b[splittable], dim[splittable]
-        best = val.amax(dim=1)[splittable]
-        pre = [(l[splittable], u[splittable]) for l, u in pre]
+        best = torch.maximum(val.amax(dim=1), joint)[splittable]
         rows = torch.arange(len(dim))
         mid = (lo_b[rows, dim] + hi_b[rows, dim]) / 2
         left_hi, right_lo = hi_b.clone(), lo_b.clone()
@@ -150,7 +146,6 @@ def split_search(
         his = torch.cat([his, left_hi, hi_b])
         depth = torch.cat([depth, d_b + 1, d_b + 1])
         prio = torch.cat([prio, best, best])
-        pres = [(torch.cat([pl, l, l]), torch.cat([pu, u, u])) for (pl, pu), (l, u) in zip(pres, pre)]
     return finish("open" if stats["stuck"] else "none")
 
 
@@ -168,3 +163,31 @@ def _box_attack(
             x -= (0.2 * (1 - step / ATTACK_STEPS) + 0.01) * width * g.sign()
             x.copy_(torch.maximum(torch.minimum(x, hi), lo))
     return x.detach()
+
+
+def _joint(
+    coef: torch.Tensor, offset: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, val: torch.Tensor, steps: int = 30
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A lower bound of ``max_r L_r(x)`` over each box, where ``L_r = coef_r @ x + offset_r`` are the
+    rows' linear lower bounds: the rows must all be <= 0 at once, and for any weights ``w >= 0``
+    summing to 1, ``min_x sum_r w_r L_r(x)`` bounds that maximum from below (weak duality). The
+    weights are tuned by multiplicative updates. Returns the best bound (B,), the weighted
+    coefficients (B, n_in) (they pick the split) and the box point minimizing them (a candidate)."""
+    bsz, m = offset.shape
+    w = torch.full((bsz, m), 1.0 / max(m, 1), dtype=coef.dtype)
+    best = torch.full((bsz,), -torch.inf, dtype=coef.dtype)
+    best_mix = coef[torch.arange(bsz), val.argmax(dim=1)] if m else torch.zeros_like(lo)
+    best_x = (lo + hi) / 2
+    for step in range(steps if m > 1 else 1):
+        mix = (w.unsqueeze(-1) * coef).sum(1)
+        x = torch.where(mix > 0, lo, hi)
+        rows = (coef * x.unsqueeze(1)).sum(-1) + offset
+        bound = (w * rows).sum(1)
+        better = bound > best
+        best = torch.where(better, bound, best)
+        best_mix = torch.where(better.unsqueeze(1), mix, best_mix)
+        best_x = torch.where(better.unsqueeze(1), x, best_x)
+        spread = (rows.amax(1, keepdim=True) - rows.amin(1, keepdim=True)).clamp_min(1e-12)
+        w = w * torch.exp(2.0 / (step + 1) ** 0.5 * (rows - rows.amax(1, keepdim=True)) / spread)
+        w = w / w.sum(1, keepdim=True)
+    return best, best_mix, best_x

@@ -147,14 +147,14 @@ def crown(
     hi: torch.Tensor,
     a: torch.Tensor,
     b: torch.Tensor,
-    start: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor]:
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor, torch.Tensor]:
     """CROWN over a batch of boxes: pre-activation bounds per hidden layer, lower bounds (B, m) of
-    the spec rows ``a @ y - b`` and their coefficients on the input (B, m, n_in).
+    the spec rows ``a @ y - b``, and the linear lower bounds ``coef @ x + offset`` they come from
+    (coefficients (B, m, n_in), offsets (B, m)), which hold on the whole box.
 
-    Each hidden layer's bounds are the intersection of interval bounds, ``start`` (bounds known to
-    hold on each box, e.g. its parent box's) and back-substituted bounds; a ReLU layer only
-    back-substitutes the neurons that the others leave unstable.
+    Each hidden layer's bounds are the intersection of interval and back-substituted bounds; a
+    ReLU layer only back-substitutes the neurons that interval bounds leave unstable. The spec
+    rows' bounds are the better of CROWN's and the interval bounds of the outputs.
     """
     bsz = lo.shape[0]
     pre: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -165,8 +165,6 @@ def crown(
         wp, wn = w.clamp(min=0), w.clamp(max=0)
         l = a_lo @ wp.T + a_hi @ wn.T + bias
         u = a_hi @ wp.T + a_lo @ wn.T + bias
-        if start is not None:
-            l, u = torch.maximum(l, start[k][0]), torch.minimum(u, start[k][1])
         if k > 0:
             need = ((l < 0) & (u > 0)) if kinds[k] == "relu" else (u - l) > NARROW
             idx = need.any(dim=0).nonzero().flatten()
@@ -184,7 +182,12 @@ def crown(
     lam = a.expand(bsz, *a.shape[-2:]) if a.dim() == 2 else a
     c = -(b.expand(bsz, b.shape[-1]) if b.dim() == 1 else b)
     val, coef = backsub(layers, lines, len(layers) - 1, lam, c, lo, hi)
-    return pre, val, coef
+    offset = val - (coef.clamp(min=0) * lo.unsqueeze(1)).sum(-1) - (coef.clamp(max=0) * hi.unsqueeze(1)).sum(-1)
+    w, bias = layers[-1]  # intervals can beat the relaxation on wide boxes: keep the better bound
+    y_lo = a_lo @ w.clamp(min=0).T + a_hi @ w.clamp(max=0).T + bias
+    y_hi = a_hi @ w.clamp(min=0).T + a_lo @ w.clamp(max=0).T + bias
+    box = (lam.clamp(min=0) * y_lo.unsqueeze(1)).sum(-1) + (lam.clamp(max=0) * y_hi.unsqueeze(1)).sum(-1) + c
+    return pre, torch.maximum(val, box), coef, offset
 
 
 def layers_and_kinds(net: PLNet) -> tuple[Layers, list[str]]:
