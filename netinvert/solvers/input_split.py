@@ -129,8 +129,7 @@ def split_search(
         if len(hits):
             return finish("found", cands[hits[0]])
         width = hi_b - lo_b
-        raw = offset[keep] + (coef.clamp(min=0) * lo_b.unsqueeze(1) + coef.clamp(max=0) * hi_b.unsqueeze(1)).sum(-1)
-        score = coef[torch.arange(len(raw)), raw.argmax(dim=1)].abs() * width  # the best CROWN row picks
+        score = coef.abs().sum(1) * width  # every row's sensitivity: any one of them may refute the box
         score = torch.where(width > 0, score + 1e-12 * width, torch.full_like(score, -1.0))
         dim = score.argmax(dim=1)
         splittable = width[torch.arange(len(dim)), dim] > 1e-9 * (1 + lo_b.abs().amax(dim=1))
