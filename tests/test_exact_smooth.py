@@ -116,7 +116,7 @@ def test_input_split_never_contradicts_sampling(kind: str) -> None:
         ys = _outputs(module, xs)
         a = rng.normal(size=(int(rng.integers(1, 3)), ys.shape[1]))
         worst = (ys @ a.T).max(axis=1)
-        b = np.full(a.shape[0], worst.min() + rng.uniform(-0.15, 0.1) * (worst.max() - worst.min()))
+        b = np.full(a.shape[0], worst.min() + rng.uniform(-0.1, 0.15) * (worst.max() - worst.min()))
         target = OutputSet.linear(a, b)
         net = from_torch(module.float(), (n_in,))
         check = exact.torch_checker(module.float(), (n_in,))

@@ -7,7 +7,8 @@ disjunct ``a @ y <= b`` has a positive lower bound, and tries as candidates the 
 box left, per row, the box corner that minimizes the row's linear lower bound, and the end points
 of a short gradient attack inside the worst-bounded boxes. A box left
 open is halved along the input dimension with the largest sensitivity ``|coefficient| * width``
-of its best-bounded row (the row closest to refuting it), as nnenum and alpha-beta-CROWN's
+summed over the rows (any one row may refute it; a tenth of the mean is added so that wide
+dimensions whose coefficients cancel are split too), as nnenum and alpha-beta-CROWN's
 ACAS Xu settings split on the input. This pays when the input has few dimensions and the
 network many unstable neurons; ``prefer_input_split`` makes that choice.
 """
@@ -129,7 +130,10 @@ def split_search(
         if len(hits):
             return finish("found", cands[hits[0]])
         width = hi_b - lo_b
-        score = coef.abs().sum(1) * width  # every row's sensitivity: any one of them may refute the box
+        sens = coef.abs().sum(1)  # every row's sensitivity: any one of them may refute the box
+        # a tenth of the mean sensitivity added to each: a dimension whose coefficients cancel still gets
+        # split when it is wide, since its width also loosens the relaxations behind the bound
+        score = (sens + 0.1 * sens.mean(dim=1, keepdim=True)) * width
         score = torch.where(width > 0, score + 1e-12 * width, torch.full_like(score, -1.0))
         dim = score.argmax(dim=1)
         splittable = width[torch.arange(len(dim)), dim] > 1e-9 * (1 + lo_b.abs().amax(dim=1))
