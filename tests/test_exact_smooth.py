@@ -4,6 +4,7 @@ sampling, every ``found`` point satisfies the set on the module, and known answe
 
 from __future__ import annotations
 
+import copy
 import numpy as np
 import pytest
 import torch
@@ -34,8 +35,9 @@ def _net(rng: np.random.Generator, kind: str, n_in: int, out_act: bool = False) 
 
 
 def _outputs(module: nn.Module, xs: np.ndarray) -> np.ndarray:
+    """float64 outputs of a copy of ``module`` (the module itself keeps its dtype)."""
     with torch.no_grad():
-        return module.double()(torch.as_tensor(xs, dtype=torch.float64)).numpy()
+        return copy.deepcopy(module).double()(torch.as_tensor(xs, dtype=torch.float64)).numpy()
 
 
 def _samples(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, n: int = 20000) -> np.ndarray:
@@ -105,7 +107,8 @@ def test_relu_machinery_refuses_smooth_networks() -> None:
 
 @pytest.mark.parametrize("kind", ["sigmoid", "tanh", "relu"])
 def test_input_split_never_contradicts_sampling(kind: str) -> None:
-    """Output sets placed around the sampled range, so some are reachable, some not, some near ties."""
+    """Output sets placed around the sampled range, so some are reachable, some not, some near ties;
+    a few may stay undecided at the time limit, none may be answered wrongly."""
     rng = np.random.default_rng({"sigmoid": 11, "tanh": 12, "relu": 13}[kind])
     seen = {"found": 0, "none-exists": 0, "unknown": 0}
     for trial in range(10):
@@ -128,9 +131,9 @@ def test_input_split_never_contradicts_sampling(kind: str) -> None:
         elif out.status == "found":
             assert np.all(out.x >= lo) and np.all(out.x <= hi)
             assert target.contains(_outputs(module, out.x.astype(np.float64)[None]), exact.STRICT)[0]
-        else:
-            assert abs(float((ys @ a.T - b).max(axis=1).min())) < 0.05, (kind, trial, out.reason)
-    assert seen["found"] >= 2 and seen["none-exists"] >= 2, seen
+        else:  # undecided in time: allowed, not wrong (steep nets need very small boxes)
+            assert out.reason == "time limit", out.reason
+    assert seen["found"] >= 2 and seen["none-exists"] >= 2 and seen["unknown"] <= 2, seen
 
 
 def test_sigmoid_net_known_reachable_and_unreachable_sets() -> None:
@@ -155,3 +158,23 @@ def test_sigmoid_net_known_reachable_and_unreachable_sets() -> None:
     assert res.status in ("none", "found") and res.stats["boxes"] > 1, res.stats
     if res.status == "found":  # the sampled maximum missed a higher point
         assert _outputs(module, res.x[None])[0, 0] >= top + 0.002
+
+
+def test_roman_mlp_reachable_and_unreachable_goals() -> None:
+    """The seed's question on the seed's sigmoid net (401 inputs): found for a goal the attack
+    reaches, none-exists from the bounds for goals beyond what any input can reach."""
+    from netinvert.domains.sets import Box
+    from netinvert.methods import invert
+    from netinvert.models.zoo import load_zoo
+    from netinvert.targets.units import Class
+
+    m = load_zoo("roman-mlp")
+    res = invert(m, Class("X", margin=10.0), Box(), method="exact", timeout=60)
+    assert res.statuses == ["found"]
+    logits = _outputs(m.module, res.inputs.double())[0]
+    assert logits[5] - np.delete(logits, 5).max() >= 10.0
+    assert res.info["certificates"][0]["search"] == "input-split"
+    assert invert(m, Class("X", margin=25.0), Box(), method="exact", timeout=60).statuses == ["none-exists"]
+    p999 = OutputSet.linear(-np.eye(6)[[5]], np.array([-np.log(999.0)]))  # p(X) >= 0.999
+    out = invert(m, p999, Box(), method="exact", timeout=60)
+    assert out.statuses == ["none-exists"] and out.items[0].metrics["stage"] == "bounds"
