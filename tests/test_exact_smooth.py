@@ -5,6 +5,7 @@ sampling, every ``found`` point satisfies the set on the module, and known answe
 from __future__ import annotations
 
 import copy
+
 import numpy as np
 import pytest
 import torch
