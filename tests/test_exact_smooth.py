@@ -179,3 +179,43 @@ def test_roman_mlp_reachable_and_unreachable_goals() -> None:
     p999 = OutputSet.linear(-np.eye(6)[[5]], np.array([-np.log(999.0)]))  # p(X) >= 0.999
     out = invert(m, p999, Box(), method="exact", timeout=60)
     assert out.statuses == ["none-exists"] and out.items[0].metrics["stage"] == "bounds"
+
+
+def test_onnx_sigmoid_tanh_softplus_read_like_onnxruntime(tmp_path) -> None:
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from netinvert.solvers.piecewise import from_onnx
+
+    rng = np.random.default_rng(4)
+    shapes = {"w1": (3, 6), "b1": (6,), "w2": (6, 5), "w3": (5, 4), "w4": (4, 2)}
+    inits = [
+        helper.make_tensor(k, TensorProto.FLOAT, s, rng.normal(size=s).astype(np.float32).ravel())
+        for k, s in shapes.items()
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h1"]),
+        helper.make_node("Add", ["h1", "b1"], ["h2"]),
+        helper.make_node("Sigmoid", ["h2"], ["a1"]),
+        helper.make_node("MatMul", ["a1", "w2"], ["h3"]),
+        helper.make_node("Tanh", ["h3"], ["a2"]),
+        helper.make_node("MatMul", ["a2", "w3"], ["h4"]),
+        helper.make_node("Softplus", ["h4"], ["a3"]),
+        helper.make_node("MatMul", ["a3", "w4"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "smooth",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        inits,
+    )
+    path = tmp_path / "smooth.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    net = from_onnx(path)
+    assert net.kinds == ["sigmoid", "tanh", "softplus"] and not net.piecewise
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    xs = rng.uniform(-2, 2, size=(50, 3))
+    ref = np.stack([sess.run(None, {"x": x[None].astype(np.float32)})[0][0] for x in xs])
+    assert np.abs(net.forward(xs) - ref).max() < 1e-4

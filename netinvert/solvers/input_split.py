@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from netinvert.solvers import smooth
+from netinvert.solvers.attack import forward_layers
 from netinvert.solvers.piecewise import PLNet
 
 REFUTE = 1e-9  # a row refutes a box when its lower bound exceeds this
@@ -160,7 +161,7 @@ def _box_attack(
     x = ((lo + hi) / 2).clone().requires_grad_(True)
     width = hi - lo
     for step in range(ATTACK_STEPS):
-        loss = (smooth.forward(layers, kinds, x) @ a.T - b).amax(dim=1)
+        loss = (forward_layers(layers, x, kinds) @ a.T - b).amax(dim=1)
         (g,) = torch.autograd.grad(loss.sum(), x)
         with torch.no_grad():
             x -= (0.2 * (1 - step / ATTACK_STEPS) + 0.01) * width * g.sign()

@@ -50,16 +50,6 @@ def _slope(kind: str, z: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(z)  # softplus
 
 
-def forward(layers: Layers, kinds: list[str], x: torch.Tensor) -> torch.Tensor:
-    """The network given as (weight, bias) pairs with ``kinds[i]`` after layer ``i``."""
-    z = x
-    for i, (w, b) in enumerate(layers):
-        z = z @ w.T + b
-        if i < len(layers) - 1:
-            z = act(kinds[i], z)
-    return z
-
-
 def _secant(kind: str, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     fl, fu = act(kind, l), act(kind, u)
     a = (fu - fl) / (u - l).clamp_min(NARROW)
