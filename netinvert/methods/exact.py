@@ -11,6 +11,7 @@ a strict margin; a point that fails is never reported as found.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from netinvert.solvers import linear_bounds as lb
 from netinvert.solvers import milp
 from netinvert.solvers.attack import pgd
 from netinvert.solvers.bab import BabOutcome, bab
+from netinvert.solvers.input_split import REFUTE, prefer_input_split, root_bounds, split_search
 from netinvert.solvers.piecewise import PLNet
 from netinvert.solvers.problem import Checker, as_output_set, box_of, checker_of, network_of
 from netinvert.solvers.refine import refine
@@ -85,6 +87,7 @@ def solve_case(
     bab_share: float = 0.8,
     bab_slice: float = 2.0,
     refine_share: float = 0.75,
+    input_split: bool | None = None,
 ) -> CaseOutcome:
     """Decide whether some x in [lo, hi] has net(x) in ``target``.
 
@@ -95,10 +98,13 @@ def solve_case(
     still open a slice (``bab_slice`` seconds, doubled every round) and resumes its search where
     it stopped, until ``bab_share`` of the time left is spent. The disjuncts left then get the
     MILP, one at a time, with the time left.
+
+    ``input_split`` (None: ``prefer_input_split`` decides) replaces all of this by branch-and-bound
+    on the input box; it is the only search for networks with smooth activations.
     """
     t0 = time.perf_counter()
     left = lambda: timeout - (time.perf_counter() - t0)
-    stats: dict[str, Any] = {"hidden": net.hidden_sizes, "disjuncts": len(target.disjuncts)}
+    stats: dict[str, Any] = {"hidden": net.hidden_sizes, "disjuncts": len(target.disjuncts), "search": "relu-split"}
 
     def done(
         status: str, stage: str, reason: str = "", found: tuple[np.ndarray, np.ndarray, float] | None = None
@@ -113,6 +119,8 @@ def solve_case(
     for x in points[target.violations(net.forward(points)) < 0]:
         if (ok := _accept(x, lo, hi, target, check)) is not None:
             return done("found", "points", found=ok)
+    if input_split if input_split is not None else prefer_input_split(net, lo, hi):
+        return _split_case(net, lo, hi, target, check, timeout, attack_seconds, seed, stats, done)
     # bounds: CROWN (milliseconds on fully connected nets), it refutes many disjuncts
     layers = lb.layers_of(net)
     lo_t = torch.as_tensor(lo, dtype=lb.DT)[None]
@@ -239,6 +247,61 @@ def solve_case(
         if out.status == "unknown":
             return done("unknown", "milp", out.reason)
     return done("none-exists", "bab" if not stats["milp"] else "milp")
+
+
+def _split_case(
+    net: PLNet,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    target: OutputSet,
+    check: Checker,
+    timeout: float,
+    attack_seconds: float | None,
+    seed: int,
+    stats: dict[str, Any],
+    done: Callable[..., CaseOutcome],
+) -> CaseOutcome:
+    """``solve_case`` by input splitting: CROWN on the whole box, the attack, then ``split_search``
+    on each open disjunct (worst-bounded first), each with the time left."""
+    t0 = time.perf_counter()
+    left = lambda: timeout - (time.perf_counter() - t0)
+    stats["search"] = "input-split"
+    stats["activations"] = sorted(set(net.kinds))
+    rows_a = np.vstack([a for a, _ in target.disjuncts])
+    rows_b = np.concatenate([b for _, b in target.disjuncts])
+    owner = np.concatenate([[i] * a.shape[0] for i, (a, _) in enumerate(target.disjuncts)])
+    row_lb = root_bounds(net, lo, hi, rows_a, rows_b)
+    open_ = [i for i in range(len(target.disjuncts)) if not np.any(row_lb[owner == i] > REFUTE)]
+    stats["refuted_by_crown"] = len(target.disjuncts) - len(open_)
+    if not open_:
+        return done("none-exists", "bounds")
+    budget = attack_seconds if attack_seconds is not None else min(max(0.005 * timeout, 0.2), 0.5)
+    rest = OutputSet(tuple(target.disjuncts[i] for i in open_), target.num_outputs)
+    x, v = pgd(net, lo, hi, rest, time_limit=min(budget, max(left(), 0.0)), seed=seed)
+    stats["attack_violation"] = v
+    if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
+        return done("found", "attack", found=ok)
+    open_.sort(key=lambda i: float(np.max(row_lb[owner == i])))
+    stats["input_split"] = []
+    for i in open_:
+        if left() <= 0:
+            return done("unknown", "input-split", "time limit")
+        a, b = target.disjuncts[i]
+        one = OutputSet(((a, b),), target.num_outputs)
+
+        def is_point(xs: np.ndarray, one: OutputSet = one) -> np.ndarray:
+            return one.violations(net.forward(xs)) <= -STRICT
+
+        res = split_search(net, lo, hi, a, b, is_point, time_limit=left())
+        stats["input_split"].append({"disjunct": i, "status": res.status, **res.stats})
+        if res.status == "found" and res.x is not None:
+            if (ok := _accept(res.x, lo, hi, one, check)) is not None:
+                return done("found", "input-split", found=ok)
+            return done("unknown", "input-split", "a point fails the re-check on the original network (a tie)")
+        if res.status == "open":
+            reason = "time limit" if left() <= 0 else "a box too small to split stays undecided"
+            return done("unknown", "input-split", reason)
+    return done("none-exists", "input-split")
 
 
 # ------------------------------------------------------------------------------------------ entry points

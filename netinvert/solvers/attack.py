@@ -11,16 +11,19 @@ import numpy as np
 import torch
 
 from netinvert.solvers.piecewise import PLNet
+from netinvert.solvers.smooth import act
 from netinvert.targets.output_set import OutputSet
 
 
-def forward_layers(layers: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
-    """The network given as (weight, bias) pairs, ReLU between them, on a batch of inputs."""
+def forward_layers(
+    layers: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor, kinds: list[str] | None = None
+) -> torch.Tensor:
+    """The network given as (weight, bias) pairs, ReLU (or ``kinds[i]``) between them, on a batch of inputs."""
     z = x
     for i, (w, b) in enumerate(layers):
         z = z @ w.T + b
         if i < len(layers) - 1:
-            z = torch.relu(z)
+            z = torch.relu(z) if kinds is None else act(kinds[i], z)
     return z
 
 
@@ -61,7 +64,7 @@ def pgd(
                 x[1::restarts] = torch.as_tensor(start, dtype=torch.float32)
         x.requires_grad_(True)
         for step in range(steps):
-            y = forward_layers(layers, x)
+            y = forward_layers(layers, x, net.kinds)
             losses = [(y[i * restarts : (i + 1) * restarts] @ a[i].T - b[i]).amax(dim=1) for i in range(d)]
             loss = torch.cat(losses)
             (g,) = torch.autograd.grad(loss.sum(), x)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from netinvert.ground.errors import NetinvertError
 from netinvert.solvers.piecewise import PLNet
 
 DT = torch.float64
@@ -37,6 +38,12 @@ class Bounds:
 
 
 def layers_of(net: PLNet) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The float64 layers of an all-ReLU network (everything in this module assumes ReLUs)."""
+    if not net.piecewise:
+        raise NetinvertError(
+            f"{net.name} has {', '.join(sorted(set(net.kinds) - {'relu'}))} activations: this needs an all-ReLU "
+            "network (smooth activations are bounded by solvers.smooth and searched by input splitting)"
+        )
     return net.torch_layers(DT)
 
 

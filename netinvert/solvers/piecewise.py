@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from netinvert.ground.errors import NetinvertError
+from netinvert.models.architectures import AppendBias
 
 ONNX_OPS = (
     "Gemm",
@@ -35,18 +36,48 @@ ONNX_OPS = (
     "Identity",
     "Dropout",
     "Constant",
+    "Sigmoid",
+    "Tanh",
+    "Softplus",
 )
+SMOOTH = {"Sigmoid": "sigmoid", "Tanh": "tanh", "Softplus": "softplus"}  # ONNX op -> activation kind
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "softplus")
+
+
+def activate(kind: str, z: np.ndarray) -> np.ndarray:
+    """The activation ``kind`` (one of ``ACTIVATIONS``) on a float64 array."""
+    if kind == "relu":
+        return np.maximum(z, 0.0)
+    if kind == "sigmoid":
+        return 0.5 * (np.tanh(0.5 * z) + 1.0)
+    if kind == "tanh":
+        return np.tanh(z)
+    return np.logaddexp(0.0, z)
 
 
 @dataclass
 class PLNet:
-    """Affine layers ``weights[i] @ z + biases[i]``; a ReLU follows every layer but the last."""
+    """Affine layers ``weights[i] @ z + biases[i]``; an activation follows every layer but the last.
+
+    ``activations[i]`` names the activation after layer ``i`` (``ACTIVATIONS``); empty means ReLU
+    everywhere. Only all-ReLU networks are piecewise-linear (MILP, ReLU branch-and-bound).
+    """
 
     weights: list[np.ndarray]
     biases: list[np.ndarray]
     input_shape: tuple[int, ...]
     name: str = "network"
     info: dict[str, Any] = field(default_factory=dict)
+    activations: list[str] = field(default_factory=list)
+
+    @property
+    def kinds(self) -> list[str]:
+        """The activation after each hidden layer."""
+        return list(self.activations) or ["relu"] * (len(self.weights) - 1)
+
+    @property
+    def piecewise(self) -> bool:
+        return all(k == "relu" for k in self.kinds)
 
     @property
     def num_inputs(self) -> int:
@@ -63,17 +94,20 @@ class PLNet:
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Outputs (N, num_outputs) for flat inputs (N, num_inputs), in float64."""
         z = np.asarray(x, dtype=np.float64).reshape(-1, self.num_inputs)
+        kinds = self.kinds
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             z = z @ w.T + b
             if i < len(self.weights) - 1:
-                z = np.maximum(z, 0.0)
+                z = activate(kinds[i], z)
         return z
 
     def with_input_affine(self, scale: np.ndarray, shift: np.ndarray) -> PLNet:
         """The network applied to ``x * scale + shift`` (flat, element-wise): folds input normalization."""
         w0 = self.weights[0] * scale[None, :]
         b0 = self.biases[0] + self.weights[0] @ shift
-        return PLNet([w0, *self.weights[1:]], [b0, *self.biases[1:]], self.input_shape, self.name, dict(self.info))
+        return PLNet(
+            [w0, *self.weights[1:]], [b0, *self.biases[1:]], self.input_shape, self.name, dict(self.info), self.activations
+        )
 
     def torch_layers(self, dtype: torch.dtype = torch.float32) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [
@@ -100,6 +134,7 @@ class _Builder:
         self.biases: list[np.ndarray] = []
         self.zid = 0
         self.where = where
+        self.kinds: list[str] = []
 
     def input(self, shape: tuple[int, ...]) -> _Aff:
         n = int(np.prod(shape))
@@ -127,6 +162,11 @@ class _Builder:
         return _Aff(a.w, a.b + np.broadcast_to(c, shape).reshape(-1), shape, a.zid)
 
     def relu(self, a: _Aff) -> _Aff:
+        return self.act(a, "relu")
+
+    def act(self, a: _Aff, kind: str) -> _Aff:
+        """End the current affine layer with the element-wise activation ``kind``."""
+        self.kinds.append(kind)
         self.weights.append(a.w)
         self.biases.append(a.b)
         self.zid += 1
@@ -188,7 +228,8 @@ class _Builder:
 
     def finish(self, out: _Aff, input_shape: tuple[int, ...], name: str, info: dict[str, Any]) -> PLNet:
         self.check(out, "output")
-        return PLNet(self.weights + [out.w], self.biases + [out.b], input_shape, name, info)
+        kinds = self.kinds if any(k != "relu" for k in self.kinds) else []
+        return PLNet(self.weights + [out.w], self.biases + [out.b], input_shape, name, info, kinds)
 
 
 def _conv_fn(
@@ -283,7 +324,7 @@ def from_onnx_model(model: Any, source: str | Path) -> PLNet:
             continue
         if node.op_type not in ONNX_OPS:
             raise NetinvertError(
-                f"{where}: {label} uses op {node.op_type}, which is not piecewise-linear or not supported; "
+                f"{where}: {label} uses op {node.op_type}, which is not supported; "
                 f"exact methods support {', '.join(ONNX_OPS)}"
             )
         env[node.output[0]] = _onnx_node(b, node.op_type, label, args, attrs, where)
@@ -311,6 +352,10 @@ def _onnx_node(b: _Builder, op: str, label: str, args: list[Any], attrs: dict[st
         return a
     if op == "Relu":
         return b.relu(a)
+    if op in SMOOTH:
+        if op == "Softplus" and attrs:
+            raise NetinvertError(f"{where}: {label}: only Softplus without attributes is supported")
+        return b.act(a, SMOOTH[op])
     if op == "Flatten":
         axis = int(attrs.get("axis", 1)) % max(len(a.shape), 1)
         return _Aff(a.w, a.b, (int(np.prod(a.shape[:axis])), int(np.prod(a.shape[axis:]))), a.zid)
@@ -393,7 +438,10 @@ def _onnx_node(b: _Builder, op: str, label: str, args: list[Any], attrs: dict[st
 
 
 # ---------------------------------------------------------------------------------------------- torch
-_TORCH_TYPES = "Sequential, Linear, Conv2d, ReLU, MaxPool2d, BatchNorm1d/2d, Flatten, Identity, Dropout"
+_TORCH_TYPES = (
+    "Sequential, Linear, Conv2d, ReLU, Sigmoid, Tanh, Softplus (beta=1), MaxPool2d, BatchNorm1d/2d, Flatten, "
+    "Identity, Dropout, AppendBias"
+)
 
 
 def from_torch(
@@ -429,6 +477,13 @@ def _walk(b: _Builder, mod: nn.Module, path: str, a: _Aff) -> _Aff:
         return a
     if isinstance(mod, nn.ReLU):
         return b.relu(a)
+    if isinstance(mod, (nn.Sigmoid, nn.Tanh)) or (isinstance(mod, nn.Softplus) and mod.beta == 1):
+        return b.act(a, type(mod).__name__.lower())
+    if isinstance(mod, AppendBias):
+        out = b.linear(a, lambda t: np.concatenate([t, np.zeros((*t.shape[:-1], 1))], -1))
+        const = np.zeros(out.shape)
+        const[..., -1] = float(mod.appends_constant)
+        return b.add_const(out, const)
     if isinstance(mod, nn.Flatten):
         s, e = mod.start_dim % len(a.shape), mod.end_dim % len(a.shape)
         return _Aff(a.w, a.b, a.shape[:s] + (int(np.prod(a.shape[s : e + 1])),) + a.shape[e + 1 :], a.zid)

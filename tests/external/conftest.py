@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 VNNCOMP = Path(os.environ.get("NETINVERT_VNNCOMP") or ROOT.parent / "shared" / "data" / "vnncomp").resolve()
-FAMILIES = ("test", "mnist_fc")
+FAMILIES = ("test", "mnist_fc", "acasxu_dev")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -20,7 +20,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if missing:
         raise pytest.UsageError(
             f"VNN-COMP data missing: {VNNCOMP} has no {' or '.join(missing)}; set NETINVERT_VNNCOMP to the folder "
-            "that holds test/ and mnist_fc/ (default ../shared/data/vnncomp beside the repository)"
+            "that holds test/, mnist_fc/ and acasxu_dev/ (default ../shared/data/vnncomp beside the repository)"
         )
 
 

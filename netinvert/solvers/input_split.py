@@ -1,0 +1,197 @@
+"""Branch-and-bound on the input box: split boxes until every one is refuted by sound bounds, or
+a point of one reaches the output set.
+
+Each round pops up to ``batch`` boxes (lowest parent bound first), bounds all of them at once with CROWN
+(``smooth.crown``: ReLU, sigmoid, tanh, softplus), drops the boxes where some row of the
+disjunct ``a @ y <= b`` has a positive lower bound, and tries as candidates the centre of every
+box left, per row, the box corner that minimizes the row's linear lower bound, and the end points
+of a short gradient attack inside the worst-bounded boxes. A box left
+open is halved along the input dimension with the largest sensitivity ``|coefficient| * width``
+summed over the rows (any one row may refute it; a tenth of the mean is added so that wide
+dimensions whose coefficients cancel are split too), as nnenum and alpha-beta-CROWN's
+ACAS Xu settings split on the input. This pays when the input has few dimensions and the
+network many unstable neurons; ``prefer_input_split`` makes that choice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from netinvert.solvers import smooth
+from netinvert.solvers.attack import forward_layers
+from netinvert.solvers.piecewise import PLNet
+
+REFUTE = 1e-9  # a row refutes a box when its lower bound exceeds this
+MAX_INPUTS = 16  # input splitting is chosen for at most this many free input dimensions
+MIN_UNSTABLE = 64
+ATTACKED, ATTACK_STEPS = (
+    32,
+    12,
+)  # per round, the boxes with the lowest bounds get this many gradient steps  # ... on ReLU networks with at least this many unstable neurons under CROWN
+
+
+def prefer_input_split(net: PLNet, lo: np.ndarray, hi: np.ndarray) -> bool:
+    """Split the input, not the ReLUs: for smooth networks always (only input splits are
+    implemented for them), for ReLU networks when at most ``MAX_INPUTS`` inputs are free and
+    CROWN leaves at least ``MIN_UNSTABLE`` neurons unstable on the whole box."""
+    if not net.piecewise:
+        return True
+    if int(np.sum(hi > lo)) > MAX_INPUTS:
+        return False
+    layers, kinds = smooth.layers_and_kinds(net)
+    lo_t, hi_t = torch.as_tensor(lo, dtype=smooth.DT)[None], torch.as_tensor(hi, dtype=smooth.DT)[None]
+    empty = torch.zeros(0, net.num_outputs, dtype=smooth.DT)
+    with torch.no_grad():
+        pre, *_ = smooth.crown(layers, kinds, lo_t, hi_t, empty, torch.zeros(0, dtype=smooth.DT))
+    return sum(int(((l < 0) & (u > 0)).sum()) for l, u in pre) >= MIN_UNSTABLE
+
+
+@dataclass
+class SplitOutcome:
+    """``status``: 'none' (every box refuted), 'found' (``x`` reaches the set) or 'open' (time)."""
+
+    status: str
+    x: np.ndarray | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def root_bounds(net: PLNet, lo: np.ndarray, hi: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """CROWN lower bounds of the rows ``a @ y - b`` over the whole box (m,)."""
+    layers, kinds = smooth.layers_and_kinds(net)
+    lo_t, hi_t = torch.as_tensor(lo, dtype=smooth.DT)[None], torch.as_tensor(hi, dtype=smooth.DT)[None]
+    with torch.no_grad():
+        _, val, *_ = smooth.crown(layers, kinds, lo_t, hi_t, torch.as_tensor(a, dtype=smooth.DT), torch.as_tensor(b))
+    return val[0].numpy()
+
+
+def split_search(
+    net: PLNet,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    is_point: Callable[[np.ndarray], np.ndarray],
+    *,
+    time_limit: float = 60.0,
+    batch: int = 512,
+) -> SplitOutcome:
+    """Decide whether some x in [lo, hi] has ``a @ net(x) <= b`` by splitting the box.
+
+    ``is_point`` takes candidate inputs (N, n_in) and says which truly reach the set (the caller
+    re-checks on the original network). Returns 'none' only when every box was refuted.
+    """
+    t0 = time.perf_counter()
+    layers, kinds = smooth.layers_and_kinds(net)
+    a_t, b_t = torch.as_tensor(a, dtype=smooth.DT), torch.as_tensor(b, dtype=smooth.DT)
+    los = torch.as_tensor(lo, dtype=smooth.DT)[None]
+    his = torch.as_tensor(hi, dtype=smooth.DT)[None]
+    depth = torch.zeros(1, dtype=torch.long)
+    prio = torch.zeros(1, dtype=smooth.DT)  # the parent's best row bound: the lowest is popped first
+    stats: dict[str, Any] = {"boxes": 0, "refuted": 0, "batches": 0, "max_depth": 0, "stuck": 0}
+
+    def finish(status: str, x: np.ndarray | None = None) -> SplitOutcome:
+        stats["seconds"] = time.perf_counter() - t0
+        stats["open"] = int(los.shape[0]) + stats["stuck"]
+        return SplitOutcome(status, x, stats)
+
+    while los.shape[0]:
+        if time.perf_counter() - t0 > time_limit:
+            return finish("open")
+        per_box = (time.perf_counter() - t0) / max(stats["boxes"], 1)  # keeps the last batch inside the limit
+        room = time_limit - (time.perf_counter() - t0)
+        n = min(batch, los.shape[0], max(1, int(room / max(per_box, 1e-6))) if stats["boxes"] else 1)
+        order = torch.argsort(prio)
+        take, rest = order[:n], order[n:]
+        lo_b, hi_b, d_b = los[take], his[take], depth[take]
+        los, his, depth, prio = los[rest], his[rest], depth[rest], prio[rest]
+        with torch.no_grad():
+            _, val, coef, offset = smooth.crown(layers, kinds, lo_b, hi_b, a_t, b_t)
+            joint, mix, x_mix = _joint(coef, offset, lo_b, hi_b, val)
+        stats["boxes"] += n
+        stats["batches"] += 1
+        stats["max_depth"] = max(stats["max_depth"], int(d_b.max()))
+        keep = ~((val > REFUTE).any(dim=1) | (joint > REFUTE))
+        stats["refuted"] += int(n - keep.sum())
+        if not keep.any():
+            continue
+        lo_b, hi_b, d_b, val, coef = lo_b[keep], hi_b[keep], d_b[keep], val[keep], coef[keep]
+        joint, mix, x_mix = joint[keep], mix[keep], x_mix[keep]
+        corners = torch.where(coef > 0, lo_b.unsqueeze(1), hi_b.unsqueeze(1))  # (B, m, n_in)
+        worst = torch.argsort(val.amax(dim=1))[:ATTACKED]
+        tried = _box_attack(layers, kinds, lo_b[worst], hi_b[worst], a_t, b_t)
+        cands = torch.cat([((lo_b + hi_b) / 2).unsqueeze(1), corners], dim=1).reshape(-1, lo_b.shape[1])
+        cands = torch.cat([tried, x_mix, cands]).numpy()
+        hits = np.flatnonzero(is_point(cands))
+        if len(hits):
+            return finish("found", cands[hits[0]])
+        width = hi_b - lo_b
+        sens = coef.abs().sum(1)  # every row's sensitivity: any one of them may refute the box
+        # a tenth of the mean sensitivity added to each: a dimension whose coefficients cancel still gets
+        # split when it is wide, since its width also loosens the relaxations behind the bound
+        score = (sens + 0.1 * sens.mean(dim=1, keepdim=True)) * width
+        score = torch.where(width > 0, score + 1e-12 * width, torch.full_like(score, -1.0))
+        dim = score.argmax(dim=1)
+        splittable = width[torch.arange(len(dim)), dim] > 1e-9 * (1 + lo_b.abs().amax(dim=1))
+        stats["stuck"] += int((~splittable).sum())
+        lo_b, hi_b, d_b, dim = lo_b[splittable], hi_b[splittable], d_b[splittable], dim[splittable]
+        best = torch.maximum(val.amax(dim=1), joint)[splittable]
+        rows = torch.arange(len(dim))
+        mid = (lo_b[rows, dim] + hi_b[rows, dim]) / 2
+        left_hi, right_lo = hi_b.clone(), lo_b.clone()
+        left_hi[rows, dim] = mid
+        right_lo[rows, dim] = mid
+        los = torch.cat([los, lo_b, right_lo])
+        his = torch.cat([his, left_hi, hi_b])
+        depth = torch.cat([depth, d_b + 1, d_b + 1])
+        prio = torch.cat([prio, best, best])
+    return finish("open" if stats["stuck"] else "none")
+
+
+def _box_attack(
+    layers: smooth.Layers, kinds: list[str], lo: torch.Tensor, hi: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+) -> torch.Tensor:
+    """Signed-gradient descent on the largest row violation of ``a @ y - b`` from each box's
+    centre, kept inside the box; returns the final points (candidates only)."""
+    x = ((lo + hi) / 2).clone().requires_grad_(True)
+    width = hi - lo
+    for step in range(ATTACK_STEPS):
+        loss = (forward_layers(layers, x, kinds) @ a.T - b).amax(dim=1)
+        (g,) = torch.autograd.grad(loss.sum(), x)
+        with torch.no_grad():
+            x -= (0.2 * (1 - step / ATTACK_STEPS) + 0.01) * width * g.sign()
+            x.copy_(torch.maximum(torch.minimum(x, hi), lo))
+    return x.detach()
+
+
+def _joint(
+    coef: torch.Tensor, offset: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, val: torch.Tensor, steps: int = 30
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A lower bound of ``max_r L_r(x)`` over each box, where ``L_r = coef_r @ x + offset_r`` are the
+    rows' linear lower bounds: the rows must all be <= 0 at once, and for any weights ``w >= 0``
+    summing to 1, ``min_x sum_r w_r L_r(x)`` bounds that maximum from below (weak duality). The
+    weights are tuned by multiplicative updates. Returns the best bound (B,), the weighted
+    coefficients (B, n_in) (they pick the split) and the box point minimizing them (a candidate)."""
+    bsz, m = offset.shape
+    w = torch.full((bsz, m), 1.0 / max(m, 1), dtype=coef.dtype)
+    best = torch.full((bsz,), -torch.inf, dtype=coef.dtype)
+    best_mix = coef[torch.arange(bsz), val.argmax(dim=1)] if m else torch.zeros_like(lo)
+    best_x = (lo + hi) / 2
+    for step in range(steps if m > 1 else 1):
+        mix = (w.unsqueeze(-1) * coef).sum(1)
+        x = torch.where(mix > 0, lo, hi)
+        rows = (coef * x.unsqueeze(1)).sum(-1) + offset
+        bound = (w * rows).sum(1)
+        better = bound > best
+        best = torch.where(better, bound, best)
+        best_mix = torch.where(better.unsqueeze(1), mix, best_mix)
+        best_x = torch.where(better.unsqueeze(1), x, best_x)
+        spread = (rows.amax(1, keepdim=True) - rows.amin(1, keepdim=True)).clamp_min(1e-12)
+        w = w * torch.exp(2.0 / (step + 1) ** 0.5 * (rows - rows.amax(1, keepdim=True)) / spread)
+        w = w / w.sum(1, keepdim=True)
+    return best, best_mix, best_x
