@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from netinvert.ground.errors import NetinvertError
+from netinvert.ground.page import fmt
 from netinvert.ground.result import Result
 from netinvert.models.wrapper import Model
 from netinvert.targets.base import Target
@@ -106,16 +107,6 @@ def parse_targets(texts: list[str], model: Model) -> list[Target]:
     return targets
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
 def print_written(out: Path, inputs: torch.Tensor) -> None:
     """Say which files a result folder holds; hint at ``--input-shape`` when flat inputs could be pictures."""
     files = sorted(p.name for p in out.iterdir() if p.suffix != ".png")
@@ -139,8 +130,8 @@ def print_result(result: Result, out: Path | None = None) -> None:
         table.add_column(col)
     for item in result.items:
         m = item.metrics
-        table.add_row(item.target, item.status, _fmt(m.get("model_prob")), _fmt(m.get("verifier_prob")),
-                      _fmt(m.get("verifier_agrees")), _fmt(m.get("activation")))
+        table.add_row(item.target, item.status, fmt(m.get("model_prob")), fmt(m.get("verifier_prob")),
+                      fmt(m.get("verifier_agrees")), fmt(m.get("activation")))
     console.print(table)
     if out is not None:
         print_written(out, result.inputs)
