@@ -28,8 +28,7 @@ from netinvert.domains.domain import Domain
 from netinvert.domains.sets import Box
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.result import Item, Result
-from netinvert.methods.gradient import torch_threads
-from netinvert.methods.inversion import progress_bar
+from netinvert.methods.gradient import progress_bar, torch_threads
 from netinvert.models.wrapper import Model
 from netinvert.targets.base import Target
 from netinvert.targets.regression import Regression
