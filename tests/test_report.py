@@ -167,7 +167,7 @@ def test_invert_and_leakage_pages_show_quality(runs):
     assert "PSNR dB" in text and fmt(data["items"][0]["psnr"]) in text and fmt(data["items"][0]["ssim"]) in text
     rows = json.loads((runs["leakage"] / "leakage.json").read_text())
     page, text = page_of(runs["leakage"])
-    assert [image["alt"] for image in page.images] == ["PSNR against layer depth"]
+    assert [image["alt"] for image in page.images] == ["PSNR against layer depth", "reconstructions"]
     assert [fmt(row["psnr"]) in text for row in rows] == [True, True] and "conv" in text and "pool" in text
 
 

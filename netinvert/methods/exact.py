@@ -104,7 +104,9 @@ def solve_case(
     """
     t0 = time.perf_counter()
     left = lambda: timeout - (time.perf_counter() - t0)
-    stats: dict[str, Any] = {"hidden": net.hidden_sizes, "disjuncts": len(target.disjuncts), "search": "relu-split"}
+    split = input_split if input_split is not None else prefer_input_split(net, lo, hi)
+    stats: dict[str, Any] = {"hidden": net.hidden_sizes, "disjuncts": len(target.disjuncts),
+                             "search": "input-split" if split else "relu-split"}
 
     def done(
         status: str, stage: str, reason: str = "", found: tuple[np.ndarray, np.ndarray, float] | None = None
@@ -119,7 +121,7 @@ def solve_case(
     for x in points[target.violations(net.forward(points)) < 0]:
         if (ok := _accept(x, lo, hi, target, check)) is not None:
             return done("found", "points", found=ok)
-    if input_split if input_split is not None else prefer_input_split(net, lo, hi):
+    if split:
         return _split_case(net, lo, hi, target, check, timeout, attack_seconds, seed, stats, done)
     # bounds: CROWN (milliseconds on fully connected nets), it refutes many disjuncts
     layers = lb.layers_of(net)
@@ -265,7 +267,6 @@ def _split_case(
     on each open disjunct (worst-bounded first), each with the time left."""
     t0 = time.perf_counter()
     left = lambda: timeout - (time.perf_counter() - t0)
-    stats["search"] = "input-split"
     stats["activations"] = sorted(set(net.kinds))
     rows_a = np.vstack([a for a, _ in target.disjuncts])
     rows_b = np.concatenate([b for _, b in target.disjuncts])
