@@ -135,6 +135,9 @@ def test_design_command_writes_solutions_and_pictures(tmp_path, zoo):
     assert data["items"][0]["status"] == "found" and data["items"][0]["resim_mse"] < 2e-3
     assert (out / "arm_poses.png").stat().st_size > 1000
     assert "r_1 =" in result.output
+    page = (out / "report.html").read_text()
+    assert "r_T: best re-simulated MSE among the first T solutions" in page and 'alt="r_T curve"' in page
+    assert 'alt="arm_poses"' in page or "arm_poses" in page
 
 
 def raising_simulator(x):

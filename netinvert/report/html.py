@@ -25,6 +25,7 @@ import numpy as np
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.output import write_json, write_text
 from netinvert.ground.page import (
+    curve_png,
     document,
     environment,
     esc,
@@ -41,7 +42,7 @@ from netinvert.ground.page import (
 from netinvert.ground.result import Result
 
 REPORT = "report.html"
-KINDS = ("leakage", "solve-family", "solve", "atlas", "patterns", "bounds", "invert", "pictures", "result")
+KINDS = ("leakage", "solve-family", "solve", "atlas", "patterns", "bounds", "design", "invert", "pictures", "result")
 WIDE = 1400
 """Pictures wider than this (pixels) keep their size and scroll sideways instead of shrinking (the warp strip)."""
 _SHOWN_ELSEWHERE = re.compile(r"^(item_\d+.*|grid|atlas|sheet|comparison|psnr_vs_depth)\.png$")
@@ -79,6 +80,8 @@ def kind_of(folder: Path) -> str:
         return "patterns"
     if method == "bounds":
         return "bounds"
+    if method == "adjoint":
+        return "design"
     if method in ("draw", "warp"):
         return "pictures"
     if (folder / "original.npy").exists() or (folder / "comparison.png").exists():
@@ -113,6 +116,21 @@ def _result_view(folder: Path, anchor: str) -> str:
     if result is None:
         return _pictures_view(folder, anchor)
     return result_section(result, grid=_png(folder / "grid.png")) + _other_pictures(folder)
+
+
+def _design_view(folder: Path, anchor: str) -> str:
+    """Inverse design: the r_T curve (best re-simulated error among the first T solutions), the solutions and
+    their pictures (arm poses, the level set of a 2-input network)."""
+    result = _load(folder)
+    if result is None:
+        return _pictures_view(folder, anchor)
+    parts = []
+    curve = result.info.get("r_curve")
+    png = curve_png({"r_T (mean over targets)": curve}, xlabel="T (solutions proposed)") if curve else None
+    if png is not None:
+        parts.append(section("r_T: best re-simulated MSE among the first T solutions", img(png, "r_T curve"),
+                             level=3))
+    return "".join(parts) + result_section(result) + _other_pictures(folder)
 
 
 def _invert_view(folder: Path, anchor: str) -> str:
@@ -347,8 +365,8 @@ def _pictures_view(folder: Path, anchor: str) -> str:
 
 
 _VIEWS = {"leakage": _leakage_view, "solve-family": _solve_family_view, "solve": _solve_view, "atlas": _atlas_view,
-          "patterns": _patterns_view, "bounds": _bounds_view, "invert": _invert_view, "pictures": _pictures_view,
-          "result": _result_view}
+          "patterns": _patterns_view, "bounds": _bounds_view, "design": _design_view, "invert": _invert_view,
+          "pictures": _pictures_view, "result": _result_view}
 
 
 def title_of(folder: Path, kind: str) -> str:
