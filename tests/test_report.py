@@ -2,8 +2,8 @@
 
 The folders come from the real commands with few steps (one module-scoped build); each page is parsed
 with html.parser: every <img> must hold a PNG in a data: URI, nothing may point at the network, and the
-figures that answer "did it work, how well" must appear. ``test_pages_render_in_chromium`` opens each page
-in headless Chromium (installed by ``.ci/run`` when apt-get is available) and checks that every image loaded.
+figures that answer "did it work, how well" must appear. ``tests/external/test_report_browser.py`` opens the
+pages in headless Chromium and checks that every image loaded.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import csv
 import io
 import json
 import re
-import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -22,16 +20,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from report_runs import build_runs, invoke, runner
 from torch import nn
-from typer.testing import CliRunner
 
 from netinvert.cli.main import app
 from netinvert.ground.page import fmt
 from netinvert.ground.result import Item, Result
 from netinvert.ground.spec import InputSpec
 from netinvert.models.wrapper import Model
-
-runner = CliRunner()
 
 
 class _Page(HTMLParser):
@@ -79,48 +75,10 @@ def parse(html: str) -> tuple[_Page, str]:
     return page, " ".join(" ".join(page.text).split())
 
 
-def invoke(*args: str) -> None:
-    result = runner.invoke(app, [*args])
-    assert result.exit_code == 0, result.output
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, zoo, known_family) -> dict[str, Path]:
     """One result folder per kind of run, written by the real commands with few steps."""
-    for name in ("digits-cnn", "roman-mlp", "dbn-digits", "moons-relu"):
-        zoo(name)
-    root = tmp_path_factory.mktemp("runs")
-    test = known_family
-    folders = {kind: root / kind for kind in ("imagine", "atlas", "invert", "leakage", "solve", "family", "sample",
-                                              "patterns", "draw", "layers", "warp")}
-    invoke("imagine", "-m", "digits-cnn", "-t", "3", "-t", "5", "--steps", "8", "--threads", "1", "-o",
-           str(folders["imagine"]))
-    invoke("atlas", "-m", "digits-cnn", "-l", "conv", "--steps", "4", "--threads", "1", "-o", str(folders["atlas"]))
-    invoke("invert", "-m", "digits-cnn", "-l", "pool", "--index", "3", "--method", "gradient", "--steps", "10",
-           "--threads", "1", "-o", str(folders["invert"]))
-    invoke("leakage", "-m", "digits-cnn", "--layers", "conv,pool", "--methods", "gradient", "--count", "1", "--steps",
-           "6", "--threads", "1", "-o", str(folders["leakage"]))
-    invoke("solve", str(test / "nano.onnx"), str(test / "nano.vnnlib"), "--timeout", "20", "-o",
-           str(folders["solve"]))
-    invoke("solve", "--instances", str(test / "instances.csv"), "--timeout", "20", "-o", str(folders["family"]))
-    invoke("sample", "-m", "dbn-digits", "-t", "2", "--samples", "3", "--gibbs-steps", "10", "-o", str(folders["sample"]))
-    invoke("patterns", "-m", "roman-mlp", "-l", "fc2", "-o", str(folders["patterns"]))
-    invoke("draw", "-m", "moons-relu", "-o", str(folders["draw"]))
-    invoke("draw", "-m", "digits-cnn", "-o", str(folders["layers"]))
-    invoke("warp", "-m", "moons-relu", "-o", str(folders["warp"]))
-    folders["bounds"] = _bounds_folder(root / "bounds", zoo("moons-relu"))
-    return folders
-
-
-def _bounds_folder(out: Path, model: Model) -> Path:
-    from netinvert.methods import bounds
-    from netinvert.report.html import write_report
-    from netinvert.targets.units import Class
-
-    result = bounds.run(model, [Class(0)], None, max_boxes=200)
-    result.save(out, extras=lambda tmp: bounds.plot_preimage(model, result, tmp / "preimage.png", grid=60))
-    write_report(out)
-    return out
+    return build_runs(tmp_path_factory.mktemp("runs"), zoo, known_family)
 
 
 def page_of(folder: Path) -> tuple[_Page, str]:
@@ -266,34 +224,3 @@ def test_warp_has_one_panel_per_flat_layer_and_refuses_other_inputs(tmp_path, zo
     with pytest.raises(NetinvertError, match="two inputs"):
         warp(zoo("digits-cnn"), tmp_path / "no.png")
     assert not (tmp_path / "no.png").exists()
-
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it with apt-get)")
-def test_pages_render_in_chromium(runs, tmp_path):
-    """Every kind of page, gathered into one index, opens in a real browser: every image decodes (a probe
-    script appended for the test counts them), each run's key text is in the rendered DOM, and the
-    screenshot is not blank."""
-    from netinvert.report.html import write_index
-
-    index = write_index(list(runs.values()), tmp_path / "index.html")
-    html = index.read_text()
-    count = html.count("<img ")
-    probe = ("<script>addEventListener('load',()=>{const i=[...document.images];"
-             "document.title='loaded '+i.filter(x=>x.complete&&x.naturalWidth>0).length+' of '+i.length})</script>")
-    probed = tmp_path / "probed.html"
-    probed.write_text(html.replace("</body>", probe + "</body>"))
-    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=5000"]
-    dom = subprocess.run([*flags, "--dump-dom", probed.as_uri()], check=False, capture_output=True, text=True,
-                         timeout=180)
-    assert count > 40 and f"<title>loaded {count} of {count}</title>" in dom.stdout, (dom.stdout[:300], dom.stderr[-500:])
-    for text in ("contact sheet", "PSNR against depth", "counterexample", "none-exists", "unit patterns",
-                 "pca variance kept", "node-link", "original beside reconstruction"):
-        assert text in dom.stdout, text
-    shot = tmp_path / "index.png"
-    subprocess.run([*flags, "--window-size=1100,900", f"--screenshot={shot}", index.as_uri()], capture_output=True,
-                   timeout=180, check=True)
-    pixels = np.asarray(Image.open(shot).convert("L"))
-    assert pixels.shape == (900, 1100) and pixels.std() > 10 and (pixels < 128).mean() > 0.005, "blank page"
