@@ -93,6 +93,7 @@ class Model(nn.Module):
         self.info: dict[str, Any] = dict(info or {})
         self.data = data
         self.logits_layer: str | None = None
+        self._softmax: tuple[str, nn.Module] | None = None
         self._layers: dict[str, LayerInfo] | None = None
 
     # ---------------------------------------------------------------- forward
@@ -101,8 +102,10 @@ class Model(nn.Module):
             x = self.normalize(x)
         if self.logits_layer is None:
             return self.module(x)
+        if self._softmax is None or self._softmax[0] != self.logits_layer:  # resolved once, not per forward
+            self._softmax = (self.logits_layer, self.get_layer(self.logits_layer))
         logits: list[torch.Tensor] = []
-        handle = self.get_layer(self.logits_layer).register_forward_pre_hook(lambda _m, args: logits.append(args[0]))
+        handle = self._softmax[1].register_forward_pre_hook(lambda _m, args: logits.append(args[0]))
         try:
             self.module(x)
         finally:
