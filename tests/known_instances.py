@@ -121,3 +121,36 @@ def write_family(folder: Path) -> Path:
     check_found(folder / "sat.onnx", folder / "prop.vnnlib", witness)
     (folder / "instances.csv").write_text("".join(f"{o},{v},60\n" for o, v, _ in FAMILY))
     return folder
+
+
+def check_solve_command(fam: Path, out: Path, names: dict[str, str], statuses: list[str]) -> None:
+    """``netinvert solve`` on a family folder: the satisfiable instance writes a counterexample that onnxruntime
+    confirms, a spec over the wrong input count is refused in one line, and the family's statuses are ``statuses``.
+
+    ``names``: the file names of ``sat`` (network), ``prop`` (its spec) and ``nano`` (a one-input network).
+    """
+    import csv
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from netinvert.cli.solve import solve
+
+    app = typer.Typer()
+    app.command("solve")(solve)
+    app.command("other")(lambda: None)
+    runner = CliRunner()
+    sat, prop, nano = fam / names["sat"], fam / names["prop"], fam / names["nano"]
+    r = runner.invoke(app, ["solve", str(sat), str(prop), "--timeout", "30", "--out", str(out / "sat")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "sat" / "result.json").read_text())["items"][0]["status"] == "found"
+    text = (out / "sat" / "counterexample.txt").read_text()
+    xs = [float(line.split()[1].rstrip(")")) for line in text.splitlines() if "(X_" in line]
+    check_found(sat, prop, np.array(xs))
+    r = runner.invoke(app, ["solve", str(nano), str(prop), "--out", str(out / "bad")])
+    assert r.exit_code == 2 and "declares 5 inputs" in r.output
+    r = runner.invoke(app, ["solve", "--instances", str(fam / "instances.csv"), "--timeout", "20",
+                            "--out", str(out / "family")])
+    assert r.exit_code == 0, r.output
+    assert [row["status"] for row in csv.DictReader((out / "family" / "results.csv").open())] == statuses

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import onnx
 import pytest
 import torch
 import typer
-from known_instances import FAMILY, check_found, ort_outputs
+from known_instances import FAMILY, check_found, check_solve_command, ort_outputs
 from onnx import TensorProto, helper
 from scipy.optimize import linprog
 from torch import nn
@@ -278,32 +277,8 @@ def test_unsupported_ops_and_modules_are_named(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------ CLI
 def test_cli_solve_writes_result_and_counterexample(known_family: Path, tmp_path: Path) -> None:
-    fam = known_family
-    app = typer.Typer()
-    app.command("solve")(solve)
-    app.command("other")(lambda: None)
-    runner = CliRunner()
-    out = tmp_path / "sat"
-    r = runner.invoke(
-        app, ["solve", str(fam / "sat.onnx"), str(fam / "prop.vnnlib"), "--timeout", "30", "--out", str(out)]
-    )
-    assert r.exit_code == 0, r.output
-    data = json.loads((out / "result.json").read_text())
-    assert data["items"][0]["status"] == "found"
-    text = (out / "counterexample.txt").read_text()
-    xs = np.array([float(line.split()[1].rstrip(")")) for line in text.splitlines() if "(X_" in line])
-    check_found(fam / "sat.onnx", fam / "prop.vnnlib", xs)
-    r = runner.invoke(
-        app, ["solve", str(fam / "nano.onnx"), str(fam / "prop.vnnlib"), "--out", str(tmp_path / "bad")]
-    )
-    assert r.exit_code == 2 and "declares 5 inputs" in r.output
-    fam_out = tmp_path / "family"
-    r = runner.invoke(
-        app, ["solve", "--instances", str(fam / "instances.csv"), "--timeout", "20", "--out", str(fam_out)]
-    )
-    assert r.exit_code == 0, r.output
-    rows = list(csv.DictReader((fam_out / "results.csv").open()))
-    assert [row["status"] for row in rows] == [want for _, _, want in FAMILY]
+    check_solve_command(known_family, tmp_path, {"sat": "sat.onnx", "prop": "prop.vnnlib", "nano": "nano.onnx"},
+                        [want for _, _, want in FAMILY])
 
 
 def test_branch_and_bound_stage_with_several_disjuncts() -> None:

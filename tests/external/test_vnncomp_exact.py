@@ -4,17 +4,13 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import typer
-from known_instances import check_found, ort_outputs
-from typer.testing import CliRunner
+from known_instances import check_found, check_solve_command, ort_outputs
 
-from netinvert.cli.solve import solve
 from netinvert.targets.vnnlib import read_vnnlib
 from netinvert.tasks.solve import solve_instance
 
@@ -90,29 +86,6 @@ def test_mnist_fc_deep_instance_needs_and_gets_refined_bounds(vnncomp: Path) -> 
 
 # ------------------------------------------------------------------------------------------ CLI
 def test_cli_solve_writes_result_and_counterexample(vnncomp: Path, tmp_path: Path) -> None:
-    fam = vnncomp / "test"
-    app = typer.Typer()
-    app.command("solve")(solve)
-    app.command("other")(lambda: None)
-    runner = CliRunner()
-    out = tmp_path / "sat"
-    r = runner.invoke(
-        app, ["solve", str(fam / "test_sat.onnx"), str(fam / "test_prop.vnnlib"), "--timeout", "30", "--out", str(out)]
-    )
-    assert r.exit_code == 0, r.output
-    data = json.loads((out / "result.json").read_text())
-    assert data["items"][0]["status"] == "found"
-    text = (out / "counterexample.txt").read_text()
-    xs = np.array([float(line.split()[1].rstrip(")")) for line in text.splitlines() if "(X_" in line])
-    check_found(fam / "test_sat.onnx", fam / "test_prop.vnnlib", xs)
-    r = runner.invoke(
-        app, ["solve", str(fam / "test_nano.onnx"), str(fam / "test_prop.vnnlib"), "--out", str(tmp_path / "bad")]
-    )
-    assert r.exit_code == 2 and "declares 5 inputs" in r.output
-    fam_out = tmp_path / "family"
-    r = runner.invoke(
-        app, ["solve", "--instances", str(fam / "instances.csv"), "--timeout", "20", "--out", str(fam_out)]
-    )
-    assert r.exit_code == 0, r.output
-    rows = list(csv.DictReader((fam_out / "results.csv").open()))
-    assert [row["status"] for row in rows] == ["none-exists", "none-exists", "none-exists", "found", "none-exists"]
+    check_solve_command(vnncomp / "test", tmp_path,
+                        {"sat": "test_sat.onnx", "prop": "test_prop.vnnlib", "nano": "test_nano.onnx"},
+                        ["none-exists", "none-exists", "none-exists", "found", "none-exists"])
