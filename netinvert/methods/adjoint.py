@@ -28,7 +28,7 @@ from netinvert.domains.domain import Domain
 from netinvert.domains.sets import Box
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.result import Item, Result
-from netinvert.methods.gradient import progress_bar, torch_threads
+from netinvert.ground.run import progress_bar, torch_threads
 from netinvert.models.wrapper import Model
 from netinvert.targets.base import Target
 from netinvert.targets.regression import Regression

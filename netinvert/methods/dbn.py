@@ -15,7 +15,7 @@ import torch
 from netinvert.domains.sets import Box
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.result import Result
-from netinvert.methods.gradient import torch_threads
+from netinvert.ground.run import torch_threads
 from netinvert.models.dbn import DBN
 from netinvert.models.wrapper import Model
 from netinvert.targets.base import Target

@@ -31,7 +31,7 @@ from netinvert.domains.sets import Ball, Box
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.output import write_file
 from netinvert.ground.result import Result
-from netinvert.methods.gradient import progress_bar, torch_threads
+from netinvert.ground.run import progress_bar, torch_threads
 from netinvert.models.wrapper import Model
 from netinvert.targets.activations import activation_targets, add_errors, capture_activations, layer_shape
 from netinvert.targets.base import Target

@@ -15,11 +15,9 @@ layer's depth (each stage restarts Adam from the previous stage's inputs). ``aut
 
 from __future__ import annotations
 
-import sys
 import time
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,6 +31,7 @@ from netinvert.domains.domain import Domain
 from netinvert.domains.sets import Ball, Box
 from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.result import Result
+from netinvert.ground.run import progress_bar, torch_threads
 from netinvert.models.wrapper import Model
 from netinvert.targets.activations import Activations, add_errors
 from netinvert.targets.base import Target
@@ -50,35 +49,6 @@ DATA_PRIOR_WEIGHT = 20.0
 PRIOR_MIN_FRACTION = 0.75
 IMAGINE_STEPS = 1024
 Penalty = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
-
-
-@contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """Run with ``count`` torch threads, restoring the previous setting afterwards."""
-    if count is None:
-        yield
-        return
-    if count < 1:
-        raise NetinvertError(f"threads={count} must be >= 1")
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def progress_bar(enabled: bool | None, total: int, description: str,
-                 min_total: int = 0) -> AbstractContextManager[Any]:
-    """A rich progress bar (``None``: shown on a terminal for ``total >= min_total``), or a context yielding ``None``."""
-    if enabled is None:
-        enabled = sys.stderr.isatty() and total >= min_total
-    if not enabled:
-        return nullcontext(None)
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn(description), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeRemainingColumn(), transient=True)
 
 
 @dataclass(frozen=True)

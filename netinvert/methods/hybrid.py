@@ -14,8 +14,9 @@ from netinvert.data.sources import DataSplit
 from netinvert.domains.domain import Domain
 from netinvert.domains.sets import Box
 from netinvert.ground.result import Result
+from netinvert.ground.run import torch_threads
 from netinvert.methods import decoder as decoder_method
-from netinvert.methods.gradient import refine, torch_threads
+from netinvert.methods.gradient import refine
 from netinvert.models.wrapper import Model
 from netinvert.targets.activations import activation_targets, add_errors
 from netinvert.targets.base import Target

@@ -16,7 +16,8 @@ from netinvert.domains.data_prior import prior_for
 from netinvert.domains.domain import Domain
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.result import Result
-from netinvert.methods.gradient import DATA_PRIOR_WEIGHT, progress_bar, torch_threads
+from netinvert.ground.run import progress_bar, torch_threads
+from netinvert.methods.gradient import DATA_PRIOR_WEIGHT
 from netinvert.models.wrapper import Model
 from netinvert.targets.base import Target
 from netinvert.targets.resolve import resolve_all
