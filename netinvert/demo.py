@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from netinvert.domains.domain import Domain
+from netinvert.ground.output import write_text
 from netinvert.methods import invert
 from netinvert.models.zoo import load_zoo
 from netinvert.targets.units import Class
@@ -47,7 +48,7 @@ def main() -> None:
     console.print(table)
     header = "| model | test acc | classes reached (p >= 0.99) | verifier agrees | min model p | seconds |"
     lines = [header, "|---|---|---|---|---|---|"] + ["| " + " | ".join(r) + " |" for r in rows]
-    (args.out / "summary.md").write_text("\n".join(lines) + "\n")
+    write_text(args.out / "summary.md", "\n".join(lines) + "\n")
     console.print(f"summary: {args.out / 'summary.md'}")
 
 
