@@ -104,7 +104,7 @@ def test_sampled_solutions_all_reach_the_target_and_differ(sigmoid_mlp: Model) -
 
 def test_status_is_honest_on_unreachable_class_targets(sigmoid_mlp: Model) -> None:
     """A random net cannot output p=0.9 for every class: items say not-reached and carry the miss."""
-    result = analytic.run(sigmoid_mlp, [Class(k) for k in range(3)], probability=0.9)
+    result = analytic.run(sigmoid_mlp, [Class(k) for k in range(3)], goal=0.9)
     for item in result.items:
         assert (item.status == "found") == (item.metrics["residual"] < 1e-6)
         assert item.status == "found" or item.metrics["model_prob"] < 0.9
@@ -117,7 +117,7 @@ def roman_runs() -> tuple[Model, Result, Result]:
 
     model = load_zoo("roman-mlp")
     targets = [Class(k) for k in range(6)]
-    return model, analytic.run(model, targets, probability=0.99), analytic.run(model, targets, mode="transpose")
+    return model, analytic.run(model, targets, goal=0.99), analytic.run(model, targets, mode="transpose")
 
 
 @pytest.mark.slow
@@ -185,7 +185,7 @@ def test_relu_softmax_mlp_with_normalization() -> None:
     sol = solve_layerwise(model, "act2", want)
     assert sol.reachable
     assert float((_float64_acts(model, sol.x[None].double(), "act2")[0] - want).abs().max()) < 1e-6
-    result = analytic.run(model, [Class(k) for k in range(4)], probability=0.6)
+    result = analytic.run(model, [Class(k) for k in range(4)], goal=0.6)
     for k, item in enumerate(result.items):
         if item.status == "found":
             assert item.metrics["model_prob"] >= 0.6 - 1e-4 and item.metrics["predicted"] == str(k)

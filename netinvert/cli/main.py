@@ -117,7 +117,7 @@ def imagine(
         result = invert(net, targets, domain, method="langevin", samples=samples, steps=steps, goal=goal, seed=seed,
                         threads=threads)
     else:
-        result = invert(net, targets, domain, method="analytic", samples=samples, seed=seed, probability=goal,
+        result = invert(net, targets, domain, method="analytic", samples=samples, seed=seed, goal=goal,
                         metric=metric)
     result.save(out)
     save_report(out)

@@ -278,7 +278,7 @@ def thumbnails(result: Result, limit: int | None = None) -> list[bytes]:
 
 def summary_line(result: Result) -> str:
     timing = result.timing or {}
-    total = timing.get("total_s", timing.get("total"))
+    total = timing.get("total_s")
     seconds = f" in {total:.3g} s" if isinstance(total, (int, float)) else ""
     return (f'<p class="summary">{len(result.items)} items: {status_summary(result.statuses)}{seconds}; '
             f"inputs {esc(tuple(result.inputs.shape))}</p>")

@@ -45,7 +45,7 @@ from netinvert.solvers.chain import EPS, RANGES, Chain, Stage, input_bounds, lay
 from netinvert.solvers.convex import polish, solve_lp, solve_qp
 from netinvert.targets.activations import Activations
 from netinvert.targets.base import Target
-from netinvert.targets.scoring import score
+from netinvert.targets.scoring import DEFAULT_GOAL, score
 from netinvert.targets.units import Class
 
 MODES = ("pseudoinverse", "transpose")
@@ -527,11 +527,11 @@ def _goal(model: Model, chain: Chain, target: Target, probability: float) -> tup
 
 
 def run(model: Model, targets: Target | Sequence[Target], domain: Box | Ball | None = None, *,
-        mode: str = "pseudoinverse", metric: str | None = None, probability: float = 0.99, samples: int = 1,
+        mode: str = "pseudoinverse", metric: str | None = None, goal: float = DEFAULT_GOAL, samples: int = 1,
         seed: int = 0) -> Result:
     """Invert ``model`` for each target (``Class`` or ``Activations``); one result row per input.
 
-    A ``Class`` target asks for the class's probability to be ``probability`` (see
+    A ``Class`` target asks for the class's probability to be ``goal`` (see
     :func:`_class_goal` for the exact rows). ``metric`` picks among the inputs that reach a
     target: ``data`` (closest to the training data in the model's Gaussian prior; the default when
     the model knows its data) or ``euclidean`` (minimum norm); ``info["metric"]`` says which was
@@ -542,8 +542,8 @@ def run(model: Model, targets: Target | Sequence[Target], domain: Box | Ball | N
     """
     if mode not in MODES:
         raise NetinvertError(f"analytic mode {mode!r} is unknown: use one of {choices(MODES)}")
-    if not 0.5 <= probability < 1.0:
-        raise NetinvertError(f"probability {probability} must be in [0.5, 1), e.g. 0.99")
+    if not 0.5 <= goal < 1.0:
+        raise NetinvertError(f"`goal` {goal} must be in [0.5, 1), e.g. 0.99")
     if samples < 1 or (samples > 1 and mode == "transpose"):
         raise NetinvertError(f"samples={samples}: give >= 1 (and 1 for the transpose baseline)")
     targets = [targets] if isinstance(targets, Target) else list(targets)
@@ -557,30 +557,30 @@ def run(model: Model, targets: Target | Sequence[Target], domain: Box | Ball | N
     for target in targets:
         if isinstance(target, Class):
             target = Class(model.class_index(target.index), output_activation=model.output_activation)
-        goal, vector = _goal(model, chain, target, probability)
+        aim, vector = _goal(model, chain, target, goal)
         if mode == "transpose":
-            rows.append(_transpose(chain, goal.stage, vector, lo, hi, shape))
-            plan.append((target, goal, None))
+            rows.append(_transpose(chain, aim.stage, vector, lo, hi, shape))
+            plan.append((target, aim, None))
             continue
         assert chosen is not None
         with threadpool_limits(1, "blas"):
-            sol = _solve(chain, goal, lo, hi, chosen, shape)
+            sol = _solve(chain, aim, lo, hi, chosen, shape)
         for x in [sol.x] + ([] if samples == 1 else list(sample_solutions(sol, samples - 1, seed=seed))):
             rows.append(x)
-            plan.append((target, goal, sol))
+            plan.append((target, aim, sol))
     inputs = torch.stack(rows).to(model._dtype())
-    outputs, items = score(model, [t for t, _, _ in plan], inputs, goal_prob=probability)
+    outputs, items = score(model, [t for t, _, _ in plan], inputs, goal_prob=goal)
     flat = inputs.double().reshape(len(rows), -1).numpy()
-    for i, (target, goal, sol) in enumerate(plan):
+    for i, (target, aim, sol) in enumerate(plan):
         item = items[i]
-        residual = goal.miss(chain.forward(flat[i : i + 1], (goal.stage, "pre"))[0])
+        residual = aim.miss(chain.forward(flat[i : i + 1], (aim.stage, "pre"))[0])
         item.metrics["residual"] = residual
         if isinstance(target, Activations):
             position = chain.positions[target.layer]
             reached = chain.forward(flat[i : i + 1], position)[0]
             item.metrics["activation_error"] = float(np.linalg.norm(reached - target.value.double().reshape(-1).numpy()))
         if sol is None:
-            ok = residual <= _TOL * (1.0 + float(np.abs(goal.d_eq).max(initial=0.0)))
+            ok = residual <= _TOL * (1.0 + float(np.abs(aim.d_eq).max(initial=0.0)))
             item.reason = "transpose baseline: weights multiplied backwards, biases and activations ignored"
         else:
             ok = sol.reachable
@@ -588,13 +588,13 @@ def run(model: Model, targets: Target | Sequence[Target], domain: Box | Ball | N
             item.reason = "the goal is met exactly" if ok else (
                 "not reached: the closest input found is returned (layer-wise least squares, then Newton steps)")
         item.status = "found" if ok else "not-reached"
-        item.target = (f"class {model.class_label(int(target.index))} p={probability:g}" if isinstance(target, Class)
+        item.target = (f"class {model.class_label(int(target.index))} p={goal:g}" if isinstance(target, Class)
                        else target.description)
     labels = [_label(model, t, it) for (t, _, _), it in zip(plan, items)]
     spec = model.input_spec
     return Result(method="analytic", model=model.name, inputs=inputs.detach(), outputs=outputs.detach(), items=items,
                   timing={"total_s": time.perf_counter() - t0},
-                  info={"mode": mode, "metric": chosen.name if chosen else None, "probability": probability,
+                  info={"mode": mode, "metric": chosen.name if chosen else None, "goal": goal,
                         "samples": samples},
                   labels=labels, value_range=(spec.low, spec.high))
 

@@ -144,7 +144,7 @@ def run(
         inputs=torch.as_tensor(np.stack(rows)).float().reshape(-1, *spec.shape),
         outputs=torch.as_tensor(np.stack(outs)).float(),
         items=items,
-        timing={"total": time.perf_counter() - t0},
+        timing={"total_s": time.perf_counter() - t0},
         info={"preimage": pre},
         value_range=(spec.low, spec.high),
     )

@@ -343,7 +343,7 @@ def run(
         inputs=torch.as_tensor(np.stack(rows)).float().reshape(-1, *spec.shape),
         outputs=torch.as_tensor(np.stack(outs)),
         items=items,
-        timing={"total": time.perf_counter() - t0},
+        timing={"total_s": time.perf_counter() - t0},
         info={"certificates": [r.stats for r in results]},
         value_range=(spec.low, spec.high),
     )

@@ -73,7 +73,7 @@ def solve_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: floa
     x = found.inputs[0].double().reshape(-1) if found else torch.full((n_in,), math.nan, dtype=torch.float64)
     y = found.outputs[0].double() if found else torch.full((n_out,), math.nan, dtype=torch.float64)
     return Result(method="exact", model=model.name, inputs=x[None], outputs=y[None], items=[item],
-                  timing={"total": elapsed},
+                  timing={"total_s": elapsed},
                   info={"status": status, "network": str(onnx_path), "spec": str(vnnlib_path), "cases": len(spec.cases),
                         "certificates": [r.info["certificates"][0] for r in answers]})
 
