@@ -48,7 +48,7 @@ def _open_interval(low: float, high: float) -> Callable[[float], float]:
 
 LrOpt = Annotated[float, typer.Option(callback=_open_interval(0.0, float("inf")), help="Adam learning rate (> 0).")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed (results are deterministic for a seed).")]
-ThreadsOpt = Annotated[int | None, typer.Option(min=1, help="Torch CPU threads (default: all cores).")]
+ThreadsOpt = Annotated[int | None, typer.Option(min=1, help="Torch CPU threads (default: 1 for small networks, else the idle cores).")]
 GoalOpt = Annotated[float, typer.Option(callback=_open_interval(0.0, 1.0),
                                         help="Class probability that counts as reached, in (0, 1).")]
 SamplesOpt = Annotated[int, typer.Option(min=1, help="Distinct inputs per target.")]

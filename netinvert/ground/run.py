@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -11,13 +12,29 @@ import torch
 
 from netinvert.ground.errors import NetinvertError
 
+# Below this many activation values per step, torch's intra-op threads cost more than they save: on 2 cores a
+# 28x28 CNN step took 13.5 ms on one thread and 466 ms on two while the machine was busy (benchmarks/threads.py).
+SMALL_WORK = 1_000_000
+
+
+def default_threads(work: int | None) -> int:
+    """Torch threads for a loop whose steps each touch ``work`` activation values (``None``: unknown).
+
+    One thread for small work (thread wake-ups outweigh the arithmetic); otherwise the cores that are idle now
+    (cores minus the one-minute load average, at least one), so a busy machine is not oversubscribed.
+    """
+    if work is not None and work < SMALL_WORK:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cores, round(cores - load)))
+
 
 @contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """Run with ``count`` torch threads, restoring the previous setting afterwards."""
+def torch_threads(count: int | None, work: int | None = None) -> Iterator[None]:
+    """Run with ``count`` torch threads (``None``: :func:`default_threads` for ``work``), then restore the setting."""
     if count is None:
-        yield
-        return
+        count = default_threads(work)
     if count < 1:
         raise NetinvertError(f"threads={count} must be >= 1")
     before = torch.get_num_threads()

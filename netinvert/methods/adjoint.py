@@ -73,7 +73,8 @@ def run(
     chosen, losses, errs = [], [], []
     per_chunk = max(1, BATCH_ROWS // starts)
     chunks = [regs[i : i + per_chunk] for i in range(0, len(regs), per_chunk)]
-    with torch_threads(threads), progress_bar(progress, len(chunks) * steps, "adjoint search") as bar:
+    with torch_threads(threads, model.step_work(per_chunk)), \
+            progress_bar(progress, len(chunks) * steps, "adjoint search") as bar:
         task = bar.add_task("search", total=len(chunks) * steps) if bar is not None else None
         tick = (lambda: bar.advance(task)) if bar is not None and task is not None else (lambda: None)
         for chunk in chunks:

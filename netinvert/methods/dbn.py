@@ -46,7 +46,7 @@ def run(model: Model, targets: Target | Sequence[Target], domain: Box | None = N
         classes.append(Class(model.class_index(t.index), output_activation=model.output_activation))
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
-    with torch_threads(threads):
+    with torch_threads(threads, model.step_work(samples * len(classes))):
         rows = [model.module.generate(int(c.index), samples, gibbs_steps, gen) for c in classes]
         inputs = torch.cat(rows).clamp(model.input_spec.low, model.input_spec.high)
         plan = [c for c in classes for _ in range(samples)]

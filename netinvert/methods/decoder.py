@@ -120,7 +120,7 @@ def train(model: Model, layer: str, x_train: np.ndarray | torch.Tensor, *, epoch
     if epochs < 1:
         raise NetinvertError(f"epochs={epochs} must be >= 1")
     start = time.perf_counter()
-    with torch_threads(threads):
+    with torch_threads(threads, model.step_work(min(len(x), 512))):
         torch.manual_seed(seed)
         decoder = build(model, layer, width)
         acts = torch.cat([capture_activations(model, layer, x[i : i + 512]) for i in range(0, len(x), 512)])
@@ -225,7 +225,7 @@ def run(model: Model, targets: Target | list[Target], domain: Domain | Box | Bal
     """
     items = activation_targets(targets)
     start = time.perf_counter()
-    with torch_threads(threads):
+    with torch_threads(threads, model.step_work(len(items))):
         decoders, data_key = resolve_decoders(model, items, data, decoder, seed=seed, epochs=epochs,
                                               progress=progress)
         fit_s = time.perf_counter() - start

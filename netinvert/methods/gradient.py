@@ -181,7 +181,7 @@ def run(
     options = {"schedule": schedule, "steps": steps, "lr": lr, "samples": samples, "goal": goal,
                "early_stop": early_stop, "check_every": check_every, "batch_size": batch_size, "seed": seed,
                "threads": threads}
-    with torch_threads(threads):
+    with torch_threads(threads, model.step_work(batch_size or len(resolved) * samples)):
         if schedule == "inversion":
             return _inversion(model, resolved, domain, options, progress)
         return _imagine(model, resolved, domain or Domain(), options, progress, penalties or [], penalty_layers)

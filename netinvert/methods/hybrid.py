@@ -32,7 +32,7 @@ def run(model: Model, targets: Target | list[Target], domain: Domain | None = No
     """Decode each ``Activations`` target, then refine by gradient (``steps`` scales the schedule)."""
     items = activation_targets(targets)
     start = time.perf_counter()
-    with torch_threads(threads):
+    with torch_threads(threads, model.step_work(len(items))):
         first = decoder_method.run(model, items, domain, data=data, decoder=decoder, seed=seed, epochs=epochs,
                                    progress=progress)
         region = domain.region if domain is not None else Box()

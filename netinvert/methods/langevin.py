@@ -73,8 +73,8 @@ def run(
     prior_weight = DATA_PRIOR_WEIGHT if domain.data_prior is None else domain.data_prior
     prior = prior_for(model) if prior_weight > 0 else None
     start = time.perf_counter()
-    with torch_threads(threads), progress_bar(progress, steps, f"{model.name}: {len(chains)} chains",
-                                              min_total=200) as bar:
+    with torch_threads(threads, model.step_work(len(chains))), \
+            progress_bar(progress, steps, f"{model.name}: {len(chains)} chains", min_total=200) as bar:
         task = bar.add_task("run", total=steps) if bar is not None else None
         x = _initial(len(chains), spec.shape, low, high, prior, gen)
         for step in range(steps):

@@ -6,6 +6,7 @@ hooks registered only on the layers asked for and always removed, also when the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -199,6 +200,14 @@ class Model(nn.Module):
     def layer_shapes(self) -> dict[str, tuple[int, ...]]:
         """Output shape (without batch) of every layer that gives a tensor."""
         return {name: info.shape for name, info in self.layer_table().items() if info.shape is not None}
+
+    def step_work(self, batch: int) -> int | None:
+        """Activation values one forward pass of ``batch`` inputs produces (leaf layers; ``None`` when unknown).
+
+        A measure of a step's arithmetic, used to choose the torch thread count.
+        """
+        values = sum(math.prod(i.shape) for i in self.layer_table().values() if i.leaf and i.shape)
+        return batch * values if values else None
 
     def layer_depth(self, layer: str) -> int:
         """How many modules with weights (conv, linear, ...) run before ``layer``'s output, itself included."""
