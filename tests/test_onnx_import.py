@@ -254,6 +254,28 @@ def test_fixed_batch_one_graphs_take_any_batch(tmp_path: Path) -> None:
     assert acts["conv"].shape == (4, 2, 5, 5) and acts["flatten"].shape == (4, 50)
     x_one = torch.from_numpy(x[:1])
     assert torch.allclose(model(x_one), out[:1], atol=1e-6)
+    assert model.module.batches is False  # the Reshape to [1, -1] needs one item at a time
+
+
+def test_fixed_batch_one_graphs_run_whole_batches_when_that_gives_the_same_outputs(tmp_path: Path) -> None:
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Flatten", ["r"], ["flat"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["y"], name="fc", transB=1),
+    ]
+    consts = {"w": rand(2, 1, 3, 3), "fc_w": rand(4, 2 * 5 * 5), "fc_b": rand(4)}
+    path = save(tmp_path / "batch1_flatten.onnx", nodes, [1, 1, 5, 5], consts, 13)
+    session = ort.InferenceSession(str(path))
+    x = rand(6, 1, 5, 5)
+    expected = np.concatenate([session.run(None, {"x": x[i:i + 1]})[0] for i in range(6)])
+    model = load(path)
+    calls: list[tuple[int, ...]] = []
+    model.get_layer("conv").register_forward_hook(lambda _m, _i, out: calls.append(tuple(out.shape)))
+    out = model(torch.from_numpy(x))
+    np.testing.assert_allclose(out.detach().numpy(), expected, atol=1e-5)
+    assert model.module.batches is True
+    assert calls == [(6, 2, 5, 5)]  # one batched call: the check runs unseen by hooks
 
 
 def test_graphs_without_batch_dimension_are_batched_around(tmp_path: Path) -> None:

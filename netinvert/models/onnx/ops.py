@@ -62,7 +62,8 @@ class Node(nn.Module):
 
     def forward(self, *inputs: Tensor | None, dtype: torch.dtype = torch.float32,
                 items: ItemRunner | None = None) -> Outputs:
-        self.float_dtype = dtype
+        if dtype is not self.float_dtype:  # nn.Module.__setattr__ is slow enough to show in a step's time
+            self.float_dtype = dtype
         if items is None:
             return self.run_op(list(inputs))
         return items.run(self, list(inputs))
