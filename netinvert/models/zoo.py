@@ -6,6 +6,7 @@ Cache folder: ``$NETINVERT_HOME/zoo`` (default ``~/.cache/netinvert/zoo``).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import math
@@ -25,6 +26,7 @@ from torch import nn
 from netinvert.data.sources import DataSplit
 from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.output import write_file
+from netinvert.ground.run import torch_threads
 from netinvert.ground.spec import InputSpec
 from netinvert.models import architectures as arch
 from netinvert.models.wrapper import Model
@@ -263,7 +265,9 @@ def load_zoo(name: str, *, data: str | None = None, seed: int = 0, verifier: boo
         if not quiet:
             log.warning("training zoo model %s on %s (first use; cached in %s) ...", name, key, path.parent)
         train = entry.trainer or (lambda m, d, s: _train(entry, m, d, s))
-        meta = train(module, loader(seed), seed + _SEEDS.get(name, 0))
+        probe = Model(copy.deepcopy(module), entry.input_spec)  # Model freezes its module's weights
+        with torch_threads(None, probe.step_work(entry.recipe.batch_size)):
+            meta = train(module, loader(seed), seed + _SEEDS.get(name, 0))
         meta["data"] = key
         _save_atomic(module, meta, path)
     info = {"architecture": entry.summary, "data": meta["data"],
