@@ -204,3 +204,22 @@ def summary(records: Sequence[Record]) -> str:
     """``3 done, 1 timeout, 1 error`` for a sweep's records."""
     counts = {s: sum(r.state == s for r in records) for s in STATES}
     return ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+
+
+def rows_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A sweep's merged table as CSV text, columns in the order they first appear."""
+    import csv
+    import io
+
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def merged_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
+    """One row per record: the task's own row, with its ``state`` and, for one that failed, its message."""
+    return [{"task": r.label, "state": r.state, **r.row, "message": r.message, "seconds": round(r.seconds, 3)}
+            for r in records]
