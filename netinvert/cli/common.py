@@ -64,11 +64,12 @@ GpusPerTaskOpt = Annotated[float, typer.Option(min=0.0, help="ray engine: GPUs e
                                                              "(a fraction such as 0.25 shares one).")]
 
 
-def sweep_engine(engine: str, jobs: int, ray_address: str | None, gpus_per_task: float) -> Any:
+def sweep_engine(engine: str, jobs: int, ray_address: str | None, gpus_per_task: float,
+                 threads: int | None = None) -> Any:
     """The sweep engine the options name (``pip install netinvert[ray]`` is named when Ray is missing)."""
     from netinvert.tasks.engines import make_engine
 
-    return make_engine(engine, jobs=jobs, ray_address=ray_address, gpus_per_task=gpus_per_task)
+    return make_engine(engine, jobs=jobs, ray_address=ray_address, gpus_per_task=gpus_per_task, threads=threads or 1)
 
 
 def as_flags(message: str) -> str:
