@@ -154,6 +154,16 @@ def solve_task(onnx: str, vnnlib: str, timeout: float, folder: str, alpha_steps:
     return solve_one(Path(onnx), Path(vnnlib), timeout, Path(folder), alpha_steps)
 
 
+def instance_task(onnx: str, vnnlib: str, timeout: float, alpha_steps: int = 30) -> Row:
+    """An instance as a runner task that writes no folder (benchmarks): status, stage, reason, seconds, search."""
+    t0 = time.perf_counter()
+    result = solve_instance(onnx, vnnlib, timeout, alpha_steps=alpha_steps)
+    item = result.items[0]
+    return {"status": item.status, "stage": str(item.metrics.get("stage", "")), "reason": item.reason,
+            "seconds": time.perf_counter() - t0,
+            "search": ",".join(sorted({c.get("search", "") for c in result.info.get("certificates", [])}))}
+
+
 def family_tasks(rows: list[Instance], timeout: float | None, out: Path, alpha_steps: int = 30) -> list[Task | None]:
     """One task per good row (``None`` for a malformed one), keyed by the bytes of its two files and its options.
 
