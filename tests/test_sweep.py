@@ -182,3 +182,25 @@ def test_atlas_layers_sweep_command(tmp_path: Path) -> None:
     assert json.loads((out / "fc3" / "result.json").read_text())["atlas"]["units"] == 10
     r = CliRunner().invoke(app, ["atlas", "-m", "digits-mlp", "--layer", "fc3", "--layers", "fc3", "--out", str(out)])
     assert r.exit_code == 2 and "give one layer with --layer or several" in r.output
+
+
+def test_design_over_a_targets_file(tmp_path: Path, zoo) -> None:
+    from netinvert.cli.design import design
+
+    zoo("arm")
+    app = typer.Typer()
+    app.command("design")(design)
+    app.command("other")(lambda: None)
+    (tmp_path / "targets.txt").write_text("1.2,0.5\n# wanted end points\n0.5 1.0\n")
+    out = tmp_path / "out"
+    args = ["design", "-m", "arm", "--targets", str(tmp_path / "targets.txt"), "--samples", "2", "--starts", "16",
+            "--steps", "10", "--prove", "0", "-o", str(out)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader((out / "targets.csv").open()))
+    assert [(row["task"], row["state"], row["samples"]) for row in rows] == [("y=1.2,0.5", "done", "2"),
+                                                                              ("y=0.5,1", "done", "2")]
+    assert json.loads((out / "t00001" / "result.json").read_text())["targets"][0]["y"] == [0.5, 1.0]
+    (tmp_path / "bad.txt").write_text("1.2,0.5\n1.2,abc\n")
+    r = CliRunner().invoke(app, [*args[:4], str(tmp_path / "bad.txt"), *args[5:]])
+    assert r.exit_code == 2 and "bad.txt:2: '1.2,abc' is not a list of numbers" in " ".join(r.output.split())
