@@ -29,8 +29,9 @@ from netinvert.ground.output import write_json
 from netinvert.models.load import load
 from netinvert.tasks.atlas import layer_tasks
 from netinvert.tasks.engines import make_engine
-from netinvert.tasks.runner import Record, Task, run_sweep, task_key
+from netinvert.tasks.runner import run_sweep
 from netinvert.tasks.solve import instance_task
+from netinvert.tasks.task import Record, Task, task_key
 
 DOMAIN = {"param": "auto", "tv": 0.0, "bn_prior": None, "data_prior": None}
 

@@ -24,8 +24,9 @@ from pathlib import Path
 
 from netinvert.ground.output import write_json
 from netinvert.tasks.engines import make_engine
-from netinvert.tasks.runner import Record, Task, run_sweep, task_key
+from netinvert.tasks.runner import run_sweep
 from netinvert.tasks.solve import instance_task
+from netinvert.tasks.task import Record, Task, task_key
 
 OURS = {"found": "sat", "none-exists": "unsat", "unknown": "unknown"}
 

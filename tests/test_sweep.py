@@ -23,8 +23,9 @@ from typer.testing import CliRunner
 import netinvert
 from netinvert.ground.errors import NetinvertError
 from netinvert.tasks.engines import make_engine
-from netinvert.tasks.runner import RECORDS, Task, read_records, run_sweep, task_key
+from netinvert.tasks.runner import RECORDS, read_records, run_sweep
 from netinvert.tasks.solve import solve_family
+from netinvert.tasks.task import Task, task_key
 
 TESTS = Path(__file__).resolve().parent
 ROOT = Path(netinvert.__file__).resolve().parents[1]

@@ -28,7 +28,7 @@ from netinvert.methods import invert
 from netinvert.models.wrapper import Model
 from netinvert.targets.base import Target
 from netinvert.targets.units import Channel, Neuron
-from netinvert.tasks.runner import Task, model_key, task_key
+from netinvert.tasks.task import Task, model_key, task_key
 
 MANIFEST = "atlas.json"
 SHEET = "atlas.png"

@@ -13,7 +13,7 @@ from typing import Any
 
 from netinvert.ground.errors import NetinvertError
 from netinvert.models.wrapper import Model
-from netinvert.tasks.runner import Task, model_key, task_key
+from netinvert.tasks.task import Task, model_key, task_key
 
 
 def read_targets(path: Path) -> list[list[float]]:

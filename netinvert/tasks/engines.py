@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from netinvert.ground.errors import NetinvertError, choices
-from netinvert.tasks.runner import Record, Task
+from netinvert.tasks.task import Record, Task
 
 ENGINES = ("local", "ray")
 RAY_MISSING = "the ray engine needs Ray, which is not installed: pip install netinvert[ray]"

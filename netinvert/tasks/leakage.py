@@ -23,7 +23,8 @@ from netinvert.methods import invert
 from netinvert.models.wrapper import Model
 from netinvert.report.leakage import mean, quality
 from netinvert.targets.activations import capture_activations, targets_for
-from netinvert.tasks.runner import Task, model_key, run_sweep, task_key
+from netinvert.tasks.runner import run_sweep
+from netinvert.tasks.task import Task, model_key, task_key
 
 INVERSION_METHODS = ("gradient", "decoder", "hybrid")
 PARTS = "parts"

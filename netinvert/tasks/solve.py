@@ -30,7 +30,8 @@ from netinvert.ground.result import Item, Result
 from netinvert.methods import invert
 from netinvert.models.load import load
 from netinvert.targets.vnnlib import read_vnnlib
-from netinvert.tasks.runner import Record, Task, read_records, run_sweep, task_key
+from netinvert.tasks.runner import read_records, run_sweep
+from netinvert.tasks.task import Record, Task, task_key
 
 RESULT_FIELDS = ("onnx", "vnnlib", "status", "stage", "seconds", "reason")
 Row = dict[str, str]
