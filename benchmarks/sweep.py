@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import logging
 import os
 import statistics
 import tempfile
@@ -76,6 +77,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="first N instances of the 256x2 family")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/sweep.json"))
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the runner's progress lines
     vnncomp = Path(os.environ.get("NETINVERT_VNNCOMP", Path(__file__).resolve().parents[2] / "shared/data/vnncomp"))
     family = family_tasks(vnncomp / "mnist_fc", args.timeout, args.limit)
     layers = args.layers.split(",")

@@ -66,7 +66,7 @@ def atlas(
     options = {"param": param, "tv": tv, "bn_prior": bn_prior, "data_prior": data_prior}
     if layers is not None:
         _sweep(net, model, layers, out, options, batch_size, steps, lr, seed,
-               sweep_engine(engine, jobs, ray_address, gpus_per_task))
+               sweep_engine(engine, jobs, ray_address, gpus_per_task, threads))
         return
     assert layer is not None
     domain = Domain(**options)

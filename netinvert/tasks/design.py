@@ -49,7 +49,7 @@ def design_task(model: str, load_options: dict[str, Any], y: list[float], output
 
     net = load(model, **load_options)
     sim = get_simulator(simulator) if simulator is not None else None
-    result = invert(net, [Regression(y, outputs)], None, method="adjoint", simulator=sim, threads=1, **options)
+    result = invert(net, [Regression(y, outputs)], None, method="adjoint", simulator=sim, **options)
     result.save(folder, images=False)
     summary = result.info["targets"][0]
     resim = [m for m in result.metric("resim_mse") if m is not None and math.isfinite(m)]

@@ -150,11 +150,17 @@ class LocalEngine:
                         broken = True
                         flying[future] = (task, submitted)
                         continue
+                    except Exception as exc:  # noqa: BLE001 - e.g. a task function workers cannot import
+                        out = ("error", {}, f"cannot hand the task to a worker: {type(exc).__name__}: {exc}", 0.0)
                     report(task, _record(task, out, self.name, time.time() - submitted - out[3]))
                 if broken:
                     wait(flying, timeout=10)
-                    for task, _ in flying.values():
-                        self._lost(task, killed, deaths, todo, report)
+                    for future, (task, submitted) in flying.items():
+                        if future.done() and future.exception() is None:
+                            out = future.result()
+                            report(task, _record(task, out, self.name, time.time() - submitted - out[3]))
+                        else:
+                            self._lost(task, killed, deaths, todo, report)
                     return
                 now = time.time()
                 for task, _ in flying.values():
