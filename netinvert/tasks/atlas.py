@@ -244,7 +244,8 @@ def render_task(model: str, load_options: dict[str, Any], layer: str, out: str, 
     from netinvert.models.load import load
 
     net = load(model, **load_options)
-    result = render(net, layer, out, Domain(**domain), batch_size=batch_size, steps=steps, lr=lr, seed=seed)
+    result = render(net, layer, out, Domain(**domain), batch_size=batch_size, steps=steps, lr=lr, seed=seed,
+                    threads=torch.get_num_threads())  # the engine's count per task
     info = result.info["atlas"]
     activation = [float(a) for a in result.metric("activation") if a is not None] if result.items else []
     return {"layer": layer, "kind": info["kind"], "units": info["units"],

@@ -42,6 +42,8 @@ def read_targets(path: Path) -> list[list[float]]:
 def design_task(model: str, load_options: dict[str, Any], y: list[float], outputs: list[int] | None,
                 simulator: str | None, folder: str, options: dict[str, Any]) -> dict[str, Any]:
     """One target of a design sweep, as a runner task: the adjoint search, its folder saved, its summary row."""
+    import torch
+
     from netinvert.data.simulators import get_simulator
     from netinvert.methods import invert
     from netinvert.models.load import load
@@ -49,7 +51,8 @@ def design_task(model: str, load_options: dict[str, Any], y: list[float], output
 
     net = load(model, **load_options)
     sim = get_simulator(simulator) if simulator is not None else None
-    result = invert(net, [Regression(y, outputs)], None, method="adjoint", simulator=sim, **options)
+    result = invert(net, [Regression(y, outputs)], None, method="adjoint", simulator=sim,
+                    threads=torch.get_num_threads(), **options)  # the engine's count per task
     result.save(folder, images=False)
     summary = result.info["targets"][0]
     resim = [m for m in result.metric("resim_mse") if m is not None and math.isfinite(m)]

@@ -96,7 +96,8 @@ def leakage_task(model: str, load_options: dict[str, Any], layer: str, method: s
     split = net.data_split()
     x = torch.as_tensor(split.x_held[:count], dtype=torch.float32)
     values = capture_activations(net, layer, x)
-    row, inputs = _one(net, layer, method, x, values, split, steps=steps, seed=seed, threads=None)
+    row, inputs = _one(net, layer, method, x, values, split, steps=steps, seed=seed,
+                      threads=torch.get_num_threads())  # the engine's count per task
     write_file(part, lambda tmp: np.savez(tmp, row=json.dumps(row), reconstructions=inputs.detach().cpu().numpy()))
     return row
 
