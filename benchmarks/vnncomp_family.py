@@ -2,31 +2,31 @@
 
 Prints one row per instance as it finishes, then solved / sat / unsat / wrong (against the
 consensus column of ``known_results.csv``) / median time per network, next to the same numbers
-for every tool with a ``<tool>_result`` column. Writes ``results.jsonl`` (one row per instance,
-appended as it goes: rerunning skips the instances already there at the same timeout, so an
-interrupted run resumes) and ``summary.json`` under ``--out``.
+for every tool with a ``<tool>_result`` column. Each instance is a task of the sweep runner, kept in
+``--out``/sweep/ as it finishes (rerunning skips the instances already there with the same files and
+timeout, so an interrupted run resumes); ``summary.json`` is written under ``--out``.
 
     python benchmarks/vnncomp_family.py ../shared/data/vnncomp/acasxu_dev [--timeout 116] [--jobs 1]
+        [--engine local|ray] [--ray-address auto]
         [--limit N] [--networks 1_1,1_2] [--only prop_1.vnnlib] [--out benchmarks/results/vnncomp_acasxu_dev]
 
 ``--timeout`` defaults to each instance's own limit (the third column of ``instances.csv``).
-``--jobs`` runs that many instances at once, each in its own process with ``--threads`` threads.
+``--jobs`` runs that many instances at once (local engine), each in its own process with ``--threads`` threads;
+``--engine ray`` runs them on a Ray cluster (docs/scale.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
-import multiprocessing
 import statistics
-import time
 from pathlib import Path
 
-import torch
-
 from netinvert.ground.output import write_json
-from netinvert.tasks.solve import solve_instance
+from netinvert.tasks.engines import make_engine
+from netinvert.tasks.runner import run_sweep
+from netinvert.tasks.solve import instance_task
+from netinvert.tasks.task import Record, Task, task_key
 
 OURS = {"found": "sat", "none-exists": "unsat", "unknown": "unknown"}
 
@@ -39,7 +39,9 @@ def main() -> None:
     ap.add_argument("--networks", default=None, help="comma-separated substrings of the ONNX names to keep")
     ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/vnncomp_<folder name>")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per instance")
-    ap.add_argument("--jobs", type=int, default=1, help="instances solved at once, one process each")
+    ap.add_argument("--engine", default="local", choices=("local", "ray"), help="where the instances run")
+    ap.add_argument("--jobs", type=int, default=1, help="local engine: instances solved at once, one process each")
+    ap.add_argument("--ray-address", default=None, help="ray engine: auto or HOST:PORT (default: a local cluster)")
     ap.add_argument("--only", default=None, help="comma-separated vnnlib names (default: all)")
     args = ap.parse_args()
     data = args.folder.resolve()
@@ -56,68 +58,44 @@ def main() -> None:
     nets = list(dict.fromkeys(Path(o).name for o, _, _ in rows))
     if args.networks:
         nets = [n for n in nets if any(s in n for s in args.networks.split(","))]
-    out.mkdir(parents=True, exist_ok=True)
-    log = out / "results.jsonl"
-    done: dict[tuple[str, str], dict] = {}
-    if log.exists():
-        for line in log.read_text().splitlines():
-            r = json.loads(line)
-            done[(r["onnx"], r["vnnlib"])] = r
-    todo = []
+    todo: dict[str, Task] = {}
+    timeouts: dict[str, float] = {}
     for net in nets:
         mine = [r for r in rows if Path(r[0]).name == net][: args.limit]
         if args.only:
             mine = [r for r in mine if Path(r[1]).name in args.only.split(",")]
-        todo += [(data, o, v, t) for o, v, t in mine if done.get((net, Path(v).name), {}).get("timeout") != t]
-    print(f"{len(todo)} instances to run, {len(done)} already in {log}", flush=True)
-    with multiprocessing.get_context("spawn").Pool(args.jobs, _init_worker, (args.threads,)) as pool:
-        for onnx_name, spec, timeout, status, stage, reason, seconds, search in pool.imap_unordered(_solve, todo):
-            rec = {
-                "onnx": onnx_name,
-                "vnnlib": spec,
-                "timeout": timeout,
-                "status": status,
-                "stage": stage,
-                "search": search,
-                "seconds": seconds,
-                "reason": reason,
-                "consensus": known[(onnx_name, spec)]["consensus"],
-            }
-            done[(onnx_name, spec)] = rec
-            with log.open("a") as f:  # one line per finished instance: the resumable log
-                f.write(json.dumps(rec) + "\n")
-            wrong = OURS[status] in ("sat", "unsat") and rec["consensus"] in ("sat", "unsat")
-            wrong = wrong and OURS[status] != rec["consensus"]
-            print(
-                f"{onnx_name} {spec}: {status:12s} {stage:11s} {seconds:7.2f} s  "
-                f"consensus {rec['consensus']}{'  WRONG' if wrong else ''} {reason}",
-                flush=True,
-            )
+        for o, v, t in mine:
+            key = task_key("solve", [data / o, data / v], timeout=t, alpha_steps=30)
+            args_ = {"onnx": str(data / o), "vnnlib": str(data / v), "timeout": t}
+            todo[key] = Task(instance_task, args_, key, f"{Path(o).name} {Path(v).name}", timeout=t * 1.25 + 10)
+            timeouts[key] = t
+    done: dict[tuple[str, str], dict] = {}
+
+    def show(_: int, record: Record) -> None:
+        onnx_name, spec = record.label.split(" ", 1)
+        rec = _row(record, known, timeouts[record.key])
+        wrong = OURS[rec["status"]] in ("sat", "unsat") and rec["consensus"] in ("sat", "unsat")
+        wrong = wrong and OURS[rec["status"]] != rec["consensus"]
+        print(f"{onnx_name} {spec}: {rec['status']:12s} {rec['stage']:11s} {rec['seconds']:7.2f} s  "
+              f"consensus {rec['consensus']}{'  WRONG' if wrong else ''} {rec['reason']}", flush=True)
+
+    engine = make_engine(args.engine, jobs=args.jobs, threads=args.threads) if args.engine == "local" else \
+        make_engine("ray", ray_address=args.ray_address, threads=args.threads)
+    print(f"{len(todo)} instances, results kept in {out / 'sweep'}", flush=True)
+    for record in run_sweep(list(todo.values()), out, engine=engine, on_record=show, description=data.name):
+        rec = _row(record, known, timeouts[record.key])
+        done[(rec["onnx"], rec["vnnlib"])] = rec
     summary = summarize(nets, done, known, tools, args.limit)
     write_json(out / "summary.json", summary)
     print(f"\nwrote {out / 'summary.json'}")
 
 
-def _init_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
-def _solve(job: tuple[Path, str, str, float]) -> tuple[str, str, float, str, str, str, float, str]:
-    data, onnx_path, spec_path, timeout = job
-    t0 = time.perf_counter()
-    res = solve_instance(data / onnx_path, data / spec_path, timeout)
-    item = res.items[0]
-    search = ",".join(sorted({c.get("search", "") for c in res.info.get("certificates", [])}))
-    return (
-        Path(onnx_path).name,
-        Path(spec_path).name,
-        timeout,
-        item.status,
-        str(item.metrics.get("stage", "")),
-        item.reason,
-        time.perf_counter() - t0,
-        search,
-    )
+def _row(record: Record, known: dict, timeout: float) -> dict:
+    """One instance's row for the summary, from its runner record (``unknown`` when killed, ``error`` when it raised)."""
+    onnx_name, spec = record.label.split(" ", 1)
+    row = record.row if record.state == "done" else {"status": "unknown", "stage": record.state, "search": "",
+                                                      "seconds": record.seconds, "reason": record.message}
+    return {"onnx": onnx_name, "vnnlib": spec, "timeout": timeout, **row, "status": row.get("status", "unknown"), "consensus": known[(onnx_name, spec)]["consensus"]}
 
 
 def summarize(nets: list[str], done: dict, known: dict, tools: list[str], limit: int | None) -> dict:

@@ -2,33 +2,42 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from netinvert.cli.common import (
-    LayerOpt,
+    EngineOpt,
+    GpusPerTaskOpt,
+    JobsOpt,
     LrOpt,
     OutOpt,
     ParamOpt,
+    RayAddressOpt,
     SeedOpt,
     StepsOpt,
     ThreadsOpt,
     cli_errors,
     console,
     err_console,
+    sweep_engine,
 )
 from netinvert.cli.options import ModelOptions, model_command
 from netinvert.cli.report import save_report
+from netinvert.ground.errors import NetinvertError
+from netinvert.models.wrapper import Model
 
 
 @cli_errors
 @model_command()
 def atlas(
     model: ModelOptions,
-    layer: LayerOpt,
     out: OutOpt,
+    layer: Annotated[str | None, typer.Option("--layer", "-l", help="Layer name (see `netinvert layers`).")] = None,
+    layers: Annotated[str | None, typer.Option(help="Several layers as a sweep, a,b,c or all: one folder each "
+                                                    "under --out, one task each.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Units rendered together in one batch.")] = 16,
     steps: StepsOpt = 256,
     lr: LrOpt = 0.05,
@@ -38,16 +47,29 @@ def atlas(
     bn_prior: Annotated[float | None, typer.Option(min=0.0, help="BatchNorm-statistics prior weight (default: off).")] = None,
     data_prior: Annotated[float | None, typer.Option(min=0.0, help="Data prior weight (default: on for known data).")] = None,
     threads: ThreadsOpt = None,
+    engine: EngineOpt = "local",
+    jobs: JobsOpt = 1,
+    ray_address: RayAddressOpt = None,
+    gpus_per_task: GpusPerTaskOpt = 0.0,
 ) -> None:
     """Render every unit of a layer (conv channels, linear neurons): a contact sheet, one PNG per unit, result.json.
 
     Re-running the same command resumes: finished units are skipped; an interrupted run loses at most one batch.
+    With --layers, each layer is a task of a sweep (--engine local --jobs N, or ray; see docs/scale.md).
     """
     from netinvert.domains.domain import Domain
     from netinvert.tasks.atlas import SHEET, render
 
+    if (layer is None) == (layers is None):
+        raise NetinvertError("give one layer with --layer or several with --layers a,b,c (or --layers all)")
     net = model.load()
-    domain = Domain(param=param, tv=tv, bn_prior=bn_prior, data_prior=data_prior)
+    options = {"param": param, "tv": tv, "bn_prior": bn_prior, "data_prior": data_prior}
+    if layers is not None:
+        _sweep(net, model, layers, out, options, batch_size, steps, lr, seed,
+               sweep_engine(engine, jobs, ray_address, gpus_per_task, threads))
+        return
+    assert layer is not None
+    domain = Domain(**options)
     columns = (TextColumn(f"atlas {net.name}:{layer}"), BarColumn(), MofNCompleteColumn(), TextColumn("units"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
     state = {"done": 0, "total": 0}
@@ -75,3 +97,33 @@ def atlas(
     console.print(f"wrote {out}: {pictures}result.json, inputs.npy - {info['units']} {info['kind']}s of {layer} "
                   f"({info['resumed_units']} resumed), {result.timing['units_per_s']:.2f} units/s",
                   soft_wrap=True, highlight=False)
+
+
+def _sweep(net: Model, model: ModelOptions, layers: str, out: Path, domain: dict[str, Any], batch_size: int,
+           steps: int, lr: float, seed: int, engine: Any) -> None:
+    """``--layers``: one task per layer, each layer in ``out/LAYER``; the rows merged into ``out/layers.csv``."""
+    from rich.table import Table
+
+    from netinvert.ground.output import check_writable, write_text
+    from netinvert.tasks.atlas import layer_tasks, layers_with_units
+    from netinvert.tasks.runner import merged_rows, rows_csv, run_sweep, summary
+
+    names = layers_with_units(net) if layers.strip() == "all" else [n.strip() for n in layers.split(",") if n.strip()]
+    if not names:
+        raise NetinvertError("--layers is empty: give layer names a,b,c (see `netinvert layers`) or all")
+    check_writable(out, replace=False)
+    tasks = layer_tasks(net, model.model, model.load_options(), names, out, domain, batch_size=batch_size,
+                        steps=steps, lr=lr, seed=seed)
+    records = run_sweep(tasks, out, engine=engine, description=f"atlas {net.name}")
+    rows = merged_rows(records)
+    write_text(out / "layers.csv", rows_csv(rows))
+    table = Table("layer", "state", "kind", "units", "units/s", "message", title=f"atlas of {net.name}")
+    for name, record in zip(names, records, strict=True):
+        row = record.row
+        table.add_row(name, record.state, str(row.get("kind", "-")), str(row.get("units", "-")),
+                      f"{row['units_per_s']:.2f}" if "units_per_s" in row else "-", record.message)
+        if record.state == "done":
+            save_report(Path(row["folder"]))
+    console.print(table)
+    console.print(f"wrote {out}: one atlas folder per layer and layers.csv ({summary(records)})", highlight=False,
+                  soft_wrap=True)

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from netinvert.cli.common import LrOpt, OutOpt, SamplesOpt, SeedOpt, StepsOpt, ThreadsOpt, cli_errors, console
+from netinvert.cli.common import (
+    EngineOpt,
+    GpusPerTaskOpt,
+    JobsOpt,
+    LrOpt,
+    OutOpt,
+    RayAddressOpt,
+    SamplesOpt,
+    SeedOpt,
+    StepsOpt,
+    ThreadsOpt,
+    cli_errors,
+    console,
+    sweep_engine,
+)
 from netinvert.cli.options import ModelOptions, model_command
 from netinvert.cli.report import save_report
 from netinvert.ground.errors import NetinvertError
@@ -36,7 +50,10 @@ def parse_values(text: str, flag: str = "--y") -> list[float]:
 def design(
     model: ModelOptions,
     out: OutOpt,
-    y: Annotated[list[str], typer.Option("--y", help="Wanted outputs, comma-separated; repeat for more targets.")],
+    y: Annotated[list[str] | None, typer.Option("--y", help="Wanted outputs, comma-separated; repeat for more targets.")]
+    = None,
+    targets: Annotated[Path | None, typer.Option(help="A file of targets, one line of wanted outputs each: a sweep, "
+                                                      "one task per target (see docs/scale.md).")] = None,
     outputs: Annotated[str | None, typer.Option(help="Output indices the values are for (default: all).")] = None,
     samples: SamplesOpt = 50,
     starts: Annotated[int, typer.Option(min=1, help="Random starts per target.")] = 1024,
@@ -49,6 +66,10 @@ def design(
     prove: Annotated[float, typer.Option(min=0.0, help="Seconds to prove an unreached target unreachable.")] = 20.0,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
+    engine: EngineOpt = "local",
+    jobs: JobsOpt = 1,
+    ray_address: RayAddressOpt = None,
+    gpus_per_task: GpusPerTaskOpt = 0.0,
 ) -> None:
     """Find T distinct inputs per target whose outputs equal the wanted values (neural-adjoint search)."""
     from netinvert.data.simulators import SIMULATORS, get_simulator
@@ -56,11 +77,24 @@ def design(
     from netinvert.methods import invert
     from netinvert.targets.regression import Regression
 
-    check_writable(out)
-    values = [parse_values(text) for text in y]
+    if (not y) == (targets is None):
+        raise NetinvertError("give the wanted outputs with --y (repeat for more targets) or a file with --targets")
     picked = [int(v) for v in parse_values(outputs, "--outputs")] if outputs is not None else None
     sim_name = simulator or (model.model if model.model in SIMULATORS else None)
     sim = get_simulator(sim_name) if sim_name is not None else None
+    if targets is not None:
+        from netinvert.tasks.design import design_tasks, read_targets
+
+        check_writable(out, replace=False)
+        net = model.load()
+        tasks = design_tasks(net, model.model, model.load_options(), read_targets(targets), out, outputs=picked,
+                             simulator=sim_name, samples=samples, starts=starts, steps=steps, lr=lr,
+                             tolerance=tolerance, prove=prove, seed=seed)
+        _sweep(tasks, out, sweep_engine(engine, jobs, ray_address, gpus_per_task, threads))
+        return
+    assert y is not None
+    check_writable(out)
+    values = [parse_values(text) for text in y]
     net = model.load()
     targets = [Regression(v, picked) for v in values]
     result = invert(net, targets, None, method="adjoint", samples=samples, starts=starts, steps=steps, lr=lr,
@@ -78,6 +112,25 @@ def design(
     save_report(out)
     _print(result, sim is not None)
     console.print(f"wrote {out}/result.json, inputs.npy and pictures", highlight=False)
+
+
+def _sweep(tasks: list[Any], out: Path, engine: Any) -> None:
+    """``--targets``: one task per target, merged into ``out/targets.csv`` and a table."""
+    from netinvert.ground.output import write_text
+    from netinvert.tasks.runner import merged_rows, rows_csv, run_sweep, summary
+
+    records = run_sweep(tasks, out, engine=engine, description="design")
+    write_text(out / "targets.csv", rows_csv(merged_rows(records)))
+    table = Table("target", "state", "found", "residual", "best re-simulated MSE", "message")
+    for record in records[:SHOWN * 5]:
+        row = record.row
+        table.add_row(record.label, record.state, str(row.get("found", "-")),
+                      f"{row['residual']:.3g}" if "residual" in row else "-",
+                      f"{row['best_resim_mse']:.2e}" if "best_resim_mse" in row else "-", record.message)
+    console.print(table)
+    more = f"; {len(records) - SHOWN * 5} more rows in targets.csv" if len(records) > SHOWN * 5 else ""
+    console.print(f"wrote {out}: one folder per target and targets.csv ({summary(records)}){more}", highlight=False,
+                  soft_wrap=True)
 
 
 def _print(result: Result, resimulated: bool) -> None:

@@ -13,7 +13,20 @@ import numpy as np
 import torch
 import typer
 
-from netinvert.cli.common import LayerOpt, OutOpt, SeedOpt, ThreadsOpt, cli_errors, console, print_written
+from netinvert.cli.common import (
+    EngineOpt,
+    GpusPerTaskOpt,
+    JobsOpt,
+    LayerOpt,
+    OutOpt,
+    RayAddressOpt,
+    SeedOpt,
+    ThreadsOpt,
+    cli_errors,
+    console,
+    print_written,
+    sweep_engine,
+)
 from netinvert.cli.options import ModelOptions, model_command
 from netinvert.cli.report import save_report
 from netinvert.ground.errors import NetinvertError
@@ -123,12 +136,16 @@ def leakage(
     count: Annotated[int, typer.Option(min=1, help="How many held-out inputs to invert at each layer.")] = 64,
     steps: ScheduleStepsOpt = None,
     seed: SeedOpt = 0,
-    threads: ThreadsOpt = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Torch threads of each task (default: 1).")] = None,
+    engine: EngineOpt = "local",
+    jobs: JobsOpt = 1,
+    ray_address: RayAddressOpt = None,
+    gpus_per_task: GpusPerTaskOpt = 0.0,
 ) -> None:
     """Report how much each layer leaks about its input: PSNR, SSIM, verifier agreement per layer and method."""
     from netinvert.ground.output import check_writable
     from netinvert.report.leakage import table, write_leakage
-    from netinvert.tasks.leakage import evaluate, leakage_result, reconstructions
+    from netinvert.tasks.leakage import evaluate_sweep, leakage_result, reconstructions
 
     check_writable(out, replace=False)
     layer_list = [name.strip() for name in layers.split(",") if name.strip()]
@@ -138,8 +155,11 @@ def leakage(
     net = model.load()
     for name in layer_list:
         net.get_layer(name)
-    rows = evaluate(net, layer_list, method_list, count=count, steps=steps, seed=seed, threads=threads, folder=out,
-                    log=lambda r: console.print(f"{r['layer']} {r['method']}: PSNR {r['psnr']:.2f} dB", highlight=False))
+    runner = sweep_engine(engine, jobs, ray_address, gpus_per_task, threads)
+    rows = evaluate_sweep(net, model.model, model.load_options(), layer_list, method_list, out, count=count,
+                          steps=steps, seed=seed, engine=runner,
+                          log=lambda r: console.print(f"{r['layer']} {r['method']}: PSNR {r['psnr']:.2f} dB",
+                                                      highlight=False))
     options = {"layers": layer_list, "methods": method_list, "count": count, "steps": steps, "seed": seed}
     write_leakage(rows, out, leakage_result(net, rows, count, options), reconstructions(out, rows),
                   title=f"leakage of {net.name}")

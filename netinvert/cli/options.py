@@ -65,15 +65,19 @@ class ModelOptions:
         """Parse the text options and load the model (and its verifier) through :func:`netinvert.load`."""
         from netinvert.models.load import load
 
-        return load(
-            self.model, arch=self.arch, arch_kwargs=parse_json_object(self.arch_kwargs, "--arch-kwargs"),
+        return load(self.model, **self.load_options())
+
+    def load_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`netinvert.load` these options stand for (a sweep's workers load with them)."""
+        return dict(
+            arch=self.arch, arch_kwargs=parse_json_object(self.arch_kwargs, "--arch-kwargs"),
             trust_pickle=self.trust_pickle,
             input_shape=parse_shape(self.input_shape) if self.input_shape else None,
             input_range=parse_floats(self.input_range, "--input-range", count=2) if self.input_range else None,
             mean=parse_floats(self.mean, "--mean") if self.mean else None,
             std=parse_floats(self.std, "--std") if self.std else None,
-            labels=self.labels, data=self.data, verifier=self.verifier, verifier_arch=self.verifier_arch,
-            keep_softmax=self.keep_softmax,
+            labels=str(self.labels) if self.labels is not None else None, data=self.data, verifier=self.verifier,
+            verifier_arch=self.verifier_arch, keep_softmax=self.keep_softmax,
         )
 
 

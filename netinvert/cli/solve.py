@@ -2,9 +2,9 @@
 
 One instance: ``netinvert solve NET.onnx SPEC.vnnlib --timeout S --out DIR`` writes ``result.json``
 and, when found, ``counterexample.txt`` in the VNN-COMP format. A family:
-``netinvert solve --instances instances.csv --timeout S --out DIR`` answers every row (resuming
-from ``DIR/results.csv``), prints a table and writes the per-instance CSV; a row that cannot be
-answered is recorded as ``error`` with its message. The work is :mod:`netinvert.tasks.solve`.
+``netinvert solve --instances instances.csv --timeout S --out DIR [--engine local --jobs N | --engine ray]``
+answers every row as a task of the sweep runner (resuming from ``DIR/sweep/``), prints a table and
+writes the per-instance CSV; a row that cannot be answered is recorded as ``error`` with its message. The work is :mod:`netinvert.tasks.solve`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from netinvert.cli.common import EngineOpt, GpusPerTaskOpt, JobsOpt, RayAddressOpt, sweep_engine
 from netinvert.cli.report import save_report
 from netinvert.ground.errors import NetinvertError
 from netinvert.tasks.solve import solve_family, solve_one
@@ -44,6 +45,10 @@ def solve(
     timeout: Annotated[float | None, typer.Option(help="Seconds per instance (default: the CSV's, else 60).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("solve-out"),
     alpha_steps: Annotated[int, typer.Option(help="Slope-optimization steps of alpha-CROWN (0: plain CROWN).")] = 30,
+    engine: EngineOpt = "local",
+    jobs: JobsOpt = 1,
+    ray_address: RayAddressOpt = None,
+    gpus_per_task: GpusPerTaskOpt = 0.0,
 ) -> None:
     """Find an input in the spec's box that reaches its output set, or prove that none exists."""
     import torch
@@ -54,8 +59,9 @@ def solve(
         if instances is not None:
             if network is not None or spec is not None:
                 raise NetinvertError("give either NET.onnx SPEC.vnnlib or --instances CSV, not both")
+            runner = sweep_engine(engine, jobs, ray_address, gpus_per_task)
             rows = solve_family(instances, timeout, out, alpha_steps,
-                                progress=lambda i, n, row: _print_row(console, i, n, row))
+                                progress=lambda i, n, row: _print_row(console, i, n, row), engine=runner)
             _print_table(console, instances, rows)
             save_report(out)
             return

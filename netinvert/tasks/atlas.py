@@ -28,6 +28,7 @@ from netinvert.methods import invert
 from netinvert.models.wrapper import Model
 from netinvert.targets.base import Target
 from netinvert.targets.units import Channel, Neuron
+from netinvert.tasks.task import Task, model_key, task_key
 
 MANIFEST = "atlas.json"
 SHEET = "atlas.png"
@@ -235,3 +236,43 @@ def _save_png(array: np.ndarray, path: Path) -> None:
     from PIL import Image
 
     write_file(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
+def render_task(model: str, load_options: dict[str, Any], layer: str, out: str, domain: dict[str, Any],
+                batch_size: int, steps: int, lr: float, seed: int) -> dict[str, Any]:
+    """One layer of an atlas sweep, as a runner task: load the model, :func:`render` the layer, return its row."""
+    from netinvert.models.load import load
+
+    net = load(model, **load_options)
+    result = render(net, layer, out, Domain(**domain), batch_size=batch_size, steps=steps, lr=lr, seed=seed,
+                    threads=torch.get_num_threads())  # the engine's count per task
+    info = result.info["atlas"]
+    activation = [float(a) for a in result.metric("activation") if a is not None] if result.items else []
+    return {"layer": layer, "kind": info["kind"], "units": info["units"],
+            "mean_activation": float(np.mean(activation)) if activation else float("nan"),
+            "render_s": result.timing["render_s"], "units_per_s": result.timing["units_per_s"], "folder": out}
+
+
+def layers_with_units(model: Model) -> list[str]:
+    """Every layer an atlas can render (a tensor output with units), in network order: ``--layers all``."""
+    return [name for name, shape in model.layer_shapes().items() if shape]
+
+
+def layer_tasks(model: Model, source: str, load_options: dict[str, Any], layers: list[str], out: Path,
+                domain: dict[str, Any], *, batch_size: int = 16, steps: int = 256, lr: float = 0.05,
+                seed: int = 0) -> list[Task]:
+    """One runner task per layer, each rendering into ``out/LAYER``; keyed by the model's content and the options."""
+    for layer in layers:
+        _plan(model, layer)
+    ident = model_key(source, load_options)
+    return [Task(render_task, {"model": source, "load_options": load_options, "layer": layer,
+                               "out": str(out / safe_name(layer)), "domain": domain, "batch_size": batch_size,
+                               "steps": steps, "lr": lr, "seed": seed},
+                 task_key("atlas", model=ident, layer=layer, domain=domain, batch_size=batch_size, steps=steps,
+                          lr=lr, seed=seed), f"atlas {layer}")
+            for layer in layers]
+
+
+def safe_name(name: str) -> str:
+    """A layer name as a folder name (``features.0`` stays, ``a/b`` becomes ``a_b``)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -23,6 +23,8 @@ from netinvert.methods import invert
 from netinvert.models.wrapper import Model
 from netinvert.report.leakage import mean, quality
 from netinvert.targets.activations import capture_activations, targets_for
+from netinvert.tasks.runner import run_sweep
+from netinvert.tasks.task import Task, model_key, task_key
 
 INVERSION_METHODS = ("gradient", "decoder", "hybrid")
 PARTS = "parts"
@@ -83,6 +85,55 @@ def evaluate(model: Model, layers: Sequence[str], methods: Sequence[str], data: 
             if log is not None:
                 log(row)
     return rows
+
+
+def leakage_task(model: str, load_options: dict[str, Any], layer: str, method: str, count: int, steps: int | None,
+                 seed: int, part: str) -> dict[str, Any]:
+    """One (layer, method) pair of a leakage sweep, as a runner task: its row, with its reconstructions in ``part``."""
+    from netinvert.models.load import load
+
+    net = load(model, **load_options)
+    split = net.data_split()
+    x = torch.as_tensor(split.x_held[:count], dtype=torch.float32)
+    values = capture_activations(net, layer, x)
+    row, inputs = _one(net, layer, method, x, values, split, steps=steps, seed=seed,
+                      threads=torch.get_num_threads())  # the engine's count per task
+    write_file(part, lambda tmp: np.savez(tmp, row=json.dumps(row), reconstructions=inputs.detach().cpu().numpy()))
+    return row
+
+
+def evaluate_sweep(model: Model, source: str, load_options: dict[str, Any], layers: Sequence[str],
+                   methods: Sequence[str], folder: Path, *, count: int = 64, steps: int | None = None, seed: int = 0,
+                   engine: Any = None, log: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """:func:`evaluate` as a sweep: every (layer, method) pair is a task of the runner (local processes or Ray).
+
+    ``model`` was loaded from ``source`` with ``load_options`` (each worker loads it the same way);
+    pairs already in ``folder`` are skipped, and a pair that fails stops nothing else (its error is raised
+    at the end, once every other pair is saved).
+    """
+    check_methods(methods)
+    if count < 1:
+        raise NetinvertError(f"count={count} must be >= 1")
+    for layer in layers:
+        model.get_layer(layer)
+    split = model.data_split()
+    count = min(count, len(split.x_held))
+    _open_parts(folder, {"model": model.name, "data": split.key, "count": count, "steps": steps, "seed": seed})
+    names = model.layer_names()
+    ident = model_key(source, load_options)
+    tasks = [Task(leakage_task, {"model": source, "load_options": load_options, "layer": layer, "method": method,
+                                 "count": count, "steps": steps, "seed": seed,
+                                 "part": str(folder / PARTS / f"{_safe(layer)}__{method}.npz")},
+                  task_key("leakage", model=ident, layer=layer, method=method, count=count, steps=steps, seed=seed),
+                  f"{layer} {method}")
+             for layer in sorted(layers, key=names.index) for method in methods]
+    records = run_sweep(tasks, folder, engine=engine, description=f"leakage {model.name}",
+                        on_record=(lambda _, r: log(r.row) if r.state == "done" else None) if log else None)
+    failed = [r for r in records if r.state != "done"]
+    if failed:
+        raise NetinvertError("; ".join(f"{r.label}: {r.state} ({r.message})" for r in failed)
+                             + f"; the other pairs are saved in {folder}: rerun to retry")
+    return [r.row for r in records]
 
 
 def reconstructions(folder: Path, rows: Sequence[dict[str, Any]]) -> list[np.ndarray]:

@@ -2,9 +2,10 @@
 
 An instance is loaded with :func:`~netinvert.models.load.load` and each of its input boxes is
 answered by ``invert(model, output_set, Box(lo, hi), method="exact")`` until one reaches its
-output set. A family is a VNN-COMP ``instances.csv``: every row gets a folder and a row in
-``results.csv``; a rerun resumes (rows already answered are kept, keyed on resolved paths), and a
-row that cannot be answered (malformed, a missing or unreadable file, a spec that does not fit the
+output set. A family is a VNN-COMP ``instances.csv``: every row is a task of the sweep runner
+(:mod:`netinvert.tasks.runner`, on local processes or Ray) and gets a folder and a row in
+``results.csv``; a rerun resumes (rows already answered are kept, keyed on the content of their
+files, so however their paths are spelled), and a row that cannot be answered (malformed, a missing or unreadable file, a spec that does not fit the
 network) is recorded with status ``error`` and its message while the others go on.
 """
 
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +30,8 @@ from netinvert.ground.result import Item, Result
 from netinvert.methods import invert
 from netinvert.models.load import load
 from netinvert.targets.vnnlib import read_vnnlib
+from netinvert.tasks.runner import read_records, run_sweep
+from netinvert.tasks.task import Record, Task, task_key
 
 RESULT_FIELDS = ("onnx", "vnnlib", "status", "stage", "seconds", "reason")
 Row = dict[str, str]
@@ -118,15 +122,6 @@ class Instance:
     timeout: float
     error: str = ""
 
-    @property
-    def key(self) -> tuple[str, str]:
-        """The row's identity for resuming: its resolved paths, however they were spelled."""
-        return _key(self.onnx, self.vnnlib)
-
-
-def _key(onnx: str | Path, vnnlib: str | Path) -> tuple[str, str]:
-    return str(Path(onnx).resolve()), str(Path(vnnlib).resolve())
-
 
 def read_instances(path: Path) -> list[Instance]:
     """Rows ``onnx,vnnlib,timeout`` of a VNN-COMP instances.csv; a malformed row carries its error."""
@@ -155,39 +150,85 @@ def read_instances(path: Path) -> list[Instance]:
     return rows
 
 
-def solve_family(instances: Path, timeout: float | None, out: Path, alpha_steps: int = 30,
-                 progress: Callable[[int, int, Row], None] | None = None) -> list[Row]:
-    """Solve every row of ``instances`` not yet answered in ``out/results.csv``; all rows, in file order.
+def solve_task(onnx: str, vnnlib: str, timeout: float, folder: str, alpha_steps: int = 30) -> Row:
+    """One family row as a runner task: :func:`solve_one` on plain strings (what a worker receives)."""
+    return solve_one(Path(onnx), Path(vnnlib), timeout, Path(folder), alpha_steps)
 
-    ``progress(i, n, row)`` is called after each row solved now. Rows recorded as ``error`` are
-    tried again on a rerun.
+
+def instance_task(onnx: str, vnnlib: str, timeout: float, alpha_steps: int = 30) -> Row:
+    """An instance as a runner task that writes no folder (benchmarks): status, stage, reason, seconds, search."""
+    t0 = time.perf_counter()
+    result = solve_instance(onnx, vnnlib, timeout, alpha_steps=alpha_steps)
+    item = result.items[0]
+    return {"status": item.status, "stage": str(item.metrics.get("stage", "")), "reason": item.reason,
+            "seconds": time.perf_counter() - t0,
+            "search": ",".join(sorted({c.get("search", "") for c in result.info.get("certificates", [])}))}
+
+
+def family_tasks(rows: list[Instance], timeout: float | None, out: Path, alpha_steps: int = 30) -> list[Task | None]:
+    """One task per good row (``None`` for a malformed one), keyed by the bytes of its two files and its options.
+
+    The runner's time limit is the instance's plus a margin for loading, so the solver normally answers
+    ``unknown`` itself; the runner kills only a task stuck past that.
+    """
+    tasks: list[Task | None] = []
+    for i, inst in enumerate(rows):
+        if inst.error:
+            tasks.append(None)
+            continue
+        t = timeout if timeout is not None else (inst.timeout if inst.timeout == inst.timeout else 60.0)
+        key = task_key("solve", [inst.onnx, inst.vnnlib], timeout=t, alpha_steps=alpha_steps)
+        folder = out / f"{i:03d}_{inst.onnx.stem}_{inst.vnnlib.stem}"
+        tasks.append(Task(solve_task, {"onnx": str(inst.onnx), "vnnlib": str(inst.vnnlib), "timeout": t,
+                                       "folder": str(folder), "alpha_steps": alpha_steps},
+                          key, f"{inst.onnx.name} {inst.vnnlib.name}", timeout=t * 1.25 + 10.0))
+    return tasks
+
+
+def family_row(inst: Instance, record: Record | None) -> Row:
+    """The CSV row of an instance from its runner record (``error`` with its message, ``unknown`` when killed)."""
+    base = {"onnx": str(inst.onnx), "vnnlib": str(inst.vnnlib)}
+    if record is None:
+        return {**base, "status": "error", "stage": "", "seconds": "0.00", "reason": inst.error}
+    if record.state == "done":
+        return {**record.row, **base}
+    status = "unknown" if record.state == "timeout" else "error"
+    return {**base, "status": status, "stage": "", "seconds": f"{record.seconds:.2f}", "reason": record.message}
+
+
+def solve_family(instances: Path, timeout: float | None, out: Path, alpha_steps: int = 30,
+                 progress: Callable[[int, int, Row], None] | None = None, *, engine: Any = None) -> list[Row]:
+    """Solve every row of ``instances`` not yet answered in ``out``; all rows, in file order.
+
+    Each row is a task of :func:`netinvert.tasks.runner.run_sweep` (``engine``: local processes or Ray),
+    so a rerun resumes by the content of each row's files (however their paths are spelled), rows
+    answered ``error`` are tried again, and ``out/results.csv`` is rewritten as each row is answered.
+    ``progress(i, n, row)`` is called after each row solved now.
     """
     rows = read_instances(instances)
     out.mkdir(parents=True, exist_ok=True)
+    tasks = family_tasks(rows, timeout, out, alpha_steps)
+    unique = list({t.key: t for t in tasks if t is not None}.values())
+    known = {k: r for k, r in read_records(out).items() if r.state != "error"}
     table_path = out / "results.csv"
-    done: dict[tuple[str, str], Row] = {}
-    if table_path.exists():
-        with table_path.open() as f:
-            for r in csv.DictReader(f):
-                if r.get("status") != "error":
-                    done[_key(r["onnx"], r["vnnlib"])] = r
-    for i, inst in enumerate(rows):
-        if inst.key in done:
-            continue
-        t = timeout if timeout is not None else (inst.timeout if inst.timeout == inst.timeout else 60.0)
-        folder = out / f"{i:03d}_{inst.onnx.stem}_{inst.vnnlib.stem}"
-        try:
-            if inst.error:
-                raise NetinvertError(inst.error)
-            row = solve_one(inst.onnx, inst.vnnlib, t, folder, alpha_steps)
-        except NetinvertError as exc:
-            row = {"onnx": str(inst.onnx), "vnnlib": str(inst.vnnlib), "status": "error", "stage": "",
-                   "seconds": "0.00", "reason": str(exc)}
-        done[inst.key] = row
+
+    def table() -> list[Row]:
+        return [family_row(inst, known.get(t.key) if t is not None else None)
+                for inst, t in zip(rows, tasks, strict=True) if t is None or t.key in known]
+
+    def answered(_: int, record: Record) -> None:
+        known[record.key] = record
+        write_text(table_path, _csv_text(table()))
         if progress is not None:
-            progress(i, len(rows), row)
-        write_text(table_path, _csv_text([done[r.key] for r in rows if r.key in done]))
-    return [done[r.key] for r in rows]
+            i = next(i for i, t in enumerate(tasks) if t is not None and t.key == record.key)
+            progress(i, len(rows), family_row(rows[i], record))
+
+    write_text(table_path, _csv_text(table()))
+    for record in run_sweep(unique, out, engine=engine, on_record=answered, description="solve"):
+        known[record.key] = record
+    final = table()
+    write_text(table_path, _csv_text(final))
+    return final
 
 
 def _csv_text(rows: list[Row]) -> str:

@@ -1,0 +1,207 @@
+"""Sweeps on the task runner (issue 18): content-hashed tasks, resume after kill -9, errors kept apart from
+timeouts, the local and Ray engines giving the same answers, and one clear line when Ray is missing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from known_instances import FAMILY
+from sweep_tasks import square, square_tasks
+from typer.testing import CliRunner
+
+import netinvert
+from netinvert.ground.errors import NetinvertError
+from netinvert.tasks.engines import make_engine
+from netinvert.tasks.runner import RECORDS, read_records, run_sweep
+from netinvert.tasks.solve import solve_family
+from netinvert.tasks.task import Task, task_key
+
+TESTS = Path(__file__).resolve().parent
+ROOT = Path(netinvert.__file__).resolve().parents[1]
+
+
+def _lines(log: Path) -> list[int]:
+    return [int(v) for v in log.read_text().split()] if log.exists() else []
+
+
+def test_keys_hash_file_content_not_path_spelling(tmp_path: Path, known_family: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    shutil.copy(known_family / "tiny.onnx", tmp_path / "copy.onnx")
+    same = task_key("solve", [known_family / "tiny.onnx"], timeout=20.0)
+    assert task_key("solve", [tmp_path / "sub" / ".." / "copy.onnx"], timeout=20.0) == same
+    assert task_key("solve", [known_family / "tiny.onnx"], timeout=30.0) != same
+    assert task_key("solve", [known_family / "nano.onnx"], timeout=20.0) != same
+    assert task_key("solve", [tmp_path / "missing.onnx"], timeout=20.0) != same
+
+
+def test_crash_is_an_error_with_its_message_timeout_is_apart_and_the_rest_finish(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    tasks = square_tasks(5, str(log), crash_on=2)
+    slow = Task(square, {"x": 9, "log": str(log), "sleep": 30.0}, task_key("square", x=9), "square 9", timeout=1.0)
+    records = run_sweep([*tasks, slow], tmp_path / "out", engine=make_engine("local", jobs=2), progress=False)
+    assert [r.state for r in records] == ["done", "done", "error", "done", "done", "timeout"]
+    assert records[2].message == "ZeroDivisionError: task 2 divides by zero" and records[2].row == {}
+    assert records[5].row == {"status": "unknown"} and "time limit of 1 s" in records[5].message
+    assert [r.row["y"] for r in records if r.state == "done"] == [0, 1, 9, 16]
+    assert sorted(_lines(log)) == [0, 1, 3, 4]
+    saved = read_records(tmp_path / "out")
+    assert saved[records[2].key].message == records[2].message and len(saved) == 6
+    again = run_sweep([*tasks, slow], tmp_path / "out", engine=make_engine("local", jobs=2), progress=False)
+    assert [r.state for r in again] == [r.state for r in records]
+    assert sorted(_lines(log)) == [0, 1, 3, 4]  # finished and timed-out tasks are not run again; the error is retried
+
+
+def test_sweep_killed_mid_way_resumes_with_nothing_lost_and_nothing_done_twice(tmp_path: Path) -> None:
+    n, out, log = 12, tmp_path / "out", tmp_path / "log"
+    code = ("from sweep_tasks import square_tasks\n"
+            "from netinvert.tasks.engines import make_engine\n"
+            "from netinvert.tasks.runner import run_sweep\n"
+            f"run_sweep(square_tasks({n}, {str(log)!r}, sleep=0.4), {str(out)!r}, "
+            "engine=make_engine('local', jobs=2), progress=False)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while len(list((out / RECORDS).glob("*.json"))) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its workers, like a machine going down
+    proc.wait()
+    tasks = square_tasks(n, str(log), sleep=0.4)
+    recorded = set(read_records(out))
+    first = _lines(log)
+    assert 3 <= len(recorded) < n
+    assert len(first) == len(set(first)) and len(set(first)) - len(recorded) <= 2  # lost: the 2 in flight at most
+    records = run_sweep(tasks, out, engine=make_engine("local", jobs=2), progress=False)
+    assert [r.row for r in records] == [{"x": x, "y": x * x} for x in range(n)]
+    second = _lines(log)[len(first):]
+    done_before = {t.row["x"] for t in records if t.key in recorded}
+    assert sorted(second) == sorted(set(range(n)) - done_before)  # each unfinished task once, no finished one
+
+
+def _strip(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{k: v for k, v in r.items() if k not in ("seconds", "onnx", "vnnlib")} for r in rows]
+
+
+@pytest.mark.slow
+def test_ray_cluster_gives_the_local_engine_answers(tmp_path: Path, known_family: Path) -> None:
+    """A local Ray cluster (2 CPUs) and local processes answer a solve family and a 2-layer atlas alike."""
+    ray = pytest.importorskip("ray")
+    from netinvert.models.load import load
+    from netinvert.tasks.atlas import layer_tasks
+
+    path = os.pathsep.join([str(ROOT), str(TESTS)])
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
+             runtime_env={"env_vars": {"PYTHONPATH": path, "NETINVERT_HOME": os.environ["NETINVERT_HOME"]}})
+    try:
+        on_ray = make_engine("ray")
+        rows = solve_family(known_family / "instances.csv", 20.0, tmp_path / "ray", engine=on_ray)
+        local = solve_family(known_family / "instances.csv", 20.0, tmp_path / "local",
+                             engine=make_engine("local", jobs=2))
+        assert [r["status"] for r in rows] == [answer for _, _, answer in FAMILY]
+        assert _strip(rows) == _strip(local)
+        assert list(csv.DictReader((tmp_path / "ray" / "results.csv").open())) == rows
+        assert (tmp_path / "ray" / "003_sat_prop" / "counterexample.txt").exists()
+
+        net = load("digits-cnn")
+        domain = {"param": "auto", "tv": 0.0, "bn_prior": None, "data_prior": None}
+        records = {}
+        for name, engine in (("ray", on_ray), ("local", make_engine("local", jobs=2))):
+            tasks = layer_tasks(net, "digits-cnn", {}, ["conv", "fc"], tmp_path / f"atlas-{name}", domain, steps=4)
+            records[name] = run_sweep(tasks, tmp_path / f"atlas-{name}", engine=engine, progress=False)
+        assert [r.state for r in records["ray"]] == ["done", "done"]
+        assert [r.row["units"] for r in records["ray"]] == [3, 10]
+        for layer in ("conv", "fc"):
+            a = np.load(tmp_path / "atlas-ray" / layer / "inputs.npy")
+            b = np.load(tmp_path / "atlas-local" / layer / "inputs.npy")
+            np.testing.assert_array_equal(a, b)
+
+        crash = run_sweep(square_tasks(3, str(tmp_path / "log"), crash_on=1), tmp_path / "crash", engine=on_ray,
+                          progress=False)
+        assert [r.state for r in crash] == ["done", "error", "done"]
+        assert "task 1 divides by zero" in crash[1].message
+    finally:
+        ray.shutdown()
+
+
+def test_ray_engine_without_ray_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                       known_family: Path) -> None:
+    import builtins
+
+    from netinvert.cli.solve import solve
+
+    real = builtins.__import__
+
+    def no_ray(name: str, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(NetinvertError, match=r"pip install netinvert\[ray\]"):
+        make_engine("ray")
+    app = typer.Typer()
+    app.command("solve")(solve)
+    app.command("other")(lambda: None)
+    r = CliRunner().invoke(app, ["solve", "--instances", str(known_family / "instances.csv"), "--engine", "ray",
+                                 "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2
+    assert r.output.strip() == "error: the ray engine needs Ray, which is not installed: pip install netinvert[ray]"
+    assert not (tmp_path / "out").exists()
+
+
+def test_engine_options_are_checked_up_front(tmp_path: Path) -> None:
+    with pytest.raises(NetinvertError, match="unknown engine 'dask'"):
+        make_engine("dask")
+    with pytest.raises(NetinvertError, match="options of the ray engine"):
+        make_engine("local", gpus_per_task=0.5)
+    with pytest.raises(NetinvertError, match="same task twice"):
+        run_sweep(square_tasks(2, str(tmp_path / "log")) * 2, tmp_path / "out", progress=False)
+
+
+def test_atlas_layers_sweep_command(tmp_path: Path) -> None:
+    from netinvert.cli.atlas import atlas
+
+    app = typer.Typer()
+    app.command("atlas")(atlas)
+    app.command("other")(lambda: None)
+    out = tmp_path / "atlas"
+    r = CliRunner().invoke(app, ["atlas", "-m", "digits-mlp", "--layers", "fc3,act2", "--steps", "4", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader((out / "layers.csv").open()))
+    assert [(row["layer"], row["state"], row["units"]) for row in rows] == [("fc3", "done", "10"), ("act2", "done", "32")]
+    assert json.loads((out / "fc3" / "result.json").read_text())["atlas"]["units"] == 10
+    r = CliRunner().invoke(app, ["atlas", "-m", "digits-mlp", "--layer", "fc3", "--layers", "fc3", "--out", str(out)])
+    assert r.exit_code == 2 and "give one layer with --layer or several" in r.output
+
+
+def test_design_over_a_targets_file(tmp_path: Path, zoo) -> None:
+    from netinvert.cli.design import design
+
+    zoo("arm")
+    app = typer.Typer()
+    app.command("design")(design)
+    app.command("other")(lambda: None)
+    (tmp_path / "targets.txt").write_text("1.2,0.5\n# wanted end points\n0.5 1.0\n")
+    out = tmp_path / "out"
+    args = ["design", "-m", "arm", "--targets", str(tmp_path / "targets.txt"), "--samples", "2", "--starts", "16",
+            "--steps", "10", "--prove", "0", "-o", str(out)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader((out / "targets.csv").open()))
+    assert [(row["task"], row["state"], row["samples"]) for row in rows] == [("y=1.2,0.5", "done", "2"),
+                                                                              ("y=0.5,1", "done", "2")]
+    assert json.loads((out / "t00001" / "result.json").read_text())["targets"][0]["y"] == [0.5, 1.0]
+    (tmp_path / "bad.txt").write_text("1.2,0.5\n1.2,abc\n")
+    r = CliRunner().invoke(app, [*args[:4], str(tmp_path / "bad.txt"), *args[5:]])
+    assert r.exit_code == 2 and "bad.txt:2: '1.2,abc' is not a list of numbers" in " ".join(r.output.split())
