@@ -360,8 +360,12 @@ def graph_case(
     stats: dict[str, Any] = {"network": "graph", "nodes": len(net.nodes), "hidden": net.hidden_sizes,
                              "disjuncts": len(target.disjuncts), "activations": sorted(set(net.kinds))}
 
+    def mark(stage: str) -> None:  # seconds since the start at the end of each stage
+        stats.setdefault("elapsed", {})[stage] = round(time.perf_counter() - t0, 3)
+
     def done(status: str, stage: str, reason: str = "",
              found: tuple[np.ndarray, np.ndarray, float] | None = None) -> CaseOutcome:
+        mark("end")
         secs = time.perf_counter() - t0
         if found is not None:
             return CaseOutcome("found", found[0], found[1], "", stage, found[2], secs, stats)
@@ -371,6 +375,7 @@ def graph_case(
     for x in points[target.violations(net.forward(points)) < 0]:
         if (ok := _accept(x, lo, hi, target, check)) is not None:
             return done("found", "points", found=ok)
+    mark("points")
     if left() <= 0:
         return done("unknown", "points", "time limit")
     dev = net.device
@@ -384,6 +389,7 @@ def graph_case(
         gb = gbm.bounds(net, lo_t, hi_t, deadline=t0 + 0.4 * timeout)
         row_lb = gbm.spec_rows(net, gb, lo_t, hi_t, a_t, b_t)[0][0].cpu().numpy()
     stats.update(unstable_crown=gb.unstable(), crown_rows=gb.crown_rows, interval_rows=gb.skipped_rows)
+    mark("bounds")
     open_ = [i for i in range(len(target.disjuncts)) if not np.any(row_lb[owner == i] > REFUTE)]
     stats["refuted_by_crown"] = len(target.disjuncts) - len(open_)
     if not open_:
@@ -396,6 +402,7 @@ def graph_case(
     stats["attack_violation"] = v
     if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
         return done("found", "attack", found=ok)
+    mark("attack")
     if alpha_steps > 0 and net.piecewise and left() > 0:
         keep = np.isin(owner, open_)
         best = gbm.alpha_rows(net, gb, lo_t, hi_t, a_t[keep], b_t[keep], steps=alpha_steps,

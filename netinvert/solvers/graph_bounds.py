@@ -8,7 +8,8 @@ every linear node is passed through its transpose (``graph.transpose``: a convol
 relaxations of ``smooth.relax`` (ReLU triangle; sigmoid, tanh, softplus tangents and secants).
 
 Intermediate (pre-activation) bounds: interval bounds, tightened by CROWN for the neurons they
-leave unstable, in chunks of rows sized to ``MEMORY`` bytes, until the ``deadline``: neurons not
+leave unstable, in chunks of rows (at most ``MEMORY`` bytes, and timed so that the last one ends
+near the ``deadline``) until the ``deadline``: neurons not
 reached by then keep their interval bounds, which are sound too. A pre-activation that is an
 affine function of the (box-shaped) input has exact interval bounds and gets no CROWN pass.
 Everything is float64 and batched over boxes ``(B, n_in)``; tensors follow ``lo``'s device.
@@ -28,6 +29,7 @@ from netinvert.solvers.smooth import NARROW, Line, act, relax
 
 DT = torch.float64
 MEMORY = 256 * 2**20  # bytes of coefficients one chunk of intermediate rows may hold
+FIRST_CHUNK = 16  # rows of the first chunk; later chunks grow while they fit the time left
 
 
 @dataclass
@@ -177,14 +179,12 @@ def _crown_rows(net: GraphNet, src: int, kind: str, l: torch.Tensor, u: torch.Te
     if not len(idx):
         return l, u, 0, 0
     widest = max(n.size for n in net.nodes[: src + 1])
-    chunk = max(1, int(MEMORY / (8 * 4 * bsz * widest)))  # 2 rows per neuron, and the summed branches
+    most = max(1, int(MEMORY / (8 * 4 * bsz * widest)))  # 2 rows per neuron, and the summed branches
     lf, uf = lf.clone(), uf.clone()
     n = net.nodes[src].size
-    done = 0
-    for s in range(0, len(idx), chunk):
-        if time.perf_counter() >= deadline:
-            break
-        part = idx[s: s + chunk]
+    done, chunk, start = 0, min(FIRST_CHUNK, most), time.perf_counter()
+    while done < len(idx) and time.perf_counter() < deadline:
+        part = idx[done: done + chunk]
         r = len(part)
         lam = lf.new_zeros(bsz, 2 * r, n)
         rows = torch.arange(r, device=lam.device)
@@ -196,6 +196,8 @@ def _crown_rows(net: GraphNet, src: int, kind: str, l: torch.Tensor, u: torch.Te
         lf[:, part] = torch.maximum(lf[:, part], both[:, :r])
         uf[:, part] = torch.minimum(uf[:, part], -both[:, r:])
         done += r
+        per_row = (time.perf_counter() - start) / done  # the next chunk fits in half the time left
+        chunk = max(1, min(most, 2 * chunk, int(0.5 * (deadline - time.perf_counter()) / per_row)))
     return lf.reshape(l.shape), uf.reshape(u.shape), done, len(idx) - done
 
 
