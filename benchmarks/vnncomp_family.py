@@ -11,6 +11,8 @@ interrupted run resumes) and ``summary.json`` under ``--out``.
 
 ``--timeout`` defaults to each instance's own limit (the third column of ``instances.csv``).
 ``--jobs`` runs that many instances at once, each in its own process with ``--threads`` threads.
+``--graph`` solves every network through the graph form (``solvers/graph.py``) instead of the
+dense chain, to compare the two on the same instances.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 import torch
 
 from netinvert.ground.output import write_json
+from netinvert.solvers import problem
 from netinvert.tasks.solve import solve_instance
 
 OURS = {"found": "sat", "none-exists": "unsat", "unknown": "unknown"}
@@ -41,12 +44,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per instance")
     ap.add_argument("--jobs", type=int, default=1, help="instances solved at once, one process each")
     ap.add_argument("--only", default=None, help="comma-separated vnnlib names (default: all)")
+    ap.add_argument("--graph", action="store_true",
+                    help="solve every network as a graph (solvers.graph), not as a dense chain: for comparison")
     args = ap.parse_args()
     data = args.folder.resolve()
     for name in ("instances.csv", "known_results.csv"):
         if not (data / name).is_file():
             raise SystemExit(f"missing {data / name}")
-    out = args.out or Path("benchmarks/results") / f"vnncomp_{data.name}"
+    out = args.out or Path("benchmarks/results") / f"vnncomp_{data.name}{'_graph' if args.graph else ''}"
     known = {(r["onnx"], r["vnnlib"]): r for r in csv.DictReader((data / "known_results.csv").open())}
     tools = sorted({k[: -len("_result")] for k in next(iter(known.values())) if k.endswith("_result")})
     rows = [
@@ -70,7 +75,7 @@ def main() -> None:
             mine = [r for r in mine if Path(r[1]).name in args.only.split(",")]
         todo += [(data, o, v, t) for o, v, t in mine if done.get((net, Path(v).name), {}).get("timeout") != t]
     print(f"{len(todo)} instances to run, {len(done)} already in {log}", flush=True)
-    with multiprocessing.get_context("spawn").Pool(args.jobs, _init_worker, (args.threads,)) as pool:
+    with multiprocessing.get_context("spawn").Pool(args.jobs, _init_worker, (args.threads, args.graph)) as pool:
         for onnx_name, spec, timeout, status, stage, reason, seconds, search in pool.imap_unordered(_solve, todo):
             rec = {
                 "onnx": onnx_name,
@@ -98,8 +103,10 @@ def main() -> None:
     print(f"\nwrote {out / 'summary.json'}")
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, graph: bool) -> None:
     torch.set_num_threads(threads)
+    if graph:
+        problem.DENSE_LIMIT = -1.0  # no network counts as a small chain
 
 
 def _solve(job: tuple[Path, str, str, float]) -> tuple[str, str, float, str, str, str, float, str]:

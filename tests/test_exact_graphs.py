@@ -241,3 +241,42 @@ def test_conv_net_solve_ends_near_its_time_limit() -> None:
     assert res.items[0].metrics["stage"]
     if res.statuses[0] == "unknown":
         assert elapsed < 4 + 10, elapsed
+
+
+def test_preimage_bounds_on_a_residual_net_are_sound() -> None:
+    """``method="bounds"`` on a residual MLP with 2 inputs: every grid point reaching the set lies in
+    the inside + uncertain boxes, and every point of an inside box reaches it."""
+
+    class ResMLP(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2, self.out = nn.Linear(2, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.fc1(x))
+            return self.out(h + torch.relu(self.fc2(h)))
+
+    torch.manual_seed(5)
+    model = Model(ResMLP().eval(), InputSpec((2,), low=-1.0, high=1.0), name="resmlp")
+    assert isinstance(network_of(model), GraphNet)
+    g = np.linspace(-1, 1, 121)
+    pts = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    with torch.no_grad():
+        ys = model(torch.as_tensor(pts, dtype=torch.float32)).double().numpy()
+    med = float(np.median(ys[:, 1] - ys[:, 0]))
+    target = OutputSet.linear(np.array([[1.0, -1.0]]), np.array([-med]))  # y1 - y0 >= the median
+    res = invert(model, target, None, method="bounds", max_boxes=600)
+    pre = res.info["preimage"][0]
+    reach = ys[:, 1] - ys[:, 0] >= med
+
+    def within(boxes: np.ndarray) -> np.ndarray:
+        if not len(boxes):
+            return np.zeros(len(pts), dtype=bool)
+        return ((pts[:, None] >= boxes[None, :, 0] - 1e-12) & (pts[:, None] <= boxes[None, :, 1] + 1e-12)).all(-1).any(1)
+
+    over = within(np.concatenate([pre["inside"], pre["uncertain"]]))
+    strict = np.abs(ys[:, 1] - ys[:, 0] - med) > 1e-5
+    assert reach.any() and (~reach).any()
+    assert not np.any(reach & ~over & strict)
+    assert not np.any(within(pre["inside"]) & ~reach & strict)
+    assert len(pre["inside"]) > 0

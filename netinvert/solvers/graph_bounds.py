@@ -196,8 +196,9 @@ def _crown_rows(net: GraphNet, src: int, kind: str, l: torch.Tensor, u: torch.Te
         lf[:, part] = torch.maximum(lf[:, part], both[:, :r])
         uf[:, part] = torch.minimum(uf[:, part], -both[:, r:])
         done += r
-        per_row = (time.perf_counter() - start) / done  # the next chunk fits in half the time left
-        chunk = max(1, min(most, 2 * chunk, int(0.5 * (deadline - time.perf_counter()) / per_row)))
+        per_row = max(time.perf_counter() - start, 1e-9) / done  # the next chunk fits in half the time left
+        fit = 0.5 * (deadline - time.perf_counter()) / per_row
+        chunk = max(1, min(most, 2 * chunk, int(fit) if math.isfinite(fit) else most))
     return lf.reshape(l.shape), uf.reshape(u.shape), done, len(idx) - done
 
 
