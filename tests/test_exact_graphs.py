@@ -24,6 +24,8 @@ from netinvert.models.load import load
 from netinvert.models.wrapper import InputSpec, Model
 from netinvert.solvers import graph_bounds as gbm
 from netinvert.solvers.graph import GraphNet
+from netinvert.solvers.graph_bab import graph_bab
+from netinvert.solvers.graph_milp import solve_graph_disjunct
 from netinvert.solvers.graph_read import graph_from_onnx, graph_from_torch
 from netinvert.solvers.piecewise import PLNet
 from netinvert.solvers.problem import network_of, torch_checker
@@ -185,6 +187,36 @@ def test_solve_is_never_contradicted_by_sampling(kind: str) -> None:
     assert seen["found"] >= 1 and seen["none-exists"] >= 1, seen
     if net.piecewise:  # small ReLU graphs are decided by the MILP
         assert seen["unknown"] == 0, seen
+
+
+@pytest.mark.parametrize("kind", ["residual", "concat", "conv-relu"])
+def test_graph_branch_and_bound_agrees_with_the_milp(kind: str) -> None:
+    """ReLU splits on graphs (for those too large for the MILP): every verdict matches the MILP's."""
+    rng = np.random.default_rng(3)
+    module = _module(kind, 5)
+    net = graph_from_torch(module, SHAPE)
+    split = 0
+    verdicts = {"none": 0, "found": 0, "open": 0}
+    for frac in [-1.2, -0.8, -0.5, 0.05]:
+        x0 = rng.uniform(0.2, 0.8, N_IN)
+        lo, hi = x0 - 0.15, x0 + 0.15
+        ys = _outputs(module, rng.uniform(lo, hi, size=(20000, N_IN)))
+        a = rng.normal(size=(1, ys.shape[1]))
+        v = (ys @ a.T)[:, 0]
+        b = np.array([v.min() + frac * (v.max() - v.min())])
+        target = OutputSet.linear(a, b)
+        gb = gbm.bounds(net, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None])
+        tree = graph_bab(net, lo, hi, gb, a, b, lambda z, t=target: t.violations(net.forward(z)) <= -exact.STRICT,
+                         time_limit=5)
+        milp = solve_graph_disjunct(net, lo, hi, gb, a, b, t_lower=-1e3, time_limit=20)
+        verdicts[tree.status] += 1
+        if tree.status == "none":
+            split += tree.stats["domains"]
+            assert milp.status == "none" and not target.contains(ys).any()
+        if tree.status == "found":
+            assert milp.status == "found"
+            assert target.contains(_outputs(module, tree.x[None]), exact.STRICT)[0]
+    assert verdicts["none"] >= 1 and verdicts["found"] >= 1 and split >= 3, (verdicts, split)  # real splits
 
 
 def test_models_route_small_chains_to_the_dense_path_and_graphs_to_the_graph() -> None:

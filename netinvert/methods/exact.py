@@ -25,6 +25,7 @@ from netinvert.solvers import milp
 from netinvert.solvers.attack import pgd
 from netinvert.solvers.bab import BabOutcome, bab
 from netinvert.solvers.graph import GraphNet
+from netinvert.solvers.graph_bab import graph_bab
 from netinvert.solvers.graph_milp import MAX_ENTRIES, dense_entries, solve_graph_disjunct
 from netinvert.solvers.input_split import (
     MAX_INPUTS,
@@ -351,9 +352,9 @@ def graph_case(
 ) -> CaseOutcome:
     """``solve_case`` on a graph: the box centre and corners (one forward pass), CROWN over the DAG
     (intermediate rows until 40% of the time), the attack, alpha-CROWN on the open rows, then input
-    splitting (smooth units, or few free inputs and many unstable ReLUs) or the MILP (ReLU graphs
-    small enough to write out densely); a graph too large for the MILP ends ``unknown`` with the
-    skip recorded in the certificate. Every stage checks the deadline."""
+    splitting (smooth units, or few free inputs and many unstable ReLUs), the MILP (ReLU graphs small
+    enough to write out densely) or, for larger ReLU graphs, ``graph_bab`` (the MILP's skip is
+    recorded in the certificate). Every stage checks the deadline."""
     t0 = time.perf_counter()
     deadline = t0 + timeout
     left = lambda: deadline - time.perf_counter()
@@ -422,9 +423,9 @@ def graph_case(
     if split:
         return _split_disjuncts(net, lo, hi, target, open_, check, deadline, stats, done)
     if (entries := dense_entries(net)) > MAX_ENTRIES:
-        stats["search"] = "none"
+        stats["search"] = "relu-split"
         stats["milp_skipped"] = f"the graph's linear maps have {entries} dense entries (the MILP takes {MAX_ENTRIES})"
-        return done("unknown", "bounds", "bounds and attack left it open; the graph is too large for the MILP")
+        return _graph_bab_disjuncts(net, lo, hi, gb, target, open_, check, deadline, stats, done)
     stats["milp"] = []
     for i in open_:
         if left() <= 0:
@@ -445,6 +446,43 @@ def graph_case(
         if out.status == "unknown":
             return done("unknown", "milp", out.reason)
     return done("none-exists", "milp")
+
+
+def _graph_bab_disjuncts(
+    net: GraphNet,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    gb: gbm.GraphBounds,
+    target: OutputSet,
+    open_: list[int],
+    check: Checker,
+    deadline: float,
+    stats: dict[str, Any],
+    done: Callable[..., CaseOutcome],
+) -> CaseOutcome:
+    """``graph_bab`` on each open disjunct in turn, each with the time left until ``deadline``."""
+    stats["bab"] = []
+    for i in open_:
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            return done("unknown", "bab", "time limit")
+        a, b = target.disjuncts[i]
+        one = OutputSet(((a, b),), target.num_outputs)
+
+        def is_point(xs: np.ndarray, one: OutputSet = one) -> np.ndarray:
+            return one.violations(net.forward(xs)) <= -STRICT
+
+        res = graph_bab(net, lo, hi, gb, a, b, is_point, time_limit=left)
+        stats["bab"].append({"disjunct": i, "status": res.status, **res.stats})
+        if res.status == "found" and res.x is not None:
+            if (ok := _accept(res.x, lo, hi, one, check)) is not None:
+                return done("found", "bab", found=ok)
+            return done("unknown", "bab", "a point fails the re-check on the original network (a tie)")
+        if res.status == "open":
+            reason = "time limit" if deadline <= time.perf_counter() else \
+                "a sub-domain with every ReLU fixed stays open (no split multipliers on graphs)"
+            return done("unknown", "bab", reason)
+    return done("none-exists", "bab")
 
 
 # ------------------------------------------------------------------------------------------ entry points

@@ -242,13 +242,20 @@ def transpose(node: GNode, lam: torch.Tensor, nodes: list[GNode]) -> tuple[list[
     if op == "concat":
         sizes = [nodes[j].shape[p["axis"]] for j in node.inputs]
         return list(torch.split(lam, sizes, dim=p["axis"] + 1)), zero
-    if op == "avgpool":
+    if op == "avgpool":  # a depthwise convolution with weights 1 / (cells counted): transposed as one
         ins = nodes[node.inputs[0]].shape
-        probe = lam.new_zeros(k, *ins).requires_grad_(True)
-        with torch.enable_grad():
-            y = apply(node, [probe], nodes)
-            (back,) = torch.autograd.grad(y, probe, lam)
-        return [back], zero
+        (kh, kw), (sh, sw), (ph, pw) = p["kernel"], p["stride"], p["padding"]
+        ones = lam.new_ones(1, 1, ins[-2], ins[-1])
+        count = F.avg_pool2d(ones, (kh, kw), (sh, sw), (ph, pw), count_include_pad=True) * (kh * kw)
+        if p["count_include_pad"]:
+            count = torch.full_like(count, kh * kw)
+        g = _spatial(lam, node.shape) / count
+        c = g.shape[1]
+        oph = ins[-2] + 2 * ph - ((g.shape[-2] - 1) * sh + kh)
+        opw = ins[-1] + 2 * pw - ((g.shape[-1] - 1) * sw + kw)
+        back = F.conv_transpose2d(g, lam.new_ones(c, 1, kh, kw), stride=(sh, sw), padding=(ph, pw), groups=c,
+                                  output_padding=(oph, opw))
+        return [back.reshape(k, *ins)], zero
     if op == "reshape":
         return [lam.reshape(k, *nodes[node.inputs[0]].shape)], zero
     if op == "scale":

@@ -98,11 +98,13 @@ def backward(
     lo: torch.Tensor,
     hi: torch.Tensor,
     alphas: dict[int, torch.Tensor] | None = None,
+    record: dict[int, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lower bound (B, m) of ``lam . v_k + c`` over each box and its input coefficients (B, m, n_in).
 
     ``lam`` (B, m, *shape of node k); ``alphas[j]`` (B, m, *shape) replace the lower ReLU slopes of
     activation node ``j`` where its neurons are unstable (alpha-CROWN; any value in [0, 1] is sound).
+    ``record``, when given, receives the coefficients on each activation node's output.
     """
     bsz, m = lam.shape[:2]
     pending: dict[int, torch.Tensor] = {k: lam}
@@ -112,6 +114,8 @@ def backward(
             continue
         node = net.nodes[j]
         if node.op == "act":
+            if record is not None:
+                record[j] = coef
             al, cl, au, cu = (t.unsqueeze(1) for t in lines[j])
             if alphas is not None and j in alphas:  # a ReLU: unstable where the upper slope is in (0, 1)
                 unstable = ((lines[j][2] > 0) & (lines[j][2] < 1)).unsqueeze(1)
@@ -203,16 +207,18 @@ def _crown_rows(net: GraphNet, src: int, kind: str, l: torch.Tensor, u: torch.Te
 
 
 def spec_rows(net: GraphNet, gb: GraphBounds, lo: torch.Tensor, hi: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
-              alphas: dict[int, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              alphas: dict[int, torch.Tensor] | None = None, record: dict[int, torch.Tensor] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Lower bounds (B, m) of the rows ``a @ y - b`` (the better of CROWN and the output intervals)
-    and CROWN's linear lower bounds ``coef @ x + offset`` behind them (coef (B, m, n_in), offset (B, m))."""
+    and CROWN's linear lower bounds ``coef @ x + offset`` behind them (coef (B, m, n_in), offset (B, m));
+    ``record`` as in ``backward``."""
     bsz = lo.shape[0]
     a = a.to(lo.device, DT)
     b = b.to(lo.device, DT)
     lam = (a.expand(bsz, *a.shape[-2:]) if a.dim() == 2 else a)
     c = -(b.expand(bsz, b.shape[-1]) if b.dim() == 1 else b)
     val, coef = backward(net, len(net.nodes) - 1, lam.reshape(bsz, lam.shape[1], *net.nodes[-1].shape), c,
-                         gb.lines, lo, hi, alphas)
+                         gb.lines, lo, hi, alphas, record)
     offset = val - (coef.clamp(min=0) * lo.unsqueeze(1)).sum(-1) - (coef.clamp(max=0) * hi.unsqueeze(1)).sum(-1)
     y_lo, y_hi = gb.out
     box = (lam.clamp(min=0) * y_lo.unsqueeze(1)).sum(-1) + (lam.clamp(max=0) * y_hi.unsqueeze(1)).sum(-1) + c
