@@ -479,7 +479,7 @@ def _graph_bab_disjuncts(
                 return done("found", "bab", found=ok)
             return done("unknown", "bab", "a point fails the re-check on the original network (a tie)")
         if res.status == "open":
-            reason = "time limit" if deadline <= time.perf_counter() else \
+            reason = "time limit" if not res.stats["stuck"] else \
                 "a sub-domain with every ReLU fixed stays open (no split multipliers on graphs)"
             return done("unknown", "bab", reason)
     return done("none-exists", "bab")

@@ -62,10 +62,13 @@ def graph_bab(net: GraphNet, lo: np.ndarray, hi: np.ndarray, root: gbm.GraphBoun
         return GraphBabOutcome(status, x, stats)
 
     while splits.shape[0]:
-        if time.perf_counter() >= deadline:
+        room = deadline - time.perf_counter()
+        per_domain = (time.perf_counter() - t0) / max(stats["domains"], 1)  # the next batch fits the time left
+        size = batch if not stats["domains"] else min(batch, int(room / max(per_domain, 1e-9)))
+        if room <= 0 or size < 1:
             return finish("open")
         order = torch.argsort(prio)
-        take, rest = order[:batch], order[batch:]
+        take, rest = order[:size], order[size:]
         sp, splits, prio = splits[take], splits[rest], prio[rest]
         n = sp.shape[0]
         l = torch.where(sp > 0, base_l.clamp(min=0), base_l).expand(n, -1)
