@@ -232,6 +232,24 @@ def test_models_route_small_chains_to_the_dense_path_and_graphs_to_the_graph() -
     res = invert(resid, OutputSet.linear(np.eye(3)[[0]], np.array([1e6])), None, method="exact", timeout=10)
     assert res.statuses == ["found"] and res.items[0].metrics["stage"] == "points"
 
+    class Plain(nn.Module):  # a chain, but not an nn.Sequential: read as a graph, composed into the dense chain
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(3, 5), nn.Linear(5, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc2(torch.relu(self.fc1(x)))
+
+    plain = Model(Plain(), InputSpec((3,), low=0.0, high=1.0), name="plain")
+    dense = network_of(plain)
+    assert isinstance(dense, PLNet) and dense.hidden_sizes == [5]
+    with torch.no_grad():
+        np.testing.assert_allclose(dense.forward(xs[:, :3]), plain(torch.as_tensor(xs[:, :3]).float()).numpy(), atol=1e-5)
+    for kind in ("conv-relu", "conv-sigmoid", "flatten-mid"):  # composed chains equal their graphs
+        g = graph_from_torch(_module(kind, 6), SHAPE)
+        if g.is_chain():
+            np.testing.assert_allclose(g.as_plnet().forward(xs), g.forward(xs), atol=1e-10)
+
 
 def test_unsupported_layers_get_one_clear_error(tmp_path: Path) -> None:
     class Bad(nn.Module):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from netinvert.solvers.piecewise import PLNet
 from netinvert.solvers.smooth import act
 
 OPS = ("input", "linear", "conv", "act", "add", "concat", "avgpool", "reshape", "scale", "append")
@@ -173,6 +174,31 @@ class GraphNet:
                 total += seg_in * n.size
                 seg_in = float(n.size)
         return total + seg_in * self.num_outputs
+
+    def as_plnet(self) -> PLNet:
+        """The dense chain form of a graph that ``is_chain``: each stretch of linear nodes between
+        activations composed into one matrix (its columns pushed through the nodes)."""
+        w = torch.eye(self.num_inputs, dtype=torch.float64)
+        b = torch.zeros(self.num_inputs, dtype=torch.float64)
+        shape = self.input_shape
+        weights, biases, kinds = [], [], []
+        net = self.to("cpu")
+        for node in net.nodes[1:]:
+            if node.op == "act":
+                weights.append(w.numpy())
+                biases.append(b.numpy())
+                kinds.append(node.p["kind"])
+                w, b = torch.eye(node.size, dtype=torch.float64), torch.zeros(node.size, dtype=torch.float64)
+            else:
+                with torch.no_grad():
+                    cols = w.T.reshape(-1, *shape)
+                    zero = apply(node, [torch.zeros(1, *shape, dtype=torch.float64)], net.nodes)
+                    b = apply(node, [b.reshape(1, *shape)], net.nodes).reshape(-1)
+                    w = (apply(node, [cols], net.nodes) - zero).reshape(cols.shape[0], -1).T.contiguous()
+            shape = node.shape
+        kinds = kinds if any(k != "relu" for k in kinds) else []
+        return PLNet([*weights, w.numpy()], [*biases, b.numpy()], self.input_shape, self.name,
+                     {k: v for k, v in self.info.items() if not k.startswith("_")}, kinds)
 
     def is_chain(self) -> bool:
         """Whether every node reads only the node before it (no branches, no joins)."""

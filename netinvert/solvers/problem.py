@@ -86,8 +86,9 @@ def network_of(model: Model) -> Network:
 
 
 def choose_network(graph: Callable[[], GraphNet], chain: Callable[[], PLNet]) -> Network:
-    """The dense chain when the network is a small chain (or only the chain reader can read it,
-    e.g. for max-pooling), else the graph. When neither reads it, the graph reader's error."""
+    """The dense chain when the network is a small chain (from the chain reader, or composed from
+    the graph when only the graph reader reads it, e.g. a custom module's forward; max-pooling only
+    the chain reader reads), else the graph. When neither reads it, the graph reader's error."""
     try:
         g = graph()
     except NetinvertError as exc:
@@ -96,7 +97,10 @@ def choose_network(graph: Callable[[], GraphNet], chain: Callable[[], PLNet]) ->
         except NetinvertError:
             raise exc from None
     if g.is_chain() and g.dense_cost() <= DENSE_LIMIT:
-        return chain()
+        try:
+            return chain()
+        except NetinvertError:  # a chain the dense reader cannot read (a custom module's forward)
+            return g.as_plnet()
     return g
 
 
