@@ -330,3 +330,25 @@ def test_preimage_bounds_on_a_residual_net_are_sound() -> None:
     assert not np.any(reach & ~over & strict)
     assert not np.any(within(pre["inside"]) & ~reach & strict)
     assert len(pre["inside"]) > 0
+
+
+def test_linear_nodes_transpose_as_their_autograd_adjoints() -> None:
+    """Backward propagation passes each linear node through its adjoint: conv (groups, dilation,
+    stride, asymmetric pads) via conv_transpose2d and average pooling (with and without padded cells
+    counted) equal autograd's vector-Jacobian products."""
+    from netinvert.solvers.graph import GNode, apply, transpose
+
+    torch.manual_seed(0)
+    conv = {"w": torch.randn(6, 2, 3, 3, dtype=torch.float64), "b": torch.randn(6, dtype=torch.float64),
+            "stride": (2, 2), "pads": (0, 1, 2, 1), "dilation": (2, 2), "groups": 2}
+    pool = {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1), "count_include_pad": False}
+    for op, p in (("conv", conv), ("avgpool", pool)):
+        src = GNode("input", (), (4, 9, 9))
+        x = torch.randn(3, 4, 9, 9, dtype=torch.float64, requires_grad=True)
+        node = GNode(op, (0,), (), p)
+        node.shape = (6, 4, 3) if op == "conv" else (4, 5, 5)  # pads: top 2, bottom 1, left 0, right 1
+        y = apply(node, [x], [src, node])
+        lam = torch.randn_like(y)
+        (grad,) = torch.autograd.grad(y, x, lam)
+        back, _ = transpose(node, lam, [src, node])
+        torch.testing.assert_close(back[0], grad)
