@@ -21,21 +21,23 @@ import torch
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.output import write_file
 from netinvert.ground.result import Item, Result
+from netinvert.solvers import graph_bounds as gbm
 from netinvert.solvers import linear_bounds as lb
-from netinvert.solvers.piecewise import PLNet
-from netinvert.solvers.problem import as_output_set, box_of, checker_of, network_of
+from netinvert.solvers.graph import GraphNet
+from netinvert.solvers.problem import Network, as_output_set, box_of, checker_of, network_of
 from netinvert.targets.output_set import OutputSet
 
 MAX_DIM = 8
 
 
 def preimage_boxes(
-    net: PLNet, lo: np.ndarray, hi: np.ndarray, target: OutputSet, *, max_boxes: int = 4000, batch: int = 256
+    net: Network, lo: np.ndarray, hi: np.ndarray, target: OutputSet, *, max_boxes: int = 4000, batch: int = 256
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boxes (K, 2, n) with labels +1 inside / 0 uncertain (outside boxes are dropped) and the count examined."""
-    layers = lb.layers_of(net)
-    a = torch.as_tensor(np.vstack([d[0] for d in target.disjuncts]), dtype=lb.DT)
-    b = torch.as_tensor(np.concatenate([d[1] for d in target.disjuncts]), dtype=lb.DT)
+    dev = net.device if isinstance(net, GraphNet) else torch.device("cpu")
+    a = torch.as_tensor(np.vstack([d[0] for d in target.disjuncts]), dtype=lb.DT, device=dev)
+    b = torch.as_tensor(np.concatenate([d[1] for d in target.disjuncts]), dtype=lb.DT, device=dev)
+    layers = None if isinstance(net, GraphNet) else lb.layers_of(net)
     owner = np.concatenate([[i] * d[0].shape[0] for i, d in enumerate(target.disjuncts)])
     queue = [np.stack([lo, hi])]
     kept: list[np.ndarray] = []
@@ -45,12 +47,17 @@ def preimage_boxes(
         chunk, queue = queue[:batch], queue[batch:]
         boxes = np.stack(chunk)
         examined += len(boxes)
-        lo_t = torch.as_tensor(boxes[:, 0], dtype=lb.DT)
-        hi_t = torch.as_tensor(boxes[:, 1], dtype=lb.DT)
+        lo_t = torch.as_tensor(boxes[:, 0], dtype=lb.DT, device=dev)
+        hi_t = torch.as_tensor(boxes[:, 1], dtype=lb.DT, device=dev)
         with torch.no_grad():
-            bounds = lb.crown(layers, lo_t, hi_t)
-            low = lb.spec_lower(layers, bounds, a, b, lo_t, hi_t).numpy()  # lower bound of a y - b
-            up = -lb.spec_lower(layers, bounds, -a, -b, lo_t, hi_t).numpy()  # upper bound of a y - b
+            if layers is None:
+                gb = gbm.bounds(net, lo_t, hi_t)  # type: ignore[arg-type]
+                low = gbm.spec_rows(net, gb, lo_t, hi_t, a, b)[0].cpu().numpy()  # type: ignore[arg-type]
+                up = -gbm.spec_rows(net, gb, lo_t, hi_t, -a, -b)[0].cpu().numpy()  # type: ignore[arg-type]
+            else:
+                bounds = lb.crown(layers, lo_t, hi_t)
+                low = lb.spec_lower(layers, bounds, a, b, lo_t, hi_t).numpy()  # lower bound of a y - b
+                up = -lb.spec_lower(layers, bounds, -a, -b, lo_t, hi_t).numpy()  # upper bound of a y - b
         for j, box in enumerate(boxes):
             refuted = all(np.any(low[j, owner == d] > 0) for d in range(len(target.disjuncts)))
             if refuted:

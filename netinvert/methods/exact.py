@@ -19,13 +19,24 @@ import numpy as np
 import torch
 
 from netinvert.ground.result import Item, Result
+from netinvert.solvers import graph_bounds as gbm
 from netinvert.solvers import linear_bounds as lb
 from netinvert.solvers import milp
 from netinvert.solvers.attack import pgd
 from netinvert.solvers.bab import BabOutcome, bab
-from netinvert.solvers.input_split import REFUTE, prefer_input_split, root_bounds, split_search
+from netinvert.solvers.graph import GraphNet
+from netinvert.solvers.graph_bab import graph_bab
+from netinvert.solvers.graph_milp import MAX_ENTRIES, dense_entries, solve_graph_disjunct
+from netinvert.solvers.input_split import (
+    MAX_INPUTS,
+    MIN_UNSTABLE,
+    REFUTE,
+    prefer_input_split,
+    root_bounds,
+    split_search,
+)
 from netinvert.solvers.piecewise import PLNet
-from netinvert.solvers.problem import Checker, as_output_set, box_of, checker_of, network_of
+from netinvert.solvers.problem import Checker, Network, as_output_set, box_of, checker_of, network_of
 from netinvert.solvers.refine import refine
 from netinvert.targets.output_set import OutputSet
 
@@ -71,7 +82,7 @@ def _accept(
 
 
 def solve_case(
-    net: PLNet,
+    net: Network,
     lo: np.ndarray,
     hi: np.ndarray,
     target: OutputSet,
@@ -101,7 +112,11 @@ def solve_case(
 
     ``input_split`` (None: ``prefer_input_split`` decides) replaces all of this by branch-and-bound
     on the input box; it is the only search for networks with smooth activations.
+    A ``GraphNet`` (residual, concatenating or large convolutional networks) takes ``graph_case``.
     """
+    if isinstance(net, GraphNet):
+        return graph_case(net, lo, hi, target, check, timeout=timeout, attack_seconds=attack_seconds,
+                          alpha_steps=alpha_steps, threads=threads, seed=seed, input_split=input_split)
     t0 = time.perf_counter()
     left = lambda: timeout - (time.perf_counter() - t0)
     split = input_split if input_split is not None else prefer_input_split(net, lo, hi)
@@ -283,6 +298,22 @@ def _split_case(
     if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
         return done("found", "attack", found=ok)
     open_.sort(key=lambda i: float(np.max(row_lb[owner == i])))
+    return _split_disjuncts(net, lo, hi, target, open_, check, t0 + timeout, stats, done)
+
+
+def _split_disjuncts(
+    net: Network,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    target: OutputSet,
+    open_: list[int],
+    check: Checker,
+    deadline: float,
+    stats: dict[str, Any],
+    done: Callable[..., CaseOutcome],
+) -> CaseOutcome:
+    """``split_search`` on each open disjunct in turn, each with the time left until ``deadline``."""
+    left = lambda: deadline - time.perf_counter()
     stats["input_split"] = []
     for i in open_:
         if left() <= 0:
@@ -303,6 +334,155 @@ def _split_case(
             reason = "time limit" if left() <= 0 else "a box too small to split stays undecided"
             return done("unknown", "input-split", reason)
     return done("none-exists", "input-split")
+
+
+def graph_case(
+    net: GraphNet,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    target: OutputSet,
+    check: Checker,
+    *,
+    timeout: float = 60.0,
+    attack_seconds: float | None = None,
+    alpha_steps: int = 30,
+    threads: int = 1,
+    seed: int = 0,
+    input_split: bool | None = None,
+) -> CaseOutcome:
+    """``solve_case`` on a graph: the box centre and corners (one forward pass), CROWN over the DAG
+    (intermediate rows until 40% of the time), the attack, alpha-CROWN on the open rows, then input
+    splitting (smooth units, or few free inputs and many unstable ReLUs), the MILP (ReLU graphs small
+    enough to write out densely) or, for larger ReLU graphs, ``graph_bab`` (the MILP's skip is
+    recorded in the certificate). Every stage checks the deadline."""
+    t0 = time.perf_counter()
+    deadline = t0 + timeout
+    left = lambda: deadline - time.perf_counter()
+    stats: dict[str, Any] = {"network": "graph", "nodes": len(net.nodes), "hidden": net.hidden_sizes,
+                             "disjuncts": len(target.disjuncts), "activations": sorted(set(net.kinds))}
+
+    def mark(stage: str) -> None:  # seconds since the start at the end of each stage
+        stats.setdefault("elapsed", {})[stage] = round(time.perf_counter() - t0, 3)
+
+    def done(status: str, stage: str, reason: str = "",
+             found: tuple[np.ndarray, np.ndarray, float] | None = None) -> CaseOutcome:
+        mark("end")
+        secs = time.perf_counter() - t0
+        if found is not None:
+            return CaseOutcome("found", found[0], found[1], "", stage, found[2], secs, stats)
+        return CaseOutcome(status, None, None, reason, stage, float("nan"), secs, stats)
+
+    points = np.stack([0.5 * (lo + hi), lo, hi])
+    for x in points[target.violations(net.forward(points)) < 0]:
+        if (ok := _accept(x, lo, hi, target, check)) is not None:
+            return done("found", "points", found=ok)
+    mark("points")
+    if left() <= 0:
+        return done("unknown", "points", "time limit")
+    dev = net.device
+    lo_t = torch.as_tensor(lo, dtype=gbm.DT, device=dev)[None]
+    hi_t = torch.as_tensor(hi, dtype=gbm.DT, device=dev)[None]
+    rows_a = np.vstack([a for a, _ in target.disjuncts])
+    rows_b = np.concatenate([b for _, b in target.disjuncts])
+    owner = np.concatenate([[i] * a.shape[0] for i, (a, _) in enumerate(target.disjuncts)])
+    a_t, b_t = torch.as_tensor(rows_a, dtype=gbm.DT, device=dev), torch.as_tensor(rows_b, dtype=gbm.DT, device=dev)
+    with torch.no_grad():
+        gb = gbm.bounds(net, lo_t, hi_t, deadline=t0 + 0.4 * timeout)
+        row_lb = gbm.spec_rows(net, gb, lo_t, hi_t, a_t, b_t)[0][0].cpu().numpy()
+    stats.update(unstable_crown=gb.unstable(), crown_rows=gb.crown_rows, interval_rows=gb.skipped_rows)
+    mark("bounds")
+    open_ = [i for i in range(len(target.disjuncts)) if not np.any(row_lb[owner == i] > REFUTE)]
+    stats["refuted_by_crown"] = len(target.disjuncts) - len(open_)
+    if not open_:
+        return done("none-exists", "bounds")
+    if left() <= 0:
+        return done("unknown", "bounds", "time limit")
+    budget = attack_seconds if attack_seconds is not None else min(max(0.05 * timeout, 0.5), 5.0)
+    rest = OutputSet(tuple(target.disjuncts[i] for i in open_), target.num_outputs)
+    x, v = pgd(net, lo, hi, rest, time_limit=min(budget, max(left(), 0.0)), seed=seed)
+    stats["attack_violation"] = v
+    if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
+        return done("found", "attack", found=ok)
+    mark("attack")
+    if alpha_steps > 0 and net.piecewise and left() > 0:
+        keep = np.isin(owner, open_)
+        best = gbm.alpha_rows(net, gb, lo_t, hi_t, a_t[keep], b_t[keep], steps=alpha_steps,
+                              deadline=time.perf_counter() + 0.3 * left())
+        row_lb[keep] = np.maximum(row_lb[keep], best[0].cpu().numpy())
+        still = [i for i in open_ if not np.any(row_lb[owner == i] > REFUTE)]
+        stats["refuted_by_alpha"] = len(open_) - len(still)
+        open_ = still
+        if not open_:
+            return done("none-exists", "bounds")
+    if left() <= 0:
+        return done("unknown", "bounds", "time limit")
+    open_.sort(key=lambda i: float(np.max(row_lb[owner == i])))
+    split = input_split if input_split is not None else (
+        not net.piecewise or (int(np.sum(hi > lo)) <= MAX_INPUTS and sum(gb.unstable()) >= MIN_UNSTABLE))
+    stats["search"] = "input-split" if split else "milp"
+    if split:
+        return _split_disjuncts(net, lo, hi, target, open_, check, deadline, stats, done)
+    if (entries := dense_entries(net)) > MAX_ENTRIES:
+        stats["search"] = "relu-split"
+        stats["milp_skipped"] = f"the graph's linear maps have {entries} dense entries (the MILP takes {MAX_ENTRIES})"
+        return _graph_bab_disjuncts(net, lo, hi, gb, target, open_, check, deadline, stats, done)
+    stats["milp"] = []
+    for i in open_:
+        if left() <= 0:
+            return done("unknown", "milp", "time limit")
+        a, b = target.disjuncts[i]
+        one = OutputSet(((a, b),), target.num_outputs)
+        out = solve_graph_disjunct(net, lo, hi, gb, a, b, t_lower=float(np.max(row_lb[owner == i])),
+                                   time_limit=left(), threads=threads)
+        stats["milp"].append({"disjunct": i, "status": out.status, "seconds": out.seconds, "binaries": out.binaries})
+        if out.status == "found" and out.x is not None:
+            ok = _accept(out.x, lo, hi, one, check)
+            if ok is None:
+                xr, vr = pgd(net, lo, hi, one, restarts=4, steps=40, time_limit=min(2.0, max(left(), 0.1)), start=out.x)
+                ok = _accept(xr, lo, hi, one, check) if vr < 0 else None
+            if ok is not None:
+                return done("found", "milp", found=ok)
+            return done("unknown", "milp", "the MILP point fails the re-check on the original network (a tie)")
+        if out.status == "unknown":
+            return done("unknown", "milp", out.reason)
+    return done("none-exists", "milp")
+
+
+def _graph_bab_disjuncts(
+    net: GraphNet,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    gb: gbm.GraphBounds,
+    target: OutputSet,
+    open_: list[int],
+    check: Checker,
+    deadline: float,
+    stats: dict[str, Any],
+    done: Callable[..., CaseOutcome],
+) -> CaseOutcome:
+    """``graph_bab`` on each open disjunct in turn, each with the time left until ``deadline``."""
+    stats["bab"] = []
+    for i in open_:
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            return done("unknown", "bab", "time limit")
+        a, b = target.disjuncts[i]
+        one = OutputSet(((a, b),), target.num_outputs)
+
+        def is_point(xs: np.ndarray, one: OutputSet = one) -> np.ndarray:
+            return one.violations(net.forward(xs)) <= -STRICT
+
+        res = graph_bab(net, lo, hi, gb, a, b, is_point, time_limit=left)
+        stats["bab"].append({"disjunct": i, "status": res.status, **res.stats})
+        if res.status == "found" and res.x is not None:
+            if (ok := _accept(res.x, lo, hi, one, check)) is not None:
+                return done("found", "bab", found=ok)
+            return done("unknown", "bab", "a point fails the re-check on the original network (a tie)")
+        if res.status == "open":
+            reason = "time limit" if not res.stats["stuck"] else \
+                "a sub-domain with every ReLU fixed stays open (no split multipliers on graphs)"
+            return done("unknown", "bab", reason)
+    return done("none-exists", "bab")
 
 
 # ------------------------------------------------------------------------------------------ entry points

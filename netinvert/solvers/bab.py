@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from netinvert.solvers import linear_bounds as lb
+from netinvert.solvers.adam import Adam
 
 WORK = torch.float32  # dtype of the slope / multiplier optimization (the deciding pass is float64)
 SAFETY = 1e-7  # a row refutes a sub-domain only when its float64 bound exceeds this
-FUSED_ADAM = torch.__version__ >= "2.4"  # one kernel per Adam step on CPU: the optimizer's overhead drops by half
 
 
 @dataclass(frozen=True)
@@ -402,8 +402,7 @@ class _Spec:
         best = torch.full((bsz,), -torch.inf, dtype=WORK)
         lam, c, lo, hi = self.batch(pid)
         rel = lb.relaxation(b32)
-        groups = [{"params": al, "lr": tuning.lr_alpha}, {"params": be, "lr": tuning.lr_beta}]
-        opt = torch.optim.Adam(groups, fused=FUSED_ADAM)
+        opts = [Adam(al, lr=tuning.lr_alpha), Adam(be, lr=tuning.lr_beta)]
         for _ in range(tuning.steps):
             val = lb.backsub(
                 self.layers, b32, len(self.layers) - 1, lam, c, lo, hi, al, betas=be, signs=s32, relaxed=rel
@@ -414,9 +413,11 @@ class _Spec:
                 best = torch.where(better, score, best)
                 for dst, src in zip(best_al + best_be, al + be, strict=True):
                     dst[better] = src.detach()[better]
-            opt.zero_grad()
+            for opt in opts:
+                opt.zero_grad()
             (-val.clamp(max=0.0).sum()).backward()
-            opt.step()
+            for opt in opts:
+                opt.step()
             with torch.no_grad():
                 for x in al:
                     x.clamp_(0.0, 1.0)

@@ -23,9 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from netinvert.solvers import smooth
-from netinvert.solvers.attack import forward_layers
+from netinvert.solvers import graph_bounds, smooth
+from netinvert.solvers.attack import forward_of
+from netinvert.solvers.graph import GraphNet
 from netinvert.solvers.piecewise import PLNet
+
+Bounder = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+                   tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 REFUTE = 1e-9  # a row refutes a box when its lower bound exceeds this
 MAX_INPUTS = 16  # input splitting is chosen for at most this many free input dimensions
@@ -36,7 +40,22 @@ ATTACKED, ATTACK_STEPS = (
 )  # per round, the boxes with the lowest bounds get this many gradient steps  # ... on ReLU networks with at least this many unstable neurons under CROWN
 
 
-def prefer_input_split(net: PLNet, lo: np.ndarray, hi: np.ndarray) -> bool:
+def rows_bounder(net: PLNet | GraphNet, deadline: float = float("inf")) -> Bounder:
+    """CROWN on a batch of boxes for either network form: ``(lo, hi, a, b) -> (val, coef, offset)``,
+    the rows' lower bounds (B, m) and the linear lower bounds ``coef @ x + offset`` behind them."""
+    if isinstance(net, GraphNet):
+        return lambda lo, hi, a, b: graph_bounds.crown(net, lo, hi, a, b, deadline=deadline)[1:]
+    layers, kinds = smooth.layers_and_kinds(net)
+
+    def bound(lo: torch.Tensor, hi: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            return smooth.crown(layers, kinds, lo, hi, a, b)[1:]
+
+    return bound
+
+
+def prefer_input_split(net: PLNet | GraphNet, lo: np.ndarray, hi: np.ndarray) -> bool:
     """Split the input, not the ReLUs: for smooth networks always (only input splits are
     implemented for them), for ReLU networks when at most ``MAX_INPUTS`` inputs are free and
     CROWN leaves at least ``MIN_UNSTABLE`` neurons unstable on the whole box."""
@@ -44,12 +63,22 @@ def prefer_input_split(net: PLNet, lo: np.ndarray, hi: np.ndarray) -> bool:
         return True
     if int(np.sum(hi > lo)) > MAX_INPUTS:
         return False
+    lo_t, hi_t = _box(net, lo, hi)
+    if isinstance(net, GraphNet):
+        with torch.no_grad():
+            return sum(graph_bounds.bounds(net, lo_t, hi_t).unstable()) >= MIN_UNSTABLE
     layers, kinds = smooth.layers_and_kinds(net)
-    lo_t, hi_t = torch.as_tensor(lo, dtype=smooth.DT)[None], torch.as_tensor(hi, dtype=smooth.DT)[None]
     empty = torch.zeros(0, net.num_outputs, dtype=smooth.DT)
     with torch.no_grad():
         pre, *_ = smooth.crown(layers, kinds, lo_t, hi_t, empty, torch.zeros(0, dtype=smooth.DT))
     return sum(int(((l < 0) & (u > 0)).sum()) for l, u in pre) >= MIN_UNSTABLE
+
+
+def _box(net: PLNet | GraphNet, lo: np.ndarray, hi: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The box as float64 tensors (1, n_in) on the network's device."""
+    dev = net.device if isinstance(net, GraphNet) else torch.device("cpu")
+    return (torch.as_tensor(lo, dtype=smooth.DT, device=dev)[None],
+            torch.as_tensor(hi, dtype=smooth.DT, device=dev)[None])
 
 
 @dataclass
@@ -61,17 +90,18 @@ class SplitOutcome:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def root_bounds(net: PLNet, lo: np.ndarray, hi: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def root_bounds(net: PLNet | GraphNet, lo: np.ndarray, hi: np.ndarray, a: np.ndarray, b: np.ndarray,
+                deadline: float = float("inf")) -> np.ndarray:
     """CROWN lower bounds of the rows ``a @ y - b`` over the whole box (m,)."""
-    layers, kinds = smooth.layers_and_kinds(net)
-    lo_t, hi_t = torch.as_tensor(lo, dtype=smooth.DT)[None], torch.as_tensor(hi, dtype=smooth.DT)[None]
-    with torch.no_grad():
-        _, val, *_ = smooth.crown(layers, kinds, lo_t, hi_t, torch.as_tensor(a, dtype=smooth.DT), torch.as_tensor(b))
-    return val[0].numpy()
+    lo_t, hi_t = _box(net, lo, hi)
+    a_t = torch.as_tensor(a, dtype=smooth.DT, device=lo_t.device)
+    b_t = torch.as_tensor(b, dtype=smooth.DT, device=lo_t.device)
+    val = rows_bounder(net, deadline)(lo_t, hi_t, a_t, b_t)[0]
+    return val[0].cpu().numpy()
 
 
 def split_search(
-    net: PLNet,
+    net: PLNet | GraphNet,
     lo: np.ndarray,
     hi: np.ndarray,
     a: np.ndarray,
@@ -87,12 +117,13 @@ def split_search(
     re-checks on the original network). Returns 'none' only when every box was refuted.
     """
     t0 = time.perf_counter()
-    layers, kinds = smooth.layers_and_kinds(net)
-    a_t, b_t = torch.as_tensor(a, dtype=smooth.DT), torch.as_tensor(b, dtype=smooth.DT)
-    los = torch.as_tensor(lo, dtype=smooth.DT)[None]
-    his = torch.as_tensor(hi, dtype=smooth.DT)[None]
-    depth = torch.zeros(1, dtype=torch.long)
-    prio = torch.zeros(1, dtype=smooth.DT)  # the parent's best row bound: the lowest is popped first
+    bound = rows_bounder(net, t0 + time_limit)
+    fwd = forward_of(net, smooth.DT)
+    los, his = _box(net, lo, hi)
+    a_t = torch.as_tensor(a, dtype=smooth.DT, device=los.device)
+    b_t = torch.as_tensor(b, dtype=smooth.DT, device=los.device)
+    depth = torch.zeros(1, dtype=torch.long, device=los.device)
+    prio = torch.zeros(1, dtype=smooth.DT, device=los.device)  # the parent's best row bound: the lowest is popped first
     stats: dict[str, Any] = {"boxes": 0, "refuted": 0, "batches": 0, "max_depth": 0, "stuck": 0}
 
     def finish(status: str, x: np.ndarray | None = None) -> SplitOutcome:
@@ -111,7 +142,7 @@ def split_search(
         lo_b, hi_b, d_b = los[take], his[take], depth[take]
         los, his, depth, prio = los[rest], his[rest], depth[rest], prio[rest]
         with torch.no_grad():
-            _, val, coef, offset = smooth.crown(layers, kinds, lo_b, hi_b, a_t, b_t)
+            val, coef, offset = bound(lo_b, hi_b, a_t, b_t)
             joint, mix, x_mix = _joint(coef, offset, lo_b, hi_b, val)
         stats["boxes"] += n
         stats["batches"] += 1
@@ -124,9 +155,9 @@ def split_search(
         joint, mix, x_mix = joint[keep], mix[keep], x_mix[keep]
         corners = torch.where(coef > 0, lo_b.unsqueeze(1), hi_b.unsqueeze(1))  # (B, m, n_in)
         worst = torch.argsort(val.amax(dim=1))[:ATTACKED]
-        tried = _box_attack(layers, kinds, lo_b[worst], hi_b[worst], a_t, b_t)
+        tried = _box_attack(fwd, lo_b[worst], hi_b[worst], a_t, b_t)
         cands = torch.cat([((lo_b + hi_b) / 2).unsqueeze(1), corners], dim=1).reshape(-1, lo_b.shape[1])
-        cands = torch.cat([tried, x_mix, cands]).numpy()
+        cands = torch.cat([tried, x_mix, cands]).cpu().numpy()
         hits = np.flatnonzero(is_point(cands))
         if len(hits):
             return finish("found", cands[hits[0]])
@@ -154,14 +185,14 @@ def split_search(
 
 
 def _box_attack(
-    layers: smooth.Layers, kinds: list[str], lo: torch.Tensor, hi: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+    fwd: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi: torch.Tensor, a: torch.Tensor, b: torch.Tensor
 ) -> torch.Tensor:
     """Signed-gradient descent on the largest row violation of ``a @ y - b`` from each box's
     centre, kept inside the box; returns the final points (candidates only)."""
     x = ((lo + hi) / 2).clone().requires_grad_(True)
     width = hi - lo
     for step in range(ATTACK_STEPS):
-        loss = (forward_layers(layers, x, kinds) @ a.T - b).amax(dim=1)
+        loss = (fwd(x) @ a.T - b).amax(dim=1)
         (g,) = torch.autograd.grad(loss.sum(), x)
         with torch.no_grad():
             x -= (0.2 * (1 - step / ATTACK_STEPS) + 0.01) * width * g.sign()
@@ -178,8 +209,8 @@ def _joint(
     weights are tuned by multiplicative updates. Returns the best bound (B,), the weighted
     coefficients (B, n_in) (they pick the split) and the box point minimizing them (a candidate)."""
     bsz, m = offset.shape
-    w = torch.full((bsz, m), 1.0 / max(m, 1), dtype=coef.dtype)
-    best = torch.full((bsz,), -torch.inf, dtype=coef.dtype)
+    w = torch.full((bsz, m), 1.0 / max(m, 1), dtype=coef.dtype, device=coef.device)
+    best = torch.full((bsz,), -torch.inf, dtype=coef.dtype, device=coef.device)
     best_mix = coef[torch.arange(bsz), val.argmax(dim=1)] if m else torch.zeros_like(lo)
     best_x = (lo + hi) / 2
     for step in range(steps if m > 1 else 1):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from netinvert.ground.errors import NetinvertError
+from netinvert.solvers.adam import Adam
 from netinvert.solvers.piecewise import PLNet
 
 DT = torch.float64
@@ -205,7 +206,7 @@ def spec_lower(
         return best
     rel = relaxation(bounds)
     alphas = [rel.lower[j].unsqueeze(1).expand(bsz, lam.shape[1], -1).clone().requires_grad_(True) for j in range(k)]
-    opt = torch.optim.Adam(alphas, lr=lr)
+    opt = Adam(alphas, lr=lr)
     for _ in range(steps):
         val = backsub(layers, bounds, k, lam, c, lo, hi, alphas, relaxed=rel)
         best = torch.maximum(best, val.detach())
@@ -259,7 +260,7 @@ def alpha_crown(
         k: [start[j].unsqueeze(1).expand(bsz, m, -1).clone().requires_grad_(True) for j in range(k)]
         for k, m in sizes.items()
     }
-    opt = torch.optim.Adam([t for v in alphas.values() for t in v], lr=lr)
+    opt = Adam([t for v in alphas.values() for t in v], lr=lr)
     for _ in range(steps):
         if time.perf_counter() >= deadline:
             break

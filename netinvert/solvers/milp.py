@@ -22,7 +22,7 @@ from netinvert.solvers.linear_bounds import Bounds
 _INF = highspy.kHighsInf
 
 
-class _Model:
+class MilpModel:
     """Column/row accumulator turned into a ``HighsLp``."""
 
     def __init__(self) -> None:
@@ -83,10 +83,10 @@ def _encode(
     bounds: Bounds,
     upto: int,
     integer: bool,
-) -> tuple[_Model, np.ndarray, np.ndarray]:
+) -> tuple[MilpModel, np.ndarray, np.ndarray]:
     """Encode hidden layers ``0..upto-1`` and their ReLUs; returns the model, the x columns and the
     column of each last-layer ReLU output (-1 where the neuron is always 0)."""
-    m = _Model()
+    m = MilpModel()
     x = m.cols(lo, hi)
     prev_cols = x  # column of each current activation (-1: a neuron that is always 0)
     for k in range(upto):

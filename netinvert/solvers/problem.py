@@ -1,7 +1,7 @@
 """A model, a domain and a target as the problem the exact solvers take.
 
-The solvers work on a piecewise-linear network (``PLNet``), a flat float64 input box and an
-``OutputSet``; every candidate input is re-checked on the original network by a ``Checker``. This
+The solvers work on a network (the dense chain ``PLNet``, or the ``GraphNet`` of residual,
+concatenating and convolutional graphs), a flat float64 input box and an ``OutputSet``; every candidate input is re-checked on the original network by a ``Checker``. This
 module derives those from a :class:`~netinvert.models.wrapper.Model`: an ONNX model gives its
 network and its onnxruntime re-check from the graph it carries (the file is not read again), any
 other model from its module.
@@ -22,11 +22,15 @@ from netinvert.domains.sets import Ball, Box
 from netinvert.ground.errors import NetinvertError
 from netinvert.models.onnx import OnnxModule
 from netinvert.models.wrapper import Model
+from netinvert.solvers.graph import GraphNet
+from netinvert.solvers.graph_read import graph_from_onnx, graph_from_torch
 from netinvert.solvers.piecewise import PLNet, from_onnx_model, from_torch
 from netinvert.targets.output_set import OutputSet
 from netinvert.targets.regression import Regression
 from netinvert.targets.units import Class
 
+Network = PLNet | GraphNet
+DENSE_LIMIT = 5e6  # chains whose dense matrices need more entries than this are solved as graphs
 Checker = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # flat inputs -> (float32 outputs, float64 outputs)
 
 
@@ -58,18 +62,59 @@ def as_output_set(model: Model, target: Any, num_outputs: int) -> tuple[OutputSe
                          f"not {type(target).__name__}")
 
 
-def network_of(model: Model) -> PLNet:
-    """The piecewise-linear network of ``model``, input normalization folded into the first layer.
+def network_of(model: Model) -> Network:
+    """The network of ``model``, input normalization folded into the first layer.
 
-    An ONNX model's network comes from the graph it carries and is kept in ``model.info`` (a model
-    loaded from a file does not change); any other model's is read from its module each time.
+    Feed-forward chains whose dense form is small (``DENSE_LIMIT`` matrix entries) become a
+    ``PLNet`` (the fast path: dense layers, ReLU branch-and-bound, MILP); residual adds,
+    concatenations, average pooling and large convolutional networks a ``GraphNet``. An ONNX
+    model's network comes from the graph it carries and is kept in ``model.info`` (a model loaded
+    from a file does not change); any other model's is read from its module each time.
     """
     spec = model.input_spec
     if not isinstance(model.module, OnnxModule):
-        return from_torch(model.module, spec.shape, mean=spec.mean, std=spec.std, name=model.name)
+        module = model.module
+        return choose_network(
+            lambda: _normalized(model, graph_from_torch(module, spec.shape, name=model.name)),
+            lambda: from_torch(module, spec.shape, mean=spec.mean, std=spec.std, name=model.name))
     if "piecewise" not in model.info:
-        model.info["piecewise"] = _onnx_network(model, model.module)
+        onnx_module = model.module
+        model.info["piecewise"] = choose_network(
+            lambda: _normalized(model, _sized(model, graph_from_onnx(onnx_module.proto, onnx_module.source))),
+            lambda: _onnx_network(model, onnx_module))
     return model.info["piecewise"]
+
+
+def choose_network(graph: Callable[[], GraphNet], chain: Callable[[], PLNet]) -> Network:
+    """The dense chain when the network is a small chain (from the chain reader, or composed from
+    the graph when only the graph reader reads it, e.g. a custom module's forward; max-pooling only
+    the chain reader reads), else the graph. When neither reads it, the graph reader's error."""
+    try:
+        g = graph()
+    except NetinvertError as exc:
+        try:
+            return chain()
+        except NetinvertError:
+            raise exc from None
+    if g.is_chain() and g.dense_cost() <= DENSE_LIMIT:
+        try:
+            return chain()
+        except NetinvertError:  # a chain the dense reader cannot read (a custom module's forward)
+            return g.as_plnet()
+    return g
+
+
+def _sized(model: Model, net: GraphNet) -> GraphNet:
+    n = int(np.prod(model.input_spec.shape))
+    if net.num_inputs != n:
+        raise NetinvertError(f"{net.info.get('source', model.name)} takes {net.num_inputs} inputs but the model's "
+                             f"input shape {model.input_spec.shape} has {n}")
+    return net
+
+
+def _normalized(model: Model, net: GraphNet) -> GraphNet:
+    scale, shift = _input_affine(model)
+    return net if scale is None or shift is None else net.with_input_affine(scale, shift)
 
 
 def _onnx_network(model: Model, module: OnnxModule) -> PLNet:
@@ -97,7 +142,7 @@ def _input_affine(model: Model) -> tuple[np.ndarray | None, np.ndarray | None]:
     return np.repeat(1.0 / std, per), np.repeat(-mean / std, per)
 
 
-def checker_of(model: Model, net: PLNet) -> Checker:
+def checker_of(model: Model, net: Network) -> Checker:
     """The re-check of candidate inputs: onnxruntime for ONNX models, the module itself otherwise."""
     if isinstance(model.module, OnnxModule):
         scale, shift = _input_affine(model)
@@ -105,7 +150,7 @@ def checker_of(model: Model, net: PLNet) -> Checker:
     return torch_checker(model, model.input_spec.shape)
 
 
-def onnx_checker(module: OnnxModule, net: PLNet, scale: np.ndarray | None = None,
+def onnx_checker(module: OnnxModule, net: Network, scale: np.ndarray | None = None,
                  shift: np.ndarray | None = None) -> Checker:
     """Re-check with onnxruntime on the module's graph (float32) and the float64 evaluation of ``net``.
 

@@ -1,0 +1,291 @@
+"""A computation-graph form of a network for the exact solvers: residual adds, concatenations,
+average pooling, reshapes anywhere, and convolutions kept as convolutions.
+
+``GraphNet`` is a list of ``GNode`` in topological order (node 0 is the input). Every node's
+value has a per-item ``shape`` (ONNX graphs keep their leading batch-1 dimension in it, PyTorch
+modules do not); batched tensors carry an extra leading batch dimension. Linear nodes know their
+transpose (``transpose``): bound propagation runs backward through a convolution with
+``conv_transpose2d`` and never builds a dense matrix, so a CIFAR ResNet fits in memory.
+The readers (ONNX graphs, ``torch.fx`` traces) are in ``graph_read.py``, the bounds in
+``graph_bounds.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from netinvert.solvers.piecewise import PLNet
+from netinvert.solvers.smooth import act
+
+OPS = ("input", "linear", "conv", "act", "add", "concat", "avgpool", "reshape", "scale", "append")
+LINEAR_OPS = ("linear", "conv", "add", "concat", "avgpool", "reshape", "scale", "append")
+
+
+@dataclass
+class GNode:
+    """One operation: ``op`` (``OPS``) on the values of the nodes ``inputs``; ``p`` holds its
+    parameters (tensors follow the network's device) and ``label`` names it in messages."""
+
+    op: str
+    inputs: tuple[int, ...]
+    shape: tuple[int, ...]
+    p: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+
+def _spatial(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """A batched value (B, *shape) as (B * prod(shape[:-3]), C, H, W) for conv/pool ops."""
+    return x.reshape(-1, *shape[-3:])
+
+
+@dataclass
+class GraphNet:
+    """A network as a DAG of ``GNode``; the last node is the output."""
+
+    nodes: list[GNode]
+    name: str = "network"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ the PLNet-like surface
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.nodes[0].shape
+
+    @property
+    def num_inputs(self) -> int:
+        return self.nodes[0].size
+
+    @property
+    def num_outputs(self) -> int:
+        return self.nodes[-1].size
+
+    @property
+    def acts(self) -> list[int]:
+        """Indices of the activation nodes."""
+        return [i for i, n in enumerate(self.nodes) if n.op == "act"]
+
+    @property
+    def kinds(self) -> list[str]:
+        return [self.nodes[i].p["kind"] for i in self.acts]
+
+    @property
+    def piecewise(self) -> bool:
+        return all(k == "relu" for k in self.kinds)
+
+    @property
+    def hidden_sizes(self) -> list[int]:
+        return [self.nodes[i].size for i in self.acts]
+
+    @property
+    def device(self) -> torch.device:
+        for n in self.nodes:
+            for v in n.p.values():
+                if isinstance(v, torch.Tensor):
+                    return v.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for n in self.nodes:
+            for v in n.p.values():
+                if isinstance(v, torch.Tensor) and v.is_floating_point():
+                    return v.dtype
+        return torch.float64
+
+    def to(self, device: str | torch.device) -> GraphNet:
+        """The same network with its parameters on ``device``."""
+        nodes = [GNode(n.op, n.inputs, n.shape, {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                                                  for k, v in n.p.items()}, n.label) for n in self.nodes]
+        return GraphNet(nodes, self.name, dict(self.info))
+
+    def consumers(self) -> list[list[int]]:
+        out: list[list[int]] = [[] for _ in self.nodes]
+        for i, n in enumerate(self.nodes):
+            for j in n.inputs:
+                out[j].append(i)
+        return out
+
+    # ------------------------------------------------------------------ evaluation
+    def run(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor | None]:
+        """Every node's value for flat inputs ``x`` (B, num_inputs), up to node ``upto``; values no
+        later node reads are dropped (None) to keep memory low, except the last one."""
+        last = len(self.nodes) - 1 if upto is None else upto
+        uses = {j: i for i, n in enumerate(self.nodes[: last + 1]) for j in n.inputs}
+        vals: list[torch.Tensor | None] = [None] * (last + 1)
+        vals[0] = x.reshape(x.shape[0], *self.input_shape)
+        for i in range(1, last + 1):
+            node = self.nodes[i]
+            vals[i] = apply(node, [vals[j] for j in node.inputs], self.nodes)
+            for j in node.inputs:
+                if uses.get(j) == i and j != last:
+                    vals[j] = None
+        return vals
+
+    def torch_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Flat outputs (B, num_outputs) for flat inputs, in the inputs' dtype (differentiable)."""
+        net = self if x.dtype == self.dtype else self.cast(x.dtype)
+        out = net.run(x)[-1]
+        assert out is not None
+        return out.reshape(x.shape[0], -1)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Outputs (N, num_outputs) for flat inputs (N, num_inputs), in float64 (numpy, as ``PLNet``)."""
+        xt = torch.as_tensor(np.asarray(x, dtype=np.float64), device=self.device).reshape(-1, self.num_inputs)
+        with torch.no_grad():
+            return self.torch_forward(xt).cpu().numpy()
+
+    def cast(self, dtype: torch.dtype) -> GraphNet:
+        """The network with floating parameters in ``dtype`` (cached per dtype)."""
+        cache = self.info.setdefault("_casts", {})
+        if dtype not in cache:
+            nodes = [GNode(n.op, n.inputs, n.shape, {k: v.to(dtype) if isinstance(v, torch.Tensor)
+                                                     and v.is_floating_point() else v for k, v in n.p.items()},
+                           n.label) for n in self.nodes]
+            cache[dtype] = GraphNet(nodes, self.name, {})
+        return cache[dtype]
+
+    def with_input_affine(self, scale: np.ndarray, shift: np.ndarray) -> GraphNet:
+        """The network applied to ``x * scale + shift`` (flat, element-wise): input normalization."""
+        shape = self.input_shape
+        dev = self.device
+        norm = GNode("scale", (0,), shape, {"s": torch.as_tensor(scale, dtype=torch.float64, device=dev).reshape(shape),
+                                            "t": torch.as_tensor(shift, dtype=torch.float64, device=dev).reshape(shape)},
+                     "input normalization")
+        nodes = [self.nodes[0], norm]
+        for n in self.nodes[1:]:
+            nodes.append(GNode(n.op, tuple(j + 1 if j > 0 else 1 for j in n.inputs), n.shape, n.p, n.label))
+        return GraphNet(nodes, self.name, {k: v for k, v in self.info.items() if not k.startswith("_")})
+
+    def dense_cost(self) -> float:
+        """Matrix entries the dense chain form would need (``piecewise``): per stretch between
+        activations, its output size times its input size, summed."""
+        total, seg_in = 0.0, float(self.num_inputs)
+        for n in self.nodes[1:]:
+            if n.op == "act":
+                total += seg_in * n.size
+                seg_in = float(n.size)
+        return total + seg_in * self.num_outputs
+
+    def as_plnet(self) -> PLNet:
+        """The dense chain form of a graph that ``is_chain``: each stretch of linear nodes between
+        activations composed into one matrix (its columns pushed through the nodes)."""
+        w = torch.eye(self.num_inputs, dtype=torch.float64)
+        b = torch.zeros(self.num_inputs, dtype=torch.float64)
+        shape = self.input_shape
+        weights, biases, kinds = [], [], []
+        net = self.to("cpu")
+        for node in net.nodes[1:]:
+            if node.op == "act":
+                weights.append(w.numpy())
+                biases.append(b.numpy())
+                kinds.append(node.p["kind"])
+                w, b = torch.eye(node.size, dtype=torch.float64), torch.zeros(node.size, dtype=torch.float64)
+            else:
+                with torch.no_grad():
+                    cols = w.T.reshape(-1, *shape)
+                    zero = apply(node, [torch.zeros(1, *shape, dtype=torch.float64)], net.nodes)
+                    b = apply(node, [b.reshape(1, *shape)], net.nodes).reshape(-1)
+                    w = (apply(node, [cols], net.nodes) - zero).reshape(cols.shape[0], -1).T.contiguous()
+            shape = node.shape
+        kinds = kinds if any(k != "relu" for k in kinds) else []
+        return PLNet([*weights, w.numpy()], [*biases, b.numpy()], self.input_shape, self.name,
+                     {k: v for k, v in self.info.items() if not k.startswith("_")}, kinds)
+
+    def is_chain(self) -> bool:
+        """Whether every node reads only the node before it (no branches, no joins)."""
+        return all(n.inputs == (i,) for i, n in enumerate(self.nodes[1:])) and all(
+            n.op not in ("add", "concat", "avgpool") for n in self.nodes)
+
+
+def apply(node: GNode, xs: list[Any], nodes: list[GNode]) -> torch.Tensor:
+    """The node's batched output from its inputs' batched values."""
+    p, op = node.p, node.op
+    x = xs[0]
+    bsz = x.shape[0]
+    if op == "act":
+        return act(p["kind"], x)
+    if op == "linear":
+        y = x @ p["w"].T
+        return y + p["b"] if p.get("b") is not None else y
+    if op == "conv":
+        src = _spatial(x, nodes[node.inputs[0]].shape)
+        src = F.pad(src, p["pads"]) if any(p["pads"]) else src
+        y = F.conv2d(src, p["w"], p.get("b"), stride=p["stride"], dilation=p["dilation"], groups=p["groups"])
+        return y.reshape(bsz, *node.shape)
+    if op == "add":
+        return xs[0] + p.get("sign", 1.0) * xs[1]
+    if op == "concat":
+        return torch.cat(xs, dim=p["axis"] + 1)
+    if op == "avgpool":
+        y = F.avg_pool2d(_spatial(x, nodes[node.inputs[0]].shape), p["kernel"], p["stride"], p["padding"],
+                         count_include_pad=p["count_include_pad"])
+        return y.reshape(bsz, *node.shape)
+    if op == "reshape":
+        return x.reshape(bsz, *node.shape)
+    if op == "scale":
+        return x * p["s"] + p["t"]
+    if op == "append":
+        return torch.cat([x, x.new_full((*x.shape[:-1], 1), p["value"])], dim=-1)
+    raise ValueError(f"unknown graph op {op}")
+
+
+def transpose(node: GNode, lam: torch.Tensor, nodes: list[GNode]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Backward through a linear node: ``lam`` (K, *node.shape) are coefficients on its output; returns
+    the coefficients on each input (K, *input.shape) and the constant ``lam . bias`` (K,)."""
+    p, op = node.p, node.op
+    k = lam.shape[0]
+    zero = lam.new_zeros(k)
+    if op == "linear":
+        const = (lam * p["b"]).reshape(k, -1).sum(1) if p.get("b") is not None else zero
+        return [lam @ p["w"]], const
+    if op == "conv":
+        ins = nodes[node.inputs[0]].shape
+        const = zero
+        if p.get("b") is not None:
+            const = (lam.reshape(k, -1, *node.shape[-3:]) * p["b"][:, None, None]).reshape(k, -1).sum(1)
+        pt, pb, pl, pr = p["pads"][2], p["pads"][3], p["pads"][0], p["pads"][1]
+        hp, wp = ins[-2] + pt + pb, ins[-1] + pl + pr
+        g = _spatial(lam, node.shape)
+        kh, kw = p["w"].shape[-2:]
+        (sh, sw), (dh, dw) = p["stride"], p["dilation"]
+        oph = hp - ((g.shape[-2] - 1) * sh + dh * (kh - 1) + 1)
+        opw = wp - ((g.shape[-1] - 1) * sw + dw * (kw - 1) + 1)
+        back = F.conv_transpose2d(g, p["w"], stride=p["stride"], dilation=p["dilation"], groups=p["groups"],
+                                  output_padding=(oph, opw))
+        back = back[..., pt: pt + ins[-2], pl: pl + ins[-1]]
+        return [back.reshape(k, *ins)], const
+    if op == "add":
+        return [lam, p.get("sign", 1.0) * lam], zero
+    if op == "concat":
+        sizes = [nodes[j].shape[p["axis"]] for j in node.inputs]
+        return list(torch.split(lam, sizes, dim=p["axis"] + 1)), zero
+    if op == "avgpool":  # a depthwise convolution with weights 1 / (cells counted): transposed as one
+        ins = nodes[node.inputs[0]].shape
+        (kh, kw), (sh, sw), (ph, pw) = p["kernel"], p["stride"], p["padding"]
+        ones = lam.new_ones(1, 1, ins[-2], ins[-1])
+        count = F.avg_pool2d(ones, (kh, kw), (sh, sw), (ph, pw), count_include_pad=True) * (kh * kw)
+        if p["count_include_pad"]:
+            count = torch.full_like(count, kh * kw)
+        g = _spatial(lam, node.shape) / count
+        c = g.shape[1]
+        oph = ins[-2] + 2 * ph - ((g.shape[-2] - 1) * sh + kh)
+        opw = ins[-1] + 2 * pw - ((g.shape[-1] - 1) * sw + kw)
+        back = F.conv_transpose2d(g, lam.new_ones(c, 1, kh, kw), stride=(sh, sw), padding=(ph, pw), groups=c,
+                                  output_padding=(oph, opw))
+        return [back.reshape(k, *ins)], zero
+    if op == "reshape":
+        return [lam.reshape(k, *nodes[node.inputs[0]].shape)], zero
+    if op == "scale":
+        return [(lam * p["s"]).reshape(k, *nodes[node.inputs[0]].shape)], (lam * p["t"]).reshape(k, -1).sum(1)
+    if op == "append":
+        return [lam[..., :-1]], lam[..., -1].reshape(k, -1).sum(1) * p["value"]
+    raise ValueError(f"{op} is not linear")
