@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
@@ -56,3 +59,42 @@ def progress_bar(enabled: bool | None, total: int, description: str,
 
     return Progress(TextColumn(description), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                     TimeRemainingColumn(), transient=True)
+
+
+@contextmanager
+def time_limit_progress(enabled: bool | None, seconds: float, description: str,
+                        every: float = 10.0) -> Iterator[None]:
+    """Show how much of its time limit one long call has used while it runs.
+
+    On a terminal (``None``: when stderr is one) a bar of elapsed seconds against ``seconds``; otherwise an
+    ``info`` line on the ``netinvert`` logger every ``every`` seconds. The call itself cannot report progress
+    (one solver call), so a background thread ticks the clock.
+    """
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    stop = threading.Event()
+    start = time.perf_counter()
+    bar = None
+    if enabled:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(TextColumn(description), BarColumn(), TimeElapsedColumn(),
+                       TextColumn(f"of {seconds:.0f} s limit"), transient=True)
+
+    def tick() -> None:
+        task = bar.add_task("run", total=seconds) if bar is not None else None
+        while not stop.wait(0.5 if bar is not None else every):
+            elapsed = time.perf_counter() - start
+            if bar is not None and task is not None:
+                bar.update(task, completed=min(elapsed, seconds))
+            else:
+                logging.getLogger("netinvert").info("%s: %.0f s of the %.0f s limit", description, elapsed, seconds)
+
+    clock = threading.Thread(target=tick, daemon=True)
+    with bar if bar is not None else nullcontext():
+        clock.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            clock.join()

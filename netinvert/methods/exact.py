@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from netinvert.ground.result import Item, Result
+from netinvert.ground.run import time_limit_progress
 from netinvert.solvers import graph_bounds as gbm
 from netinvert.solvers import linear_bounds as lb
 from netinvert.solvers import milp
@@ -500,8 +501,12 @@ def run(
     alpha_steps: int = 30,
     lp_tighten: bool = False,
     seed: int = 0,
+    progress: bool | None = None,
 ) -> Result:
-    """``invert(model, targets, domain, method="exact")``: one item per target (``OutputSet`` or ``Class``)."""
+    """``invert(model, targets, domain, method="exact")``: one item per target (``OutputSet`` or ``Class``).
+
+    ``progress``: the time each target's search has used against ``timeout`` while it runs.
+    """
     lo, hi = box_of(model, domain)
     spec = model.input_spec
     net = network_of(model)
@@ -510,9 +515,10 @@ def run(
     t0 = time.perf_counter()
     for target in targets if isinstance(targets, (list, tuple)) else [targets]:
         oset, name = as_output_set(model, target, net.num_outputs)
-        out = solve_case(
-            net, lo, hi, oset, check, timeout=timeout, alpha_steps=alpha_steps, lp_tighten=lp_tighten, seed=seed
-        )
+        with time_limit_progress(progress, timeout, f"exact {name}"):
+            out = solve_case(
+                net, lo, hi, oset, check, timeout=timeout, alpha_steps=alpha_steps, lp_tighten=lp_tighten, seed=seed
+            )
         items.append(_item(name, out))
         results.append(out)
         rows.append(out.x.astype(np.float64) if out.x is not None else np.full(lo.size, np.nan))

@@ -27,6 +27,7 @@ from netinvert.domains.sets import Box
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.output import write_text
 from netinvert.ground.result import Item, Result
+from netinvert.ground.run import time_limit_progress
 from netinvert.methods import invert
 from netinvert.models.load import load
 from netinvert.targets.vnnlib import read_vnnlib
@@ -61,7 +62,7 @@ def solve_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: floa
             break
         box = Box(torch.from_numpy(case.lo), torch.from_numpy(case.hi))
         res = invert(model, case.output, box, method="exact", timeout=left, alpha_steps=alpha_steps,
-                     lp_tighten=lp_tighten, seed=seed)
+                     lp_tighten=lp_tighten, seed=seed, progress=False)
         answers.append(res)
         if res.items[0].status == "found":
             status, reason = "found", ""
@@ -89,9 +90,14 @@ def counterexample_text(x: np.ndarray, y: np.ndarray) -> str:
     return "(" + "\n ".join(pairs) + ")\n"
 
 
-def solve_one(onnx_path: Path, vnnlib_path: Path, timeout: float, out: Path, alpha_steps: int = 30) -> Row:
-    """Solve one instance, save its folder (with ``counterexample.txt`` when found) and return its CSV row."""
-    result = solve_instance(onnx_path, vnnlib_path, timeout, alpha_steps=alpha_steps)
+def solve_one(onnx_path: Path, vnnlib_path: Path, timeout: float, out: Path, alpha_steps: int = 30,
+              progress: bool | None = None) -> Row:
+    """Solve one instance, save its folder (with ``counterexample.txt`` when found) and return its CSV row.
+
+    ``progress``: the time used against the limit while it runs (see ``time_limit_progress``).
+    """
+    with time_limit_progress(progress, timeout, f"solving {Path(vnnlib_path).name}"):
+        result = solve_instance(onnx_path, vnnlib_path, timeout, alpha_steps=alpha_steps)
     item = result.items[0]
 
     def counterexample(folder: Path) -> None:

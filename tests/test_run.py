@@ -1,13 +1,15 @@
-"""The default torch thread count: one thread for small networks, the idle cores for large ones."""
+"""How long computations run (ground/run.py): the default thread count and progress for a single long call."""
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 
 import torch
 from torch import nn
 
-from netinvert.ground.run import SMALL_WORK, default_threads, torch_threads
+from netinvert.ground.run import SMALL_WORK, default_threads, time_limit_progress, torch_threads
 from netinvert.ground.spec import InputSpec
 from netinvert.models.wrapper import Model
 
@@ -33,3 +35,13 @@ def test_torch_threads_restores_the_setting_and_chooses_one_thread_for_small_wor
     with torch_threads(2):
         assert torch.get_num_threads() == 2
     assert torch.get_num_threads() == before
+
+
+def test_a_single_long_call_reports_its_time_against_the_limit(caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="netinvert"):
+        with time_limit_progress(False, 5.0, "solving prop_1", every=0.2):
+            time.sleep(0.7)
+    lines = [r.getMessage() for r in caplog.records if "prop_1" in r.getMessage()]
+    assert len(lines) >= 2 and all(line.endswith("of the 5 s limit") for line in lines), lines
+    with time_limit_progress(True, 1.0, "bar"):  # a bar ticks on its own thread and stops with the call
+        time.sleep(0.6)
