@@ -65,13 +65,15 @@ def run(
         raise NetinvertError(f"goal={goal} must be a probability in (0, 1), e.g. 0.99")
     domain = domain or Domain()
     spec = model.input_spec
-    low, high = domain.bounds(spec)
+    device, dtype = model.device, model.dtype
+    low, high = (bound.to(device, dtype) for bound in domain.bounds(spec))
     span = spec.high - spec.low
     chains = [t for t in resolved for _ in range(samples)]
-    index = torch.tensor([int(t.index) for t in chains])  # type: ignore[attr-defined]
+    index = torch.tensor([int(t.index) for t in chains], device=device)  # type: ignore[attr-defined]
     gen = torch.Generator().manual_seed(seed)
     prior_weight = DATA_PRIOR_WEIGHT if domain.data_prior is None else domain.data_prior
     prior = prior_for(model) if prior_weight > 0 else None
+    prior = prior.to(device, dtype) if prior is not None else None
     start = time.perf_counter()
     with torch_threads(threads), progress_bar(progress, steps, f"{model.name}: {len(chains)} chains",
                                               min_total=200) as bar:
@@ -94,7 +96,7 @@ def run(
                 direction = grad / rms.reshape(-1, *([1] * len(spec.shape)))
                 sigma = noise * (1.0 - step / max(steps - 1, 1))
                 x = x.detach() + step_size * span * direction
-                x = x + sigma * span * torch.randn(x.shape, generator=gen)
+                x = x + sigma * span * torch.randn(x.shape, generator=gen).to(x)  # CPU draws: same on any device
                 x = torch.maximum(torch.minimum(x, high), low)
             if bar is not None and task is not None:
                 bar.advance(task)
@@ -108,7 +110,7 @@ def run(
     return Result(
         method="langevin", model=model.name, inputs=inputs, outputs=outputs, items=items,
         timing={"total_s": time.perf_counter() - start, "steps": steps},
-        info={"options": {"samples": samples, "steps": steps, "step_size": step_size, "noise": noise,
+        info={"device": str(device), "options": {"samples": samples, "steps": steps, "step_size": step_size, "noise": noise,
                           "temperature": temperature, "goal": goal, "seed": seed, "threads": threads,
                           "data_prior": prior_weight if prior is not None else 0.0}},
         value_range=(spec.low, spec.high),
@@ -117,7 +119,7 @@ def run(
 
 def _initial(n: int, shape: tuple[int, ...], low: torch.Tensor, high: torch.Tensor, prior, gen: torch.Generator):  # type: ignore[no-untyped-def]
     if prior is None:
-        return low + (high - low) * torch.rand((n, *shape), generator=gen)
-    coeff = torch.randn((n, prior.components.shape[0]), generator=gen) / prior.inv_std
+        return low + (high - low) * torch.rand((n, *shape), generator=gen).to(low)
+    coeff = torch.randn((n, prior.components.shape[0]), generator=gen).to(low) / prior.inv_std
     x = (prior.mean + coeff @ prior.components).reshape(n, *shape)
     return torch.maximum(torch.minimum(x, high), low)
