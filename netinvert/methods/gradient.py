@@ -86,16 +86,17 @@ def _unit_gather(targets: list[Target], device: torch.device
         return None
     kind, layer, log_prob = kinds.pop()
     index = torch.tensor([int(getattr(t, "index", 0)) for t in targets], device=device)[:, None]
+    # squeeze, not [:, 0]: its backward is a view, where a select's allocates and fills a zero tensor per step
     if kind is Class and not log_prob:
-        return lambda outputs, acts: outputs.reshape(outputs.shape[0], -1).gather(1, index)[:, 0]
+        return lambda outputs, acts: (outputs if outputs.dim() == 2 else outputs.flatten(1)).gather(1, index).squeeze(1)
     if kind is Channel:
         return lambda outputs, acts: (acts[layer].flatten(2).mean(2) if acts[layer].dim() >= 3
-                                      else acts[layer].flatten(1)).gather(1, index)[:, 0]
+                                      else acts[layer].flatten(1)).gather(1, index).squeeze(1)
     if kind is Neuron:
         def neuron(outputs: torch.Tensor, acts: dict[str, torch.Tensor]) -> torch.Tensor:
             a = acts[layer]
             flat = a[:, :, a.shape[2] // 2, a.shape[3] // 2] if a.dim() == 4 else a.flatten(1)
-            return flat.gather(1, index)[:, 0]
+            return flat.gather(1, index).squeeze(1)
 
         return neuron
     return None
@@ -289,11 +290,16 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, o
               penalty_layers: tuple[str, ...]) -> tuple[torch.Tensor, list[list[float]], int, float]:
     spec = model.input_spec
     device, dtype = model.device, model.dtype
-    torch.manual_seed(options["seed"])
+    # Seed the global generators a stochastic model might draw from, on the devices in use only:
+    # torch.manual_seed also seeds every accelerator backend and costs milliseconds per call.
+    torch.random.default_generator.manual_seed(options["seed"])
+    if device.type == "cuda":
+        torch.cuda.manual_seed(options["seed"])
     param: nn.Module = domain.parameterize(spec, len(targets), [torch.Generator().manual_seed(s) for s in seeds])
     param = param.to(device=device, dtype=dtype)
     gens = [torch.Generator().manual_seed(s + 1) for s in seeds]
     transforms = domain.resolved_transforms(spec)
+    identity = transforms.is_identity
     span = spec.high - spec.low
     centre = (spec.high + spec.low) / 2
     objective = _batched_objective(targets, device)
@@ -309,6 +315,7 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, o
         weights.append((data_weight, gaussian.to(device, dtype).penalty))
     goal, check_every = options["goal"], options["check_every"]
     stoppable = torch.tensor([options["early_stop"] and isinstance(t, Class) for t in targets])
+    can_stop = bool(stoppable.any())
     min_steps = round(PRIOR_MIN_FRACTION * steps) if (weights or penalties) else 0
     done = torch.zeros(len(targets), dtype=torch.bool)
     kept: torch.Tensor | None = None
@@ -326,9 +333,11 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, o
             x = param()
             if project is not None:
                 x = project(x, spec)
-            x_in = transforms(x, gens, centre) if not transforms.is_identity else x
+            x_in = x if identity else transforms(x, gens, centre)
             with precision:
-                obj = objective(forward(x_in), acts).to(dtype)
+                obj = objective(forward(x_in), acts)
+            if obj.dtype != dtype:  # autocast: back to the model's dtype for the loss
+                obj = obj.to(dtype)
             loss = -obj.sum()
             for w, fn in weights:
                 loss = loss + w * fn(x).sum()
@@ -346,7 +355,7 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, o
             steps_run = step + 1
             if bar is not None and task is not None:
                 bar.advance(task)
-            if bool(stoppable.any()) and step + 1 >= min_steps and (step + 1) % check_every == 0:
+            if can_stop and step + 1 >= min_steps and (step + 1) % check_every == 0:
                 with torch.no_grad():
                     now = param() if project is None else project(param(), spec)
                     out_now = model(now)
