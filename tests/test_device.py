@@ -147,3 +147,19 @@ def test_device_flag_on_imagine_and_layers(tmp_path):
 def test_cpu_only_methods_record_where_they_ran(zoo):
     result = invert(zoo("digits-mlp"), Class(4), method="analytic", samples=1)
     assert result.info["device"] == "cpu"
+
+
+def test_gpu_benchmark_runs_small_on_the_cpu(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "gpu.json"
+    script = Path(__file__).parents[1] / "benchmarks" / "gpu.py"
+    done = subprocess.run([sys.executable, str(script), "--device", "cpu", "--size", "32", "--batch", "2",
+                           "--steps", "2", "--repeats", "1", "--threads", "1", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    row = json.loads(out.read_text())
+    assert (row["device"], row["arch"], row["size"], row["batch"]) == ("cpu", "resnet18", 32, 2)
+    assert row["bare_ms_per_step"] > 0 and row["ours_ms_per_step"] > 0 and "ratio" in done.stdout

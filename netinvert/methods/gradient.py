@@ -213,7 +213,7 @@ def _inversion(model: Model, targets: list[Target], domain: Domain | None, optio
     start = time.perf_counter()
     init = domain.init if domain is not None and domain.init is not None else model.example_input(len(targets))
     region = domain.region if domain is not None else Box()
-    inputs = refine(model, targets, init.to(torch.float32), steps=options["steps"], region=region,
+    inputs = refine(model, targets, init.to(model.dtype), steps=options["steps"], region=region,
                     seed=options["seed"], progress=progress)
     outputs, scored = score(model, targets, inputs)
     stages = {layer: [vars(s) for s in schedule_for(model, layer, options["steps"])]
@@ -229,7 +229,7 @@ def _inversion(model: Model, targets: list[Target], domain: Domain | None, optio
 def refine(model: Model, targets: list[Target], init: torch.Tensor, *, steps: int | None = None,
            region: Box | Ball = Box(), seed: int = 0, progress: bool | None = None) -> torch.Tensor:
     """Gradient inversion of each layer's ``Activations`` targets from ``init`` with that layer's schedule."""
-    out = init.detach().to(device="cpu", dtype=torch.float32).clone()
+    out = init.detach().to(device="cpu", dtype=model.dtype).clone()
     for layer in dict.fromkeys(t.layer for t in targets):  # type: ignore[attr-defined]
         rows = [i for i, t in enumerate(targets) if t.layer == layer]  # type: ignore[attr-defined]
         x = init[rows]
