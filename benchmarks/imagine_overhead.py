@@ -56,12 +56,13 @@ def ours(model, classes: list[int], steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help="zoo classifiers to time")
     parser.add_argument("--repeats", type=int, default=9, help="interleaved runs: best time, median ratio")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/imagine_overhead.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = []
-    for name in MODELS:
+    for name in args.models:
         model = load_zoo(name, verifier=False)
         classes = list(range(model.num_outputs))
         ours(model, classes, 8)  # warm-up
