@@ -111,6 +111,7 @@ def test_every_model_command_takes_the_same_model_options(command):
 
     result = runner.invoke(app, [command, "--help"], terminal_width=200)
     assert result.exit_code == 0, result.output
+    assert "--device" in MODEL_FLAGS
     expected = [flag for flag in MODEL_FLAGS if not (command == "layers" and flag == "--model")]
     assert [flag for flag in expected if flag not in result.output] == []
     assert "<bool>" not in result.output

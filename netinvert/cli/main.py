@@ -98,6 +98,8 @@ def imagine(
     = None,
     tv: Annotated[float, typer.Option(min=0.0, help="Total-variation prior weight.")] = 0.0,
     data_prior: Annotated[float | None, typer.Option(min=0.0, help="Weight of the data prior (default: on when data is known).")] = None,
+    precision: Annotated[str, typer.Option(help="gradient: float32, or float16 (GPU) / bfloat16 under autocast.")]
+    = "float32",
 ) -> None:
     """Imagine inputs that make the model produce each target (class visualization, unit visualization)."""
     from netinvert.domains.domain import Domain
@@ -106,13 +108,15 @@ def imagine(
 
     if method not in IMAGINE_METHODS:
         raise NetinvertError(f"unknown method {method!r} for imagine: choose one of {choices(IMAGINE_METHODS)}")
+    if precision != "float32" and method != "gradient":
+        raise NetinvertError(f"--precision {precision} applies to --method gradient only; leave it at float32")
     check_writable(out)
     net = model.load()
     targets = parse_targets(target, net)
     domain = Domain(param=param, tv=tv, data_prior=data_prior)
     if method == "gradient":
         result = invert(net, targets, domain, method="gradient", steps=steps, lr=lr, samples=samples, goal=goal,
-                        early_stop=early_stop, batch_size=batch_size, seed=seed, threads=threads)
+                        early_stop=early_stop, batch_size=batch_size, seed=seed, threads=threads, precision=precision)
     elif method == "langevin":
         result = invert(net, targets, domain, method="langevin", samples=samples, steps=steps, goal=goal, seed=seed,
                         threads=threads)

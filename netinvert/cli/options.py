@@ -40,6 +40,8 @@ _OPTIONS: dict[str, tuple[Any, Any, Any]] = {
                                                                 "logits before it)."), False),
     "verifier_arch": (str | None, typer.Option("--verifier-arch", help="Architecture for a state-dict --verifier."),
                       None),
+    "device": (str, typer.Option(help="Where to run: auto (CUDA when available, else CPU), cpu, cuda, cuda:N or "
+                                      "mps."), "auto"),
 }
 
 
@@ -60,6 +62,7 @@ class ModelOptions:
     verifier: str | None = None
     verifier_arch: str | None = None
     keep_softmax: bool = False
+    device: str = "auto"
 
     def load(self) -> Model:
         """Parse the text options and load the model (and its verifier) through :func:`netinvert.load`."""
@@ -77,7 +80,7 @@ class ModelOptions:
             mean=parse_floats(self.mean, "--mean") if self.mean else None,
             std=parse_floats(self.std, "--std") if self.std else None,
             labels=str(self.labels) if self.labels is not None else None, data=self.data, verifier=self.verifier,
-            verifier_arch=self.verifier_arch, keep_softmax=self.keep_softmax,
+            verifier_arch=self.verifier_arch, keep_softmax=self.keep_softmax, device=self.device,
         )
 
 

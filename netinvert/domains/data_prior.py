@@ -7,7 +7,7 @@ distance (a Mahalanobis distance with a variance floor), averaged over input ele
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -38,12 +38,17 @@ class GaussianPrior:
             inv_std=(variances + floor_var).rsqrt().float(), floor_inv_std=floor_var**-0.5,
         )
 
+    def to(self, device: torch.device, dtype: torch.dtype) -> GaussianPrior:
+        """The same prior with its tensors on ``device`` in ``dtype`` (so each penalty call copies nothing)."""
+        return replace(self, mean=self.mean.to(device, dtype), components=self.components.to(device, dtype),
+                       inv_std=self.inv_std.to(device, dtype))
+
     def penalty(self, x: torch.Tensor) -> torch.Tensor:
         """Per-item whitened squared distance to the data distribution, divided by the input size."""
-        d = x.reshape(x.shape[0], -1) - self.mean.to(x.dtype)
-        coeff = d @ self.components.T.to(x.dtype)
-        residual = d - coeff @ self.components.to(x.dtype)
-        inside = (coeff * self.inv_std.to(x.dtype)).pow(2).sum(1)
+        d = x.reshape(x.shape[0], -1) - self.mean.to(x)
+        coeff = d @ self.components.T.to(x)
+        residual = d - coeff @ self.components.to(x)
+        inside = (coeff * self.inv_std.to(x)).pow(2).sum(1)
         outside = residual.pow(2).sum(1) * self.floor_inv_std**2
         return (inside + outside) / d.shape[1]
 

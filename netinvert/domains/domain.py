@@ -81,11 +81,11 @@ class Domain:
         return Transforms.for_size(spec.shape[1], spec.shape[2])
 
     def parameterize(self, spec: InputSpec, batch: int, generator: Generators) -> nn.Module:
-        """A module producing a (batch, *shape) tensor inside the domain's bounds."""
+        """A module producing a (batch, *shape) tensor inside the domain's bounds (on the CPU: move it with ``.to``)."""
         low, high = self.bounds(spec)
         init = self.init
         if init is not None:
-            init = init.detach().to(torch.float32)
+            init = init.detach().to(device="cpu", dtype=torch.float32)  # built on the CPU, then moved
             if init.shape != (batch, *spec.shape):
                 raise NetinvertError(
                     f"initial inputs have shape {tuple(init.shape)}; expected {(batch, *spec.shape)}"

@@ -78,6 +78,7 @@ class Fourier(nn.Module):
         self.register_buffer("low", low.reshape(1, *shape))
         self.register_buffer("span", (high - low).reshape(1, *shape))
         self.decorrelate = decorrelate and c == 3
+        self.register_buffer("color", _COLOR_NORM.clone())  # a buffer, so it follows .to(device, dtype)
         self.size = (h, w)
         spectrum = noise * randn(batch, (c, h, w // 2 + 1, 2), generator)
         self.spectrum = nn.Parameter(spectrum)
@@ -93,6 +94,6 @@ class Fourier(nn.Module):
         spec = torch.view_as_complex((self.spectrum * self.scale).contiguous())
         img = torch.fft.irfft2(spec, s=self.size, norm="ortho")
         if self.decorrelate:
-            img = torch.einsum("ij,bjhw->bihw", _COLOR_NORM.to(img.dtype), img)
+            img = torch.einsum("ij,bjhw->bihw", self.color, img)
         return self.low + self.span * torch.sigmoid(img)
 

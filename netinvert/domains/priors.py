@@ -30,7 +30,7 @@ def blur(x: torch.Tensor, span: float) -> torch.Tensor:
     """Squared distance to a 3x3 Gaussian-blurred copy: penalizes high-frequency noise."""
     if x.dim() != 4:
         return x.new_zeros(x.shape[0])
-    kernel = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype)
+    kernel = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device)
     kernel = (kernel[:, None] * kernel[None, :]) / 16.0
     c = x.shape[1]
     weight = kernel.expand(c, 1, 3, 3)

@@ -50,7 +50,7 @@ class Ball:
 
     def project(self, x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
         """Project a batch onto the ball (and the box)."""
-        c = self.center.reshape(1, *spec.shape).to(x.dtype)
+        c = self.center.reshape(1, *spec.shape).to(x)
         d = x - c
         if self.p == math.inf:
             d = d.clamp(-self.eps, self.eps)
@@ -59,7 +59,7 @@ class Ball:
             scale = (self.eps / norms).clamp(max=1.0).reshape(-1, *([1] * (x.dim() - 1)))
             d = d * scale
         lo, hi = self.box.bounds(spec)
-        return torch.maximum(torch.minimum(c + d, hi.to(x.dtype)), lo.to(x.dtype))
+        return torch.maximum(torch.minimum(c + d, hi.to(x)), lo.to(x))
 
 
 def _full(value: float | torch.Tensor | None, default: float, shape: tuple[int, ...],

@@ -50,7 +50,7 @@ class Transforms:
         if self.pad:
             x = F.pad(x, (self.pad,) * 4, value=fill)
         ph, pw = x.shape[2], x.shape[3]
-        u = _uniform(b, generator)
+        u = _uniform(b, generator)  # drawn on the CPU (the same draws on every device)
         angle = (u[:, 0] * 2 - 1) * math.radians(self.degrees)
         scale = self.scale[0] + u[:, 1] * (self.scale[1] - self.scale[0])
         shift = (u[:, 2:] * (2 * self.jitter + 1)).floor().clamp(max=2 * self.jitter) - self.jitter
@@ -58,7 +58,7 @@ class Transforms:
         theta = torch.stack([
             torch.stack([cos, -sin, shift[:, 0] * 2 / pw], dim=1),
             torch.stack([sin, cos, shift[:, 1] * 2 / ph], dim=1),
-        ], dim=1).to(x.dtype)
+        ], dim=1).to(x)
         grid = F.affine_grid(theta, [b, x.shape[1], ph, pw], align_corners=False)
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         top, left = (ph - h) // 2, (pw - w) // 2

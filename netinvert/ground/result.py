@@ -43,7 +43,10 @@ class Item:
 
 @dataclass(repr=False)
 class Result:
-    """Inputs (N, *input_shape) in the model's input range, outputs from a plain forward pass, items."""
+    """Inputs (N, *input_shape) in the model's input range, outputs from a plain forward pass, items.
+
+    Inputs and outputs are kept on the CPU, whatever device the method ran on.
+    """
 
     method: str
     model: str
@@ -55,6 +58,11 @@ class Result:
     info: dict[str, Any] = field(default_factory=dict)
     labels: list[str] | None = None
     value_range: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        # Results live on the CPU, whatever device the method ran on.
+        self.inputs = self.inputs.detach().cpu()
+        self.outputs = self.outputs.detach().cpu()
 
     @property
     def statuses(self) -> list[str]:

@@ -5,6 +5,10 @@ Each method is one module with a ``run(model, targets, domain, **options) -> Res
 an L-inf Ball only; the other names are ``Domain`` fields). ``invert`` checks the options against the
 entry point, resolves the targets and the domain once, and refuses a domain field the method would
 silently ignore, so a typo or a mismatch gets one clear message up front.
+
+Methods run on the model's device (``invert(..., device=...)`` moves the model first); the methods in
+``CPU_METHODS`` (sound solvers and NumPy linear algebra) always run on the CPU. Every result says where it
+ran in ``info["device"]``, and its tensors come back on the CPU.
 """
 
 from __future__ import annotations
@@ -12,11 +16,14 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
 from netinvert.domains.domain import Domain
 from netinvert.domains.sets import Ball, Box
+from netinvert.ground.device import DeviceSpec, resolve_device
 from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.result import Result
 from netinvert.models.wrapper import Model
@@ -34,14 +41,17 @@ METHODS = {
     "dbn": "netinvert.methods.dbn",
     "adjoint": "netinvert.methods.adjoint",
 }
+CPU_METHODS = ("exact", "bounds", "analytic", "adjoint")  # NumPy, sound solvers: always on the CPU
 REGION_ONLY = ("box",)  # methods that declare nothing take a box-shaped region and no other domain field
 
 
-def invert(model: Model, target: Target | list[Target], domain: Any = None, method: str = "gradient",
-           **options: Any) -> Result:
+def invert(model: Model, target: Target | list[Target], domain: Any = None, method: str = "gradient", *,
+           device: DeviceSpec | None = None, **options: Any) -> Result:
     """Find inputs of ``model`` that reach ``target`` (one per target in a list) inside ``domain``.
 
-    ``domain``: ``None`` (the model's input range), a ``Box``, a ``Ball`` or a ``Domain``.
+    ``domain``: ``None`` (the model's input range), a ``Box``, a ``Ball`` or a ``Domain``. ``device``
+    (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``) moves the model there first, where it stays; ``None``
+    runs where the model is.
     """
     if method not in METHODS:
         raise NetinvertError(f"unknown method {method!r}: choose one of {choices(METHODS)}")
@@ -52,8 +62,28 @@ def invert(model: Model, target: Target | list[Target], domain: Any = None, meth
     unknown = [name for name in options if name not in accepted]
     if unknown:
         raise NetinvertError(f"unknown option {unknown[0]!r} for method {method}: accepted: {choices(accepted)}")
+    if device is not None:
+        model.to(resolve_device(device))
     targets = resolve_all(target, model)
-    return module.run(model, targets, _domain_for(module, method, domain), **options)
+    region = _domain_for(module, method, domain)
+    if method in CPU_METHODS and model.device.type != "cpu":
+        with _on_cpu(model):
+            result = module.run(model, targets, region, **options)
+    else:
+        result = module.run(model, targets, region, **options)
+    result.info.setdefault("device", "cpu" if method in CPU_METHODS else str(model.device))
+    return result
+
+
+@contextmanager
+def _on_cpu(model: Model) -> Iterator[None]:
+    """The model on the CPU while the block runs, then back on its device."""
+    before = model.device
+    model.to("cpu")
+    try:
+        yield
+    finally:
+        model.to(before)
 
 
 def _domain_for(module: ModuleType, method: str, domain: Any) -> Any:

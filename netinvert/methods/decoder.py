@@ -109,8 +109,12 @@ def build(model: Model, layer: str, width: int | None = None) -> Decoder:
 def train(model: Model, layer: str, x_train: np.ndarray | torch.Tensor, *, epochs: int | None = None,
           batch_size: int = 64, lr: float = 2e-3, seed: int = 0, width: int | None = None,
           threads: int | None = None, progress: bool | None = None) -> Decoder:
-    """Train a decoder on pairs (activations of ``x_train`` at ``layer``, ``x_train``) with Adam on the MSE."""
-    x = torch.as_tensor(np.asarray(x_train), dtype=torch.float32)
+    """Train a decoder on pairs (activations of ``x_train`` at ``layer``, ``x_train``) with Adam on the MSE.
+
+    It trains on the model's device, in float32; the returned decoder lives there.
+    """
+    device = model.device
+    x = torch.as_tensor(np.asarray(x_train), dtype=torch.float32).to(device)
     spec = model.input_spec
     if x.dim() != len(spec.shape) + 1 or tuple(x.shape[1:]) != tuple(spec.shape):
         raise NetinvertError(f"training inputs have shape {tuple(x.shape)}; expected (n, {spec.shape})")
@@ -122,8 +126,8 @@ def train(model: Model, layer: str, x_train: np.ndarray | torch.Tensor, *, epoch
     start = time.perf_counter()
     with torch_threads(threads, model.step_work(min(len(x), 512))):
         torch.manual_seed(seed)
-        decoder = build(model, layer, width)
-        acts = torch.cat([capture_activations(model, layer, x[i : i + 512]) for i in range(0, len(x), 512)])
+        decoder = build(model, layer, width).to(device)
+        acts = torch.cat([capture_activations(model, layer, x[i : i + 512]) for i in range(0, len(x), 512)]).float()
         dims = (0, 2, 3) if decoder.config["kind"] == "conv" else (0,)
         decoder.act_mean.copy_(acts.mean(dims, keepdim=True)[0])
         decoder.act_std.copy_(acts.std(dims, keepdim=True)[0].clamp_min(1e-3 * float(acts.std()) + 1e-8))
@@ -137,7 +141,7 @@ def train(model: Model, layer: str, x_train: np.ndarray | torch.Tensor, *, epoch
         with progress_bar(progress, epochs, f"training decoder for {layer}") as bar:
             task = bar.add_task("train", total=epochs) if bar is not None else None
             for _ in range(epochs):
-                order = torch.randperm(len(x), generator=gen)
+                order = torch.randperm(len(x), generator=gen).to(device)
                 total = 0.0
                 for i in range(0, len(x), batch_size):
                     idx = order[i : i + batch_size]
@@ -160,7 +164,7 @@ def save(decoder: Decoder, path: str | os.PathLike[str]) -> Path:
     """Write a decoder (weights and config) to one safetensors file, atomically."""
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().contiguous() for k, v in decoder.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()}
     meta = {"config": json.dumps(decoder.config), "format": FORMAT_VERSION}
     return write_file(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
@@ -230,15 +234,16 @@ def run(model: Model, targets: Target | list[Target], domain: Domain | Box | Bal
                                               progress=progress)
         fit_s = time.perf_counter() - start
         spec = model.input_spec
-        inputs = torch.empty((len(items), *spec.shape))
+        device = model.device
+        inputs = torch.empty((len(items), *spec.shape), device=device)
         with torch.no_grad():
             for layer, dec in decoders.items():
                 rows = [i for i, t in enumerate(items) if t.layer == layer]
                 values = torch.stack([items[i].value.reshape(dec.config["layer_shape"]) for i in rows])
-                inputs[rows] = dec(values.to(torch.float32))
+                inputs[rows] = dec.to(device)(values.to(device=device, dtype=torch.float32))
         if domain is not None:
             low, high = domain.bounds(spec)
-            inputs = torch.maximum(torch.minimum(inputs, high), low)
+            inputs = torch.maximum(torch.minimum(inputs, high.to(device)), low.to(device))
         outputs, scored = score(model, items, inputs)
     total = time.perf_counter() - start
     result = Result(method="decoder", model=model.name, inputs=inputs, outputs=outputs, items=scored,

@@ -29,6 +29,7 @@ from netinvert.domains import diversity as diverse
 from netinvert.domains.data_prior import prior_for
 from netinvert.domains.domain import Domain
 from netinvert.domains.sets import Ball, Box
+from netinvert.ground.device import PRECISIONS, autocast, split_on_oom
 from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.result import Result
 from netinvert.ground.run import progress_bar, torch_threads
@@ -77,31 +78,34 @@ def schedule_for(model: Model, layer: str, steps: int | None = None) -> list[Sta
     return [Stage(max(1, round(s.steps * steps / total)), s.lr, s.tv) for s in stages]
 
 
-def _unit_gather(targets: list[Target]) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor] | None:
+def _unit_gather(targets: list[Target], device: torch.device
+                 ) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor] | None:
     """A single gather when every target is the same kind of unit target on one layer, else ``None``."""
     kinds = {(type(t), getattr(t, "layer", None), getattr(t, "log_prob", False)) for t in targets}
     if len(kinds) != 1:
         return None
     kind, layer, log_prob = kinds.pop()
-    index = torch.tensor([int(getattr(t, "index", 0)) for t in targets])[:, None]
+    index = torch.tensor([int(getattr(t, "index", 0)) for t in targets], device=device)[:, None]
+    # squeeze, not [:, 0]: its backward is a view, where a select's allocates and fills a zero tensor per step
     if kind is Class and not log_prob:
-        return lambda outputs, acts: outputs.reshape(outputs.shape[0], -1).gather(1, index)[:, 0]
+        return lambda outputs, acts: (outputs if outputs.dim() == 2 else outputs.flatten(1)).gather(1, index).squeeze(1)
     if kind is Channel:
         return lambda outputs, acts: (acts[layer].flatten(2).mean(2) if acts[layer].dim() >= 3
-                                      else acts[layer].flatten(1)).gather(1, index)[:, 0]
+                                      else acts[layer].flatten(1)).gather(1, index).squeeze(1)
     if kind is Neuron:
         def neuron(outputs: torch.Tensor, acts: dict[str, torch.Tensor]) -> torch.Tensor:
             a = acts[layer]
             flat = a[:, :, a.shape[2] // 2, a.shape[3] // 2] if a.dim() == 4 else a.flatten(1)
-            return flat.gather(1, index)[:, 0]
+            return flat.gather(1, index).squeeze(1)
 
         return neuron
     return None
 
 
-def _batched_objective(targets: list[Target]) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
+def _batched_objective(targets: list[Target], device: torch.device
+                       ) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
     """One call computing every item's objective on its own row (a single gather for uniform unit targets)."""
-    fast = _unit_gather(targets)
+    fast = _unit_gather(targets, device)
     if fast is not None:
         return fast
     batched = getattr(type(targets[0]), "batched", None)  # a target class may batch its own kind
@@ -149,6 +153,7 @@ def run(
     progress: bool | None = None,
     penalties: list[Penalty] | None = None,
     penalty_layers: tuple[str, ...] = (),
+    precision: str = "float32",
 ) -> Result:
     """Optimize one input per target (``samples`` per target); returns a scored ``Result``.
 
@@ -161,7 +166,9 @@ def run(
     ``samples=K`` returns K distinct inputs per target (items ``i*K .. i*K+K-1`` serve target i), pushed
     apart by the diversity prior. ``penalties`` are extra per-item loss terms ``f(x, acts) -> (B,)`` reading
     ``penalty_layers``. The BatchNorm-statistics prior follows ``domain.bn_prior`` (default: on for class
-    targets on models with BatchNorm).
+    targets on models with BatchNorm). Everything runs on the model's device; ``precision`` ``float16`` or
+    ``bfloat16`` runs the forward pass under autocast (float16 needs a GPU). A batch that runs out of device
+    memory is split in halves and the run goes on (``info["notes"]`` says so).
     """
     if schedule not in SCHEDULES:
         raise NetinvertError(f"schedule={schedule!r} is unknown: use one of {choices(SCHEDULES)}")
@@ -174,13 +181,16 @@ def run(
     if batch_size is not None and batch_size < 1:
         raise NetinvertError(f"batch size {batch_size} must be >= 1")
     diverse.check(samples)
+    if precision not in PRECISIONS:
+        raise NetinvertError(f"precision={precision!r} is unknown: use one of {choices(PRECISIONS)}")
+    autocast(precision, model.device)  # refuses float16 on the CPU up front
     resolved = resolve_all(targets, model)
     if schedule == "auto":
         inversion = domain is None and all(isinstance(t, Activations) for t in resolved)
         schedule = "inversion" if inversion else "imagine"
     options = {"schedule": schedule, "steps": steps, "lr": lr, "samples": samples, "goal": goal,
                "early_stop": early_stop, "check_every": check_every, "batch_size": batch_size, "seed": seed,
-               "threads": threads}
+               "threads": threads, "precision": precision}
     with torch_threads(threads, model.step_work(batch_size or len(resolved) * samples)):
         if schedule == "inversion":
             return _inversion(model, resolved, domain, options, progress)
@@ -203,7 +213,7 @@ def _inversion(model: Model, targets: list[Target], domain: Domain | None, optio
     start = time.perf_counter()
     init = domain.init if domain is not None and domain.init is not None else model.example_input(len(targets))
     region = domain.region if domain is not None else Box()
-    inputs = refine(model, targets, init.to(torch.float32), steps=options["steps"], region=region,
+    inputs = refine(model, targets, init.to(model.dtype), steps=options["steps"], region=region,
                     seed=options["seed"], progress=progress)
     outputs, scored = score(model, targets, inputs)
     stages = {layer: [vars(s) for s in schedule_for(model, layer, options["steps"])]
@@ -219,7 +229,7 @@ def _inversion(model: Model, targets: list[Target], domain: Domain | None, optio
 def refine(model: Model, targets: list[Target], init: torch.Tensor, *, steps: int | None = None,
            region: Box | Ball = Box(), seed: int = 0, progress: bool | None = None) -> torch.Tensor:
     """Gradient inversion of each layer's ``Activations`` targets from ``init`` with that layer's schedule."""
-    out = init.clone()
+    out = init.detach().to(device="cpu", dtype=model.dtype).clone()
     for layer in dict.fromkeys(t.layer for t in targets):  # type: ignore[attr-defined]
         rows = [i for i, t in enumerate(targets) if t.layer == layer]  # type: ignore[attr-defined]
         x = init[rows]
@@ -227,7 +237,8 @@ def refine(model: Model, targets: list[Target], init: torch.Tensor, *, steps: in
             domain = Domain(region=region, param="pixel", transforms=None, tv=stage.tv, bn_prior=0.0,
                             data_prior=0.0, init=x)
             options = {"steps": stage.steps, "lr": stage.lr, "samples": 1, "goal": 0.99, "early_stop": False,
-                       "check_every": 16, "batch_size": None, "seed": seed + i, "threads": None}
+                       "check_every": 16, "batch_size": None, "seed": seed + i, "threads": None,
+                       "precision": "float32"}
             x = _imagine(model, [targets[r] for r in rows], domain, options, progress, [], ()).inputs
         out[rows] = x
     return out
@@ -247,12 +258,15 @@ def _imagine(model: Model, targets: list[Target], domain: Domain, options: dict[
             domain = replace(domain, init=domain.init.repeat_interleave(samples, 0))
     seeds = item_seeds(resolved, options["seed"], samples)
     start = time.perf_counter()
+    notes: list[str] = []
     with bn_prior.bn_penalty(model, domain.bn_prior, resolved) as bn_terms:
-        parts = []
-        for i in range(0, len(resolved), chunk):
-            part_domain = domain if domain.init is None else replace(domain, init=domain.init[i : i + chunk])
-            parts.append(_optimize(model, resolved[i : i + chunk], part_domain, steps, options, seeds[i : i + chunk],
-                                   progress, [*penalties, *bn_terms], penalty_layers))
+
+        def part(i: int, j: int) -> tuple[torch.Tensor, list[list[float]], int, float]:
+            part_domain = domain if domain.init is None else replace(domain, init=domain.init[i:j])
+            return _optimize(model, resolved[i:j], part_domain, steps, options, seeds[i:j], progress,
+                             [*penalties, *bn_terms], penalty_layers)
+
+        parts = split_on_oom(part, len(resolved), chunk, samples, notes)
         inputs = torch.cat([p[0] for p in parts])
         outputs, items = score(model, resolved, inputs, options["goal"])
     history = {"objective": [sum(vals, []) for vals in zip(*[p[1] for p in parts], strict=False)]}
@@ -261,7 +275,8 @@ def _imagine(model: Model, targets: list[Target], domain: Domain, options: dict[
         method="gradient", model=model.name, inputs=inputs, outputs=outputs, items=items, history=history,
         timing={"total_s": time.perf_counter() - start, "steps": steps_run,
                 "per_step_ms": 1000 * sum(p[3] for p in parts) / max(steps_run, 1)},
-        info={"options": {**options, "steps": steps, "param": domain.resolved_param(model.input_spec)}},
+        info={"options": {**options, "steps": steps, "param": domain.resolved_param(model.input_spec)},
+              "device": str(model.device), **({"notes": notes} if notes else {})},
         value_range=(model.input_spec.low, model.input_spec.high),
     )
     bn_prior.annotate(result, model, domain.bn_prior, resolved)
@@ -274,13 +289,20 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, o
               seeds: list[int], progress: bool | None, penalties: list[Penalty],
               penalty_layers: tuple[str, ...]) -> tuple[torch.Tensor, list[list[float]], int, float]:
     spec = model.input_spec
-    torch.manual_seed(options["seed"])
+    device, dtype = model.device, model.dtype
+    # Seed the global generators a stochastic model might draw from, on the devices in use only:
+    # torch.manual_seed also seeds every accelerator backend and costs milliseconds per call.
+    torch.random.default_generator.manual_seed(options["seed"])
+    if device.type == "cuda":
+        torch.cuda.manual_seed(options["seed"])
     param: nn.Module = domain.parameterize(spec, len(targets), [torch.Generator().manual_seed(s) for s in seeds])
+    param = param.to(device=device, dtype=dtype)
     gens = [torch.Generator().manual_seed(s + 1) for s in seeds]
     transforms = domain.resolved_transforms(spec)
+    identity = transforms.is_identity
     span = spec.high - spec.low
     centre = (spec.high + spec.low) / 2
-    objective = _batched_objective(targets)
+    objective = _batched_objective(targets, device)
     layers = tuple(dict.fromkeys([layer for t in targets for layer in t.layers] + list(penalty_layers)))
     project = domain.region.project if isinstance(domain.region, Ball) and domain.region.p != float("inf") else None
     weights = [(w, fn) for w, fn in ((domain.tv, lambda x: priors.total_variation(x, span)),
@@ -290,13 +312,16 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, o
     data_weight = DATA_PRIOR_WEIGHT if domain.data_prior is None else domain.data_prior
     gaussian = prior_for(model) if data_weight > 0 else None
     if gaussian is not None:
-        weights.append((data_weight, gaussian.penalty))
+        weights.append((data_weight, gaussian.to(device, dtype).penalty))
     goal, check_every = options["goal"], options["check_every"]
     stoppable = torch.tensor([options["early_stop"] and isinstance(t, Class) for t in targets])
+    can_stop = bool(stoppable.any())
     min_steps = round(PRIOR_MIN_FRACTION * steps) if (weights or penalties) else 0
     done = torch.zeros(len(targets), dtype=torch.bool)
     kept: torch.Tensor | None = None
     opt = torch.optim.Adam(param.parameters(), lr=options["lr"])
+    precision = autocast(options["precision"], device)
+    scaler = torch.amp.GradScaler(device.type) if options["precision"] == "float16" else None
     forward = model.module if model.normalize is None else model
     trace: list[torch.Tensor] = []
     steps_run = 0
@@ -308,21 +333,29 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, o
             x = param()
             if project is not None:
                 x = project(x, spec)
-            x_in = transforms(x, gens, centre) if not transforms.is_identity else x
-            obj = objective(forward(x_in), acts)
+            x_in = x if identity else transforms(x, gens, centre)
+            with precision:
+                obj = objective(forward(x_in), acts)
+            if obj.dtype != dtype:  # autocast: back to the model's dtype for the loss
+                obj = obj.to(dtype)
             loss = -obj.sum()
             for w, fn in weights:
                 loss = loss + w * fn(x).sum()
             for fn in penalties:
                 loss = loss + fn(x, acts).sum()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is None:
+                loss.backward()
+                opt.step()
+            else:  # float16: scale the loss so small gradients do not underflow
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
             trace.append(obj.detach())
             steps_run = step + 1
             if bar is not None and task is not None:
                 bar.advance(task)
-            if bool(stoppable.any()) and step + 1 >= min_steps and (step + 1) % check_every == 0:
+            if can_stop and step + 1 >= min_steps and (step + 1) % check_every == 0:
                 with torch.no_grad():
                     now = param() if project is None else project(param(), spec)
                     out_now = model(now)
@@ -331,7 +364,7 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, o
                     new = reached & ~done
                     if bool(new.any()):
                         kept = now.clone() if kept is None else kept
-                        kept[new] = now[new]
+                        kept[new.to(device)] = now[new.to(device)]
                         done |= new
                 if bool(done.all()):
                     break
@@ -341,6 +374,6 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, o
         if project is not None:
             final = project(final, spec)
         if kept is not None:
-            final = torch.where(done.reshape(-1, *[1] * len(spec.shape)), kept, final)
+            final = torch.where(done.to(device).reshape(-1, *[1] * len(spec.shape)), kept, final)
     history = torch.stack(trace).tolist() if trace else []
     return final.detach(), history, steps_run, loop_seconds

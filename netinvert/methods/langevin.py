@@ -75,13 +75,15 @@ def run(
         raise NetinvertError(f"goal={goal} must be a probability in (0, 1), e.g. 0.99")
     domain = domain or Domain()
     spec = model.input_spec
-    low, high = domain.bounds(spec)
+    device, dtype = model.device, model.dtype
+    low, high = (bound.to(device, dtype) for bound in domain.bounds(spec))
     span = spec.high - spec.low
     chains = [t for t in resolved for _ in range(samples)]
-    index = torch.tensor([int(t.index) for t in chains])  # type: ignore[attr-defined]
+    index = torch.tensor([int(t.index) for t in chains], device=device)  # type: ignore[attr-defined]
     gen = torch.Generator().manual_seed(seed)
     prior_weight = 1.0 if domain.data_prior is None else domain.data_prior
     prior = prior_for(model) if prior_weight > 0 else None
+    prior = prior.to(device, dtype) if prior is not None else None
     mean, basis = _coordinates(prior, prior_weight, spec.shape, low, high, span)
     free = steps - round(polish * steps)
     n = len(chains)
@@ -94,7 +96,7 @@ def run(
             x = (mean + (z @ basis if basis is not None else z * span / 4)).reshape(n, *spec.shape)
             return torch.maximum(torch.minimum(x, high), low)
 
-        z = torch.randn((n, basis.shape[0] if basis is not None else mean.numel()), generator=gen)
+        z = torch.randn((n, basis.shape[0] if basis is not None else mean.numel()), generator=gen).to(mean)
         for step in range(steps):
             z.requires_grad_(True)
             log_class = _log_class(model, inputs_of(z), index)
@@ -103,8 +105,9 @@ def run(
                 log_density = log_density - 0.5 * z.pow(2).sum(1)
             (grad,) = torch.autograd.grad(log_density.sum(), z)
             with torch.no_grad():
-                if step < free:
-                    z = z.detach() + 0.5 * step_size * grad + step_size**0.5 * torch.randn(z.shape, generator=gen)
+                if step < free:  # CPU draws: the same chains on any device
+                    noise = torch.randn(z.shape, generator=gen).to(z)
+                    z = z.detach() + 0.5 * step_size * grad + step_size**0.5 * noise
                 else:  # polish: a normalized climb of log p(y | x), only for chains still below the goal
                     climbing = (log_class < math.log(goal)).to(z.dtype)[:, None]
                     rms = grad.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-12)
@@ -122,7 +125,8 @@ def run(
     return Result(
         method="langevin", model=model.name, inputs=inputs, outputs=outputs, items=items,
         timing={"total_s": time.perf_counter() - start, "steps": steps},
-        info={"options": {"samples": samples, "steps": steps, "step_size": step_size, "temperature": temperature,
+        info={"device": str(device),
+              "options": {"samples": samples, "steps": steps, "step_size": step_size, "temperature": temperature,
                           "polish": polish, "goal": goal, "seed": seed, "threads": threads,
                           "data_prior": prior_weight if prior is not None else 0.0,
                           "coordinates": "data prior components" if prior is not None else "box"}},

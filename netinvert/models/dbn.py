@@ -99,16 +99,24 @@ class DBN(nn.Module):
         if n < 1 or gibbs_steps < 0:
             raise NetinvertError(f"n={n} and gibbs_steps={gibbs_steps}: give n >= 1 and gibbs_steps >= 0")
         d = self.sizes[-1]
-        y = torch.zeros(n, self.n_labels)
+        y = torch.zeros(n, self.n_labels, dtype=self.top.weight.dtype, device=self.top.weight.device)
         y[:, label] = 1.0
         w_pen, w_lab = self.top.weight[:, :d], self.top.weight[:, d:]
-        h = torch.bernoulli(torch.sigmoid(y @ w_lab.T + self.top.h_bias), generator=generator)
+        h = _bernoulli(torch.sigmoid(y @ w_lab.T + self.top.h_bias), generator)
         pen = torch.sigmoid(h @ w_pen + self.top.v_bias[:d])
         for _ in range(gibbs_steps):
-            pen_s = torch.bernoulli(pen, generator=generator)
-            h = torch.bernoulli(torch.sigmoid(pen_s @ w_pen.T + y @ w_lab.T + self.top.h_bias), generator=generator)
+            pen_s = _bernoulli(pen, generator)
+            h = _bernoulli(torch.sigmoid(pen_s @ w_pen.T + y @ w_lab.T + self.top.h_bias), generator)
             pen = torch.sigmoid(h @ w_pen + self.top.v_bias[:d])
         return self.down(pen)
+
+
+def _bernoulli(p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Bernoulli draws of ``p``; on another device drawn on the CPU (the generator's) and moved, so a seed gives
+    the same samples everywhere."""
+    if p.device.type == "cpu" or generator is None:
+        return torch.bernoulli(p, generator=generator)
+    return torch.bernoulli(p.cpu(), generator=generator).to(p.device)
 
 
 # ---------------------------------------------------------------------- training

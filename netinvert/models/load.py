@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from netinvert.ground.device import DeviceSpec, resolve_device
 from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.spec import InputSpec
 from netinvert.models.final_softmax import find_final_softmax, looks_like_probabilities
@@ -50,6 +51,7 @@ def load(
     verifier_arch: str | None = None,
     output_activation: str | None = None,
     keep_softmax: bool = False,
+    device: DeviceSpec | None = None,
 ) -> Model:
     """A :class:`Model` from a zoo name or a file (state dict + arch, TorchScript, ONNX, trusted pickle).
 
@@ -60,7 +62,10 @@ def load(
     data source (``mnist:DIR``, ``file.npz``, an image folder) for priors, decoders and reports;
     ``verifier`` an independent model file on the same inputs (same loading rules) that scores results.
     A network that ends in a softmax is read up to that layer (its logits) unless ``keep_softmax``.
+    ``device`` (``auto``: CUDA when available, ``cpu``, ``cuda``, ``cuda:N``, ``mps``) moves the model and its
+    verifier there; ``None`` keeps them on the CPU.
     """
+    target_device = resolve_device(device) if device is not None else None
     path = Path(source).expanduser()
     if path.is_dir():
         raise NetinvertError(f"{path} is a folder: give the model file inside it (.pt, .pth, .safetensors, .onnx)")
@@ -83,6 +88,8 @@ def load(
     if verifier is not None:
         model.verifier = _load_verifier(Path(verifier).expanduser(), model, arch=verifier_arch,
                                         trust_pickle=trust_pickle)
+    if target_device is not None:
+        model.to(target_device)
     return model
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from netinvert.data.sources import FORMS, DataSplit
+from netinvert.ground.device import DeviceSpec, module_device, resolve_device
 from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.spec import InputSpec
 
@@ -62,7 +63,9 @@ class Model(nn.Module):
     outputs become class probabilities: ``softmax`` (default), ``sigmoid`` (independent
     units, as in the classic sigmoid MLP) or ``none`` (regression). ``data`` is the model's data: a
     ``DataSplit`` or a loader returning one, read once on first use (it enables data priors, decoders and
-    held-out inputs). The layer table is probed once, on first use, and cached.
+    held-out inputs). The layer table is probed once, on first use, and cached. ``device`` (``auto``, ``cpu``,
+    ``cuda``, ``cuda:N``, ``mps``) moves the network there; ``None`` leaves it where it is. Methods create their
+    tensors on the model's ``device`` in its ``dtype``; inputs given to ``forward`` follow both.
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class Model(nn.Module):
         verifier: Model | None = None,
         info: dict[str, Any] | None = None,
         data: DataSplit | Callable[[], DataSplit] | None = None,
+        device: DeviceSpec | None = None,
     ) -> None:
         super().__init__()
         if output_activation not in OUTPUT_ACTIVATIONS:
@@ -96,9 +100,24 @@ class Model(nn.Module):
         self.logits_layer: str | None = None
         self._softmax: tuple[str, nn.Module] | None = None
         self._layers: dict[str, LayerInfo] | None = None
+        if device is not None:
+            self.to(resolve_device(device))
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network's weights live (methods create their tensors here)."""
+        return module_device(self.module)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The network's floating-point type (inputs are cast to it)."""
+        return self._dtype()
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        device, dtype = self.device, self._dtype()
+        if x.device != device or x.dtype != dtype:
+            x = x.to(device=device, dtype=dtype)
         if self.normalize is not None:
             x = self.normalize(x)
         if self.logits_layer is None:
@@ -134,7 +153,7 @@ class Model(nn.Module):
     def example_input(self, batch: int = 1) -> torch.Tensor:
         """A mid-gray batch in the model's input range (for shape probing)."""
         mid = (self.input_spec.low + self.input_spec.high) / 2
-        return torch.full((batch, *self.input_spec.shape), mid, dtype=self._dtype())
+        return torch.full((batch, *self.input_spec.shape), mid, dtype=self._dtype(), device=self.device)
 
     def _dtype(self) -> torch.dtype:
         p = next(self.module.parameters(), None)

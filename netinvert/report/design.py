@@ -73,7 +73,7 @@ def plot_level_set(result: Result, model: torch.nn.Module, path: str | os.PathLi
     g0, g1 = np.meshgrid(np.linspace(lo[0], hi[0], grid), np.linspace(lo[1], hi[1], grid))
     pts = torch.as_tensor(np.stack([g0.ravel(), g1.ravel()], axis=1), dtype=torch.float32)
     with torch.no_grad():
-        f = model(pts).reshape(len(pts), -1)[:, 0].numpy().reshape(grid, grid)
+        f = model(pts).reshape(len(pts), -1)[:, 0].cpu().numpy().reshape(grid, grid)
     fig, axes = plt.subplots(1, len(groups), figsize=(4.4 * len(groups), 4.0), squeeze=False)
     for ax, (label, y, x, statuses) in zip(axes[0], groups, strict=True):
         image = ax.contourf(g0, g1, f, levels=30, cmap="viridis")

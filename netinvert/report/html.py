@@ -249,7 +249,8 @@ def _rerun(network: Path, folder: Path) -> str:
         import torch
 
         with torch.no_grad():
-            fresh = model(torch.from_numpy(x).reshape(len(x), *model.input_spec.shape)).reshape(len(x), -1).numpy()
+            fresh = model(torch.from_numpy(x).reshape(len(x), *model.input_spec.shape))
+            fresh = fresh.reshape(len(x), -1).cpu().numpy()
     except (NetinvertError, OSError, ValueError, RuntimeError) as exc:
         return f"outputs not re-run: {exc}"
     diff = float(np.abs(fresh - y.reshape(len(y), -1)).max())

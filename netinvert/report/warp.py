@@ -81,12 +81,12 @@ def warp(model: Model, path: str | os.PathLike[str], seed: int = 0) -> dict[str,
     layers = flat_layers(model)
     with torch.no_grad():
         out, acts = model.capture(torch.as_tensor(points, dtype=torch.float32), layers)
-    predicted = out.reshape(len(points), -1).argmax(1).numpy()
+    predicted = out.reshape(len(points), -1).argmax(1).cpu().numpy()
     if data is not None:
         labels = predicted[-len(data):]
     panels = [("input", points, 1.0)]
     for name in layers:
-        values = acts[name].reshape(len(points), -1).double().numpy()
+        values = acts[name].reshape(len(points), -1).double().cpu().numpy()
         projected, kept = _projection(values)
         panels.append((f"{name} ({values.shape[1]})", projected, kept))
     fig = _strip(model, panels, predicted, len(region), [len(line) for line in lines],
