@@ -123,6 +123,16 @@ def print_written(out: Path, inputs: torch.Tensor) -> None:
             break
 
 
+def realism_line(r: dict[str, Any]) -> str:
+    """One line on how real the class items look to the judge (``netinvert.report.realism``)."""
+    line = (f"realism (judge {r['judge']}, {r['items']} items): judge agrees {fmt(r['judge_agreement'])}, "
+            f"judge p {fmt(r['judge_prob'])}; Frechet distance {r['frechet']:.1f} (real data {r['frechet_floor']:.1f}, "
+            f"noise {r['frechet_ceiling']:.1f}: {fmt(r['gap_closed'])} of the gap closed)")
+    if r.get("diversity") is not None:
+        line += f"; diversity {r['diversity']:.2f} (real data {fmt(r.get('diversity_real'))})"
+    return line
+
+
 def print_result(result: Result, out: Path | None = None) -> None:
     """The summary table: target, status, model probability, verifier probability, agreement."""
     table = Table(title=f"{result.method} on {result.model}")
@@ -133,6 +143,8 @@ def print_result(result: Result, out: Path | None = None) -> None:
         table.add_row(item.target, item.status, fmt(m.get("model_prob")), fmt(m.get("verifier_prob")),
                       fmt(m.get("verifier_agrees")), fmt(m.get("activation")))
     console.print(table)
+    if "realism" in result.info:
+        console.print(realism_line(result.info["realism"]), highlight=False, soft_wrap=True)
     if out is not None:
         print_written(out, result.inputs)
     if any(item.metrics.get("verifier_note") for item in result.items):

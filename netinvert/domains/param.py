@@ -14,7 +14,7 @@ from torch import nn
 
 # Square root of the colour correlation of natural images (ImageNet), as used by Lucid.
 _COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
-_COLOR_NORM = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
+COLOR_NORM = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
 
 
 Generators = torch.Generator | Sequence[torch.Generator]
@@ -85,7 +85,7 @@ class Fourier(nn.Module):
             with torch.no_grad():
                 target = _inverse_sigmoid((init.reshape(batch, *shape) - self.low) / self.span.clamp_min(1e-12))
                 if self.decorrelate:
-                    target = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(_COLOR_NORM), target)
+                    target = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(COLOR_NORM), target)
                 spec = torch.fft.rfft2(target, norm="ortho")
                 self.spectrum.copy_(torch.view_as_real(spec) / self.scale)
 
@@ -93,6 +93,6 @@ class Fourier(nn.Module):
         spec = torch.view_as_complex((self.spectrum * self.scale).contiguous())
         img = torch.fft.irfft2(spec, s=self.size, norm="ortho")
         if self.decorrelate:
-            img = torch.einsum("ij,bjhw->bihw", _COLOR_NORM.to(img.dtype), img)
+            img = torch.einsum("ij,bjhw->bihw", COLOR_NORM.to(img.dtype), img)
         return self.low + self.span * torch.sigmoid(img)
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from netinvert.domains import bn_prior, priors
+from netinvert.domains import bn_prior, generative, priors
 from netinvert.domains import diversity as diverse
 from netinvert.domains.data_prior import prior_for
 from netinvert.domains.domain import Domain
@@ -40,7 +40,7 @@ from netinvert.targets.scoring import DEFAULT_GOAL, class_goal, score
 from netinvert.targets.units import Channel, Class, Neuron
 
 DOMAIN_FIELDS = ("region", "param", "decay", "decorrelate", "transforms", "tv", "l1", "l2", "blur", "bn_prior",
-                 "data_prior", "init")
+                 "data_prior", "vae_prior", "init")
 SCHEDULES = ("auto", "imagine", "inversion")
 DATA_PRIOR_WEIGHT = 20.0
 # With any prior on, an item runs at least this fraction of its steps before it may stop early: reaching the
@@ -245,6 +245,7 @@ def _imagine(model: Model, targets: list[Target], domain: Domain, options: dict[
         penalties, penalty_layers = [*penalties, diverse.penalty(layer, samples)], (*penalty_layers, layer)
         if domain.init is not None:
             domain = replace(domain, init=domain.init.repeat_interleave(samples, 0))
+    domain = generative.resolve(model, domain, targets)
     seeds = item_seeds(resolved, options["seed"], samples)
     start = time.perf_counter()
     with bn_prior.bn_penalty(model, domain.bn_prior, resolved) as bn_terms:
@@ -275,12 +276,13 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, o
               penalty_layers: tuple[str, ...]) -> tuple[torch.Tensor, list[list[float]], int, float]:
     spec = model.input_spec
     torch.manual_seed(options["seed"])
-    param: nn.Module = domain.parameterize(spec, len(targets), [torch.Generator().manual_seed(s) for s in seeds])
+    param: nn.Module = generative.parameterize(model, domain, len(targets),
+                                               [torch.Generator().manual_seed(s) for s in seeds])
     gens = [torch.Generator().manual_seed(s + 1) for s in seeds]
     transforms = domain.resolved_transforms(spec)
     span = spec.high - spec.low
     centre = (spec.high + spec.low) / 2
-    objective = _batched_objective(targets)
+    objective = _batched_objective(generative.objective_targets(domain, targets))
     layers = tuple(dict.fromkeys([layer for t in targets for layer in t.layers] + list(penalty_layers)))
     project = domain.region.project if isinstance(domain.region, Ball) and domain.region.p != float("inf") else None
     weights = [(w, fn) for w, fn in ((domain.tv, lambda x: priors.total_variation(x, span)),
@@ -291,6 +293,7 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, o
     gaussian = prior_for(model) if data_weight > 0 else None
     if gaussian is not None:
         weights.append((data_weight, gaussian.penalty))
+    weights.extend(generative.penalty_terms(model, domain, param))
     goal, check_every = options["goal"], options["check_every"]
     stoppable = torch.tensor([options["early_stop"] and isinstance(t, Class) for t in targets])
     min_steps = round(PRIOR_MIN_FRACTION * steps) if (weights or penalties) else 0
