@@ -20,8 +20,8 @@ import logging
 import os
 import time
 import weakref
-from dataclasses import replace
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
