@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 import weakref
@@ -32,6 +33,7 @@ from torch import nn
 
 from netinvert.domains.domain import Domain
 from netinvert.domains.param import Generators, randn
+from netinvert.domains.sets import Box
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.output import write_file
 from netinvert.ground.run import progress_bar, torch_threads
@@ -45,6 +47,9 @@ HIDDEN = 256
 TRAIN_SAMPLES = 256_000  # sample passes: about 180 epochs of the 1438 digits, 43 of the 6000 glyphs
 LATENT_RANGE = 3.0
 CODE_WEIGHT = 1.0
+NUDGE_STEPS = 128  # pixel steps after the latent ones for items that missed the goal
+NUDGE_LR = 0.03
+AUTO_MAX_SIZE = 4096
 
 log = logging.getLogger(__name__)
 
@@ -221,9 +226,10 @@ class Latent(nn.Module):
         return LATENT_RANGE * torch.tanh(self.raw)
 
     def code_penalty(self, x: torch.Tensor) -> torch.Tensor:
-        """Per item half the squared norm of the code per latent dimension: -log N(z; 0, I) up to a constant,
-        so codes stay typical of the prior (``x`` is the decoded batch, unused)."""
-        return 0.5 * self.code().pow(2).mean(1)
+        """Per item ``(|z| / sqrt(latent) - 1)^2``: keeps each code on the shell where draws from N(0, I) lie
+        (``x``, the decoded batch, is unused). Pulling codes towards 0 instead (the prior's mode) fades the
+        images towards the data's mean: a faint "I" that the judge did not recognise."""
+        return (self.code().norm(dim=1) / self.vae.latent**0.5 - 1).pow(2)
 
     def forward(self) -> torch.Tensor:
         x = self.vae.decode(self.code())
@@ -232,8 +238,18 @@ class Latent(nn.Module):
 
 
 def resolve(model: Model, domain: Domain, targets: Sequence[Target]) -> Domain:
-    """``domain`` with the learned prior's automatic choices made (see ``AUTO``)."""
-    return domain
+    """``domain`` with ``param="auto"`` made ``latent`` where the learned prior is the default.
+
+    That is for class targets on a model that knows its data, with inputs of at most ``AUTO_MAX_SIZE``
+    values (MNIST size; the MLP VAE does not suit photos), no given start and no other region than the
+    model's range; the Gaussian data prior is then off unless a weight is given. Unit targets keep the pixel
+    parameterization: the learned prior would draw every unit as a digit.
+    """
+    if (domain.param != "auto" or domain.init is not None or domain.region != Box() or not model.has_data
+            or not targets or not all(isinstance(t, Class) for t in targets)
+            or math.prod(model.input_spec.shape) > AUTO_MAX_SIZE):
+        return domain
+    return replace(domain, param="latent", data_prior=0.0 if domain.data_prior is None else domain.data_prior)
 
 
 def objective_targets(domain: Domain, targets: Sequence[Target]) -> list[Target]:
