@@ -52,7 +52,7 @@ ThreadsOpt = Annotated[int | None, typer.Option(min=1, help="Torch CPU threads (
 GoalOpt = Annotated[float, typer.Option(callback=_open_interval(0.0, 1.0),
                                         help="Class probability that counts as reached, in (0, 1).")]
 SamplesOpt = Annotated[int, typer.Option(min=1, help="Distinct inputs per target.")]
-ParamOpt = Annotated[str, typer.Option(help="Parameterization: auto, pixel or fourier.")]
+ParamOpt = Annotated[str, typer.Option(help="Parameterization: auto, pixel, fourier, maco (phase only) or latent (learned prior).")]
 WeightOpt = Annotated[float, typer.Option(min=0.0, help="Prior weight (0 turns it off).")]
 BatchOpt = Annotated[int | None, typer.Option(min=1, help="Targets per batch (default: all at once).")]
 
