@@ -115,3 +115,15 @@ def test_learned_prior_lowers_the_frechet_distance_on_the_digits(zoo):
     assert learned["frechet"] < 0.7 * gaussian["frechet"]
     assert learned["gap_closed"] > gaussian["gap_closed"]
     assert generative.cache_path("digits", (1, 28, 28), 0.0, 1.0).exists()
+
+
+@pytest.mark.slow
+def test_the_learned_prior_is_the_default_for_class_targets_only(zoo):
+    from netinvert.targets.units import Channel
+
+    model = zoo("digits-cnn")
+    classes = invert(model, [Class(3)], Domain(), steps=8, threads=1, progress=False)
+    units = invert(model, [Channel("conv", 0)], Domain(), steps=8, threads=1, progress=False)
+    assert classes.info["options"]["param"] == "latent"
+    assert units.info["options"]["param"] == "pixel"
+    assert classes.statuses == ["found"]  # the pixel nudge reaches the goal even after only 8 latent steps
