@@ -37,11 +37,13 @@ def sample(
 ) -> None:
     """Generate inputs from a deep belief net with its label clamped (e.g. --model dbn-digits)."""
     from netinvert.methods import invert
+    from netinvert.report import realism
 
     check_writable(out)
     net = model.load()
     result = invert(net, parse_targets(target, net), None, method="dbn", samples=samples, gibbs_steps=gibbs_steps,
                     goal=goal, seed=seed)
+    realism.annotate(net, result)
     result.save(out)
     save_report(out)
     print_result(result, out)

@@ -52,7 +52,7 @@ ThreadsOpt = Annotated[int | None, typer.Option(min=1, help="Torch CPU threads (
 GoalOpt = Annotated[float, typer.Option(callback=_open_interval(0.0, 1.0),
                                         help="Class probability that counts as reached, in (0, 1).")]
 SamplesOpt = Annotated[int, typer.Option(min=1, help="Distinct inputs per target.")]
-ParamOpt = Annotated[str, typer.Option(help="Parameterization: auto, pixel or fourier.")]
+ParamOpt = Annotated[str, typer.Option(help="Parameterization: auto, pixel, fourier, maco (phase only) or latent (learned prior).")]
 WeightOpt = Annotated[float, typer.Option(min=0.0, help="Prior weight (0 turns it off).")]
 BatchOpt = Annotated[int | None, typer.Option(min=1, help="Targets per batch (default: all at once).")]
 EngineOpt = Annotated[str, typer.Option(help="Where the sweep's tasks run: local (worker processes) or ray "
@@ -138,6 +138,16 @@ def print_written(out: Path, inputs: torch.Tensor) -> None:
             break
 
 
+def realism_line(r: dict[str, Any]) -> str:
+    """One line on how real the class items look to the judge (``netinvert.report.realism``)."""
+    line = (f"realism (judge {r['judge']}, {r['items']} items): judge agrees {fmt(r['judge_agreement'])}, "
+            f"judge p {fmt(r['judge_prob'])}; Frechet distance {r['frechet']:.1f} (real data {r['frechet_floor']:.1f}, "
+            f"noise {r['frechet_ceiling']:.1f}: {fmt(r['gap_closed'])} of the gap closed)")
+    if r.get("diversity") is not None:
+        line += f"; diversity {r['diversity']:.2f} (real data {fmt(r.get('diversity_real'))})"
+    return line
+
+
 def print_result(result: Result, out: Path | None = None) -> None:
     """The summary table: target, status, model probability, verifier probability, agreement."""
     table = Table(title=f"{result.method} on {result.model}")
@@ -148,6 +158,8 @@ def print_result(result: Result, out: Path | None = None) -> None:
         table.add_row(item.target, item.status, fmt(m.get("model_prob")), fmt(m.get("verifier_prob")),
                       fmt(m.get("verifier_agrees")), fmt(m.get("activation")))
     console.print(table)
+    if "realism" in result.info:
+        console.print(realism_line(result.info["realism"]), highlight=False, soft_wrap=True)
     if out is not None:
         print_written(out, result.inputs)
     if any(item.metrics.get("verifier_note") for item in result.items):

@@ -105,6 +105,7 @@ def imagine(
     from netinvert.domains.domain import Domain
     from netinvert.ground.output import check_writable
     from netinvert.methods import invert
+    from netinvert.report import realism
 
     if method not in IMAGINE_METHODS:
         raise NetinvertError(f"unknown method {method!r} for imagine: choose one of {choices(IMAGINE_METHODS)}")
@@ -123,6 +124,7 @@ def imagine(
     else:
         result = invert(net, targets, domain, method="analytic", samples=samples, seed=seed, goal=goal,
                         metric=metric)
+    realism.annotate(net, result)
     result.save(out)
     save_report(out)
     print_result(result, out)

@@ -12,13 +12,14 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
+from netinvert.domains.maco import Maco
 from netinvert.domains.param import Fourier, Generators, Pixel
 from netinvert.domains.sets import Ball, Box
 from netinvert.domains.transforms import Transforms
 from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.spec import InputSpec
 
-PARAMETERIZATIONS = ("auto", "pixel", "fourier")
+PARAMETERIZATIONS = ("auto", "pixel", "fourier", "maco", "latent")
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,15 @@ class Domain:
     """Where inputs live and how gradient methods search it.
 
     ``region``: a ``Box`` (default: the model's range) or ``Ball``. ``param``: ``pixel``,
-    ``fourier`` or ``auto``. ``transforms``: ``"auto"`` (scaled to the input size), ``None``,
+    ``fourier``, ``maco`` (phase-only Fourier with a fixed natural-image magnitude), ``latent`` (the latent
+    space of the learned prior, a VAE fitted to the model's data) or ``auto``. ``transforms``: ``"auto"`` (scaled to the input size), ``None``,
     or a ``Transforms``. Prior weights are per item and relative to the value range.
     ``bn_prior``: weight of the BatchNorm-statistics prior (``None``: on for class targets when the
     model has BatchNorm; unit targets keep their own statistics).
     ``data_prior``: weight of the Gaussian prior fitted to the model's training inputs
     (``None``: on with weight 20 when the model knows its data, e.g. zoo models or ``--data``).
+    ``vae_prior``: weight of the learned prior's negative ELBO per input element (``None``: off; see
+    ``netinvert.domains.generative`` for what ``auto`` picks).
     ``init``: starting inputs (B, *shape) in the model's range (e.g. a decoder's output).
     """
 
@@ -46,6 +50,7 @@ class Domain:
     blur: float = 0.0
     bn_prior: float | None = None
     data_prior: float | None = None
+    vae_prior: float | None = None
     init: torch.Tensor | None = None
 
     def changed(self) -> list[str]:
@@ -59,7 +64,7 @@ class Domain:
             raise NetinvertError(f"unknown parameterization {self.param!r}: use one of {choices(PARAMETERIZATIONS)}")
         if isinstance(self.transforms, str) and self.transforms != "auto":
             raise NetinvertError(f"transforms={self.transforms!r} is unknown: use 'auto', None or a Transforms")
-        for name in ("tv", "l1", "l2", "blur", "bn_prior", "data_prior"):
+        for name in ("tv", "l1", "l2", "blur", "bn_prior", "data_prior", "vae_prior"):
             if (getattr(self, name) or 0) < 0:
                 raise NetinvertError(f"prior weight {name}={getattr(self, name)} must be >= 0")
 
@@ -68,8 +73,8 @@ class Domain:
 
     def resolved_param(self, spec: InputSpec) -> str:
         if self.param != "auto":
-            if self.param == "fourier" and len(spec.shape) != 3:
-                raise NetinvertError(f"Fourier parameterization needs (C, H, W) inputs, not {spec.shape}: use pixel")
+            if self.param in ("fourier", "maco") and len(spec.shape) != 3:
+                raise NetinvertError(f"{self.param} parameterization needs (C, H, W) inputs, not {spec.shape}: use pixel")
             return self.param
         return "fourier" if len(spec.shape) == 3 and min(spec.shape[1:]) >= 64 else "pixel"
 
@@ -91,8 +96,17 @@ class Domain:
                     f"initial inputs have shape {tuple(init.shape)}; expected {(batch, *spec.shape)}"
                 )
             init = torch.maximum(torch.minimum(init, high), low)
-        if self.resolved_param(spec) == "fourier":
-            decorrelate = spec.channels == 3 if self.decorrelate is None else self.decorrelate
+        kind = self.resolved_param(spec)
+        decorrelate = spec.channels == 3 if self.decorrelate is None else self.decorrelate
+        if kind == "latent":
+            raise NetinvertError("param 'latent' needs the model's learned prior: build it with "
+                                 "netinvert.domains.generative.parameterize")
+        if kind == "maco":
+            if init is not None:
+                raise NetinvertError("param 'maco' fixes the spectrum's magnitude, so it cannot start from given "
+                                     "inputs: use 'fourier' or 'pixel' with init")
+            return Maco(batch, spec.shape, low, high, generator, decay=self.decay, decorrelate=decorrelate)
+        if kind == "fourier":
             return Fourier(batch, spec.shape, low, high, generator, decay=self.decay, decorrelate=decorrelate, init=init)
         noise = 0.01 if len(spec.shape) == 3 else 0.5
         return Pixel(batch, spec.shape, low, high, generator, init=init, noise=noise)

@@ -14,7 +14,7 @@ from torch import nn
 
 # Square root of the colour correlation of natural images (ImageNet), as used by Lucid.
 _COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
-_COLOR_NORM = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
+COLOR_NORM = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
 
 
 Generators = torch.Generator | Sequence[torch.Generator]
@@ -78,7 +78,7 @@ class Fourier(nn.Module):
         self.register_buffer("low", low.reshape(1, *shape))
         self.register_buffer("span", (high - low).reshape(1, *shape))
         self.decorrelate = decorrelate and c == 3
-        self.register_buffer("color", _COLOR_NORM.clone())  # a buffer, so it follows .to(device, dtype)
+        self.register_buffer("color", COLOR_NORM.clone())  # a buffer, so it follows .to(device, dtype)
         self.size = (h, w)
         spectrum = noise * randn(batch, (c, h, w // 2 + 1, 2), generator)
         self.spectrum = nn.Parameter(spectrum)
@@ -86,7 +86,7 @@ class Fourier(nn.Module):
             with torch.no_grad():
                 target = _inverse_sigmoid((init.reshape(batch, *shape) - self.low) / self.span.clamp_min(1e-12))
                 if self.decorrelate:
-                    target = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(_COLOR_NORM), target)
+                    target = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(COLOR_NORM), target)
                 spec = torch.fft.rfft2(target, norm="ortho")
                 self.spectrum.copy_(torch.view_as_real(spec) / self.scale)
 

@@ -1,0 +1,167 @@
+"""Realism: do imagined inputs look like the data? Measured by an independent judge, not by eye.
+
+The judge is the model's independent verifier (a second network trained separately). For the class
+items of a result this module reports
+
+- ``judge_agreement`` (the fraction the judge puts in the intended class) and ``judge_prob`` (its mean
+  probability for that class);
+- ``frechet``: the Frechet distance between the items and real data of the same classes in the judge's
+  penultimate feature space (the input of its last weighted layer), as FID does with Inception features.
+  It is shown beside two reference points computed the same way with the same number of items and the
+  same classes: ``frechet_floor`` (real items from one half of the data against the other half) and
+  ``frechet_ceiling`` (uniform noise), and as ``gap_closed = (ceiling - frechet) / (ceiling - floor)``
+  (1: as real as real data, 0: no better than noise) and ``frechet_ratio = frechet / floor``;
+- ``diversity``: the mean pairwise judge-feature distance between items of the same target (multi-sample
+  runs), beside ``diversity_real``, the same for real items of those classes.
+
+A handful of items cannot support a full covariance in a 64-d feature space, so every covariance is the
+Ledoit-Wolf shrinkage estimate (towards a scaled identity, weight chosen from the data); the floor and the
+ceiling use the same estimator and the same item count, so the three numbers are comparable. Floor and
+ceiling are averaged over ``DRAWS`` random draws.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.covariance import ledoit_wolf
+
+from netinvert.ground.result import Result
+from netinvert.models.wrapper import Model
+
+DRAWS = 8
+MAX_REFERENCE = 4000
+
+
+def feature_layer(judge: Model) -> str:
+    """The judge's last weighted leaf layer; its input is the penultimate feature vector."""
+    table = judge.layer_table()
+    weighted = [info for info in table.values() if info.weighted and info.leaf and info.order is not None]
+    return max(weighted, key=lambda info: info.order or 0).name
+
+
+@torch.no_grad()
+def judge_features(judge: Model, x: torch.Tensor | np.ndarray, batch: int = 512) -> np.ndarray:
+    """Penultimate features (n, d) of ``x`` in the judge (float64)."""
+    x = torch.as_tensor(np.asarray(x) if isinstance(x, np.ndarray) else x, dtype=torch.float32)
+    layer = judge.get_layer(feature_layer(judge))
+    store: list[torch.Tensor] = []
+    handle = layer.register_forward_pre_hook(lambda _m, args: store.append(args[0].flatten(1)))
+    try:
+        for i in range(0, len(x), batch):
+            judge(x[i : i + batch].to(torch.float32))
+    finally:
+        handle.remove()
+    return torch.cat(store).double().cpu().numpy() if store else np.zeros((0, 0))
+
+
+def _moments(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if len(f) < 2:
+        return f.mean(0), np.zeros((f.shape[1], f.shape[1]))
+    cov, _ = ledoit_wolf(f)
+    return f.mean(0), cov
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to feature sets ``a`` (n, d) and ``b`` (m, d).
+
+    ``|mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a^1/2 S_b S_a^1/2)^1/2)`` with Ledoit-Wolf covariances,
+    computed from symmetric eigendecompositions (no complex square roots).
+    """
+    mu_a, s_a = _moments(a)
+    mu_b, s_b = _moments(b)
+    w, v = np.linalg.eigh(s_a)
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.linalg.eigvalsh(root_a @ s_b @ root_a)
+    value = float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * np.sqrt(np.clip(cross, 0, None)).sum())
+    return max(value, 0.0)
+
+
+def mean_pairwise(f: np.ndarray) -> float | None:
+    """Mean Euclidean distance between distinct rows (``None`` for fewer than two)."""
+    if len(f) < 2:
+        return None
+    d = np.sqrt(((f[:, None, :] - f[None, :, :]) ** 2).sum(-1))
+    return float(d.sum() / (len(f) * (len(f) - 1)))
+
+
+def _labelled_data(model: Model) -> tuple[np.ndarray, np.ndarray] | None:
+    if not model.has_data:
+        return None
+    split = model.data_split()
+    if split.y_train is None and split.y_held is None:
+        return None
+    xs = [x for x, y in ((split.x_train, split.y_train), (split.x_held, split.y_held)) if y is not None]
+    ys = [y for y in (split.y_train, split.y_held) if y is not None]
+    return np.concatenate(xs), np.concatenate(ys).astype(int)
+
+
+def realism(model: Model, result: Result, seed: int = 0) -> dict[str, Any] | None:
+    """The realism of ``result``'s class items, or ``None`` without a judge, labelled data or class items."""
+    judge = model.verifier
+    data = _labelled_data(model)
+    rows = [i for i, item in enumerate(result.items) if item.metrics.get("class_index") is not None]
+    if judge is None or data is None or not rows:
+        return None
+    x_all, y_all = data
+    classes = np.array([int(result.items[i].metrics["class_index"]) for i in rows])
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x_all))
+    half_a, half_b = order[: len(order) // 2], order[len(order) // 2 :]
+    half_b = half_b[np.isin(y_all[half_b], classes)][:MAX_REFERENCE]
+    pools = {k: half_a[y_all[half_a] == k] for k in set(classes.tolist())}
+    if len(half_b) < 2 or any(len(p) == 0 for p in pools.values()):
+        return None
+    reference = judge_features(judge, x_all[half_b])
+    images = judge_features(judge, result.inputs[rows].detach().cpu())
+    spec = model.input_spec
+    floors, ceilings = [], []
+    for _ in range(DRAWS):
+        picks = np.array([rng.choice(pools[k]) for k in classes])
+        floors.append(frechet_distance(judge_features(judge, x_all[picks]), reference))
+        noise = spec.low + (spec.high - spec.low) * rng.random((len(rows), *spec.shape))
+        ceilings.append(frechet_distance(judge_features(judge, noise), reference))
+    value, floor, ceiling = frechet_distance(images, reference), float(np.mean(floors)), float(np.mean(ceilings))
+    agrees = [result.items[i].metrics.get("verifier_agrees") for i in rows]
+    probs = [result.items[i].metrics.get("verifier_prob") for i in rows]
+    out: dict[str, Any] = {
+        "judge": judge.name, "features": f"input of {feature_layer(judge)}", "items": len(rows),
+        "judge_agreement": float(np.mean([bool(a) for a in agrees])) if None not in agrees else None,
+        "judge_prob": float(np.mean(probs)) if None not in probs else None,
+        "frechet": value, "frechet_floor": floor, "frechet_ceiling": ceiling,
+        "gap_closed": (ceiling - value) / (ceiling - floor) if ceiling > floor else None,
+        "frechet_ratio": value / floor if floor > 0 else None,
+        "covariance": "Ledoit-Wolf shrinkage", "draws": DRAWS,
+    }
+    out.update(_diversity(result, rows, images, judge, x_all, y_all, half_b))
+    return out
+
+
+def _diversity(result: Result, rows: list[int], images: np.ndarray, judge: Model, x_all: np.ndarray,
+               y_all: np.ndarray, half_b: np.ndarray) -> dict[str, Any]:
+    """Mean pairwise feature distance within each target's items, beside real items of the same classes."""
+    groups: dict[str, list[int]] = {}
+    for j, i in enumerate(rows):
+        groups.setdefault(result.items[i].target, []).append(j)
+    multi = {t: g for t, g in groups.items() if len(g) > 1}
+    if not multi:
+        return {}
+    imagined = [mean_pairwise(images[g]) for g in multi.values()]
+    real = []
+    for t, g in multi.items():
+        k = int(result.items[rows[g[0]]].metrics["class_index"])
+        pool = half_b[y_all[half_b] == k][: max(len(g), 2) * 4]
+        real.append(mean_pairwise(judge_features(judge, x_all[pool])))
+    return {"diversity": float(np.mean([v for v in imagined if v is not None])),
+            "diversity_real": float(np.mean([v for v in real if v is not None])) if any(v is not None for v in real)
+            else None}
+
+
+def annotate(model: Model, result: Result) -> dict[str, Any] | None:
+    """Store ``realism(model, result)`` in ``result.info['realism']`` when it can be measured; return it."""
+    value = realism(model, result)
+    if value is not None:
+        result.info["realism"] = value
+    return value
