@@ -174,3 +174,23 @@ def test_atlas_command_errors_are_one_line(model, tmp_path: Path):
     assert run.exit_code == 2, run.output
     assert "unknown layer 'nope'" in run.output and "Traceback" not in run.output
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("layer", ["conv", "fc"])
+def test_units_of_a_layer_render_as_different_pictures_each_driving_its_own_unit(zoo, layer) -> None:
+    """Weak units are scaled up against the data prior (before: the three conv channels rendered as one blob,
+    pairwise diversity 0.06, and two of them never exceeded their data maximum)."""
+    from netinvert.methods import invert
+    from netinvert.methods.langevin import pairwise_diversity
+    from netinvert.tasks.atlas import units
+
+    model = zoo("digits-cnn")
+    targets = units(model, layer)[:6]
+    result = invert(model, targets, steps=256, early_stop=False)
+    assert all(item.status == "found" for item in result.items), [item.reason for item in result.items]
+    with model.hooks((layer,)) as acts, torch.no_grad():
+        model(result.inputs)
+        drive = torch.stack([t.objective(None, acts) for t in targets], 1)  # drive[i, j]: unit j on picture i
+    own = torch.diagonal(drive)
+    assert all(own[j] > torch.cat([drive[:j, j], drive[j + 1 :, j]]).max() for j in range(len(targets)))
+    assert pairwise_diversity(result.inputs, 1.0) > 0.2

@@ -113,7 +113,8 @@ def train(x_train: np.ndarray | torch.Tensor, low: float, high: float, *, seed: 
     start = time.perf_counter()
     batch = 128
     steps = max(1, samples // batch)
-    with torch_threads(threads):
+    work = batch * (2 * HIDDEN + 2 * LATENT + 2 * x[0].numel())  # activation values per step: small, one thread
+    with torch_threads(threads, work):
         torch.manual_seed(seed)
         vae = VAE({"shape": list(x.shape[1:]), "low": float(low), "high": float(high), "hidden": HIDDEN,
                    "latent": LATENT})

@@ -37,7 +37,7 @@ from netinvert.models.wrapper import Model
 from netinvert.targets.activations import Activations, add_errors
 from netinvert.targets.base import Target
 from netinvert.targets.resolve import resolve_all
-from netinvert.targets.scoring import DEFAULT_GOAL, class_goal, score
+from netinvert.targets.scoring import DEFAULT_GOAL, class_goal, score, unit_scales
 from netinvert.targets.units import Channel, Class, Neuron
 
 DOMAIN_FIELDS = ("region", "param", "decay", "decorrelate", "transforms", "tv", "l1", "l2", "blur", "bn_prior",
@@ -305,6 +305,7 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, o
     span = spec.high - spec.low
     centre = (spec.high + spec.low) / 2
     objective = _batched_objective(generative.objective_targets(domain, targets), device)
+    inv_scale = 1.0 / unit_scales(model, targets).to(device=device, dtype=dtype)
     layers = tuple(dict.fromkeys([layer for t in targets for layer in t.layers] + list(penalty_layers)))
     project = domain.region.project if isinstance(domain.region, Ball) and domain.region.p != float("inf") else None
     weights = [(w, fn) for w, fn in ((domain.tv, lambda x: priors.total_variation(x, span)),
@@ -341,7 +342,7 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, o
                 obj = objective(forward(x_in), acts)
             if obj.dtype != dtype:  # autocast: back to the model's dtype for the loss
                 obj = obj.to(dtype)
-            loss = -obj.sum()
+            loss = -(obj * inv_scale).sum()
             for w, fn in weights:
                 loss = loss + w * fn(x).sum()
             for fn in penalties:

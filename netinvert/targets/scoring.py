@@ -26,6 +26,7 @@ from netinvert.targets.units import Class
 
 DEFAULT_GOAL = 0.99
 REFERENCE_INPUTS = 128
+TYPICAL_SPREAD = 5.0
 NO_VERIFIER = "no independent verifier: pass --verifier to score with a second model"
 
 
@@ -92,15 +93,35 @@ def _unit_status(value: float, data_max: float | None) -> tuple[str, str]:
 
 
 @torch.no_grad()
-def _data_max(model: Model, targets: list[Target]) -> dict[int, float]:
-    """For each unit target (by row), the highest objective it takes on the model's held-out inputs."""
+def _reference_values(model: Model, targets: list[Target]) -> dict[int, torch.Tensor]:
+    """For each unit target (by row), its objective on the model's held-out inputs (none without data)."""
     rows = [i for i, t in enumerate(targets) if not isinstance(t, (Class, Activations))]
     if not rows or not model.has_data:
         return {}
     x = torch.as_tensor(model.data_split().x_held[:REFERENCE_INPUTS], dtype=torch.float32)
     layers = tuple(dict.fromkeys(layer for i in rows for layer in targets[i].layers))
-    outputs, acts = model.capture(x, layers)
-    out: dict[int, float] = {}
-    for i in rows:
-        out[i] = float(targets[i].objective(outputs, acts).max())
-    return out
+    with torch.no_grad():
+        outputs, acts = model.capture(x, layers)
+        return {i: targets[i].objective(outputs, acts).detach().cpu() for i in rows}
+
+
+def _data_max(model: Model, targets: list[Target]) -> dict[int, float]:
+    """For each unit target (by row), the highest objective it takes on the model's held-out inputs."""
+    return {i: float(v.max()) for i, v in _reference_values(model, targets).items()}
+
+
+def unit_scales(model: Model, targets: list[Target]) -> torch.Tensor:
+    """Per target, what to divide its objective by so that a weak unit weighs like a class logit against priors.
+
+    A unit whose objective varies on held-out data by less than ``TYPICAL_SPREAD`` (the spread of a trained
+    classifier's logits, which the priors' weights are set against) is scaled up to it: without this the data
+    prior outweighs weak units (a digits conv layer varies by 0.04-0.15) and every unit renders as the same
+    data-like blob. Stronger units, class and feature-inversion targets, dead units (no spread at all) and
+    models without data get 1.
+    """
+    scales = torch.ones(len(targets))
+    for i, values in _reference_values(model, targets).items():
+        spread = float(values.double().std()) if values.numel() > 1 else 0.0
+        if spread > 1e-6 * max(1.0, float(values.abs().max())):
+            scales[i] = min(1.0, spread / TYPICAL_SPREAD)
+    return scales
