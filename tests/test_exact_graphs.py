@@ -352,3 +352,31 @@ def test_linear_nodes_transpose_as_their_autograd_adjoints() -> None:
         (grad,) = torch.autograd.grad(y, x, lam)
         back, _ = transpose(node, lam, [src, node])
         torch.testing.assert_close(back[0], grad)
+
+
+def test_constant_first_matmul_falls_back_to_the_chain_reader(tmp_path: Path) -> None:
+    """``MatMul(W, x)`` on a 1-D input (VNN-COMP's test_small layout): the graph reader refuses it in one
+    line instead of comparing an array with a node id, and the chain reader takes the network."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w0, b0, w1, b1 = (rng.normal(size=s).astype(np.float32) for s in ((3, 2), (3,), (2, 3), (2,)))
+    nodes = [helper.make_node("MatMul", ["W0", "x"], ["m0"]), helper.make_node("Add", ["m0", "B0"], ["h0"]),
+             helper.make_node("Relu", ["h0"], ["r0"]), helper.make_node("MatMul", ["W1", "r0"], ["m1"]),
+             helper.make_node("Add", ["m1", "B1"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "const_first", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [numpy_helper.from_array(a, n) for a, n in ((w0, "W0"), (b0, "B0"), (w1, "W1"), (b1, "B1"))])
+    path = tmp_path / "const_first.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    with pytest.raises(NetinvertError, match="MatMul"):
+        graph_from_onnx(onnx.load(path), str(path))
+    net = network_of(load(path))
+    assert isinstance(net, PLNet)
+    session = ort.InferenceSession(str(path))
+    xs = rng.uniform(-1, 1, size=(16, 2)).astype(np.float32)
+    want = np.stack([session.run(None, {"x": x})[0] for x in xs])
+    np.testing.assert_allclose(net.forward(xs.astype(np.float64)), want, atol=1e-5)

@@ -42,6 +42,9 @@ from netinvert.solvers.refine import refine
 from netinvert.targets.output_set import OutputSet
 
 STRICT = 1e-6  # a found input must satisfy A y <= b - STRICT in float32 and float64
+# Before input splitting (which attacks every box it keeps), the up-front attack stops after this many rounds
+# of fresh starts without progress instead of spending its whole budget on a property that holds.
+ATTACK_PATIENCE = 2
 
 
 @dataclass
@@ -294,7 +297,7 @@ def _split_case(
         return done("none-exists", "bounds")
     budget = attack_seconds if attack_seconds is not None else min(max(0.005 * timeout, 0.2), 0.5)
     rest = OutputSet(tuple(target.disjuncts[i] for i in open_), target.num_outputs)
-    x, v = pgd(net, lo, hi, rest, time_limit=min(budget, max(left(), 0.0)), seed=seed)
+    x, v = pgd(net, lo, hi, rest, time_limit=min(budget, max(left(), 0.0)), seed=seed, patience=ATTACK_PATIENCE)
     stats["attack_violation"] = v
     if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
         return done("found", "attack", found=ok)

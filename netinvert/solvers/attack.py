@@ -48,8 +48,13 @@ def pgd(
     time_limit: float = 5.0,
     seed: int = 0,
     start: np.ndarray | None = None,
+    patience: int | None = None,
 ) -> tuple[np.ndarray, float]:
     """The best input found (flat, float64) and its violation (< 0 means inside ``target``).
+
+    ``patience``: stop after that many rounds of fresh starts in a row that do not improve the best
+    violation (``None``: run until ``time_limit``). A caller with its own search for counterexamples
+    (input splitting attacks every box) need not spend the whole budget here on a property that holds.
 
     Each disjunct gets ``restarts`` random starts (plus the box centre and ``start``); the loss of a
     start is the largest violation of its disjunct's rows, minimized by signed-gradient steps. On a
@@ -71,8 +76,8 @@ def pgd(
     best_v = float(target.violations(net.forward(best_x[None]))[0])
     per_item = time.perf_counter() - tick  # a float64 pass: about a float32 step's cost
     restarts = max(1, min(restarts, int(time_limit / 20 / max(per_item * d, 1e-9))))
-    rounds = 0
-    while time.perf_counter() - t0 < time_limit and best_v >= 0:
+    rounds = stale = 0
+    while time.perf_counter() - t0 < time_limit and best_v >= 0 and (patience is None or stale < patience):
         x = lo_t + width * torch.rand(d * restarts, lo_t.numel(), generator=gen).to(dev)
         if rounds == 0:
             x[::restarts] = (lo_t + hi_t) / 2
@@ -94,6 +99,7 @@ def pgd(
         xs = np.clip(xs, lo, hi)
         v = target.violations(net.forward(xs))
         i = int(np.argmin(v))
+        stale = 0 if v[i] < best_v - 1e-6 * max(1.0, abs(best_v)) else stale + 1
         if v[i] < best_v:
             best_x, best_v = xs[i], float(v[i])
         rounds += 1

@@ -208,6 +208,7 @@ def graph_from_onnx(model: Any, source: str | Path) -> GraphNet:
 
 def _onnx_node(b: _Build, op: str, label: str, args: list[Any], attrs: dict[str, Any]) -> int:
     i = next(x for x in args if isinstance(x, int))
+    input_first = isinstance(args[0], int) and args[0] == i  # args hold node ids (int) or constant arrays
 
     def const(k: int) -> np.ndarray:
         if k >= len(args) or isinstance(args[k], int) or args[k] is None:
@@ -228,14 +229,14 @@ def _onnx_node(b: _Build, op: str, label: str, args: list[Any], attrs: dict[str,
         target = [int(v) for v in np.asarray(args[1]).reshape(-1)]
         return b.reshape(i, [b.shape(i)[k] if v == 0 else v for k, v in enumerate(target)], label)
     if op == "Gemm":
-        if args[0] != i or attrs.get("transA", 0):
+        if not input_first or attrs.get("transA", 0):
             raise b.fail(label, "is not supported: only Gemm(input, constant weight) without transA")
         w = const(1)
         w = float(attrs.get("alpha", 1.0)) * (w if attrs.get("transB", 0) else w.T)
         bias = float(attrs.get("beta", 1.0)) * const(2).reshape(-1) if len(args) > 2 and args[2] is not None else None
         return b.linear(i, w, bias, label)
     if op == "MatMul":
-        if args[0] != i or const(1).ndim != 2:
+        if not input_first or const(1).ndim != 2:
             raise b.fail(label, "is not supported: only MatMul(input, constant matrix)")
         return b.linear(i, const(1).T, None, label)
     if op in ("Add", "Sub"):
@@ -247,8 +248,8 @@ def _onnx_node(b: _Build, op: str, label: str, args: list[Any], attrs: dict[str,
             return b.scale(x, 1.0, sign * np.asarray(y, dtype=np.float64), label)
         return b.scale(y, sign, np.asarray(x, dtype=np.float64), label)
     if op in ("Mul", "Div"):
-        other = args[1] if args[0] == i else args[0]
-        if isinstance(other, int) or (op == "Div" and args[0] != i):
+        other = args[1] if input_first else args[0]
+        if isinstance(other, int) or (op == "Div" and not input_first):
             raise b.fail(label, "multiplies or divides by an input-dependent tensor, which is not supported")
         c = np.asarray(other, dtype=np.float64)
         return b.scale(i, c if op == "Mul" else 1.0 / c, 0.0, label)
