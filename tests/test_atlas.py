@@ -136,7 +136,7 @@ def test_killed_atlas_command_resumes(model, tmp_path: Path):
     out = tmp_path / "atlas"
     command = [sys.executable, "-c", "import typer; from netinvert.cli.atlas import atlas; typer.run(atlas)",
                "--model", str(tmp_path / "net.pt"), "--arch", ARCH, "--input-shape", "1,28,28",
-               "--layer", "conv1", "--out", str(out), "--batch-size", "1", "--steps", "2000", "--threads", "1"]
+               "--layer", "conv1", "--out", str(out), "--batch-size", "1", "--steps", "600", "--threads", "1"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # A background job (as CI may be) inherits SIGINT as ignored; restore the default so Ctrl-C works in the child.
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
