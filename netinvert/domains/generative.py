@@ -35,8 +35,8 @@ from netinvert.domains.domain import Domain
 from netinvert.domains.param import Generators, randn
 from netinvert.domains.sets import Box
 from netinvert.ground.errors import NetinvertError
-from netinvert.ground.output import write_file
 from netinvert.ground.run import progress_bar, torch_threads
+from netinvert.ground.store import cache_home, load_network, save_network
 from netinvert.models.wrapper import Model
 from netinvert.targets.base import Target
 from netinvert.targets.units import Class
@@ -143,26 +143,12 @@ def train(x_train: np.ndarray | torch.Tensor, low: float, high: float, *, seed: 
 
 
 def save(vae: VAE, path: str | os.PathLike[str]) -> Path:
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().contiguous() for k, v in vae.state_dict().items()}
-    meta = {"config": json.dumps(vae.config), "format": FORMAT_VERSION}
-    return write_file(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    return save_network(vae, vae.config, path, FORMAT_VERSION)
 
 
 def load(path: str | os.PathLike[str]) -> VAE:
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = dict(f.metadata() or {})
-        state = load_file(str(path))
-    except (OSError, SafetensorError) as exc:
-        raise NetinvertError(f"cannot read learned prior {path}: {exc}") from exc
-    if meta.get("format") != FORMAT_VERSION or "config" not in meta:
-        raise NetinvertError(f"{path} is not a netinvert learned prior (format {FORMAT_VERSION}); delete it")
-    vae = VAE(json.loads(meta["config"]))
+    config, state = load_network(path, "learned prior", FORMAT_VERSION, "delete it")
+    vae = VAE(config)
     vae.load_state_dict(state)
     for p in vae.parameters():
         p.requires_grad_(False)
@@ -171,8 +157,7 @@ def load(path: str | os.PathLike[str]) -> VAE:
 
 def priors_dir() -> Path:
     """``$NETINVERT_HOME/priors`` (default ``~/.cache/netinvert/priors``)."""
-    home = os.environ.get("NETINVERT_HOME")
-    return (Path(home) if home else Path.home() / ".cache" / "netinvert") / "priors"
+    return cache_home("priors")
 
 
 def cache_path(data_key: str, shape: tuple[int, ...], low: float, high: float, seed: int = 0) -> Path:

@@ -29,9 +29,9 @@ from netinvert.data.sources import DataSplit, load_source
 from netinvert.domains.domain import Domain
 from netinvert.domains.sets import Ball, Box
 from netinvert.ground.errors import NetinvertError
-from netinvert.ground.output import write_file
 from netinvert.ground.result import Result
 from netinvert.ground.run import progress_bar, torch_threads
+from netinvert.ground.store import cache_home, load_network, save_network
 from netinvert.models.wrapper import Model
 from netinvert.targets.activations import activation_targets, add_errors, capture_activations, layer_shape
 from netinvert.targets.base import Target
@@ -162,35 +162,20 @@ def train(model: Model, layer: str, x_train: np.ndarray | torch.Tensor, *, epoch
 
 def save(decoder: Decoder, path: str | os.PathLike[str]) -> Path:
     """Write a decoder (weights and config) to one safetensors file, atomically."""
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()}
-    meta = {"config": json.dumps(decoder.config), "format": FORMAT_VERSION}
-    return write_file(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    return save_network(decoder, decoder.config, path, FORMAT_VERSION)
 
 
 def load(path: str | os.PathLike[str]) -> Decoder:
     """Read a decoder written by ``save``."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = dict(f.metadata() or {})
-        state = load_file(str(path))
-    except (OSError, SafetensorError) as exc:
-        raise NetinvertError(f"cannot read decoder {path}: {exc}") from exc
-    if meta.get("format") != FORMAT_VERSION or "config" not in meta:
-        raise NetinvertError(f"{path} is not a netinvert decoder (format {FORMAT_VERSION}); retrain it")
-    decoder = Decoder(json.loads(meta["config"]))
+    config, state = load_network(path, "decoder", FORMAT_VERSION, "retrain it")
+    decoder = Decoder(config)
     decoder.load_state_dict(state)
     return decoder.eval()
 
 
 def decoders_dir() -> Path:
     """``$NETINVERT_HOME/decoders`` (default ``~/.cache/netinvert/decoders``)."""
-    home = os.environ.get("NETINVERT_HOME")
-    return (Path(home) if home else Path.home() / ".cache" / "netinvert") / "decoders"
+    return cache_home("decoders")
 
 
 def weights_digest(model: Model) -> str:

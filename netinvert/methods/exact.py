@@ -61,6 +61,46 @@ class CaseOutcome:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+Found = tuple[np.ndarray, np.ndarray, float]
+
+
+def _finisher(t0: float, stats: dict[str, Any],
+              on_end: Callable[[], None] | None = None) -> Callable[..., CaseOutcome]:
+    """``done(status, stage, reason="", found=None)``: the ``CaseOutcome`` of a search started at ``t0``."""
+
+    def done(status: str, stage: str, reason: str = "", found: Found | None = None) -> CaseOutcome:
+        if on_end is not None:
+            on_end()
+        secs = time.perf_counter() - t0
+        if found is not None:
+            return CaseOutcome("found", found[0], found[1], "", stage, found[2], secs, stats)
+        return CaseOutcome(status, None, None, reason, stage, float("nan"), secs, stats)
+
+    return done
+
+
+def _corner_points(net: Network, lo: np.ndarray, hi: np.ndarray, target: OutputSet, check: Checker) -> Found | None:
+    """The box centre or one of its two extreme corners when it reaches ``target`` (one forward pass for all three)."""
+    points = np.stack([0.5 * (lo + hi), lo, hi])
+    for x in points[target.violations(net.forward(points)) < 0]:
+        if (ok := _accept(x, lo, hi, target, check)) is not None:
+            return ok
+    return None
+
+
+def _stacked_rows(target: OutputSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every disjunct's rows ``A y <= b`` stacked, and the disjunct each row belongs to."""
+    rows_a = np.vstack([a for a, _ in target.disjuncts])
+    rows_b = np.concatenate([b for _, b in target.disjuncts])
+    owner = np.concatenate([[i] * a.shape[0] for i, (a, _) in enumerate(target.disjuncts)])
+    return rows_a, rows_b, owner
+
+
+def _point_test(net: Network, one: OutputSet) -> Callable[[np.ndarray], np.ndarray]:
+    """Which inputs (rows of ``xs``) reach the single-disjunct set ``one`` with the strict margin."""
+    return lambda xs: one.violations(net.forward(xs)) <= -STRICT
+
+
 def _float32_in_box(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Round to float32 without leaving the box (a float32 value may round past a float64 bound)."""
     x32 = np.clip(x, lo, hi).astype(np.float32)
@@ -127,19 +167,9 @@ def solve_case(
     stats: dict[str, Any] = {"hidden": net.hidden_sizes, "disjuncts": len(target.disjuncts),
                              "search": "input-split" if split else "relu-split"}
 
-    def done(
-        status: str, stage: str, reason: str = "", found: tuple[np.ndarray, np.ndarray, float] | None = None
-    ) -> CaseOutcome:
-        secs = time.perf_counter() - t0
-        if found is not None:
-            return CaseOutcome("found", found[0], found[1], "", stage, found[2], secs, stats)
-        return CaseOutcome(status, None, None, reason, stage, float("nan"), secs, stats)
-
-    # points: the box centre and its two extreme corners, one forward pass for all three
-    points = np.stack([0.5 * (lo + hi), lo, hi])
-    for x in points[target.violations(net.forward(points)) < 0]:
-        if (ok := _accept(x, lo, hi, target, check)) is not None:
-            return done("found", "points", found=ok)
+    done = _finisher(t0, stats)
+    if (ok := _corner_points(net, lo, hi, target, check)) is not None:
+        return done("found", "points", found=ok)
     if split:
         return _split_case(net, lo, hi, target, check, timeout, attack_seconds, seed, stats, done)
     # bounds: CROWN (milliseconds on fully connected nets), it refutes many disjuncts
@@ -150,9 +180,7 @@ def solve_case(
         bounds = lb.crown(layers, lo_t, hi_t)
     stats["unstable_interval"] = lb.interval(layers, lo_t, hi_t).unstable()
     stats["unstable_crown"] = bounds.unstable()
-    rows_a = np.vstack([a for a, _ in target.disjuncts])
-    rows_b = np.concatenate([b for _, b in target.disjuncts])
-    owner = np.concatenate([[i] * a.shape[0] for i, (a, _) in enumerate(target.disjuncts)])
+    rows_a, rows_b, owner = _stacked_rows(target)
     a_t, b_t = torch.as_tensor(rows_a, dtype=lb.DT), torch.as_tensor(rows_b, dtype=lb.DT)
     with torch.no_grad():
         row_lb = lb.spec_lower(layers, bounds, a_t, b_t, lo_t, hi_t)[0].numpy()
@@ -219,9 +247,7 @@ def solve_case(
                 if alphas is not None:  # slopes were optimized for the rows open before alpha-CROWN
                     sub_alphas = [al[:, np.searchsorted(alpha_rows, rows)] for al in alphas]
 
-                def is_point(xs: np.ndarray, one: OutputSet = one) -> np.ndarray:
-                    return one.violations(net.forward(xs)) <= -STRICT
-
+                is_point = _point_test(net, one)
                 zeros = np.zeros(len(rows), dtype=int)
                 res = bab(
                     layers,
@@ -287,9 +313,7 @@ def _split_case(
     t0 = time.perf_counter()
     left = lambda: timeout - (time.perf_counter() - t0)
     stats["activations"] = sorted(set(net.kinds))
-    rows_a = np.vstack([a for a, _ in target.disjuncts])
-    rows_b = np.concatenate([b for _, b in target.disjuncts])
-    owner = np.concatenate([[i] * a.shape[0] for i, (a, _) in enumerate(target.disjuncts)])
+    rows_a, rows_b, owner = _stacked_rows(target)
     row_lb = root_bounds(net, lo, hi, rows_a, rows_b)
     open_ = [i for i in range(len(target.disjuncts)) if not np.any(row_lb[owner == i] > REFUTE)]
     stats["refuted_by_crown"] = len(target.disjuncts) - len(open_)
@@ -325,9 +349,7 @@ def _split_disjuncts(
         a, b = target.disjuncts[i]
         one = OutputSet(((a, b),), target.num_outputs)
 
-        def is_point(xs: np.ndarray, one: OutputSet = one) -> np.ndarray:
-            return one.violations(net.forward(xs)) <= -STRICT
-
+        is_point = _point_test(net, one)
         res = split_search(net, lo, hi, a, b, is_point, time_limit=left())
         stats["input_split"].append({"disjunct": i, "status": res.status, **res.stats})
         if res.status == "found" and res.x is not None:
@@ -368,27 +390,16 @@ def graph_case(
     def mark(stage: str) -> None:  # seconds since the start at the end of each stage
         stats.setdefault("elapsed", {})[stage] = round(time.perf_counter() - t0, 3)
 
-    def done(status: str, stage: str, reason: str = "",
-             found: tuple[np.ndarray, np.ndarray, float] | None = None) -> CaseOutcome:
-        mark("end")
-        secs = time.perf_counter() - t0
-        if found is not None:
-            return CaseOutcome("found", found[0], found[1], "", stage, found[2], secs, stats)
-        return CaseOutcome(status, None, None, reason, stage, float("nan"), secs, stats)
-
-    points = np.stack([0.5 * (lo + hi), lo, hi])
-    for x in points[target.violations(net.forward(points)) < 0]:
-        if (ok := _accept(x, lo, hi, target, check)) is not None:
-            return done("found", "points", found=ok)
+    done = _finisher(t0, stats, on_end=lambda: mark("end"))
+    if (ok := _corner_points(net, lo, hi, target, check)) is not None:
+        return done("found", "points", found=ok)
     mark("points")
     if left() <= 0:
         return done("unknown", "points", "time limit")
     dev = net.device
     lo_t = torch.as_tensor(lo, dtype=gbm.DT, device=dev)[None]
     hi_t = torch.as_tensor(hi, dtype=gbm.DT, device=dev)[None]
-    rows_a = np.vstack([a for a, _ in target.disjuncts])
-    rows_b = np.concatenate([b for _, b in target.disjuncts])
-    owner = np.concatenate([[i] * a.shape[0] for i, (a, _) in enumerate(target.disjuncts)])
+    rows_a, rows_b, owner = _stacked_rows(target)
     a_t, b_t = torch.as_tensor(rows_a, dtype=gbm.DT, device=dev), torch.as_tensor(rows_b, dtype=gbm.DT, device=dev)
     with torch.no_grad():
         gb = gbm.bounds(net, lo_t, hi_t, deadline=t0 + 0.4 * timeout)
@@ -473,9 +484,7 @@ def _graph_bab_disjuncts(
         a, b = target.disjuncts[i]
         one = OutputSet(((a, b),), target.num_outputs)
 
-        def is_point(xs: np.ndarray, one: OutputSet = one) -> np.ndarray:
-            return one.violations(net.forward(xs)) <= -STRICT
-
+        is_point = _point_test(net, one)
         res = graph_bab(net, lo, hi, gb, a, b, is_point, time_limit=left)
         stats["bab"].append({"disjunct": i, "status": res.status, **res.stats})
         if res.status == "found" and res.x is not None:

@@ -10,7 +10,6 @@ import copy
 import hashlib
 import logging
 import math
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.output import write_file
 from netinvert.ground.run import torch_threads
 from netinvert.ground.spec import InputSpec
+from netinvert.ground.store import cache_home
 from netinvert.models import architectures as arch
 from netinvert.models.wrapper import Model
 
@@ -218,8 +218,7 @@ def zoo_names() -> list[str]:
 
 
 def cache_dir() -> Path:
-    home = os.environ.get("NETINVERT_HOME")
-    return (Path(home) if home else Path.home() / ".cache" / "netinvert") / "zoo"
+    return cache_home("zoo")
 
 
 def _entry(name: str) -> ZooEntry:

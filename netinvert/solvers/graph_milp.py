@@ -19,7 +19,7 @@ import torch
 
 from netinvert.solvers.graph import GraphNet, transpose
 from netinvert.solvers.graph_bounds import GraphBounds
-from netinvert.solvers.milp import MilpModel, MilpOutcome
+from netinvert.solvers.milp import MilpModel, MilpOutcome, minimize_violation
 
 MAX_ENTRIES = 4_000_000
 _INF = highspy.kHighsInf
@@ -71,22 +71,5 @@ def solve_graph_disjunct(net: GraphNet, lo: np.ndarray, hi: np.ndarray, gb: Grap
     t = m.cols(np.array([t_lower - 1e-6]), np.array([_INF]))[0]
     for i in range(a.shape[0]):
         m.row(np.concatenate([y, [t]]), np.concatenate([a[i], [-1.0]]), -_INF, float(b[i]))
-    h = m.highs({int(t): 1.0}, threads)
-    h.setOptionValue("time_limit", max(float(time_limit), 0.1))
-    h.setOptionValue("objective_bound", float(cutoff))
-    h.setOptionValue("objective_target", float(target))
-    h.setOptionValue("mip_feasibility_tolerance", 1e-7)
-    h.setOptionValue("primal_feasibility_tolerance", 1e-8)
-    h.run()
-    status = h.getModelStatus()
-    secs = time.perf_counter() - t0
-    info = h.getInfo()
-    nbin = len(m.integer)
-    if info.primal_solution_status >= 2 and info.objective_function_value < cutoff:
-        sol = np.array(h.getSolution().col_value)
-        return MilpOutcome("found", sol[cols[0]], float(info.objective_function_value), secs, nbin)
-    if status in (highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kOptimal):
-        return MilpOutcome("none", None, float("nan"), secs, nbin)
-    reason = "MILP time limit" if status == highspy.HighsModelStatus.kTimeLimit else \
-        f"MILP status {h.modelStatusToString(status)}"
-    return MilpOutcome("unknown", None, float("nan"), secs, nbin, reason)
+    return minimize_violation(m, t, cols[0], t0, time_limit=time_limit, cutoff=cutoff, target=target,
+                              threads=threads)

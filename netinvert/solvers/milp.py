@@ -173,6 +173,13 @@ def solve_disjunct(
     aw = a @ w
     for i in range(a.shape[0]):
         m.row(np.concatenate([prev_cols[live], [t]]), np.concatenate([aw[i, live], [-1.0]]), -_INF, b[i] - a[i] @ bias)
+    return minimize_violation(m, t, x, t0, time_limit=time_limit, cutoff=cutoff, target=target, threads=threads)
+
+
+def minimize_violation(m: MilpModel, t: int, x: np.ndarray, t0: float, *, time_limit: float, cutoff: float,
+                       target: float, threads: int) -> MilpOutcome:
+    """Solve an encoded disjunct: minimize its violation column ``t``, stopping at ``target``; ``x`` are the
+    input columns and ``t0`` when the encoding started (for the reported seconds)."""
     h = m.highs({int(t): 1.0}, threads)
     h.setOptionValue("time_limit", max(float(time_limit), 0.1))
     h.setOptionValue("objective_bound", float(cutoff))

@@ -1,0 +1,51 @@
+"""What netinvert trains and keeps: the cache folder, and a small network stored as one safetensors file.
+
+The zoo, the decoders and the learned priors all live under ``$NETINVERT_HOME`` (default
+``~/.cache/netinvert``); a decoder or a prior is its weights plus a JSON config and a format version in
+the file's metadata, written atomically through ``ground/output.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.output import write_file
+
+
+def cache_home(kind: str) -> Path:
+    """``$NETINVERT_HOME/<kind>`` (default ``~/.cache/netinvert/<kind>``)."""
+    home = os.environ.get("NETINVERT_HOME")
+    return (Path(home) if home else Path.home() / ".cache" / "netinvert") / kind
+
+
+def save_network(module: nn.Module, config: dict[str, Any], path: str | os.PathLike[str], version: str) -> Path:
+    """Write ``module``'s weights with its ``config`` and format ``version`` to one safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    meta = {"config": json.dumps(config), "format": version}
+    return write_file(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def load_network(path: str | os.PathLike[str], what: str, version: str,
+                 fix: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The config and weights written by :func:`save_network`; ``what`` and ``fix`` word the errors."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = dict(f.metadata() or {})
+        state = load_file(str(path))
+    except (OSError, SafetensorError) as exc:
+        raise NetinvertError(f"cannot read {what} {path}: {exc}") from exc
+    if meta.get("format") != version or "config" not in meta:
+        raise NetinvertError(f"{path} is not a netinvert {what} (format {version}); {fix}")
+    return json.loads(meta["config"]), state
