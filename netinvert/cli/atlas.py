@@ -9,22 +9,17 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from netinvert.cli.common import (
-    EngineOpt,
-    GpusPerTaskOpt,
-    JobsOpt,
     LrOpt,
     OutOpt,
     ParamOpt,
-    RayAddressOpt,
     SeedOpt,
     StepsOpt,
     ThreadsOpt,
     cli_errors,
     console,
     err_console,
-    sweep_engine,
 )
-from netinvert.cli.options import ModelOptions, model_command
+from netinvert.cli.options import ModelOptions, SweepOptions, model_command, sweep_command
 from netinvert.cli.report import save_report
 from netinvert.ground.errors import NetinvertError
 from netinvert.models.wrapper import Model
@@ -32,6 +27,7 @@ from netinvert.models.wrapper import Model
 
 @cli_errors
 @model_command()
+@sweep_command()
 def atlas(
     model: ModelOptions,
     out: OutOpt,
@@ -47,10 +43,7 @@ def atlas(
     bn_prior: Annotated[float | None, typer.Option(min=0.0, help="BatchNorm-statistics prior weight (default: off).")] = None,
     data_prior: Annotated[float | None, typer.Option(min=0.0, help="Data prior weight (default: on for known data).")] = None,
     threads: ThreadsOpt = None,
-    engine: EngineOpt = "local",
-    jobs: JobsOpt = 1,
-    ray_address: RayAddressOpt = None,
-    gpus_per_task: GpusPerTaskOpt = 0.0,
+    sweep: SweepOptions = SweepOptions(),
 ) -> None:
     """Render every unit of a layer (conv channels, linear neurons): a contact sheet, one PNG per unit, result.json.
 
@@ -66,7 +59,7 @@ def atlas(
     options = {"param": param, "tv": tv, "bn_prior": bn_prior, "data_prior": data_prior}
     if layers is not None:
         _sweep(net, model, layers, out, options, batch_size, steps, lr, seed,
-               sweep_engine(engine, jobs, ray_address, gpus_per_task, threads))
+               sweep.runner(threads))
         return
     assert layer is not None
     domain = Domain(**options)

@@ -55,28 +55,13 @@ SamplesOpt = Annotated[int, typer.Option(min=1, help="Distinct inputs per target
 ParamOpt = Annotated[str, typer.Option(help="Parameterization: auto, pixel, fourier, maco (phase only) or latent (learned prior).")]
 WeightOpt = Annotated[float, typer.Option(min=0.0, help="Prior weight (0 turns it off).")]
 BatchOpt = Annotated[int | None, typer.Option(min=1, help="Targets per batch (default: all at once).")]
-EngineOpt = Annotated[str, typer.Option(help="Where the sweep's tasks run: local (worker processes) or ray "
-                                             "(see docs/scale.md).")]
-JobsOpt = Annotated[int, typer.Option(min=1, help="local engine: tasks at once, one process and torch thread each.")]
-RayAddressOpt = Annotated[str | None, typer.Option(help="ray engine: the cluster, auto or HOST:PORT "
-                                                        "(default: start a local one).")]
-GpusPerTaskOpt = Annotated[float, typer.Option(min=0.0, help="ray engine: GPUs each task asks for "
-                                                             "(a fraction such as 0.25 shares one).")]
-
-
-def sweep_engine(engine: str, jobs: int, ray_address: str | None, gpus_per_task: float,
-                 threads: int | None = None) -> Any:
-    """The sweep engine the options name (``pip install netinvert[ray]`` is named when Ray is missing)."""
-    from netinvert.tasks.engines import make_engine
-
-    return make_engine(engine, jobs=jobs, ray_address=ray_address, gpus_per_task=gpus_per_task, threads=threads or 1)
 
 
 def as_flags(message: str) -> str:
     """A library message names parameters in backticks (`input_shape`); on the command line they are flags."""
-    from netinvert.cli.options import ModelOptions
+    from netinvert.cli.options import ModelOptions, SweepOptions
 
-    names = {f.name for f in fields(ModelOptions)} | {"out"}
+    names = {f.name for f in fields(ModelOptions)} | {f.name for f in fields(SweepOptions)} | {"out"}
     return re.sub(r"`([a-z_]+)`", lambda m: "--" + m.group(1).replace("_", "-") if m.group(1) in names
                   else m.group(0), message)
 

@@ -10,21 +10,16 @@ import typer
 from rich.table import Table
 
 from netinvert.cli.common import (
-    EngineOpt,
-    GpusPerTaskOpt,
-    JobsOpt,
     LrOpt,
     OutOpt,
-    RayAddressOpt,
     SamplesOpt,
     SeedOpt,
     StepsOpt,
     ThreadsOpt,
     cli_errors,
     console,
-    sweep_engine,
 )
-from netinvert.cli.options import ModelOptions, model_command
+from netinvert.cli.options import ModelOptions, SweepOptions, model_command, sweep_command
 from netinvert.cli.report import save_report
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.result import Result
@@ -47,6 +42,7 @@ def parse_values(text: str, flag: str = "--y") -> list[float]:
 
 @cli_errors
 @model_command()
+@sweep_command()
 def design(
     model: ModelOptions,
     out: OutOpt,
@@ -66,10 +62,7 @@ def design(
     prove: Annotated[float, typer.Option(min=0.0, help="Seconds to prove an unreached target unreachable.")] = 20.0,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
-    engine: EngineOpt = "local",
-    jobs: JobsOpt = 1,
-    ray_address: RayAddressOpt = None,
-    gpus_per_task: GpusPerTaskOpt = 0.0,
+    sweep: SweepOptions = SweepOptions(),
 ) -> None:
     """Find T distinct inputs per target whose outputs equal the wanted values (neural-adjoint search)."""
     from netinvert.data.simulators import SIMULATORS, get_simulator
@@ -90,7 +83,7 @@ def design(
         tasks = design_tasks(net, model.model, model.load_options(), read_targets(targets), out, outputs=picked,
                              simulator=sim_name, samples=samples, starts=starts, steps=steps, lr=lr,
                              tolerance=tolerance, prove=prove, seed=seed)
-        _sweep(tasks, out, sweep_engine(engine, jobs, ray_address, gpus_per_task, threads))
+        _sweep(tasks, out, sweep.runner(threads))
         return
     assert y is not None
     check_writable(out)

@@ -14,20 +14,15 @@ import torch
 import typer
 
 from netinvert.cli.common import (
-    EngineOpt,
-    GpusPerTaskOpt,
-    JobsOpt,
     LayerOpt,
     OutOpt,
-    RayAddressOpt,
     SeedOpt,
     ThreadsOpt,
     cli_errors,
     console,
     print_written,
-    sweep_engine,
 )
-from netinvert.cli.options import ModelOptions, model_command
+from netinvert.cli.options import ModelOptions, SweepOptions, model_command, sweep_command
 from netinvert.cli.report import save_report
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.result import Result
@@ -128,6 +123,7 @@ def _fmt(value: object, spec: str) -> str:
 
 @cli_errors
 @model_command()
+@sweep_command()
 def leakage(
     model: ModelOptions,
     layers: Annotated[str, typer.Option(help="Comma-separated layers to invert, e.g. conv,pool,fc.")],
@@ -137,10 +133,7 @@ def leakage(
     steps: ScheduleStepsOpt = None,
     seed: SeedOpt = 0,
     threads: Annotated[int | None, typer.Option(min=1, help="Torch threads of each task (default: 1).")] = None,
-    engine: EngineOpt = "local",
-    jobs: JobsOpt = 1,
-    ray_address: RayAddressOpt = None,
-    gpus_per_task: GpusPerTaskOpt = 0.0,
+    sweep: SweepOptions = SweepOptions(),
 ) -> None:
     """Report how much each layer leaks about its input: PSNR, SSIM, verifier agreement per layer and method."""
     from netinvert.ground.output import check_writable
@@ -155,7 +148,7 @@ def leakage(
     net = model.load()
     for name in layer_list:
         net.get_layer(name)
-    runner = sweep_engine(engine, jobs, ray_address, gpus_per_task, threads)
+    runner = sweep.runner(threads)
     rows = evaluate_sweep(net, model.model, model.load_options(), layer_list, method_list, out, count=count,
                           steps=steps, seed=seed, engine=runner,
                           log=lambda r: console.print(f"{r['layer']} {r['method']}: PSNR {r['psnr']:.2f} dB",

@@ -89,25 +89,69 @@ def model_command(*, positional: bool = False) -> Callable[[F], F]:
 
     ``positional`` takes the model as the first argument (``netinvert layers MODEL``) instead of ``-m``.
     """
+    help_text = "Zoo name (see `netinvert zoo list`) or a model file."
+    model_param = typer.Argument(help=help_text) if positional else typer.Option("--model", "-m", help=help_text)
+    return _bundle("model", ModelOptions, _OPTIONS, leading=(str, model_param))
+
+
+_SWEEP_OPTIONS: dict[str, tuple[Any, Any, Any]] = {
+    "engine": (str, typer.Option(help="Where the sweep's tasks run: local (worker processes) or ray "
+                                      "(see docs/scale.md)."), "local"),
+    "jobs": (int, typer.Option(min=1, help="local engine: tasks at once, one process and torch thread each."), 1),
+    "ray_address": (str | None, typer.Option(help="ray engine: the cluster, auto or HOST:PORT "
+                                                  "(default: start a local one)."), None),
+    "gpus_per_task": (float, typer.Option(min=0.0, help="ray engine: GPUs each task asks for "
+                                                        "(a fraction such as 0.25 shares one)."), 0.0),
+}
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """Where a sweep's tasks run (docs/scale.md): the engine and its settings."""
+
+    engine: str = "local"
+    jobs: int = 1
+    ray_address: str | None = None
+    gpus_per_task: float = 0.0
+
+    def runner(self, threads: int | None = None) -> Any:
+        """The engine these options name, its tasks on ``threads`` torch threads each (default 1);
+        ``pip install netinvert[ray]`` is named when Ray is missing."""
+        from netinvert.tasks.engines import make_engine
+
+        return make_engine(self.engine, jobs=self.jobs, ray_address=self.ray_address,
+                           gpus_per_task=self.gpus_per_task, threads=threads or 1)
+
+
+def sweep_command() -> Callable[[F], F]:
+    """Give a command the sweep flags (--engine, --jobs, --ray-address, --gpus-per-task); it receives them as
+    ``sweep: SweepOptions``."""
+    return _bundle("sweep", SweepOptions, _SWEEP_OPTIONS)
+
+
+def _bundle(name: str, bundle: type, table: dict[str, tuple[Any, Any, Any]],
+            leading: tuple[Any, Any] | None = None) -> Callable[[F], F]:
+    """A decorator that declares ``table``'s flags in a command's signature (so ``--help`` shows them) and hands
+    the command one ``name: bundle`` value built from them; ``leading`` is a required first flag of the bundle."""
 
     def decorate(fn: F) -> F:
         own = inspect.signature(fn, eval_str=True)
-        if "model" not in own.parameters:
-            raise TypeError(f"{fn.__name__} needs a 'model' parameter to receive ModelOptions")
-        help_text = "Zoo name (see `netinvert zoo list`) or a model file."
-        model_param = (typer.Argument(help=help_text) if positional
-                       else typer.Option("--model", "-m", help=help_text))
-        params = [inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[str, model_param])]
-        params += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own.parameters.values() if p.name != "model"]
-        params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, option],
-                                     default=default) for name, (kind, option, default) in _OPTIONS.items()]
+        if name not in own.parameters:
+            raise TypeError(f"{fn.__name__} needs a {name!r} parameter to receive {bundle.__name__}")
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        params = [p.replace(kind=keyword) for p in own.parameters.values() if p.name != name]
+        if leading is not None:
+            params.insert(0, inspect.Parameter(name, keyword, annotation=Annotated[leading[0], leading[1]]))
+        params += [inspect.Parameter(key, keyword, annotation=Annotated[kind, option], default=default)
+                   for key, (kind, option, default) in table.items()]
         signature = own.replace(parameters=params)
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             values = dict(signature.bind(*args, **kwargs).arguments)
-            options = ModelOptions(model=values.pop("model"), **{k: values.pop(k) for k in _OPTIONS if k in values})
-            return fn(model=options, **values)
+            first = {name: values.pop(name)} if leading is not None else {}
+            options = bundle(**first, **{k: values.pop(k) for k in table if k in values})
+            return fn(**{name: options}, **values)
 
         wrapper.__signature__ = signature  # type: ignore[attr-defined]
         wrapper.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}

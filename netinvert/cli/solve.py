@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from netinvert.cli.common import EngineOpt, GpusPerTaskOpt, JobsOpt, RayAddressOpt, sweep_engine
+from netinvert.cli.options import SweepOptions, sweep_command
 from netinvert.cli.report import save_report
 from netinvert.ground.errors import NetinvertError
 from netinvert.tasks.solve import solve_family, solve_one
@@ -36,6 +36,7 @@ def _print_table(console: Console, instances: Path, rows: list[dict[str, str]]) 
     console.print(table)
 
 
+@sweep_command()
 def solve(
     network: Annotated[Path | None, typer.Argument(help="ONNX network (piecewise-linear).")] = None,
     spec: Annotated[Path | None, typer.Argument(help="VNNLIB property: input box and output constraints.")] = None,
@@ -45,10 +46,7 @@ def solve(
     timeout: Annotated[float | None, typer.Option(help="Seconds per instance (default: the CSV's, else 60).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("solve-out"),
     alpha_steps: Annotated[int, typer.Option(help="Slope-optimization steps of alpha-CROWN (0: plain CROWN).")] = 30,
-    engine: EngineOpt = "local",
-    jobs: JobsOpt = 1,
-    ray_address: RayAddressOpt = None,
-    gpus_per_task: GpusPerTaskOpt = 0.0,
+    sweep: SweepOptions = SweepOptions(),
 ) -> None:
     """Find an input in the spec's box that reaches its output set, or prove that none exists."""
     import torch
@@ -59,7 +57,7 @@ def solve(
         if instances is not None:
             if network is not None or spec is not None:
                 raise NetinvertError("give either NET.onnx SPEC.vnnlib or --instances CSV, not both")
-            runner = sweep_engine(engine, jobs, ray_address, gpus_per_task)
+            runner = sweep.runner()
             rows = solve_family(instances, timeout, out, alpha_steps,
                                 progress=lambda i, n, row: _print_row(console, i, n, row), engine=runner)
             _print_table(console, instances, rows)
