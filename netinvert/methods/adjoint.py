@@ -258,7 +258,7 @@ def _prove(model: Model, regs: list[Regression], summary: list[dict[str, Any]], 
            lo: torch.Tensor, hi: torch.Tensor, tolerance: float | None, seconds: float) -> list[dict[str, Any]]:
     """Ask whether targets that no solution reached are reachable at all inside the search box: ``bounds``
     (input splitting, at most ``PROOF_BOXES`` boxes) for up to ``bounds.MAX_DIM`` inputs, else ``exact``
-    with ``seconds``. Both need a piecewise-linear network; anything else leaves the answer unknown."""
+    with ``seconds``. A network the exact solvers cannot read leaves the answer unknown."""
     from netinvert.methods import bounds, exact
 
     proofs: list[dict[str, Any]] = []

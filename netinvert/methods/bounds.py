@@ -1,10 +1,12 @@
 """The ``bounds`` method: a certified over-approximation of the preimage of an output set.
 
-For low-dimensional inputs the domain box is split recursively (widest side first); each box is
-bounded with CROWN, batched over boxes. A box whose bounds refute every disjunct is *outside*
-(no input in it reaches the set); a box whose bounds satisfy some disjunct is *inside* (every
-input reaches it); the rest are *uncertain* once the box budget is spent. The preimage lies in
-inside + uncertain (the over-approximation) and contains inside (the under-approximation).
+For low-dimensional inputs the domain box is split by ``solvers.input_split.preimage_search``,
+the branch-and-bound on the input box that ``method="exact"`` uses too (the same CROWN bounder
+for ReLU, sigmoid, tanh and softplus chains and for graphs, the same split-dimension rule). A box
+whose bounds refute every disjunct is *outside* (no input in it reaches the set); a box whose
+bounds satisfy some disjunct is *inside* (every input reaches it); the rest are *uncertain* once
+the box budget is spent. The preimage lies in inside + uncertain (the over-approximation) and
+contains inside (the under-approximation).
 """
 
 from __future__ import annotations
@@ -21,62 +23,10 @@ import torch
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.output import write_file
 from netinvert.ground.result import Item, Result
-from netinvert.solvers import graph_bounds as gbm
-from netinvert.solvers import linear_bounds as lb
-from netinvert.solvers.graph import GraphNet
-from netinvert.solvers.problem import Network, as_output_set, box_of, checker_of, network_of
-from netinvert.targets.output_set import OutputSet
+from netinvert.solvers.input_split import preimage_search
+from netinvert.solvers.problem import as_output_set, box_of, checker_of, network_of
 
 MAX_DIM = 8
-
-
-def preimage_boxes(
-    net: Network, lo: np.ndarray, hi: np.ndarray, target: OutputSet, *, max_boxes: int = 4000, batch: int = 256
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Boxes (K, 2, n) with labels +1 inside / 0 uncertain (outside boxes are dropped) and the count examined."""
-    dev = net.device if isinstance(net, GraphNet) else torch.device("cpu")
-    a = torch.as_tensor(np.vstack([d[0] for d in target.disjuncts]), dtype=lb.DT, device=dev)
-    b = torch.as_tensor(np.concatenate([d[1] for d in target.disjuncts]), dtype=lb.DT, device=dev)
-    layers = None if isinstance(net, GraphNet) else lb.layers_of(net)
-    owner = np.concatenate([[i] * d[0].shape[0] for i, d in enumerate(target.disjuncts)])
-    queue = [np.stack([lo, hi])]
-    kept: list[np.ndarray] = []
-    labels: list[int] = []
-    examined = 0
-    while queue:
-        chunk, queue = queue[:batch], queue[batch:]
-        boxes = np.stack(chunk)
-        examined += len(boxes)
-        lo_t = torch.as_tensor(boxes[:, 0], dtype=lb.DT, device=dev)
-        hi_t = torch.as_tensor(boxes[:, 1], dtype=lb.DT, device=dev)
-        with torch.no_grad():
-            if layers is None:
-                gb = gbm.bounds(net, lo_t, hi_t)  # type: ignore[arg-type]
-                low = gbm.spec_rows(net, gb, lo_t, hi_t, a, b)[0].cpu().numpy()  # type: ignore[arg-type]
-                up = -gbm.spec_rows(net, gb, lo_t, hi_t, -a, -b)[0].cpu().numpy()  # type: ignore[arg-type]
-            else:
-                bounds = lb.crown(layers, lo_t, hi_t)
-                low = lb.spec_lower(layers, bounds, a, b, lo_t, hi_t).numpy()  # lower bound of a y - b
-                up = -lb.spec_lower(layers, bounds, -a, -b, lo_t, hi_t).numpy()  # upper bound of a y - b
-        for j, box in enumerate(boxes):
-            refuted = all(np.any(low[j, owner == d] > 0) for d in range(len(target.disjuncts)))
-            if refuted:
-                continue
-            inside = any(np.all(up[j, owner == d] <= 0) for d in range(len(target.disjuncts)))
-            if inside:
-                kept.append(box)
-                labels.append(1)
-            elif examined + len(queue) + 2 <= max_boxes:
-                side = int(np.argmax((box[1] - box[0]) / np.maximum(hi - lo, 1e-30)))
-                mid = 0.5 * (box[0, side] + box[1, side])
-                left, right = box.copy(), box.copy()
-                left[1, side] = mid
-                right[0, side] = mid
-                queue += [left, right]
-            else:
-                kept.append(box)
-                labels.append(0)
-    return (np.stack(kept) if kept else np.zeros((0, 2, lo.size))), np.array(labels, dtype=int), np.array(examined)
 
 
 def _volume(boxes: np.ndarray) -> float:
@@ -106,8 +56,9 @@ def run(
     for target in targets if isinstance(targets, (list, tuple)) else [targets]:
         oset, name = as_output_set(model, target, net.num_outputs)
         ts = time.perf_counter()
-        boxes, labels, examined = preimage_boxes(net, lo, hi, oset, max_boxes=max_boxes)
-        inside, uncertain = boxes[labels == 1], boxes[labels == 0]
+        search = preimage_search(net, lo, hi, oset, max_boxes=max_boxes)
+        inside, uncertain = search.inside, search.uncertain
+        boxes = np.concatenate([inside, uncertain])
         x = np.full(lo.size, np.nan)
         if len(inside):
             x = inside[np.argmax(np.prod(inside[:, 1] - inside[:, 0], axis=1))].mean(axis=0)
@@ -136,7 +87,9 @@ def run(
                     "fraction_under": v_under / total if total else math.nan,
                     "boxes_inside": int(len(inside)),
                     "boxes_uncertain": int(len(uncertain)),
-                    "boxes_examined": int(examined),
+                    "boxes_examined": search.stats["boxes"],
+                    "batches": search.stats["batches"],
+                    "max_depth": search.stats["max_depth"],
                     "stage": "bounds",
                     "solve_seconds": time.perf_counter() - ts,
                 },

@@ -1,16 +1,17 @@
 """Branch-and-bound on the input box: split boxes until every one is refuted by sound bounds, or
-a point of one reaches the output set.
+a point of one reaches the output set (``split_search``); or until every box is refuted or proved
+inside the set, within a box budget (``preimage_search``, the certified preimage of ``method="bounds"``).
 
-Each round pops up to ``batch`` boxes (lowest parent bound first), bounds all of them at once with CROWN
-(``smooth.crown``: ReLU, sigmoid, tanh, softplus), drops the boxes where some row of the
-disjunct ``a @ y <= b`` has a positive lower bound, and tries as candidates the centre of every
-box left, per row, the box corner that minimizes the row's linear lower bound, and the end points
-of a short gradient attack inside the worst-bounded boxes. A box left
-open is halved along the input dimension with the largest sensitivity ``|coefficient| * width``
-summed over the rows (any one row may refute it; a tenth of the mean is added so that wide
-dimensions whose coefficients cancel are split too), as nnenum and alpha-beta-CROWN's
-ACAS Xu settings split on the input. This pays when the input has few dimensions and the
-network many unstable neurons; ``prefer_input_split`` makes that choice.
+Both bound batches of boxes at once with CROWN (``rows_bounder``: ``smooth.crown`` for chains
+with ReLU, sigmoid, tanh, softplus; ``graph_bounds.crown`` for graphs), refute a box when some row
+of a disjunct ``a @ y <= b`` has a positive lower bound or the rows' linear lower bounds cannot
+all be <= 0 at once (``_joint``), and halve a box left open along ``split_dimension`` (the largest
+sensitivity ``|coefficient| * width`` summed over the rows, as nnenum and alpha-beta-CROWN's ACAS
+Xu settings split on the input). ``split_search`` pops up to ``batch`` boxes (lowest parent bound
+first) and tries as candidates the centre of every box left, per row, the box corner that
+minimizes the row's linear lower bound, and the end points of a short gradient attack inside the
+worst-bounded boxes. This pays when the input has few dimensions and the network many unstable
+neurons; ``prefer_input_split`` makes that choice.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from netinvert.solvers import graph_bounds, smooth
 from netinvert.solvers.attack import forward_of
 from netinvert.solvers.graph import GraphNet
 from netinvert.solvers.piecewise import PLNet
+from netinvert.targets.output_set import OutputSet
 
 Bounder = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
                    tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -161,27 +163,111 @@ def split_search(
         hits = np.flatnonzero(is_point(cands))
         if len(hits):
             return finish("found", cands[hits[0]])
-        width = hi_b - lo_b
-        sens = coef.abs().sum(1)  # every row's sensitivity: any one of them may refute the box
-        # a tenth of the mean sensitivity added to each: a dimension whose coefficients cancel still gets
-        # split when it is wide, since its width also loosens the relaxations behind the bound
-        score = (sens + 0.1 * sens.mean(dim=1, keepdim=True)) * width
-        score = torch.where(width > 0, score + 1e-12 * width, torch.full_like(score, -1.0))
-        dim = score.argmax(dim=1)
-        splittable = width[torch.arange(len(dim)), dim] > 1e-9 * (1 + lo_b.abs().amax(dim=1))
+        dim, splittable = split_dimension(coef, lo_b, hi_b)
         stats["stuck"] += int((~splittable).sum())
-        lo_b, hi_b, d_b, dim = lo_b[splittable], hi_b[splittable], d_b[splittable], dim[splittable]
         best = torch.maximum(val.amax(dim=1), joint)[splittable]
-        rows = torch.arange(len(dim))
-        mid = (lo_b[rows, dim] + hi_b[rows, dim]) / 2
-        left_hi, right_lo = hi_b.clone(), lo_b.clone()
-        left_hi[rows, dim] = mid
-        right_lo[rows, dim] = mid
-        los = torch.cat([los, lo_b, right_lo])
-        his = torch.cat([his, left_hi, hi_b])
-        depth = torch.cat([depth, d_b + 1, d_b + 1])
+        halves = halve(lo_b[splittable], hi_b[splittable], dim[splittable])
+        los, his = torch.cat([los, halves[0]]), torch.cat([his, halves[1]])
+        depth = torch.cat([depth, d_b[splittable] + 1, d_b[splittable] + 1])
         prio = torch.cat([prio, best, best])
     return finish("open" if stats["stuck"] else "none")
+
+
+@dataclass
+class Preimage:
+    """The boxes (K, 2, n_in) of a preimage search: ``inside`` (every input reaches the set) and
+    ``uncertain`` (neither proved); the preimage lies in inside + uncertain and contains inside.
+    ``stats``: boxes (bounded), outside, batches, max_depth, stuck, seconds."""
+
+    inside: np.ndarray
+    uncertain: np.ndarray
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def preimage_search(
+    net: PLNet | GraphNet, lo: np.ndarray, hi: np.ndarray, target: OutputSet, *, max_boxes: int = 4000,
+    batch: int = 512,
+) -> Preimage:
+    """Split [lo, hi] into boxes outside, inside or uncertain for the union of ``target``'s disjuncts.
+
+    Boxes are bounded in batches (shallowest first) with the rows ``a @ y - b`` and their negations,
+    so one CROWN pass gives each row's lower and upper bound. A box is *outside* when every disjunct
+    is refuted (some row's lower bound, or the rows' joint bound, is positive), *inside* when every
+    row of some disjunct has an upper bound <= 0; any other box is halved (``split_dimension`` on
+    the rows of the disjuncts it leaves open) while at most ``max_boxes`` boxes get bounded in all,
+    and is *uncertain* after that.
+    """
+    t0 = time.perf_counter()
+    bound = rows_bounder(net)
+    los, his = _box(net, lo, hi)
+    a = np.vstack([d[0] for d in target.disjuncts])
+    b = np.concatenate([d[1] for d in target.disjuncts])
+    m = len(b)
+    a_t = torch.as_tensor(np.vstack([a, -a]), dtype=smooth.DT, device=los.device)
+    b_t = torch.as_tensor(np.concatenate([b, -b]), dtype=smooth.DT, device=los.device)
+    ends = np.cumsum([0] + [len(d[1]) for d in target.disjuncts])
+    owner = torch.as_tensor(np.repeat(np.arange(len(ends) - 1), np.diff(ends)), device=los.device)
+    depth = torch.zeros(1, dtype=torch.long, device=los.device)
+    inside: list[torch.Tensor] = []
+    uncertain: list[torch.Tensor] = []
+    stats: dict[str, Any] = {"boxes": 0, "outside": 0, "batches": 0, "max_depth": 0, "stuck": 0}
+    while los.shape[0]:
+        lo_b, hi_b, d_b = los[:batch], his[:batch], depth[:batch]
+        los, his, depth = los[batch:], his[batch:], depth[batch:]
+        with torch.no_grad():
+            val, coef, offset = bound(lo_b, hi_b, a_t, b_t)
+            low, up = val[:, :m], -val[:, m:]
+            refuted = torch.stack([(low[:, s:e] > REFUTE).any(dim=1)
+                                   | (_joint(coef[:, s:e], offset[:, s:e], lo_b, hi_b, low[:, s:e])[0] > REFUTE)
+                                   for s, e in zip(ends[:-1], ends[1:])], dim=1)
+            covered = torch.stack([(up[:, s:e] <= 0).all(dim=1) for s, e in zip(ends[:-1], ends[1:])], dim=1)
+        stats["boxes"] += len(lo_b)
+        stats["batches"] += 1
+        stats["max_depth"] = max(stats["max_depth"], int(d_b.max()))
+        outside = refuted.all(dim=1)
+        stats["outside"] += int(outside.sum())
+        is_in = ~outside & covered.any(dim=1)
+        inside.append(torch.stack([lo_b[is_in], hi_b[is_in]], dim=1))
+        open_ = ~outside & ~is_in
+        live = (~refuted[open_])[:, owner].repeat(1, 2).unsqueeze(-1)  # the rows of the disjuncts left open
+        lo_o, hi_o, d_o = lo_b[open_], hi_b[open_], d_b[open_]
+        dim, splittable = split_dimension(coef[open_] * live, lo_o, hi_o)
+        stats["stuck"] += int((~splittable).sum())
+        room = max(0, (max_boxes - stats["boxes"] - los.shape[0]) // 2)
+        split = splittable & (torch.cumsum(splittable.long(), dim=0) <= room)
+        uncertain.append(torch.stack([lo_o[~split], hi_o[~split]], dim=1))
+        halves = halve(lo_o[split], hi_o[split], dim[split])
+        los, his = torch.cat([los, halves[0]]), torch.cat([his, halves[1]])
+        depth = torch.cat([depth, d_o[split] + 1, d_o[split] + 1])
+    stats["seconds"] = time.perf_counter() - t0
+    return Preimage(torch.cat(inside).cpu().numpy(), torch.cat(uncertain).cpu().numpy(), stats)
+
+
+def split_dimension(coef: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dimension (B,) each box is halved along, and whether it can be (B,) (wider than 1e-9, relative).
+
+    The rows' linear bounds ``coef`` (B, m, n_in) give each dimension the score
+    ``(sum_r |coef_rd| + 0.1 * mean) * width_d``: the sum over rows because any one row may decide
+    the box, and a tenth of the mean added so that a wide dimension whose coefficients cancel still
+    gets split, since its width also loosens the relaxations behind the bounds.
+    """
+    width = hi - lo
+    sens = coef.abs().sum(1)
+    score = (sens + 0.1 * sens.mean(dim=1, keepdim=True)) * width
+    score = torch.where(width > 0, score + 1e-12 * width, torch.full_like(score, -1.0))
+    dim = score.argmax(dim=1)
+    rows = torch.arange(len(dim), device=lo.device)
+    return dim, width[rows, dim] > 1e-9 * (1 + lo.abs().amax(dim=1))
+
+
+def halve(lo: torch.Tensor, hi: torch.Tensor, dim: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both halves of each box (B, n_in) along ``dim``: corners (2B, n_in), the lower halves first."""
+    rows = torch.arange(len(dim), device=lo.device)
+    mid = (lo[rows, dim] + hi[rows, dim]) / 2
+    left_hi, right_lo = hi.clone(), lo.clone()
+    left_hi[rows, dim] = mid
+    right_lo[rows, dim] = mid
+    return torch.cat([lo, right_lo]), torch.cat([left_hi, hi])
 
 
 def _box_attack(
