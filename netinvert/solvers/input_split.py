@@ -145,7 +145,7 @@ def split_search(
         los, his, depth, prio = los[rest], his[rest], depth[rest], prio[rest]
         with torch.no_grad():
             val, coef, offset = bound(lo_b, hi_b, a_t, b_t)
-            joint, mix, x_mix = _joint(coef, offset, lo_b, hi_b, val)
+            joint, x_mix = _joint(coef, offset, lo_b, hi_b)
         stats["boxes"] += n
         stats["batches"] += 1
         stats["max_depth"] = max(stats["max_depth"], int(d_b.max()))
@@ -154,7 +154,7 @@ def split_search(
         if not keep.any():
             continue
         lo_b, hi_b, d_b, val, coef = lo_b[keep], hi_b[keep], d_b[keep], val[keep], coef[keep]
-        joint, mix, x_mix = joint[keep], mix[keep], x_mix[keep]
+        joint, x_mix = joint[keep], x_mix[keep]
         corners = torch.where(coef > 0, lo_b.unsqueeze(1), hi_b.unsqueeze(1))  # (B, m, n_in)
         worst = torch.argsort(val.amax(dim=1))[:ATTACKED]
         tried = _box_attack(fwd, lo_b[worst], hi_b[worst], a_t, b_t)
@@ -218,7 +218,7 @@ def preimage_search(
             val, coef, offset = bound(lo_b, hi_b, a_t, b_t)
             low, up = val[:, :m], -val[:, m:]
             refuted = torch.stack([(low[:, s:e] > REFUTE).any(dim=1)
-                                   | (_joint(coef[:, s:e], offset[:, s:e], lo_b, hi_b, low[:, s:e])[0] > REFUTE)
+                                   | (_joint(coef[:, s:e], offset[:, s:e], lo_b, hi_b)[0] > REFUTE)
                                    for s, e in zip(ends[:-1], ends[1:])], dim=1)
             covered = torch.stack([(up[:, s:e] <= 0).all(dim=1) for s, e in zip(ends[:-1], ends[1:])], dim=1)
         stats["boxes"] += len(lo_b)
@@ -287,17 +287,16 @@ def _box_attack(
 
 
 def _joint(
-    coef: torch.Tensor, offset: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, val: torch.Tensor, steps: int = 30
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    coef: torch.Tensor, offset: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, steps: int = 30
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A lower bound of ``max_r L_r(x)`` over each box, where ``L_r = coef_r @ x + offset_r`` are the
     rows' linear lower bounds: the rows must all be <= 0 at once, and for any weights ``w >= 0``
     summing to 1, ``min_x sum_r w_r L_r(x)`` bounds that maximum from below (weak duality). The
-    weights are tuned by multiplicative updates. Returns the best bound (B,), the weighted
-    coefficients (B, n_in) (they pick the split) and the box point minimizing them (a candidate)."""
+    weights are tuned by multiplicative updates. Returns the best bound (B,) and the box point
+    minimizing the best weighted row (B, n_in), a candidate."""
     bsz, m = offset.shape
     w = torch.full((bsz, m), 1.0 / max(m, 1), dtype=coef.dtype, device=coef.device)
     best = torch.full((bsz,), -torch.inf, dtype=coef.dtype, device=coef.device)
-    best_mix = coef[torch.arange(bsz), val.argmax(dim=1)] if m else torch.zeros_like(lo)
     best_x = (lo + hi) / 2
     for step in range(steps if m > 1 else 1):
         mix = (w.unsqueeze(-1) * coef).sum(1)
@@ -306,9 +305,8 @@ def _joint(
         bound = (w * rows).sum(1)
         better = bound > best
         best = torch.where(better, bound, best)
-        best_mix = torch.where(better.unsqueeze(1), mix, best_mix)
         best_x = torch.where(better.unsqueeze(1), x, best_x)
         spread = (rows.amax(1, keepdim=True) - rows.amin(1, keepdim=True)).clamp_min(1e-12)
         w = w * torch.exp(2.0 / (step + 1) ** 0.5 * (rows - rows.amax(1, keepdim=True)) / spread)
         w = w / w.sum(1, keepdim=True)
-    return best, best_mix, best_x
+    return best, best_x
