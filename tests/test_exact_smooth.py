@@ -125,7 +125,7 @@ def test_input_split_never_contradicts_sampling(kind: str) -> None:
         target = OutputSet.linear(a, b)
         net = from_torch(module.float(), (n_in,))
         check = torch_checker(module.float(), (n_in,))
-        out = exact.solve_case(net, lo, hi, target, check, timeout=20, input_split=True, seed=trial)
+        out = exact.solve_case(net, lo, hi, target, check, timeout=10, input_split=True, seed=trial)
         seen[out.status] += 1
         assert out.stats["search"] == "input-split"
         if out.status == "none-exists":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import stat
+import subprocess
+import sys
 
 from netinvert.models.zoo import cache_path, load_zoo
 
@@ -19,3 +21,33 @@ def test_first_use_training_reports_each_epoch_and_caches_readable_weights(tmp_p
     assert model.info["test_accuracy"] > 0.95
     mode = stat.S_IMODE(cache_path("moons-relu").stat().st_mode)
     assert mode & stat.S_IRGRP and mode & stat.S_IROTH, oct(mode)
+
+
+FIRST_USE = """
+import sys, time
+from pathlib import Path
+from netinvert.ground.store import first_use
+
+out, log = Path(sys.argv[1]), Path(sys.argv[2])
+
+def make():
+    with log.open("a") as f:
+        f.write("trained\\n")
+    time.sleep(1.0)
+    out.write_text("weights")
+
+first_use(out, make)
+print(out.read_text())
+"""
+
+
+def test_concurrent_first_uses_train_once(tmp_path):
+    """Two processes asking for the same untrained file at once (two sweep workers, two test workers on a fresh
+    cache): one trains, the other waits for its file."""
+    out, log = tmp_path / "cache" / "net.safetensors", tmp_path / "log.txt"
+    procs = [subprocess.Popen([sys.executable, "-c", FIRST_USE, str(out), str(log)], stdout=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outputs == ["weights", "weights"]
+    assert log.read_text().splitlines() == ["trained"]

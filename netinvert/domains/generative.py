@@ -36,7 +36,7 @@ from netinvert.domains.param import Generators, randn
 from netinvert.domains.sets import Box
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.run import progress_bar, torch_threads
-from netinvert.ground.store import cache_home, load_network, save_network
+from netinvert.ground.store import cache_home, first_use, load_network, save_network
 from netinvert.models.wrapper import Model
 from netinvert.targets.base import Target
 from netinvert.targets.units import Class
@@ -179,12 +179,12 @@ def learned_prior_for(model: Model, seed: int = 0) -> VAE:
     split = model.data_split()
     spec = model.input_spec
     path = cache_path(split.key, tuple(spec.shape), spec.low, spec.high, seed)
-    if path.exists():
-        vae = load(path)
-    else:
+
+    def make() -> None:
         log.warning("training the learned prior on %s (first use; cached in %s) ...", split.key, path.parent)
-        vae = train(split.x_train, spec.low, spec.high, seed=seed)
-        save(vae, path)
+        save(train(split.x_train, spec.low, spec.high, seed=seed), path)
+
+    vae = load(first_use(path, make))
     _LOADED[model] = vae
     return vae
 

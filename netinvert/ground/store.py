@@ -2,13 +2,16 @@
 
 The zoo, the decoders and the learned priors all live under ``$NETINVERT_HOME`` (default
 ``~/.cache/netinvert``); a decoder or a prior is its weights plus a JSON config and a format version in
-the file's metadata, written atomically through ``ground/output.py``.
+the file's metadata, written atomically through ``ground/output.py``. Whatever is trained on first use is
+trained once: :func:`first_use` holds a lock beside the file, so a second process (a sweep's worker, a
+parallel test) waits for the first one's file instead of training the same weights again.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,21 @@ def cache_home(kind: str) -> Path:
     """``$NETINVERT_HOME/<kind>`` (default ``~/.cache/netinvert/<kind>``)."""
     home = os.environ.get("NETINVERT_HOME")
     return (Path(home) if home else Path.home() / ".cache" / "netinvert") / kind
+
+
+def first_use(path: str | os.PathLike[str], make: Callable[[], object]) -> Path:
+    """Make sure ``path`` exists: call ``make()`` (which writes it) unless it does, holding ``path.lock`` so that
+    concurrent first uses in other processes wait for this one's file instead of making it again."""
+    from filelock import FileLock
+
+    path = Path(path)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if not path.exists():
+            make()
+    return path
 
 
 def save_network(module: nn.Module, config: dict[str, Any], path: str | os.PathLike[str], version: str) -> Path:

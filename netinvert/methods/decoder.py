@@ -31,7 +31,7 @@ from netinvert.domains.sets import Ball, Box
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.result import Result
 from netinvert.ground.run import progress_bar, torch_threads
-from netinvert.ground.store import cache_home, load_network, save_network
+from netinvert.ground.store import cache_home, first_use, load_network, save_network
 from netinvert.models.wrapper import Model
 from netinvert.targets.activations import activation_targets, add_errors, capture_activations, layer_shape
 from netinvert.targets.base import Target
@@ -196,12 +196,15 @@ def decoder_for(model: Model, layer: str, data: DataSplit, *, retrain: bool = Fa
                 epochs: int | None = None, threads: int | None = None, progress: bool | None = None) -> Decoder:
     """The cached decoder for (model, layer, data, seed), trained on ``data.x_train`` when missing."""
     path = cache_path(model, layer, data.key, seed)
-    if path.exists() and not retrain:
-        return load(path)
-    decoder = train(model, layer, data.x_train, epochs=epochs, seed=seed, threads=threads, progress=progress)
-    decoder.config["data"] = data.key
-    save(decoder, path)
-    return decoder
+
+    def make() -> None:
+        decoder = train(model, layer, data.x_train, epochs=epochs, seed=seed, threads=threads, progress=progress)
+        decoder.config["data"] = data.key
+        save(decoder, path)
+
+    if retrain:
+        make()
+    return load(first_use(path, make))
 
 
 def run(model: Model, targets: Target | list[Target], domain: Domain | Box | Ball | None = None, *,

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -27,7 +28,7 @@ from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.output import write_file
 from netinvert.ground.run import torch_threads
 from netinvert.ground.spec import InputSpec
-from netinvert.ground.store import cache_home
+from netinvert.ground.store import cache_home, first_use
 from netinvert.models import architectures as arch
 from netinvert.models.wrapper import Model
 
@@ -254,13 +255,8 @@ def load_zoo(name: str, *, data: str | None = None, seed: int = 0, verifier: boo
     key, loader = _data_key(entry, data)
     path = cache_path(name, data, seed)
     module = entry.build()
-    if path.exists():
-        from safetensors import safe_open
 
-        module.load_state_dict(load_file(path))
-        with safe_open(str(path), "pt") as f:
-            meta = dict(f.metadata() or {})
-    else:
+    def make() -> None:
         if not quiet:
             log.warning("training zoo model %s on %s (first use; cached in %s) ...", name, key, path.parent)
         train = entry.trainer or (lambda m, d, s: _train(entry, m, d, s))
@@ -269,6 +265,11 @@ def load_zoo(name: str, *, data: str | None = None, seed: int = 0, verifier: boo
             meta = train(module, loader(seed), seed + _SEEDS.get(name, 0))
         meta["data"] = key
         _save_atomic(module, meta, path)
+
+    first_use(path, make)
+    module.load_state_dict(load_file(path))
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata() or {})
     info = {"architecture": entry.summary, "data": meta["data"],
             **{k: float(meta[k]) for k in ("test_accuracy", "test_mse") if k in meta}}
     verifier_model = None
