@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= out/demo
+# the suite runs on this many pytest-xdist workers, a test file per worker at a time (the CI machine has 2 cores)
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test test-external bench clean
 
@@ -20,7 +22,7 @@ demo: install
 	$(BIN)/python -m netinvert.demo --out $(OUT)
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-external: install
 	$(BIN)/python -m pytest -q tests/external

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import stat
-import subprocess
-import sys
+import time
+from pathlib import Path
 
+from netinvert.ground.store import first_use
 from netinvert.models.zoo import cache_path, load_zoo
 
 
@@ -23,31 +25,26 @@ def test_first_use_training_reports_each_epoch_and_caches_readable_weights(tmp_p
     assert mode & stat.S_IRGRP and mode & stat.S_IROTH, oct(mode)
 
 
-FIRST_USE = """
-import sys, time
-from pathlib import Path
-from netinvert.ground.store import first_use
+def _first_use(out: Path, log: Path) -> None:
+    def make() -> None:
+        with log.open("a") as f:
+            f.write("trained\n")
+        time.sleep(1.0)
+        out.write_text("weights")
 
-out, log = Path(sys.argv[1]), Path(sys.argv[2])
-
-def make():
-    with log.open("a") as f:
-        f.write("trained\\n")
-    time.sleep(1.0)
-    out.write_text("weights")
-
-first_use(out, make)
-print(out.read_text())
-"""
+    first_use(out, make)
 
 
 def test_concurrent_first_uses_train_once(tmp_path):
     """Two processes asking for the same untrained file at once (two sweep workers, two test workers on a fresh
     cache): one trains, the other waits for its file."""
     out, log = tmp_path / "cache" / "net.safetensors", tmp_path / "log.txt"
-    procs = [subprocess.Popen([sys.executable, "-c", FIRST_USE, str(out), str(log)], stdout=subprocess.PIPE,
-                              text=True) for _ in range(2)]
-    outputs = [p.communicate(timeout=60)[0].strip() for p in procs]
-    assert [p.returncode for p in procs] == [0, 0]
-    assert outputs == ["weights", "weights"]
+    fork = multiprocessing.get_context("fork")
+    procs = [fork.Process(target=_first_use, args=(out, log)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert out.read_text() == "weights"
     assert log.read_text().splitlines() == ["trained"]
