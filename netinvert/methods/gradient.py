@@ -251,12 +251,14 @@ def _imagine(model: Model, targets: list[Target], domain: Domain, options: dict[
     chunk = options["batch_size"] or len(targets) * samples
     layer = diverse.default_layer(model) if samples > 1 else None
     resolved = targets
+    domain = generative.resolve(model, domain, targets)
+    margin = generative.DIVERSITY_MARGIN if domain.param == "latent" else diverse.MARGIN
     if layer is not None:
         resolved, chunk = diverse.repeat(targets, samples), diverse.group_chunk(chunk, samples)
-        penalties, penalty_layers = [*penalties, diverse.penalty(layer, samples)], (*penalty_layers, layer)
+        penalties = [*penalties, diverse.penalty(layer, samples, margin=margin)]
+        penalty_layers = (*penalty_layers, layer)
         if domain.init is not None:
             domain = replace(domain, init=domain.init.repeat_interleave(samples, 0))
-    domain = generative.resolve(model, domain, targets)
     seeds = item_seeds(resolved, options["seed"], samples)
     start = time.perf_counter()
     notes: list[str] = []
@@ -282,7 +284,7 @@ def _imagine(model: Model, targets: list[Target], domain: Domain, options: dict[
     )
     bn_prior.annotate(result, model, domain.bn_prior, resolved)
     if layer is not None:
-        diverse.annotate(result, model, samples, layer)
+        diverse.annotate(result, model, samples, layer, margin)
     return result
 
 
