@@ -49,6 +49,11 @@ DATA_PRIOR_WEIGHT = 20.0
 # 512, 0.85 after 768).
 PRIOR_MIN_FRACTION = 0.75
 IMAGINE_STEPS = 1024
+# An item reached at a check stops only once its picture has settled: the mean absolute change of its input
+# since the previous check (``check_every`` steps) is below this fraction of the input range. Without priors a pixel
+# image reaches the goal long before it looks like anything (an adversarially trained MNIST CNN: p 0.99 after
+# 32 steps, grey blotches); see docs/imagine.md, "Stopping and scoring".
+SETTLE = 0.01
 Penalty = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 
 
@@ -325,6 +330,8 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, o
     min_steps = round(PRIOR_MIN_FRACTION * steps) if (weights or penalties) else 0
     done = torch.zeros(len(targets), dtype=torch.bool)
     kept: torch.Tensor | None = None
+    before: torch.Tensor | None = None
+    settle = options.get("settle", SETTLE)
     opt = torch.optim.Adam(param.parameters(), lr=options["lr"])
     precision = autocast(options["precision"], device)
     scaler = torch.amp.GradScaler(device.type) if options["precision"] == "float16" else None
@@ -361,12 +368,19 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, o
             steps_run = step + 1
             if bar is not None and task is not None:
                 bar.advance(task)
-            if can_stop and step + 1 >= min_steps and (step + 1) % check_every == 0:
+            if can_stop and step + 1 + check_every >= min_steps and (step + 1) % check_every == 0:
                 with torch.no_grad():
                     now = param() if project is None else project(param(), spec)
+                    moved = (now - before).abs().flatten(1).mean(1).cpu() / span if before is not None \
+                        else torch.full((len(targets),), float("inf"))
+                    before = now.clone()
+                    if step + 1 < min_steps:  # only the picture one window before the first check
+                        continue
                     out_now = model(now)
+                    # reached: the goal holds and the picture has settled (it moved little over the last window)
                     reached = torch.tensor([bool(class_goal(model, t, out_now[i : i + 1], goal)[0])
-                                            if stoppable[i] else False for i, t in enumerate(targets)])
+                                            and (settle <= 0 or bool(moved[i] < settle)) if stoppable[i] else False
+                                            for i, t in enumerate(targets)])
                     new = reached & ~done
                     if bool(new.any()):
                         kept = now.clone() if kept is None else kept
@@ -399,7 +413,7 @@ def _nudge(model: Model, targets: list[Target], x: torch.Tensor, domain: Domain,
     nudge = Domain(region=domain.region, param="pixel", transforms=None, bn_prior=0.0, data_prior=0.0,
                    init=x[rows])
     settings = {**options, "steps": generative.NUDGE_STEPS, "lr": generative.NUDGE_LR, "early_stop": True,
-                "check_every": 4}
+                "check_every": 4, "settle": 0.0}
     moved, _, steps, _ = _optimize(model, [targets[i] for i in rows], nudge, generative.NUDGE_STEPS, settings,
                                    [seeds[i] for i in rows], False, [], ())
     out = x.clone()
