@@ -95,6 +95,24 @@ def test_batches_keep_target_order_and_early_stop(zoo):
     assert result.statuses == ["found"] * 4
 
 
+def test_an_item_stops_only_once_its_picture_has_settled(zoo, monkeypatch):
+    """Issue 19 item 21: without priors the goal is reached long before the picture takes shape (grey
+    blotches); an item stops at a check only when it also moved less than ``SETTLE`` of the range since the
+    previous check, so later than at the first check that reaches the goal."""
+    from netinvert.methods import gradient
+
+    model = zoo("digits-cnn")
+    domain = Domain(param="pixel", data_prior=0.0, bn_prior=0.0)
+    settled = invert(model, [Class(3)], domain, steps=512, threads=1, progress=False)
+    n = settled.timing["steps"]
+    assert n < 512 and settled.statuses == ["found"]
+    window = invert(model, [Class(3)], domain, steps=max(1, n - 16), early_stop=False, threads=1, progress=False)
+    assert float((settled.inputs - window.inputs).abs().mean()) < gradient.SETTLE
+    monkeypatch.setattr(gradient, "SETTLE", 0.0)  # the goal alone
+    first = invert(model, [Class(3)], domain, steps=512, threads=1, progress=False)
+    assert first.statuses == ["found"] and first.timing["steps"] < n
+
+
 class _Scale(nn.Module):
     def __init__(self, factor: float) -> None:
         super().__init__()
