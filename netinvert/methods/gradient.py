@@ -49,10 +49,11 @@ DATA_PRIOR_WEIGHT = 20.0
 # 512, 0.85 after 768).
 PRIOR_MIN_FRACTION = 0.75
 IMAGINE_STEPS = 1024
-# An item reached at a check stops only once its picture has settled: the mean absolute change of its input
-# since the previous check (``check_every`` steps) is below this fraction of the input range. Without priors a pixel
-# image reaches the goal long before it looks like anything (an adversarially trained MNIST CNN: p 0.99 after
-# 32 steps, grey blotches); see docs/imagine.md, "Stopping and scoring".
+# Without priors, an item reached at a check stops only once its picture has settled: the mean absolute change
+# of its input since the previous check (``check_every`` steps) is below this fraction of the input range. A
+# pixel image reaches the goal long before it looks like anything (an adversarially trained MNIST CNN: p 0.99
+# after 32 steps, grey blotches); with priors, PRIOR_MIN_FRACTION gives them their time instead (settling
+# there as well ran the learned prior's codes on, further from the data). See docs/imagine.md, "Stopping".
 SETTLE = 0.01
 Penalty = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 
@@ -167,7 +168,7 @@ def run(
     only the domain's region applies); ``auto`` picks inversion for ``Activations`` targets without a domain.
     ``early_stop`` lets each class target's item stop once it is classified with probability >= ``goal``
     (checked every ``check_every`` steps; with any prior on, not before ``PRIOR_MIN_FRACTION`` of the steps,
-    so the priors shape the input). Items stop one by one, so an item's result does not depend on its batch.
+    so the priors shape the input; without, not before the input has settled, see ``SETTLE``). Items stop one by one, so an item's result does not depend on its batch.
     ``samples=K`` returns K distinct inputs per target (items ``i*K .. i*K+K-1`` serve target i), pushed
     apart by the diversity prior. ``penalties`` are extra per-item loss terms ``f(x, acts) -> (B,)`` reading
     ``penalty_layers``. The BatchNorm-statistics prior follows ``domain.bn_prior`` (default: on for class
@@ -331,7 +332,7 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, o
     done = torch.zeros(len(targets), dtype=torch.bool)
     kept: torch.Tensor | None = None
     before: torch.Tensor | None = None
-    settle = options.get("settle", SETTLE)
+    settle = options.get("settle", SETTLE) if min_steps == 0 else 0.0  # with priors, PRIOR_MIN_FRACTION rules
     opt = torch.optim.Adam(param.parameters(), lr=options["lr"])
     precision = autocast(options["precision"], device)
     scaler = torch.amp.GradScaler(device.type) if options["precision"] == "float16" else None
