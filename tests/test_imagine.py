@@ -113,6 +113,27 @@ def test_an_item_stops_only_once_its_picture_has_settled(zoo, monkeypatch):
     assert first.statuses == ["found"] and first.timing["steps"] < n
 
 
+def test_restarts_keep_per_item_the_run_the_model_scores_best(zoo):
+    """``restarts=R``: R runs from different seeds; each item is the one the model scores best (found first,
+    then the logit margin), never the judge's pick."""
+    from netinvert.methods.gradient import RESTART_SEED
+
+    model = zoo("digits-mlp")
+    targets = [Class(k) for k in (1, 7, 8)]
+    domain = Domain(param="pixel", data_prior=0.0)
+    runs = [invert(model, targets, domain, steps=48, seed=s, early_stop=False, threads=1, progress=False)
+            for s in (0, RESTART_SEED)]
+    best = invert(model, targets, domain, steps=48, restarts=2, early_stop=False, threads=1, progress=False)
+    assert best.info["options"]["restarts"] == 2
+    for i, item in enumerate(best.items):
+        chosen = runs[item.metrics["restart"]]
+        assert torch.equal(best.inputs[i], chosen.inputs[i])
+        assert (item.status == "found", item.metrics["margin"]) == max(
+            (run.items[i].status == "found", run.items[i].metrics["margin"]) for run in runs)
+    with pytest.raises(NetinvertError, match="restarts=0 must be a whole number"):
+        invert(model, targets, domain, restarts=0)
+
+
 class _Scale(nn.Module):
     def __init__(self, factor: float) -> None:
         super().__init__()

@@ -49,6 +49,7 @@ DATA_PRIOR_WEIGHT = 20.0
 # 512, 0.85 after 768).
 PRIOR_MIN_FRACTION = 0.75
 IMAGINE_STEPS = 1024
+RESTART_SEED = 1_000_003  # restart r runs with seed + r * RESTART_SEED
 # Without priors, an item reached at a check stops only once its picture has settled: the mean absolute change
 # of its input since the previous check (``check_every`` steps) is below this fraction of the input range. A
 # pixel image reaches the goal long before it looks like anything (an adversarially trained MNIST CNN: p 0.99
@@ -160,6 +161,7 @@ def run(
     penalties: list[Penalty] | None = None,
     penalty_layers: tuple[str, ...] = (),
     precision: str = "float32",
+    restarts: int = 1,
 ) -> Result:
     """Optimize one input per target (``samples`` per target); returns a scored ``Result``.
 
@@ -174,7 +176,8 @@ def run(
     ``penalty_layers``. The BatchNorm-statistics prior follows ``domain.bn_prior`` (default: on for class
     targets on models with BatchNorm). Everything runs on the model's device; ``precision`` ``float16`` or
     ``bfloat16`` runs the forward pass under autocast (float16 needs a GPU). A batch that runs out of device
-    memory is split in halves and the run goes on (``info["notes"]`` says so).
+    memory is split in halves and the run goes on (``info["notes"]`` says so). ``restarts=R`` runs the imagine
+    schedule R times from different seeds and keeps, per item, the run the model scores best (see ``best_of``).
     """
     if schedule not in SCHEDULES:
         raise NetinvertError(f"schedule={schedule!r} is unknown: use one of {choices(SCHEDULES)}")
@@ -186,6 +189,8 @@ def run(
         raise NetinvertError(f"lr={lr} must be > 0")
     if batch_size is not None and batch_size < 1:
         raise NetinvertError(f"batch size {batch_size} must be >= 1")
+    if not isinstance(restarts, int) or restarts < 1:
+        raise NetinvertError(f"restarts={restarts!r} must be a whole number >= 1 (runs per target)")
     diverse.check(samples)
     if precision not in PRECISIONS:
         raise NetinvertError(f"precision={precision!r} is unknown: use one of {choices(PRECISIONS)}")
@@ -199,8 +204,35 @@ def run(
                "threads": threads, "precision": precision}
     with torch_threads(threads, model.step_work(batch_size or len(resolved) * samples)):
         if schedule == "inversion":
+            if restarts != 1:
+                raise NetinvertError("schedule='inversion' starts from one fixed image: use restarts=1")
             return _inversion(model, resolved, domain, options, progress)
-        return _imagine(model, resolved, domain or Domain(), options, progress, penalties or [], penalty_layers)
+        runs = [_imagine(model, resolved, domain or Domain(), {**options, "seed": seed + RESTART_SEED * r},
+                         progress, penalties or [], penalty_layers) for r in range(restarts)]
+        return best_of(runs) if restarts > 1 else runs[0]
+
+
+def best_of(runs: list[Result]) -> Result:
+    """Per item, the run the model scores best: found before not found, then the larger logit margin (class
+    targets) or activation (unit targets). Copies of a target (``samples``) are chosen one by one: runs
+    start from different seeds, so the copies stay distinct. The judge (the verifier) never selects: it is
+    the evaluation.
+    """
+    first = runs[0]
+
+    def score(run: Result, i: int) -> tuple[bool, float]:
+        item = run.items[i]
+        return item.status == "found", float(item.metrics.get("margin", item.metrics.get("activation", 0.0)))
+
+    rows = [max(range(len(runs)), key=lambda r: score(runs[r], i)) for i in range(len(first.items))]
+    items = [runs[r].items[i] for i, r in enumerate(rows)]
+    for item, r in zip(items, rows, strict=True):
+        item.metrics["restart"] = r
+    inputs = torch.stack([runs[r].inputs[i] for i, r in enumerate(rows)])
+    outputs = torch.stack([runs[r].outputs[i] for i, r in enumerate(rows)])
+    timing = {"total_s": sum(run.timing["total_s"] for run in runs), "steps": sum(run.timing["steps"] for run in runs)}
+    return replace(first, inputs=inputs, outputs=outputs, items=items, timing={**first.timing, **timing},
+                   info={**first.info, "options": {**first.info["options"], "restarts": len(runs)}})
 
 
 def _inversion(model: Model, targets: list[Target], domain: Domain | None, options: dict[str, Any],
