@@ -100,6 +100,8 @@ def imagine(
     data_prior: Annotated[float | None, typer.Option(min=0.0, help="Weight of the data prior (default: on when data is known).")] = None,
     precision: Annotated[str, typer.Option(help="gradient: float32, or float16 (GPU) / bfloat16 under autocast.")]
     = "float32",
+    restarts: Annotated[int, typer.Option(min=1, help="gradient: runs from different seeds; per item, keep the "
+                                          "one the model scores best.")] = 1,
 ) -> None:
     """Imagine inputs that make the model produce each target (class visualization, unit visualization)."""
     from netinvert.domains.domain import Domain
@@ -111,13 +113,16 @@ def imagine(
         raise NetinvertError(f"unknown method {method!r} for imagine: choose one of {choices(IMAGINE_METHODS)}")
     if precision != "float32" and method != "gradient":
         raise NetinvertError(f"--precision {precision} applies to --method gradient only; leave it at float32")
+    if restarts != 1 and method != "gradient":
+        raise NetinvertError(f"--restarts {restarts} applies to --method gradient only; leave it at 1")
     check_writable(out)
     net = model.load()
     targets = parse_targets(target, net)
     domain = Domain(param=param, tv=tv, data_prior=data_prior)
     if method == "gradient":
         result = invert(net, targets, domain, method="gradient", steps=steps, lr=lr, samples=samples, goal=goal,
-                        early_stop=early_stop, batch_size=batch_size, seed=seed, threads=threads, precision=precision)
+                        early_stop=early_stop, batch_size=batch_size, seed=seed, threads=threads, precision=precision,
+                        restarts=restarts)
     elif method == "langevin":
         result = invert(net, targets, domain, method="langevin", samples=samples, steps=steps, goal=goal, seed=seed,
                         threads=threads)

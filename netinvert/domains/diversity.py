@@ -69,16 +69,16 @@ def _mean_to_siblings(vectors: torch.Tensor, k: int) -> torch.Tensor:
     return (others / (k - 1)).reshape(-1)
 
 
-def penalty(layer: str, k: int, weight: float = DEFAULT_WEIGHT) -> Penalty:
+def penalty(layer: str, k: int, weight: float = DEFAULT_WEIGHT, margin: float = MARGIN) -> Penalty:
     """``f(x, acts) -> (B,)``: how far each copy's mean feature similarity to the other copies of its target
-    exceeds ``MARGIN``, times ``weight``."""
+    exceeds ``margin``, times ``weight``."""
     check(k)
 
     def fn(x: torch.Tensor, acts: dict[str, torch.Tensor]) -> torch.Tensor:
         a = acts[layer]
         if a.shape[0] % k:
             raise NetinvertError(f"batch of {a.shape[0]} is not whole groups of {k} copies; use a multiple of {k}")
-        return weight * torch.relu(_mean_to_siblings(_features(a), k) - MARGIN)
+        return weight * torch.relu(_mean_to_siblings(_features(a), k) - margin)
 
     return fn
 
@@ -93,11 +93,11 @@ def score(model: Model, inputs: torch.Tensor, k: int, layer: str) -> torch.Tenso
     return 1.0 - _mean_to_siblings(_features(acts[layer]), k)
 
 
-def annotate(result: Result, model: Model, k: int, layer: str) -> None:
+def annotate(result: Result, model: Model, k: int, layer: str, margin: float = MARGIN) -> None:
     """Add each item's ``diversity`` score and copy number, caption copies ``#1..#k``, record the layer."""
     values = score(model, result.inputs, k, layer)
     for i, item in enumerate(result.items):
         item.metrics.update(diversity=float(values[i]), copy=i % k)
     result.labels = [f"{item.target} #{i % k + 1}" for i, item in enumerate(result.items)]
-    result.info["diversity"] = {"copies": k, "layer": layer, "weight": DEFAULT_WEIGHT, "margin": MARGIN,
+    result.info["diversity"] = {"copies": k, "layer": layer, "weight": DEFAULT_WEIGHT, "margin": margin,
                                 "mean": float(values.mean()) if len(values) else None}
