@@ -170,7 +170,8 @@ def run(
     only the domain's region applies); ``auto`` picks inversion for ``Activations`` targets without a domain.
     ``early_stop`` lets each class target's item stop once it is classified with probability >= ``goal``
     (checked every ``check_every`` steps; with any prior on, not before ``PRIOR_MIN_FRACTION`` of the steps,
-    so the priors shape the input; without, not before the input has settled, see ``SETTLE``). Items stop one by one, so an item's result does not depend on its batch.
+    so the priors shape the input; without, not before the input has settled, see ``SETTLE``). Items stop one
+    by one, so an item's result does not depend on its batch.
     ``samples=K`` returns K distinct inputs per target (items ``i*K .. i*K+K-1`` serve target i), pushed
     apart by the diversity prior. ``penalties`` are extra per-item loss terms ``f(x, acts) -> (B,)`` reading
     ``penalty_layers``. The BatchNorm-statistics prior follows ``domain.bn_prior`` (default: on for class
@@ -345,7 +346,9 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, o
     span = spec.high - spec.low
     centre = (spec.high + spec.low) / 2
     objective = _batched_objective(generative.objective_targets(domain, targets), device)
-    inv_scale = 1.0 / unit_scales(model, targets).to(device=device, dtype=dtype)
+    scales = unit_scales(model, targets)
+    # one multiply less per step (about 3 % of a small model's step) when no unit is rescaled, as for classes
+    inv_scale = None if bool((scales == 1).all()) else 1.0 / scales.to(device=device, dtype=dtype)
     layers = tuple(dict.fromkeys([layer for t in targets for layer in t.layers] + list(penalty_layers)))
     project = domain.region.project if isinstance(domain.region, Ball) and domain.region.p != float("inf") else None
     weights = [(w, fn) for w, fn in ((domain.tv, lambda x: priors.total_variation(x, span)),
@@ -384,7 +387,7 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, o
                 obj = objective(forward(x_in), acts)
             if obj.dtype != dtype:  # autocast: back to the model's dtype for the loss
                 obj = obj.to(dtype)
-            loss = -(obj * inv_scale).sum()
+            loss = -(obj.sum() if inv_scale is None else (obj * inv_scale).sum())
             for w, fn in weights:
                 loss = loss + w * fn(x).sum()
             for fn in penalties:
