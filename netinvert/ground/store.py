@@ -29,15 +29,17 @@ def cache_home(kind: str) -> Path:
 
 
 def first_use(path: str | os.PathLike[str], make: Callable[[], object]) -> Path:
-    """Make sure ``path`` exists: call ``make()`` (which writes it) unless it does, holding ``path.lock`` so that
-    concurrent first uses in other processes wait for this one's file instead of making it again."""
+    """Make sure ``path`` exists: call ``make()`` (which writes it) unless it does, holding a lock on it (in the
+    hidden ``.locks`` folder beside it) so that concurrent first uses in other processes wait for this one's
+    file instead of making it again."""
     from filelock import FileLock
 
     path = Path(path)
     if path.exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
+    locks = path.parent / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(locks / f"{path.name}.lock")):
         if not path.exists():
             make()
     return path
