@@ -80,8 +80,9 @@ def model_cnn() -> nn.Module:
 
 
 def judge_cnn() -> nn.Module:
-    return nn.Sequential(Centre(), nn.Conv2d(3, 24, 5, stride=2, padding=2), nn.ReLU(), nn.Conv2d(24, 48, 5, stride=2, padding=2),
-                         nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(192, 64), nn.ReLU(), nn.Linear(64, 10))
+    return nn.Sequential(Centre(), nn.Conv2d(3, 32, 5, stride=2, padding=2), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1),
+                         nn.ReLU(), nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(3),
+                         nn.Flatten(), nn.Linear(576, 64), nn.ReLU(), nn.Linear(64, 10))
 
 
 def train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> nn.Module:
@@ -97,27 +98,28 @@ def train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: i
     return net.eval()
 
 
-def networks(size: int, data: DataSplit, epochs: int) -> tuple[nn.Module, nn.Module, dict]:
-    """The model and the judge for ``size``, trained on first use and cached."""
-    path = cache_home("benchmarks") / f"maco-coloured-mnist-{size}-e{epochs}.pt"
-    net, judge = model_cnn(), judge_cnn()
+def trained(name: str, net: nn.Module, data: DataSplit, epochs: int, seed: int) -> tuple[nn.Module, dict]:
+    """``net`` trained on ``data`` on first use and cached under ``name``, with its held-out accuracy."""
+    path = cache_home("benchmarks") / f"{name}-e{epochs}.pt"
     if path.exists():
         saved = torch.load(path)
     else:
-        x, y = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
-        xh, yh = torch.as_tensor(data.x_held), torch.as_tensor(data.y_held)
         t0 = time.perf_counter()
-        train(net, x, y, epochs, seed=0)
-        train(judge, x, y, epochs, seed=1)
+        train(net, torch.as_tensor(data.x_train), torch.as_tensor(data.y_train), epochs, seed)
         with torch.no_grad():
-            info = {"model_accuracy": float((net(xh).argmax(1) == yh).float().mean()),
-                    "judge_accuracy": float((judge(xh).argmax(1) == yh).float().mean()),
-                    "train_seconds": round(time.perf_counter() - t0, 1)}
-        saved = {"net": net.state_dict(), "judge": judge.state_dict(), "info": info}
+            accuracy = (net(torch.as_tensor(data.x_held)).argmax(1) == torch.as_tensor(data.y_held)).float().mean()
+        saved = {"net": net.state_dict(), "info": {"accuracy": float(accuracy),
+                                                   "train_seconds": round(time.perf_counter() - t0, 1)}}
         write_file(path, lambda tmp: torch.save(saved, tmp))
     net.load_state_dict(saved["net"])
-    judge.load_state_dict(saved["judge"])
-    return net.eval(), judge.eval(), saved["info"]
+    return net.eval(), saved["info"]
+
+
+def networks(size: int, data: DataSplit, epochs: int) -> tuple[nn.Module, nn.Module, dict]:
+    """The model and the judge for ``size`` (each cached apart, so either can change alone)."""
+    net, net_info = trained(f"maco-model-{size}", model_cnn(), data, epochs, seed=0)
+    judge, judge_info = trained(f"maco-judge-{size}", judge_cnn(), data, epochs, seed=1)
+    return net, judge, {"model": net_info, "judge": judge_info}
 
 
 def main() -> None:
@@ -126,6 +128,7 @@ def main() -> None:
     parser.add_argument("--params", nargs="+", default=list(PARAMS), choices=PARAMS)
     parser.add_argument("--seeds", type=int, default=4, help="runs of all 10 classes per parameterization")
     parser.add_argument("--steps", type=int, default=512)
+    parser.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (the imagine default: 0.1)")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/maco.json"))
     parser.add_argument("--pictures", type=Path, default=Path("docs/images"), help="folder for PNGs ('' for none)")
@@ -137,7 +140,7 @@ def main() -> None:
         data = dataset(size)
         net, judge_net, info = networks(size, data, args.epochs)
         meta[size] = info
-        print(f"{size}x{size}: model accuracy {info['model_accuracy']:.3f}, judge {info['judge_accuracy']:.3f}", flush=True)
+        print(f"{size}x{size}: model accuracy {info['model']['accuracy']:.3f}, judge {info['judge']['accuracy']:.3f}", flush=True)
         spec = InputSpec((3, size, size))
         judge = Model(judge_net, spec, name=f"coloured-mnist-{size}-judge")
         blind = Model(net, spec, name=f"coloured-mnist-{size}-cnn", verifier=judge)
@@ -147,7 +150,7 @@ def main() -> None:
         for param in args.params:
             t0 = time.perf_counter()
             runs = [invert(blind, [Class(k) for k in range(10)], Domain(param=param), steps=args.steps, seed=seed,
-                           progress=False) for seed in range(args.seeds)]
+                           lr=args.lr, progress=False) for seed in range(args.seeds)]
             seconds = time.perf_counter() - t0
             # seed-major runs regrouped class-major, so each class's seeds count as copies (diversity)
             order = [s * 10 + k for k in range(10) for s in range(args.seeds)]
@@ -155,7 +158,7 @@ def main() -> None:
             items = [sum([r.items for r in runs], [])[i] for i in order]
             result = replace(runs[0], inputs=inputs, items=items)
             measured = realism(known, result) or {}
-            row = {"size": size, "param": param, "auto": auto, "steps": args.steps, "seeds": args.seeds,
+            row = {"size": size, "param": param, "auto": auto, "steps": args.steps, "lr": args.lr, "seeds": args.seeds,
                    "found": sum(i.status == "found" for i in items) / len(items), "seconds": round(seconds, 1), **measured}
             rows.append(row)
             print(f"{size:4} {param:8} {auto:8} {row['found']:6.2f} {row['judge_agreement']:6.2f} {row['judge_prob']:8.3f} "
