@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from netinvert.domains.param import COLOR_NORM, Generators, randn
+from netinvert.domains.param import COLOR_NORM, Generators, randn, spectrum_scale
 
 
 class Maco(nn.Module):
@@ -26,10 +26,7 @@ class Maco(nn.Module):
         if len(shape) != 3:
             raise ValueError("the phase-only parameterization needs (C, H, W) inputs")
         c, h, w = shape
-        fy = torch.fft.fftfreq(h)[:, None]
-        fx = torch.fft.rfftfreq(w)[None, :]
-        freq = torch.sqrt(fx * fx + fy * fy)
-        magnitude = 1.0 / torch.clamp(freq, min=1.0 / max(h, w)) ** decay
+        magnitude = spectrum_scale(h, w, decay)
         magnitude[0, 0] = 0.0  # the mean comes from the sigmoid's centre, not from the spectrum
         # Scale so that the image has unit standard deviation before the sigmoid (Parseval, ortho norm).
         magnitude = magnitude / magnitude.pow(2).sum().div(h * w / 2).sqrt()
@@ -37,6 +34,7 @@ class Maco(nn.Module):
         self.register_buffer("low", low.reshape(1, *shape))
         self.register_buffer("span", (high - low).reshape(1, *shape))
         self.decorrelate = decorrelate and c == 3
+        self.register_buffer("color", COLOR_NORM.clone())  # a buffer, so it follows .to(device, dtype)
         self.size = (h, w)
         self.phase = nn.Parameter(math.pi * randn(batch, (c, h, w // 2 + 1), generator))
         self.gain = 2.0
@@ -45,6 +43,6 @@ class Maco(nn.Module):
         spec = torch.polar(self.magnitude.expand_as(self.phase), self.phase)
         img = torch.fft.irfft2(spec, s=self.size, norm="ortho") * self.gain
         if self.decorrelate:
-            img = torch.einsum("ij,bjhw->bihw", COLOR_NORM.to(img.dtype), img)
+            img = torch.einsum("ij,bjhw->bihw", self.color, img)
         return self.low + self.span * torch.sigmoid(img)
 

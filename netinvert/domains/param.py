@@ -56,6 +56,14 @@ class Pixel(nn.Module):
         return self.low + self.span * torch.sigmoid(self.raw)
 
 
+def spectrum_scale(h: int, w: int, decay: float) -> torch.Tensor:
+    """``1 / f^decay`` over the (h, w // 2 + 1) frequencies of ``rfft2`` (the lowest clamped to one cycle per
+    image): a natural image's spectral magnitude, which the Fourier and phase-only parameterizations share."""
+    fy = torch.fft.fftfreq(h)[:, None]
+    fx = torch.fft.rfftfreq(w)[None, :]
+    return 1.0 / torch.clamp(torch.sqrt(fx * fx + fy * fy), min=1.0 / max(h, w)) ** decay
+
+
 class Fourier(nn.Module):
     """Inputs from a decayed Fourier spectrum per channel, squashed into the box by a sigmoid.
 
@@ -70,11 +78,7 @@ class Fourier(nn.Module):
         if len(shape) != 3:
             raise ValueError("Fourier parameterization needs (C, H, W) inputs")
         c, h, w = shape
-        fy = torch.fft.fftfreq(h)[:, None]
-        fx = torch.fft.rfftfreq(w)[None, :]
-        freq = torch.sqrt(fx * fx + fy * fy)
-        scale = 1.0 / torch.clamp(freq, min=1.0 / max(h, w)) ** decay
-        self.register_buffer("scale", scale[None, None, :, :, None])
+        self.register_buffer("scale", spectrum_scale(h, w, decay)[None, None, :, :, None])
         self.register_buffer("low", low.reshape(1, *shape))
         self.register_buffer("span", (high - low).reshape(1, *shape))
         self.decorrelate = decorrelate and c == 3
