@@ -26,13 +26,14 @@ def test_first_use_training_reports_each_epoch_and_caches_readable_weights(tmp_p
 
 
 def _first_use(out: Path, log: Path) -> None:
-    def make() -> None:
+    def make() -> str:
         with log.open("a") as f:
             f.write("trained\n")
         time.sleep(1.0)
         out.write_text("weights")
+        return "weights"
 
-    first_use(out, make)
+    first_use(out, make, Path.read_text)
 
 
 def test_concurrent_first_uses_train_once(tmp_path):

@@ -184,11 +184,13 @@ def learned_prior_for(model: Model, seed: int = 0) -> VAE:
     spec = model.input_spec
     path = cache_path(split.key, tuple(spec.shape), spec.low, spec.high, seed)
 
-    def make() -> None:
+    def make() -> VAE:
         log.warning("training the learned prior on %s (first use; cached in %s) ...", split.key, path.parent)
-        save(train(split.x_train, spec.low, spec.high, seed=seed), path)
+        vae = train(split.x_train, spec.low, spec.high, seed=seed)
+        save(vae, path)
+        return vae
 
-    vae = load(first_use(path, make))
+    vae = first_use(path, make, load)
     _LOADED[model] = vae
     return vae
 

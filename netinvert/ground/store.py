@@ -13,13 +13,15 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.output import write_file
+
+T = TypeVar("T")
 
 
 def cache_home(kind: str) -> Path:
@@ -28,21 +30,19 @@ def cache_home(kind: str) -> Path:
     return (Path(home) if home else Path.home() / ".cache" / "netinvert") / kind
 
 
-def first_use(path: str | os.PathLike[str], make: Callable[[], object]) -> Path:
-    """Make sure ``path`` exists: call ``make()`` (which writes it) unless it does, holding a lock on it (in the
-    hidden ``.locks`` folder beside it) so that concurrent first uses in other processes wait for this one's
-    file instead of making it again."""
+def first_use(path: str | os.PathLike[str], make: Callable[[], T], read: Callable[[Path], T]) -> T:
+    """``read(path)`` when the file exists, else ``make()``, which trains, writes ``path`` and returns what it
+    made. A lock on ``path`` (in the hidden ``.locks`` folder beside it) makes concurrent first uses in other
+    processes wait for this one's file and read it instead of making it again."""
     from filelock import FileLock
 
     path = Path(path)
     if path.exists():
-        return path
+        return read(path)
     locks = path.parent / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
     with FileLock(str(locks / f"{path.name}.lock")):
-        if not path.exists():
-            make()
-    return path
+        return read(path) if path.exists() else make()
 
 
 def save_network(module: nn.Module, config: dict[str, Any], path: str | os.PathLike[str], version: str) -> Path:

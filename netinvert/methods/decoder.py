@@ -197,14 +197,13 @@ def decoder_for(model: Model, layer: str, data: DataSplit, *, retrain: bool = Fa
     """The cached decoder for (model, layer, data, seed), trained on ``data.x_train`` when missing."""
     path = cache_path(model, layer, data.key, seed)
 
-    def make() -> None:
+    def make() -> Decoder:
         decoder = train(model, layer, data.x_train, epochs=epochs, seed=seed, threads=threads, progress=progress)
         decoder.config["data"] = data.key
         save(decoder, path)
+        return decoder
 
-    if retrain:
-        make()
-    return load(first_use(path, make))
+    return make() if retrain else first_use(path, make, load)
 
 
 def run(model: Model, targets: Target | list[Target], domain: Domain | Box | Ball | None = None, *,

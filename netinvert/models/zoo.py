@@ -256,7 +256,7 @@ def load_zoo(name: str, *, data: str | None = None, seed: int = 0, verifier: boo
     path = cache_path(name, data, seed)
     module = entry.build()
 
-    def make() -> None:
+    def make() -> dict[str, str]:
         if not quiet:
             log.warning("training zoo model %s on %s (first use; cached in %s) ...", name, key, path.parent)
         train = entry.trainer or (lambda m, d, s: _train(entry, m, d, s))
@@ -265,11 +265,14 @@ def load_zoo(name: str, *, data: str | None = None, seed: int = 0, verifier: boo
             meta = train(module, loader(seed), seed + _SEEDS.get(name, 0))
         meta["data"] = key
         _save_atomic(module, meta, path)
+        return meta
 
-    first_use(path, make)
-    module.load_state_dict(load_file(path))
-    with safe_open(str(path), "pt") as f:
-        meta = dict(f.metadata() or {})
+    def read(cached: Path) -> dict[str, str]:
+        module.load_state_dict(load_file(cached))
+        with safe_open(str(cached), "pt") as f:
+            return dict(f.metadata() or {})
+
+    meta = first_use(path, make, read)
     info = {"architecture": entry.summary, "data": meta["data"],
             **{k: float(meta[k]) for k in ("test_accuracy", "test_mse") if k in meta}}
     verifier_model = None
