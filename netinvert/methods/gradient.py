@@ -404,18 +404,18 @@ def _optimize(model: Model, targets: list[Target], domain: Domain, steps: int, o
             steps_run = step + 1
             if bar is not None and task is not None:
                 bar.advance(task)
-            if can_stop and step + 1 + check_every >= min_steps and (step + 1) % check_every == 0:
+            if can_stop and step + 1 >= min_steps and (step + 1) % check_every == 0:
                 with torch.no_grad():
                     now = param() if project is None else project(param(), spec)
-                    moved = (now - before).abs().flatten(1).mean(1).cpu() / span if before is not None \
-                        else torch.full((len(targets),), float("inf"))
-                    before = now.clone()
-                    if step + 1 < min_steps:  # only the picture one window before the first check
-                        continue
+                    # settled: the picture moved little since the previous check (never at the first one)
+                    settled = torch.ones(len(targets), dtype=torch.bool)
+                    if settle > 0:
+                        settled = (now - before).abs().flatten(1).mean(1).cpu() / span < settle \
+                            if before is not None else ~settled
+                        before = now
                     out_now = model(now)
-                    # reached: the goal holds and the picture has settled (it moved little over the last window)
                     reached = torch.tensor([bool(class_goal(model, t, out_now[i : i + 1], goal)[0])
-                                            and (settle <= 0 or bool(moved[i] < settle)) if stoppable[i] else False
+                                            and bool(settled[i]) if stoppable[i] else False
                                             for i, t in enumerate(targets)])
                     new = reached & ~done
                     if bool(new.any()):
