@@ -173,8 +173,8 @@ def cache_path(data_key: str, shape: tuple[int, ...], low: float, high: float, s
 _LOADED: weakref.WeakKeyDictionary[object, VAE] = weakref.WeakKeyDictionary()
 
 
-def learned_prior_for(model: Model, seed: int = 0) -> VAE:
-    """The model's learned prior: from memory, the cache, or trained on its data on first use."""
+def learned_prior_for(model: Model) -> VAE:
+    """The model's learned prior (seed 0): from memory, the cache, or trained on its data on first use."""
     if model in _LOADED:
         return _LOADED[model]
     if not model.has_data:
@@ -182,11 +182,11 @@ def learned_prior_for(model: Model, seed: int = 0) -> VAE:
                              "pass --data, or use param 'pixel' / 'fourier' and vae_prior 0")
     split = model.data_split()
     spec = model.input_spec
-    path = cache_path(split.key, tuple(spec.shape), spec.low, spec.high, seed)
+    path = cache_path(split.key, tuple(spec.shape), spec.low, spec.high)
 
     def make() -> VAE:
         log.warning("training the learned prior on %s (first use; cached in %s) ...", split.key, path.parent)
-        vae = train(split.x_train, spec.low, spec.high, seed=seed)
+        vae = train(split.x_train, spec.low, spec.high)
         save(vae, path)
         return vae
 
