@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from netinvert.ground.output import write_file
+from netinvert.ground.page import png_bytes
+from netinvert.ground.result import Result
 from netinvert.models.wrapper import Model
 
 MAX_UNITS = 32
@@ -149,10 +152,23 @@ def layer_figure(model: Model, rows: list[dict[str, Any]]) -> Any:
     return fig
 
 
-def draw(model: Model, path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Draw ``model`` into the PNG ``path``; returns what was drawn (``kind`` node-link or layers, the layers)."""
+NETWORK_PNG = "network.png"
+
+
+def draw_result(model: Model) -> Result:
+    """The drawing of ``model`` as a result of kind ``draw``: ``network.png`` among its files, the diagram's kind
+    (``node-link`` or ``layers``) and the layer table in its info."""
     chain = dense_layers(model)
     rows = layer_rows(model)
     fig = node_link_figure(model, chain) if chain is not None else layer_figure(model, rows)
-    write_file(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
-    return {"kind": "node-link" if chain is not None else "layers", "layers": rows}
+    return Result(method="draw", model=model.name, inputs=torch.empty(0), outputs=torch.empty(0), items=[],
+                  info={"diagram": "node-link" if chain is not None else "layers",
+                        "input_shape": list(model.input_spec.shape), "layers": rows},
+                  kind="draw", files={NETWORK_PNG: png_bytes(fig)})
+
+
+def draw(model: Model, path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Draw ``model`` into the PNG ``path``; returns what was drawn (``kind`` node-link or layers, the layers)."""
+    result = draw_result(model)
+    write_file(Path(path), lambda tmp: tmp.write_bytes(result.files[NETWORK_PNG]))
+    return {"kind": result.info["diagram"], "layers": result.info["layers"]}

@@ -19,6 +19,8 @@ import torch
 
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.output import write_file
+from netinvert.ground.page import png_bytes
+from netinvert.ground.result import Result
 from netinvert.models.wrapper import Model
 
 LINES = 13
@@ -57,8 +59,18 @@ def _box(model: Model, data: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]
     return np.full(2, spec.low, dtype=np.float64), np.full(2, spec.high, dtype=np.float64)
 
 
+WARP_PNG = "warp.png"
+
+
 def warp(model: Model, path: str | os.PathLike[str], seed: int = 0) -> dict[str, Any]:
     """Draw the PNG strip (input plane, then one panel per flat layer) at ``path``; returns what each panel shows."""
+    result = warp_result(model, seed)
+    write_file(Path(path), lambda tmp: tmp.write_bytes(result.files[WARP_PNG]))
+    return {"model": model.name, **{k: v for k, v in result.info.items() if k != "seed"}}
+
+
+def warp_result(model: Model, seed: int = 0) -> Result:
+    """The strip as a result of kind ``warp``: ``warp.png`` among its files, what each panel shows in its info."""
     if tuple(model.input_spec.shape) != (2,):
         raise NetinvertError(f"warp needs a model with two inputs (a point in the plane); {model.name} takes "
                              f"{tuple(model.input_spec.shape)}: try --model moons-relu")
@@ -91,9 +103,10 @@ def warp(model: Model, path: str | os.PathLike[str], seed: int = 0) -> dict[str,
         panels.append((f"{name} ({values.shape[1]})", projected, kept))
     fig = _strip(model, panels, predicted, len(region), [len(line) for line in lines],
                  len(data) if data is not None else 0, labels)
-    write_file(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
-    return {"model": model.name, "box": [lo.tolist(), hi.tolist()], "data_points": 0 if data is None else len(data),
+    info = {"seed": seed, "box": [lo.tolist(), hi.tolist()], "data_points": 0 if data is None else len(data),
             "layers": [{"panel": title, "pca_variance_kept": round(kept, 4)} for title, _, kept in panels]}
+    return Result(method="warp", model=model.name, inputs=torch.empty(0), outputs=torch.empty(0), items=[],
+                  info=info, kind="warp", files={WARP_PNG: png_bytes(fig)})
 
 
 def _strip(model: Model, panels: list[tuple[str, np.ndarray, float]], predicted: np.ndarray, n_region: int,
