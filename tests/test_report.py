@@ -343,3 +343,66 @@ def test_imagine_with_an_onnx_verifier_keeps_its_run(tmp_path, zoo):
     saved = Result.load(out)
     assert saved.items[0].metrics["verifier_prob"] is not None
     assert "realism" in saved.info or any("realism not added" in note for note in saved.info["notes"])
+
+
+def _text_clashes(fig) -> list[str]:
+    """The texts of a figure that do not lie wholly inside it or that overlap another text."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # lays the figure out as saving it does
+    renderer = canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+    drawn = [*fig.texts, *(t for ax in fig.axes for t in (*ax.texts, ax.title))]
+    texts = [(t.get_text(), t.get_window_extent(renderer)) for t in drawn if t.get_text()]
+    clashes = []
+    for n, (text, box) in enumerate(texts):
+        if not (box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height):
+            clashes.append(f"{text} (outside)")
+        clashes += [f"{text} over {other}" for other, box2 in texts[n + 1:] if box.overlaps(box2)]
+    return clashes
+
+
+class _Block(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.convolution_with_a_long_descriptive_name = nn.Conv2d(channels, channels, 3, padding=1)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.convolution_with_a_long_descriptive_name(x))
+
+
+def test_draw_keeps_long_names_whole_and_shows_skip_connections(tmp_path):
+    from collections import OrderedDict
+
+    from netinvert.report.draw import dense_layers, draw_result, flow, layer_figure, node_link_figure
+
+    torch.manual_seed(0)
+    residual = Model(nn.Sequential(OrderedDict([("stem", nn.Conv2d(1, 4, 3, padding=1)),
+                                                ("first_residual_block_of_the_image_encoder_stack", _Block(4)),
+                                                ("second", _Block(4)), ("flat", nn.Flatten()),
+                                                ("head", nn.Linear(4 * 8 * 8, 3))])),
+                     InputSpec((1, 8, 8)), name="tiny-resnet")
+    drawn = draw_result(residual)
+    assert drawn.info["skips"] == [["stem", "add"], ["first_residual_block_of_the_image_encoder_stack.act", "add"]]
+    assert _text_clashes(layer_figure(residual, flow(residual))) == []
+    path = tmp_path / "res.onnx"
+    torch.onnx.export(residual.module.eval(), torch.zeros(1, 1, 8, 8), str(path), dynamo=False)
+    from netinvert.models.load import load
+
+    assert len(draw_result(load(str(path))).info["skips"]) == 2, "an ONNX graph shows its skips too"
+    wide = Model(nn.Sequential(OrderedDict([("an_input_projection_with_a_very_long_name", nn.Linear(3, 4)),
+                                            ("act", nn.Tanh()),
+                                            ("the_output_readout_named_at_some_length", nn.Linear(4, 2))])),
+                 InputSpec((3,), low=-1.0, high=1.0), name="long-names", output_activation="none")
+    assert _text_clashes(node_link_figure(wide, dense_layers(wide))) == []
+
+
+def test_warp_of_a_regression_network_shows_its_output_value(zoo):
+    from netinvert.report.warp import warp_result
+
+    shown = warp_result(zoo("sine"))
+    low, high = shown.info["output_range"]
+    assert shown.info["colour"] == "output y0" and low < -2 and high > 2
+    assert warp_result(zoo("moons-relu")).info["colour"] == "predicted class"
