@@ -1,7 +1,8 @@
 """The demo: train the zoo if needed and imagine every class of every zoo classifier.
 
-Writes one result folder per model (result.json, grid.png, one PNG per class, inputs.npy) and
-a summary table ``summary.md`` under ``--out``.
+Writes one result folder per model (result.json, grid.png, one PNG per class, inputs.npy,
+report.html; finished as ``netinvert imagine`` finishes its runs) and a summary table ``summary.md``
+under ``--out``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from netinvert.domains.domain import Domain
 from netinvert.ground.output import write_text
 from netinvert.methods import invert
 from netinvert.models.zoo import load_zoo
+from netinvert.report.finish import finish
 from netinvert.targets.units import Class
 
 DEMO_MODELS = ("roman-mlp", "digits-cnn", "digits-mlp")
@@ -36,7 +38,7 @@ def main() -> None:
         start = time.perf_counter()
         result = invert(model, [Class(k) for k in range(model.num_outputs)], Domain(), method="gradient")
         seconds = time.perf_counter() - start
-        result.save(args.out / name)
+        finish(result, args.out / name, model)
         reached = result.statuses.count("found")
         agrees = sum(bool(a) for a in result.metric("verifier_agrees"))
         n = len(result.items)

@@ -20,11 +20,11 @@ def invoke(*args: str) -> None:
 
 def build_runs(root: Path, zoo: Callable[[str], Model], known_family: Path) -> dict[str, Path]:
     """One result folder per kind of run under ``root``, written by the real commands with few steps."""
-    for name in ("digits-cnn", "roman-mlp", "dbn-digits", "moons-relu"):
+    for name in ("digits-cnn", "roman-mlp", "dbn-digits", "moons-relu", "arm"):
         zoo(name)
     test = known_family
     folders = {kind: root / kind for kind in ("imagine", "atlas", "invert", "leakage", "solve", "family", "sample",
-                                              "patterns", "draw", "layers", "warp")}
+                                              "patterns", "draw", "layers", "warp", "preimage", "design")}
     invoke("imagine", "-m", "digits-cnn", "-t", "3", "-t", "5", "--steps", "8", "--threads", "1", "-o",
            str(folders["imagine"]))
     invoke("atlas", "-m", "digits-cnn", "-l", "conv", "--steps", "4", "--threads", "1", "-o", str(folders["atlas"]))
@@ -40,16 +40,20 @@ def build_runs(root: Path, zoo: Callable[[str], Model], known_family: Path) -> d
     invoke("draw", "-m", "moons-relu", "-o", str(folders["draw"]))
     invoke("draw", "-m", "digits-cnn", "-o", str(folders["layers"]))
     invoke("warp", "-m", "moons-relu", "-o", str(folders["warp"]))
+    invoke("preimage", "-m", "moons-relu", "-t", "all", "--max-boxes", "200", "-o", str(folders["preimage"]))
+    invoke("design", "-m", "arm", "--y", "1.2,0.5", "--samples", "4", "--starts", "64", "--steps", "30", "--prove",
+           "0", "--threads", "1", "-o", str(folders["design"]))
     folders["bounds"] = _bounds_folder(root / "bounds", zoo("moons-relu"))
     return folders
 
 
 def _bounds_folder(out: Path, model: Model) -> Path:
-    from netinvert.methods import bounds
-    from netinvert.report.html import write_report
+    """A preimage saved from Python, with a picture of its own."""
+    from netinvert.methods import invert
+    from netinvert.methods.bounds import preimage_png
     from netinvert.targets.units import Class
 
-    result = bounds.run(model, [Class(0)], None, max_boxes=200)
-    result.save(out, extras=lambda tmp: bounds.plot_preimage(model, result, tmp / "preimage.png", grid=60))
-    write_report(out)
+    result = invert(model, [Class(0)], None, method="bounds", max_boxes=200)
+    result.files["preimage.png"] = preimage_png(model, result, grid=60)
+    result.save(out)
     return out

@@ -316,3 +316,14 @@ def test_found_means_the_same_for_every_method_and_unit_targets_must_beat_the_da
     unbeatable = Model(total, InputSpec((4,)), data=DataSplit("ones", half, np.ones((2, 4), dtype=np.float32)))
     result = invert(unbeatable, [Neuron("1", 0)], Domain(data_prior=0.0), steps=64)
     assert result.statuses == ["not-reached"] and "highest value on the data (4)" in result.items[0].reason
+
+
+def test_the_objective_per_step_is_the_objective_of_the_items(zoo):
+    """The curve and the table's column show one quantity, also when the learned prior optimizes log p."""
+    model = zoo("digits-cnn")
+    result = invert(model, [Class(3), Class(7)], Domain(transforms=None), method="gradient", steps=32,
+                    early_stop=False, threads=1)
+    assert result.info["options"]["param"] == "latent"
+    last = result.history["objective"][-1]
+    for value, item in zip(last, result.items, strict=True):
+        assert value == pytest.approx(item.metrics["objective"], rel=0.25)

@@ -224,3 +224,185 @@ def test_warp_has_one_panel_per_flat_layer_and_refuses_other_inputs(tmp_path, zo
     with pytest.raises(NetinvertError, match="two inputs"):
         warp(zoo("digits-cnn"), tmp_path / "no.png")
     assert not (tmp_path / "no.png").exists()
+
+
+KINDS = {"imagine": "imagine", "atlas": "atlas", "invert": "invert", "leakage": "leakage", "solve": "solve",
+         "family": "solve-family", "sample": "sample", "patterns": "patterns", "draw": "draw", "layers": "draw",
+         "warp": "warp", "preimage": "preimage", "design": "design", "bounds": "preimage"}
+
+
+def test_every_folder_a_command_writes_reopens_as_its_kind_of_run(runs):
+    assert set(runs) == set(KINDS)
+    for name, folder in runs.items():
+        result = Result.load(folder)
+        assert result.kind == KINDS[name] == json.loads((folder / "result.json").read_text())["kind"], name
+        assert all((folder / file).read_bytes() == content for file, content in result.files.items()), name
+    drawn = Result.load(runs["draw"])
+    assert drawn.info["diagram"] == "node-link" and drawn.files["network.png"][:4] == b"\x89PNG"
+    assert [row["panel"] for row in Result.load(runs["warp"]).info["layers"]][:2] == ["input", "fc1 (16)"]
+    with (runs["family"] / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    family = Result.load(runs["family"])
+    assert family.statuses == [row["status"] for row in rows] and len(rows) >= 2
+    assert Result.load(runs["solve"]).statuses == ["none-exists"]
+    assert sorted(Result.load(runs["design"]).files) == ["arm_poses.png"]
+    assert sorted(Result.load(runs["preimage"]).files) == ["preimage_00.png", "preimage_01.png"]
+    before = (runs["draw"] / "result.json").read_bytes()
+    invoke("report", str(runs["draw"]))
+    assert (runs["draw"] / "result.json").read_bytes() == before, "drawing the page again leaves the result alone"
+    assert Result.load(runs["draw"]).kind == "draw"
+
+
+def test_a_folder_of_an_unknown_schema_is_refused_in_one_line(tmp_path):
+    from netinvert.ground.errors import NetinvertError
+
+    folder = _tiny_result(history=False).save(tmp_path / "r")
+    data = json.loads((folder / "result.json").read_text())
+    (folder / "result.json").write_text(json.dumps({**data, "schema": 99}))
+    with pytest.raises(NetinvertError, match="has schema 99, and this netinvert reads schema 1, 2"):
+        Result.load(folder)
+    bad = runner.invoke(app, ["report", str(folder)])
+    assert bad.exit_code == 2 and "schema 99" in bad.output and len(bad.output.strip().splitlines()) == 1
+
+
+def test_a_notebook_shows_the_pictures_of_the_page(runs):
+    for name, folder in runs.items():
+        page, _ = page_of(folder)
+        result = Result.load(folder)
+        shown, _ = parse(result._repr_html_())
+        pictures = [image["alt"] for image in page.images]
+        if name in ("imagine", "sample", "invert"):  # the page's item table has a thumbnail column, the notebook's not
+            pictures = [alt for alt in pictures if alt not in {item.target for item in result.items}]
+        assert [image["alt"] for image in shown.images] == pictures, name
+    design = [image["alt"] for image in parse(Result.load(runs["design"])._repr_html_())[0].images]
+    assert design[0] == "r_T curve" and "arm_poses" in design
+
+
+def test_a_page_that_cannot_be_drawn_costs_only_the_page(tmp_path, monkeypatch):
+    from netinvert.ground import views
+
+    def broken(result, name=""):
+        raise RuntimeError("no page")
+
+    monkeypatch.setattr(views, "page_html", broken)
+    folder = _tiny_result(history=True).save(tmp_path / "r")
+    assert not (folder / "report.html").exists()
+    saved = Result.load(folder)
+    assert saved.metric("model_prob") == [0.25, 0.5, 0.75] and saved.inputs.shape == (3, 1, 8, 8)
+    assert saved.info["notes"] == ["report.html not written (RuntimeError: no page); try `netinvert report` on the "
+                                   "folder"]
+
+
+def test_a_python_run_finished_by_the_library_gives_the_folder_of_the_command(tmp_path, zoo):
+    from netinvert import Class, Domain, invert
+    from netinvert.report.finish import finish
+
+    model = zoo("digits-cnn")
+    invoke("imagine", "-m", "digits-cnn", "-t", "3", "--steps", "8", "--threads", "1", "-o", str(tmp_path / "cli"))
+    result = invert(model, [Class(3)], Domain(), method="gradient", steps=8, threads=1)
+    finish(result, tmp_path / "py", model)
+    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == sorted(p.name for p in (tmp_path / "py").iterdir())
+    cli, py = (json.loads((tmp_path / run / "result.json").read_text()) for run in ("cli", "py"))
+    for data in (cli, py):
+        del data["timing"]
+    assert isinstance(cli.pop("command"), list) and "command" not in py
+    assert cli == py and cli["kind"] == "imagine" and cli["realism"]["frechet_ceiling"] > cli["realism"]["frechet"]
+    assert np.array_equal(np.load(tmp_path / "cli" / "inputs.npy"), np.load(tmp_path / "py" / "inputs.npy"))
+
+
+def test_a_score_that_fails_after_the_work_is_one_line_and_the_run_is_saved(tmp_path, zoo, monkeypatch):
+    from netinvert.report import realism
+
+    def broken(model, result, seed=0):
+        raise ValueError("max() arg is an empty sequence")
+
+    monkeypatch.setattr(realism, "realism", broken)
+    zoo("digits-cnn")
+    out = tmp_path / "run"
+    run = runner.invoke(app, ["imagine", "-m", "digits-cnn", "-t", "3", "--steps", "8", "--threads", "1", "-o",
+                              str(out)])
+    assert run.exit_code == 0, run.output
+    note = "realism not added (ValueError: max() arg is an empty sequence)"
+    assert [line for line in run.output.splitlines() if "realism" in line] == \
+        [f"warning: {note}; the result is saved without it"]
+    saved = Result.load(out)
+    assert saved.items[0].target == "class 3" and saved.inputs.shape == (1, 1, 28, 28)
+    assert saved.info["notes"] == [note] and "realism" not in saved.info
+    assert f"note: {note}" in page_of(out)[1]
+
+
+def test_imagine_with_an_onnx_verifier_keeps_its_run(tmp_path, zoo):
+    model = zoo("digits-mlp")
+    verifier = tmp_path / "verifier.onnx"
+    torch.onnx.export(model.verifier.module.eval(), torch.zeros(1, *model.input_spec.shape), str(verifier),
+                      dynamo=False)
+    out = tmp_path / "run"
+    run = runner.invoke(app, ["imagine", "-m", "digits-mlp", "-t", "3", "--steps", "8", "--threads", "1",
+                              "--verifier", str(verifier), "-o", str(out)])
+    assert run.exit_code == 0, run.output
+    saved = Result.load(out)
+    assert saved.items[0].metrics["verifier_prob"] is not None
+    assert "realism" in saved.info or any("realism not added" in note for note in saved.info["notes"])
+
+
+def _text_clashes(fig) -> list[str]:
+    """The texts of a figure that do not lie wholly inside it or that overlap another text."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # lays the figure out as saving it does
+    renderer = canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+    drawn = [*fig.texts, *(t for ax in fig.axes for t in (*ax.texts, ax.title))]
+    texts = [(t.get_text(), t.get_window_extent(renderer)) for t in drawn if t.get_text()]
+    clashes = []
+    for n, (text, box) in enumerate(texts):
+        if not (box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height):
+            clashes.append(f"{text} (outside)")
+        clashes += [f"{text} over {other}" for other, box2 in texts[n + 1:] if box.overlaps(box2)]
+    return clashes
+
+
+class _Block(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.convolution_with_a_long_descriptive_name = nn.Conv2d(channels, channels, 3, padding=1)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.convolution_with_a_long_descriptive_name(x))
+
+
+def test_draw_keeps_long_names_whole_and_shows_skip_connections(tmp_path):
+    from collections import OrderedDict
+
+    from netinvert.report.draw import dense_layers, draw_result, flow, layer_figure, node_link_figure
+
+    torch.manual_seed(0)
+    residual = Model(nn.Sequential(OrderedDict([("stem", nn.Conv2d(1, 4, 3, padding=1)),
+                                                ("first_residual_block_of_the_image_encoder_stack", _Block(4)),
+                                                ("second", _Block(4)), ("flat", nn.Flatten()),
+                                                ("head", nn.Linear(4 * 8 * 8, 3))])),
+                     InputSpec((1, 8, 8)), name="tiny-resnet")
+    drawn = draw_result(residual)
+    assert drawn.info["skips"] == [["stem", "add"], ["first_residual_block_of_the_image_encoder_stack.act", "add"]]
+    assert _text_clashes(layer_figure(residual, flow(residual))) == []
+    path = tmp_path / "res.onnx"
+    torch.onnx.export(residual.module.eval(), torch.zeros(1, 1, 8, 8), str(path), dynamo=False)
+    from netinvert.models.load import load
+
+    assert len(draw_result(load(str(path))).info["skips"]) == 2, "an ONNX graph shows its skips too"
+    wide = Model(nn.Sequential(OrderedDict([("an_input_projection_with_a_very_long_name", nn.Linear(3, 4)),
+                                            ("act", nn.Tanh()),
+                                            ("the_output_readout_named_at_some_length", nn.Linear(4, 2))])),
+                 InputSpec((3,), low=-1.0, high=1.0), name="long-names", output_activation="none")
+    assert _text_clashes(node_link_figure(wide, dense_layers(wide))) == []
+
+
+def test_warp_of_a_regression_network_shows_its_output_value(zoo):
+    from netinvert.report.warp import warp_result
+
+    shown = warp_result(zoo("sine"))
+    low, high = shown.info["output_range"]
+    assert shown.info["colour"] == "output y0" and low < -2 and high > 2
+    assert warp_result(zoo("moons-relu")).info["colour"] == "predicted class"

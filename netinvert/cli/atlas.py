@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +21,6 @@ from netinvert.cli.common import (
     err_console,
 )
 from netinvert.cli.options import ModelOptions, SweepOptions, model_command, sweep_command
-from netinvert.cli.report import save_report
 from netinvert.ground.errors import NetinvertError
 from netinvert.models.wrapper import Model
 
@@ -79,12 +79,11 @@ def atlas(
 
         try:
             result = render(net, layer, out, domain, batch_size=batch_size, steps=steps, lr=lr, seed=seed,
-                            threads=threads, on_batch=on_batch)
+                            threads=threads, on_batch=on_batch, command=sys.argv)
         except KeyboardInterrupt:
             err_console.print(f"interrupted: {state['done']} of {state['total']} units are saved in {out}; "
                               "run the same command again to resume", soft_wrap=True, highlight=False)
             raise typer.Exit(130) from None
-    save_report(out)
     info = result.info["atlas"]
     pictures = f"{SHEET}, units/unit_*.png, " if net.input_spec.is_image else ""
     console.print(f"wrote {out}: {pictures}result.json, inputs.npy - {info['units']} {info['kind']}s of {layer} "
@@ -106,7 +105,7 @@ def _sweep(net: Model, model: ModelOptions, layers: str, out: Path, domain: dict
         raise NetinvertError("--layers is empty: give layer names a,b,c (see `netinvert layers`) or all")
     check_writable(out, replace=False)
     tasks = layer_tasks(net, model.model, model.load_options(), names, out, domain, batch_size=batch_size,
-                        steps=steps, lr=lr, seed=seed)
+                        steps=steps, lr=lr, seed=seed, command=sys.argv)
     records = run_sweep(tasks, out, engine=engine, description=f"atlas {net.name}")
     rows = merged_rows(records)
     write_text(out / "layers.csv", rows_csv(rows))
@@ -115,8 +114,6 @@ def _sweep(net: Model, model: ModelOptions, layers: str, out: Path, domain: dict
         row = record.row
         table.add_row(name, record.state, str(row.get("kind", "-")), str(row.get("units", "-")),
                       f"{row['units_per_s']:.2f}" if "units_per_s" in row else "-", record.message)
-        if record.state == "done":
-            save_report(Path(row["folder"]))
     console.print(table)
     console.print(f"wrote {out}: one atlas folder per layer and layers.csv ({summary(records)})", highlight=False,
                   soft_wrap=True)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
-import numpy as np
 import typer
 
 from netinvert.cli.common import (
@@ -20,7 +20,6 @@ from netinvert.cli.common import (
     print_written,
 )
 from netinvert.cli.options import ModelOptions, model_command
-from netinvert.cli.report import save_report
 from netinvert.ground.output import check_writable
 
 
@@ -37,15 +36,13 @@ def sample(
 ) -> None:
     """Generate inputs from a deep belief net with its label clamped (e.g. --model dbn-digits)."""
     from netinvert.methods import invert
-    from netinvert.report import realism
+    from netinvert.report.finish import finish
 
     check_writable(out)
     net = model.load()
     result = invert(net, parse_targets(target, net), None, method="dbn", samples=samples, gibbs_steps=gibbs_steps,
                     goal=goal, seed=seed)
-    realism.annotate(net, result)
-    result.save(out)
-    save_report(out)
+    finish(result, out, net, command=sys.argv)
     print_result(result, out)
 
 
@@ -59,15 +56,12 @@ def patterns(
     = "weights",
 ) -> None:
     """Every hidden unit's pattern in input space, as a contact sheet plus one PNG per unit."""
-    from netinvert.ground.output import write_file
+    from netinvert.report.finish import finish
     from netinvert.tasks.patterns import patterns_result
 
     check_writable(out)
     net = model.load()
-    result, found = patterns_result(net, layer, kind)
-
-    result.save(out, extras=lambda folder: write_file(folder / "patterns.npy",
-                                                      lambda tmp: np.save(tmp, found.detach().cpu().numpy())))
-    save_report(out)
-    console.print(f"{found.shape[0]} {kind} patterns of {net.name}:{layer}", highlight=False)
+    result = patterns_result(net, layer, kind)
+    finish(result, out, net, command=sys.argv)
+    console.print(f"{len(result.items)} {kind} patterns of {net.name}:{layer}", highlight=False)
     print_written(out, result.inputs)

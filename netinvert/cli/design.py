@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +21,6 @@ from netinvert.cli.common import (
     console,
 )
 from netinvert.cli.options import ModelOptions, SweepOptions, model_command, sweep_command
-from netinvert.cli.report import save_report
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.result import Result
 
@@ -68,6 +68,7 @@ def design(
     from netinvert.data.simulators import SIMULATORS, get_simulator
     from netinvert.ground.output import check_writable
     from netinvert.methods import invert
+    from netinvert.report.finish import finish
     from netinvert.targets.regression import Regression
 
     if (not y) == (targets is None):
@@ -92,17 +93,7 @@ def design(
     targets = [Regression(v, picked) for v in values]
     result = invert(net, targets, None, method="adjoint", samples=samples, starts=starts, steps=steps, lr=lr,
                     seed=seed, tolerance=tolerance, simulator=sim, prove=prove, threads=threads)
-
-    def pictures(folder: Path) -> None:
-        from netinvert.report.design import plot_arm_poses, plot_level_set
-
-        if sim_name == "arm":
-            plot_arm_poses(result, folder / "arm_poses.png")
-        if net.input_spec.shape == (2,):
-            plot_level_set(result, net, folder / "level_set.png")
-
-    result.save(out, images=False, extras=pictures)
-    save_report(out)
+    finish(result, out, net, command=sys.argv)
     _print(result, sim is not None)
     console.print(f"wrote {out}/result.json, inputs.npy and pictures", highlight=False)
 

@@ -6,10 +6,10 @@ The lead registers them: ``app.command("invert")(invert)`` and ``app.command("le
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import torch
 import typer
 
@@ -23,7 +23,6 @@ from netinvert.cli.common import (
     print_written,
 )
 from netinvert.cli.options import ModelOptions, SweepOptions, model_command, sweep_command
-from netinvert.cli.report import save_report
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.result import Result
 
@@ -48,12 +47,10 @@ def invert(
 ) -> None:
     """Reconstruct an input from the activations of a hidden layer (feature inversion)."""
     from netinvert.data.sources import read_input
-    from netinvert.ground.images import save_grid
     from netinvert.ground.output import check_writable
-    from netinvert.methods import invert as invert_method
-    from netinvert.report.leakage import quality
-    from netinvert.targets.activations import capture_activations, load_activations, targets_for
-    from netinvert.tasks.leakage import check_methods, options_for
+    from netinvert.report.finish import finish
+    from netinvert.targets.activations import load_activations
+    from netinvert.tasks.leakage import check_methods, reconstruct
 
     given = [name for name, v in (("--image", image), ("--index", index), ("--activations", activations))
              if v is not None]
@@ -63,7 +60,7 @@ def invert(
     check_writable(out)
     net = model.load()
     net.get_layer(layer)
-    original = None
+    original = values = None
     if image is not None:
         original = torch.from_numpy(read_input(image, net.input_spec))[None]
     elif index is not None:
@@ -71,31 +68,12 @@ def invert(
         if not 0 <= index < len(held):
             raise NetinvertError(f"--index {index} is out of range: the held-out data has {len(held)} inputs")
         original = torch.from_numpy(held[index : index + 1])
-    if original is not None:
-        values = capture_activations(net, layer, original)
     else:
         assert activations is not None
         values = load_activations(str(activations), net, layer)
-    result = invert_method(net, targets_for(net, layer, values, metric), None, method=method,
-                           **options_for(method, steps=steps, seed=seed, threads=threads))
-    if original is not None:
-        q = quality(net, original, result.inputs)
-        for i, item in enumerate(result.items):
-            item.metrics.update(psnr=q["psnr"][i], ssim=q["ssim"][i], verifier_agreement=q["verifier_agreement"][i])
-        result.labels = ["reconstruction"]
-    result.info["layer"] = layer
-
-    def add_original(folder: Path) -> None:
-        if original is None:
-            return
-        np.save(folder / "original.npy", original.numpy())
-        if net.input_spec.is_image:
-            pair = torch.cat([original, result.inputs])
-            save_grid(pair, ["original", "reconstruction"], folder / "comparison.png",
-                      (net.input_spec.low, net.input_spec.high), columns=2)
-
-    result.save(out, extras=add_original)
-    save_report(out)
+    result = reconstruct(net, layer, original=original, activations=values, method=method, metric=metric,
+                         steps=steps, seed=seed, threads=threads)
+    finish(result, out, net, command=sys.argv)
     _print_items(result, out)
 
 
@@ -155,8 +133,7 @@ def leakage(
                                                       highlight=False))
     options = {"layers": layer_list, "methods": method_list, "count": count, "steps": steps, "seed": seed}
     write_leakage(rows, out, leakage_result(net, rows, count, options), reconstructions(out, rows),
-                  title=f"leakage of {net.name}")
-    save_report(out)
+                  title=f"leakage of {net.name}", command=sys.argv)
     console.print(table(rows), highlight=False)
     console.print(f"wrote {out}: leakage.json, leakage.md, psnr_vs_depth.png, reconstructions.png, result.json; "
                   "rerun the same command to resume or add layers and methods", highlight=False, soft_wrap=True)

@@ -32,7 +32,7 @@ from netinvert.cli.invert import leakage
 from netinvert.cli.options import ModelOptions, model_command
 from netinvert.cli.pictures import draw, warp
 from netinvert.cli.preimage import preimage
-from netinvert.cli.report import report, save_report
+from netinvert.cli.report import report
 from netinvert.cli.solve import solve
 from netinvert.ground.errors import NetinvertError, choices
 
@@ -107,7 +107,7 @@ def imagine(
     from netinvert.domains.domain import Domain
     from netinvert.ground.output import check_writable
     from netinvert.methods import invert
-    from netinvert.report import realism
+    from netinvert.report.finish import finish
 
     if method not in IMAGINE_METHODS:
         raise NetinvertError(f"unknown method {method!r} for imagine: choose one of {choices(IMAGINE_METHODS)}")
@@ -129,9 +129,7 @@ def imagine(
     else:
         result = invert(net, targets, domain, method="analytic", samples=samples, seed=seed, goal=goal,
                         metric=metric)
-    realism.annotate(net, result)
-    result.save(out)
-    save_report(out)
+    finish(result, out, net, command=sys.argv)
     print_result(result, out)
 
 

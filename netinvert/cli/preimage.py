@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import sys
 from typing import Annotated
 
 import typer
 
 from netinvert.cli.common import OutOpt, cli_errors, console, parse_targets, print_written
 from netinvert.cli.options import ModelOptions, model_command
-from netinvert.cli.report import save_report
 
 
 @cli_errors
@@ -25,20 +24,13 @@ def preimage(
 
     from netinvert.ground.output import check_writable
     from netinvert.methods import invert
-    from netinvert.methods.bounds import plot_preimage
+    from netinvert.report.finish import finish
 
     check_writable(out)
     net = model.load()
     targets = parse_targets(target, net)
     result = invert(net, targets, None, method="bounds", max_boxes=max_boxes)
-
-    def pictures(folder: Path) -> None:
-        if len(net.input_spec.shape) == 1 and net.input_spec.shape[0] == 2:
-            for k in range(len(result.items)):
-                plot_preimage(net, result, folder / f"preimage_{k:02d}.png", which=k)
-
-    result.save(out, extras=pictures)
-    save_report(out)
+    finish(result, out, net, command=sys.argv)
     table = Table(title=f"certified preimage on {net.name}")
     for col in ("target", "status", "inside (fraction)", "over-approximation", "boxes"):
         table.add_column(col)

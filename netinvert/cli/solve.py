@@ -18,7 +18,6 @@ from rich.console import Console
 from rich.table import Table
 
 from netinvert.cli.options import SweepOptions, sweep_command
-from netinvert.cli.report import save_report
 from netinvert.ground.errors import NetinvertError
 from netinvert.tasks.solve import solve_family, solve_one
 
@@ -59,14 +58,13 @@ def solve(
                 raise NetinvertError("give either NET.onnx SPEC.vnnlib or --instances CSV, not both")
             runner = sweep.runner()
             rows = solve_family(instances, timeout, out, alpha_steps,
-                                progress=lambda i, n, row: _print_row(console, i, n, row), engine=runner)
+                                progress=lambda i, n, row: _print_row(console, i, n, row), engine=runner,
+                                command=sys.argv)
             _print_table(console, instances, rows)
-            save_report(out)
             return
         if network is None or spec is None:
             raise NetinvertError("give NET.onnx and SPEC.vnnlib (or --instances instances.csv)")
-        row = solve_one(network, spec, timeout if timeout is not None else 60.0, out, alpha_steps)
-        save_report(out)
+        row = solve_one(network, spec, timeout if timeout is not None else 60.0, out, alpha_steps, command=sys.argv)
         console.print(
             f"{spec.name}: [bold]{row['status']}[/] ({row['stage']}, {row['seconds']} s) {row['reason']}",
             highlight=False,

@@ -1,10 +1,10 @@
 """Self-contained HTML for results: pictures as ``data:`` PNGs, inline CSS, no script, no network.
 
-This is the bottom of the page machinery, so that a :class:`~netinvert.ground.result.Result` can show
-itself in a notebook (``_repr_html_``) without importing anything above ``ground``. It holds the kit
-(escaping, tables, embedded pictures, the objective curve, the run's environment, the page frame) and
-:func:`result_section`, the view of one in-memory result; :mod:`netinvert.report.html` builds the
-per-kind pages of saved result folders on top of it.
+This is the bottom of the page machinery, so that a :class:`~netinvert.ground.result.Result` can draw
+its page and show itself in a notebook (``_repr_html_``) without importing anything above ``ground``. It
+holds the kit (escaping, tables, embedded pictures, the objective curve, the run's environment, the page
+frame) and :func:`result_section`, the plain view of one in-memory result; :mod:`netinvert.ground.views`
+builds the view of each kind of run on top of it.
 """
 
 from __future__ import annotations
@@ -293,14 +293,19 @@ def options_of(result: Result) -> dict[str, Any]:
             if k not in ("command", "environment") and (v is None or isinstance(v, (int, float, str, bool)))}
 
 
-def result_section(result: Result, *, compact: bool = False, grid: bytes | None = None) -> str:
-    """The view of one result: summary, contact sheet, item table, objective curve, timing and options.
+def notes_html(result: Result) -> str:
+    """What the run noted beside its items (a batch split to fit memory, a score left out), one line each."""
+    notes = result.info.get("notes")
+    if not isinstance(notes, list) or not notes:
+        return ""
+    return "<ul>" + "".join(f"<li>note: {esc(note)}</li>" for note in notes) + "</ul>"
 
-    ``grid`` replaces the sheet drawn from the inputs (a saved folder passes its own ``grid.png``).
-    """
+
+def result_section(result: Result, *, compact: bool = False) -> str:
+    """The plain view of one result: summary, contact sheet, item table, objective curve, timing and options."""
     limit = ROW_LIMIT if compact else None
-    parts = [summary_line(result)]
-    sheet = grid if grid is not None else grid_png(result, limit)
+    parts = [summary_line(result), notes_html(result)]
+    sheet = grid_png(result, limit)
     if sheet is not None:
         parts.append(section("inputs", img(sheet, "contact sheet of the inputs found"), level=3))
     thumbs = thumbnails(result, limit) if not compact else None
@@ -314,13 +319,3 @@ def result_section(result: Result, *, compact: bool = False, grid: bytes | None 
     if options:
         parts.append(section("options (to rerun)", key_values(options), level=3))
     return "".join(parts)
-
-
-def result_html(result: Result, *, compact: bool = True) -> str:
-    """A result as HTML: a notebook fragment when ``compact``, else a whole page with its footer."""
-    title = f"{result.method} on {result.model}"
-    body = f"<h1>{esc(title)}</h1>" + result_section(result, compact=compact)
-    if compact:
-        return fragment(body)
-    env = result.info.get("environment")
-    return document(title, body + footer(result.info.get("command"), env if isinstance(env, dict) else None))

@@ -8,7 +8,7 @@ silently ignore, so a typo or a mismatch gets one clear message up front.
 
 Methods run on the model's device (``invert(..., device=...)`` moves the model first); the methods in
 ``CPU_METHODS`` (sound solvers and NumPy linear algebra) always run on the CPU. Every result says where it
-ran in ``info["device"]``, and its tensors come back on the CPU.
+ran in ``info["device"]`` and its ``kind`` (``KINDS``), and its tensors come back on the CPU.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from netinvert.ground.device import DeviceSpec, resolve_device
 from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.result import Result
 from netinvert.models.wrapper import Model
+from netinvert.targets.activations import Activations
 from netinvert.targets.base import Target
 from netinvert.targets.resolve import resolve_all
 
@@ -41,6 +42,9 @@ METHODS = {
     "dbn": "netinvert.methods.dbn",
     "adjoint": "netinvert.methods.adjoint",
 }
+KINDS = {"gradient": "imagine", "langevin": "imagine", "analytic": "imagine", "decoder": "invert", "hybrid": "invert",
+         "exact": "solve", "bounds": "preimage", "dbn": "sample", "adjoint": "design"}
+"""The kind of run each method's result records (``Activations`` targets make any method's run an ``invert``)."""
 CPU_METHODS = ("exact", "bounds", "analytic", "adjoint")  # NumPy, sound solvers: always on the CPU
 REGION_ONLY = ("box",)  # methods that declare nothing take a box-shaped region and no other domain field
 
@@ -72,6 +76,7 @@ def invert(model: Model, target: Target | list[Target], domain: Any = None, meth
     else:
         result = module.run(model, targets, region, **options)
     result.info.setdefault("device", "cpu" if method in CPU_METHODS else str(model.device))
+    result.kind = "invert" if targets and all(isinstance(t, Activations) for t in targets) else KINDS[method]
     return result
 
 

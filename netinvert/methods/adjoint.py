@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from netinvert.data.simulators import simulate
+from netinvert.data.simulators import SIMULATORS, simulate
 from netinvert.domains.domain import Domain
 from netinvert.domains.sets import Box
 from netinvert.ground.errors import NetinvertError
@@ -102,7 +102,7 @@ def run(
     proofs = _prove(model, regs, summary, items, samples, lo, hi, tolerance, prove)
     info: dict[str, Any] = {
         "options": {"samples": samples, "starts": starts, "steps": steps, "lr": lr, "seed": seed,
-                    "tolerance": tolerance, "simulator": simulator is not None, "prove": prove},
+                    "tolerance": tolerance, "simulator": _simulator_name(simulator), "prove": prove},
         "search_box": {"low": lo.tolist(), "high": hi.tolist(), "from": "training data" if pool is not None
                        else "domain"},
         "targets": summary,
@@ -292,3 +292,11 @@ def _prove(model: Model, regs: list[Regression], summary: list[dict[str, Any]], 
 
 def _fmt(v: np.ndarray) -> str:
     return "(" + ", ".join(f"{float(a):.4g}" for a in np.atleast_1d(v)) + ")"
+
+
+def _simulator_name(simulator: Callable[[np.ndarray], np.ndarray] | None) -> str | None:
+    """What ``--simulator`` takes to rerun with ``simulator``: a built-in's name, else ``module:function``."""
+    if simulator is None:
+        return None
+    builtin = next((name for name, s in SIMULATORS.items() if s.simulate is simulator), None)
+    return builtin or f"{getattr(simulator, '__module__', '?')}:{getattr(simulator, '__qualname__', '?')}"

@@ -22,6 +22,7 @@ import torch
 
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.output import write_file
+from netinvert.ground.page import png_bytes
 from netinvert.ground.result import Item, Result
 from netinvert.solvers.input_split import preimage_search
 from netinvert.solvers.problem import as_output_set, box_of, checker_of, network_of
@@ -114,15 +115,21 @@ def run(
 
 
 def plot_preimage(model: Any, result: Result, path: str | os.PathLike[str], which: int = 0, grid: int = 300) -> Path:
+    """Write :func:`preimage_png` to ``path``."""
+    png = preimage_png(model, result, which, grid)
+    return write_file(path, lambda tmp: tmp.write_bytes(png))
+
+
+def preimage_png(model: Any, result: Result, which: int = 0, grid: int = 300) -> bytes:
     """PNG of a 2-D model's decision regions with the certified inside (green) and uncertain (orange) boxes."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
     pre = result.info["preimage"][which]
-    lo, hi = pre["domain"]
+    lo, hi = (np.asarray(v, dtype=np.float64) for v in pre["domain"])
     if lo.size != 2:
         raise NetinvertError(f"preimage plots need 2-D inputs; {model.name} has {lo.size}")
     g0, g1 = np.meshgrid(np.linspace(lo[0], hi[0], grid), np.linspace(lo[1], hi[1], grid))
@@ -135,11 +142,12 @@ def plot_preimage(model: Any, result: Result, path: str | os.PathLike[str], whic
             .numpy()
             .reshape(grid, grid)
         )
-    fig, ax = plt.subplots(figsize=(6, 6), dpi=100)
+    fig = Figure(figsize=(6, 6), dpi=100)
+    ax = fig.add_subplot()
     ax.contourf(g0, g1, cls, levels=np.arange(cls.max() + 2) - 0.5, cmap="Pastel1", alpha=0.8)
-    for box in pre["uncertain"]:
+    for box in np.asarray(pre["uncertain"], dtype=np.float64).reshape(-1, 2, 2):
         ax.add_patch(Rectangle(box[0], *(box[1] - box[0]), fill=True, fc="orange", ec="darkorange", lw=0.3, alpha=0.6))
-    for box in pre["inside"]:
+    for box in np.asarray(pre["inside"], dtype=np.float64).reshape(-1, 2, 2):
         ax.add_patch(
             Rectangle(box[0], *(box[1] - box[0]), fill=True, fc="tab:green", ec="darkgreen", lw=0.3, alpha=0.5)
         )
@@ -149,7 +157,4 @@ def plot_preimage(model: Any, result: Result, path: str | os.PathLike[str], whic
     )
     ax.set_xlim(lo[0], hi[0])
     ax.set_ylim(lo[1], hi[1])
-    try:
-        return write_file(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
+    return png_bytes(fig)

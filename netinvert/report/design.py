@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from netinvert.data.simulators import ARM_REACH, arm_joints
-from netinvert.ground.output import write_file
+from netinvert.ground.page import png_bytes
 from netinvert.ground.result import Result
 
 
-def _pyplot() -> Any:
+def _figure(width: float, height: float) -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    return plt
+    return Figure(figsize=(width, height), dpi=110, layout="constrained")
 
 
 def _groups(result: Result) -> list[tuple[str, list[float], np.ndarray, list[str]]]:
@@ -34,19 +32,11 @@ def _groups(result: Result) -> list[tuple[str, list[float], np.ndarray, list[str
     return out
 
 
-def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
-    plt = _pyplot()
-    try:
-        return write_file(path, lambda tmp: fig.savefig(tmp, dpi=110))
-    finally:
-        plt.close(fig)
-
-
-def plot_arm_poses(result: Result, path: str | os.PathLike[str]) -> Path:
+def arm_poses_png(result: Result) -> bytes:
     """One panel per target: every solution's arm pose (rail, joints, end point) and the target point."""
-    plt = _pyplot()
     groups = _groups(result)
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 4.2), squeeze=False)
+    fig = _figure(4.2 * len(groups), 4.2)
+    axes = fig.subplots(1, len(groups), squeeze=False)
     for ax, (label, y, x, statuses) in zip(axes[0], groups, strict=True):
         joints = arm_joints(x)
         for pose, status in zip(joints, statuses, strict=True):
@@ -60,13 +50,11 @@ def plot_arm_poses(result: Result, path: str | os.PathLike[str]) -> Path:
         ax.set_title(f"{label}\n{sum(s == 'found' for s in statuses)}/{len(statuses)} found", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0][0].set_xlabel("x (rail at 0, reach 2.0 dashed)")
-    fig.tight_layout()
-    return _save(fig, path)
+    return png_bytes(fig)
 
 
-def plot_level_set(result: Result, model: torch.nn.Module, path: str | os.PathLike[str], grid: int = 200) -> Path:
+def level_set_png(result: Result, model: torch.nn.Module, grid: int = 200) -> bytes:
     """One panel per target of a 2-input model: f over the search box, its level set f = y, the solutions."""
-    plt = _pyplot()
     groups = _groups(result)
     box = result.info["search_box"]
     lo, hi = np.asarray(box["low"]), np.asarray(box["high"])
@@ -74,7 +62,8 @@ def plot_level_set(result: Result, model: torch.nn.Module, path: str | os.PathLi
     pts = torch.as_tensor(np.stack([g0.ravel(), g1.ravel()], axis=1), dtype=torch.float32)
     with torch.no_grad():
         f = model(pts).reshape(len(pts), -1)[:, 0].cpu().numpy().reshape(grid, grid)
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.4 * len(groups), 4.0), squeeze=False)
+    fig = _figure(4.4 * len(groups), 4.0)
+    axes = fig.subplots(1, len(groups), squeeze=False)
     for ax, (label, y, x, statuses) in zip(axes[0], groups, strict=True):
         image = ax.contourf(g0, g1, f, levels=30, cmap="viridis")
         ax.contour(g0, g1, f, levels=[y[0]], colors="white", linewidths=1.2, linestyles="solid")
@@ -86,5 +75,4 @@ def plot_level_set(result: Result, model: torch.nn.Module, path: str | os.PathLi
         ax.set_xlabel("x1")
         ax.set_ylabel("x2")
         fig.colorbar(image, ax=ax, shrink=0.8)
-    fig.tight_layout()
-    return _save(fig, path)
+    return png_bytes(fig)

@@ -8,17 +8,20 @@ as a table (``leakage.md``), a plot of PSNR against depth (``psnr_vs_depth.png``
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from netinvert.ground.images import is_image, save_grid
-from netinvert.ground.output import write_file, write_json, write_text
+from netinvert.ground.images import grid_image, is_image
+from netinvert.ground.page import png_bytes
 from netinvert.ground.result import Result
 from netinvert.models.wrapper import Model
+from netinvert.report.finish import finish
 from netinvert.report.metrics import psnr, ssim
 
 
@@ -64,14 +67,15 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+def _plot(rows: list[dict[str, Any]], title: str) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     layers = list(dict.fromkeys(r["layer"] for r in rows))
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4), dpi=120, layout="tight")
+    ax = fig.add_subplot()
     for method in dict.fromkeys(r["method"] for r in rows):
         pts = [(layers.index(r["layer"]), r["psnr"]) for r in rows if r["method"] == method and r["psnr"] is not None]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
@@ -81,26 +85,31 @@ def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return png_bytes(fig)
 
 
-def write_leakage(rows: list[dict[str, Any]], folder: str | os.PathLike[str], result: Result,
-                  reconstructions: list[np.ndarray], title: str = "leakage", shown: int = 8) -> Path:
-    """Write ``leakage.json``, ``leakage.md``, ``psnr_vs_depth.png``, the result files (the held-out originals
-    and their outputs) and ``reconstructions.png`` (originals, then one row per layer and method) into
-    ``folder``, each file atomically (the folder also holds the resumable parts)."""
-    folder = Path(folder)
-    write_json(folder / "leakage.json", rows)
-    write_text(folder / "leakage.md", f"# {title}\n\n" + table(rows))
-    write_file(folder / "psnr_vs_depth.png", lambda tmp: _plot(rows, tmp, title))
-    result.write_files(folder, images=False)
+def leakage_files(rows: list[dict[str, Any]], result: Result, reconstructions: list[np.ndarray],
+                  title: str = "leakage", shown: int = 8) -> dict[str, bytes]:
+    """``leakage.json``, ``leakage.md``, ``psnr_vs_depth.png`` and, for pictures, ``reconstructions.png`` (the
+    first ``shown`` originals, then one row per layer and method) as the files of a leakage result."""
+    files = {"leakage.json": (json.dumps(rows, indent=2) + "\n").encode(),
+             "leakage.md": f"# {title}\n\n{table(rows)}".encode(), "psnr_vs_depth.png": _plot(rows, title)}
     if is_image(result.inputs):
         n = min(shown, len(result.inputs))
         pictures = torch.cat([result.inputs[:n]] + [torch.as_tensor(r[:n]) for r in reconstructions])
         captions = [f"original {i}" for i in range(n)]
         captions += [f"{row['layer']} {row['method']}" for row in rows for _ in range(n)]
-        write_file(folder / "reconstructions.png",
-                   lambda tmp: save_grid(pictures, captions, tmp, result.value_range, columns=n))
-    return folder
+        sheet = grid_image(pictures, captions, result.value_range, columns=n)
+        if sheet is not None:
+            files["reconstructions.png"] = png_bytes(sheet)
+    return files
+
+
+def write_leakage(rows: list[dict[str, Any]], folder: str | os.PathLike[str], result: Result,
+                  reconstructions: list[np.ndarray], title: str = "leakage", shown: int = 8,
+                  command: Sequence[str] | None = None) -> Path:
+    """Finish a leakage report into ``folder``, which also holds its resumable parts: the result (the held-out
+    originals and their outputs, one item per layer and method) with its :func:`leakage_files`, each file
+    written atomically."""
+    result.files.update(leakage_files(rows, result, reconstructions, title, shown))
+    return finish(result, folder, command=command, in_place=True)

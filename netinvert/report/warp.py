@@ -5,7 +5,8 @@ A grid of lines over the input box and the data points (when the model knows its
 the network; every layer with a flat output gets a panel showing where they land, projected to 2-D
 with PCA when the layer is wider (the panel title gives the variance the projection keeps). The
 background points carry the decision region (predicted class) they came from, so the panels show the
-regions being pulled apart until the last layer separates them.
+regions being pulled apart until the last layer separates them; for a regression network (output
+activation ``none``) they carry the value of its first output instead, on a colour scale.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import torch
 
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.output import write_file
+from netinvert.ground.page import png_bytes
+from netinvert.ground.result import Result
 from netinvert.models.wrapper import Model
 
 LINES = 13
@@ -57,13 +60,22 @@ def _box(model: Model, data: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]
     return np.full(2, spec.low, dtype=np.float64), np.full(2, spec.high, dtype=np.float64)
 
 
+WARP_PNG = "warp.png"
+
+
 def warp(model: Model, path: str | os.PathLike[str], seed: int = 0) -> dict[str, Any]:
     """Draw the PNG strip (input plane, then one panel per flat layer) at ``path``; returns what each panel shows."""
+    result = warp_result(model, seed)
+    write_file(Path(path), lambda tmp: tmp.write_bytes(result.files[WARP_PNG]))
+    return {"model": model.name, **{k: v for k, v in result.info.items() if k != "seed"}}
+
+
+def warp_result(model: Model, seed: int = 0) -> Result:
+    """The strip as a result of kind ``warp``: ``warp.png`` among its files, what each panel shows in its info."""
     if tuple(model.input_spec.shape) != (2,):
         raise NetinvertError(f"warp needs a model with two inputs (a point in the plane); {model.name} takes "
                              f"{tuple(model.input_spec.shape)}: try --model moons-relu")
     data = model.training_inputs()
-    labels = None
     if data is not None:
         data = np.asarray(data, dtype=np.float64).reshape(len(data), -1)
         pick = np.random.default_rng(seed).permutation(len(data))[:MAX_DATA]
@@ -81,52 +93,71 @@ def warp(model: Model, path: str | os.PathLike[str], seed: int = 0) -> dict[str,
     layers = flat_layers(model)
     with torch.no_grad():
         out, acts = model.capture(torch.as_tensor(points, dtype=torch.float32), layers)
-    predicted = out.reshape(len(points), -1).argmax(1).cpu().numpy()
-    if data is not None:
-        labels = predicted[-len(data):]
+    colours, legend = _colours(model, out.reshape(len(points), -1).double().cpu().numpy(), len(region))
     panels = [("input", points, 1.0)]
     for name in layers:
         values = acts[name].reshape(len(points), -1).double().cpu().numpy()
         projected, kept = _projection(values)
         panels.append((f"{name} ({values.shape[1]})", projected, kept))
-    fig = _strip(model, panels, predicted, len(region), [len(line) for line in lines],
-                 len(data) if data is not None else 0, labels)
-    write_file(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
-    return {"model": model.name, "box": [lo.tolist(), hi.tolist()], "data_points": 0 if data is None else len(data),
+    fig = _strip(model, panels, colours, legend, len(region), [len(line) for line in lines],
+                 len(data) if data is not None else 0)
+    info = {"seed": seed, "box": [lo.tolist(), hi.tolist()], "data_points": 0 if data is None else len(data),
+            "colour": legend["colour"], **({"output_range": legend["range"]} if "range" in legend else {}),
             "layers": [{"panel": title, "pca_variance_kept": round(kept, 4)} for title, _, kept in panels]}
+    return Result(method="warp", model=model.name, inputs=torch.empty(0), outputs=torch.empty(0), items=[],
+                  info=info, kind="warp", files={WARP_PNG: png_bytes(fig)})
 
 
-def _strip(model: Model, panels: list[tuple[str, np.ndarray, float]], predicted: np.ndarray, n_region: int,
-           line_sizes: list[int], n_data: int, data_classes: np.ndarray | None) -> Any:
+def _colours(model: Model, outputs: np.ndarray, n_region: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """An RGBA colour per point and what it means: the predicted class of a classifier, the value of the first
+    output of a regression network (``output_activation`` ``none``), on a colour scale over the input box."""
+    import matplotlib
+    from matplotlib.colors import Normalize
+
+    names = model.class_names or []
+    if model.output_activation == "none":
+        value = outputs[:, 0]
+        low, high = float(value[:n_region].min()), float(value[:n_region].max())
+        norm = Normalize(low, high if high > low else low + 1.0)
+        label = f"output {names[0] if names else 'y0'}"
+        return matplotlib.colormaps["viridis"](norm(value)), {"colour": label, "range": [low, high], "norm": norm}
+    predicted = outputs.argmax(1)
+    classes = sorted(set(predicted.tolist()))
+    shown = {k: names[k] if k < len(names) else f"class {k}" for k in classes}
+    return matplotlib.colormaps["tab10"](predicted % 10), {"colour": "predicted class", "classes": shown}
+
+
+def _strip(model: Model, panels: list[tuple[str, np.ndarray, float]], colours: np.ndarray, legend: dict[str, Any],
+           n_region: int, line_sizes: list[int], n_data: int) -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
+    from matplotlib.cm import ScalarMappable
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     fig = Figure(figsize=(3.2 * len(panels), 3.6), dpi=100, layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    cmap = matplotlib.colormaps["tab10"]
-    names = model.class_names or []
     for ax, (title, xy, kept) in zip(axes, panels, strict=True):
         region = xy[:n_region]
-        ax.scatter(region[:, 0], region[:, 1], c=[cmap(k % 10) for k in predicted[:n_region]], s=6, alpha=0.18,
-                   linewidths=0, rasterized=True)
+        ax.scatter(region[:, 0], region[:, 1], c=colours[:n_region], s=6, alpha=0.18, linewidths=0, rasterized=True)
         start = n_region
         for size in line_sizes:
             ax.plot(xy[start : start + size, 0], xy[start : start + size, 1], color="black", lw=0.4, alpha=0.55)
             start += size
         if n_data:
-            assert data_classes is not None
             pts = xy[start : start + n_data]
-            ax.scatter(pts[:, 0], pts[:, 1], c=[cmap(k % 10) for k in data_classes], s=7, edgecolors="black",
+            ax.scatter(pts[:, 0], pts[:, 1], c=colours[start : start + n_data], s=7, edgecolors="black",
                        linewidths=0.25)
         ax.set_title(title + ("" if kept >= 0.9999 else f"\nPCA keeps {kept:.0%}"), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    classes = sorted(set(predicted.tolist()))
-    handles = [Line2D([], [], marker="o", ls="", color=cmap(k % 10),
-                      label=names[k] if k < len(names) else f"class {k}") for k in classes]
-    axes[0].legend(handles=handles, fontsize=7, loc="lower left", title="decision region", title_fontsize=7)
+    if "norm" in legend:
+        fig.colorbar(ScalarMappable(legend["norm"], "viridis"), ax=axes[-1], shrink=0.8, label=legend["colour"])
+    else:
+        cmap = matplotlib.colormaps["tab10"]
+        handles = [Line2D([], [], marker="o", ls="", color=cmap(k % 10), label=name)
+                   for k, name in legend["classes"].items()]
+        axes[0].legend(handles=handles, fontsize=7, loc="lower left", title="decision region", title_fontsize=7)
     fig.suptitle(f"{model.name}: the input plane pushed through each layer", fontsize=10)
     return fig

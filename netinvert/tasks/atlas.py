@@ -3,8 +3,9 @@
 The output folder doubles as the checkpoint. Each finished batch is committed atomically as
 ``batches/bNNNNNN.npz`` (its units, inputs and scores) after the batch's unit PNGs are written,
 so an interrupted run loses at most the batch in flight and a re-run with the same options
-skips every finished unit. When all units are done the folder gets ``result.json``,
-``inputs.npy`` (one row per unit, in unit order) and the contact sheet ``atlas.png``.
+skips every finished unit. When all units are done the result is finished into the folder
+(:func:`netinvert.report.finish.finish`): ``result.json``, ``inputs.npy`` (one row per unit, in unit
+order), the contact sheet ``atlas.png`` and ``report.html``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,11 @@ import torch
 from netinvert.domains.domain import Domain
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.output import check_writable, write_file, write_json
+from netinvert.ground.page import png_bytes
 from netinvert.ground.result import Item, Result
 from netinvert.methods import invert
 from netinvert.models.wrapper import Model
+from netinvert.report.finish import finish
 from netinvert.targets.base import Target
 from netinvert.targets.units import Channel, Neuron
 from netinvert.tasks.task import Task, model_key, task_key
@@ -72,12 +75,13 @@ def render(
     seed: int = 0,
     threads: int | None = None,
     on_batch: Progress | None = None,
+    command: Sequence[str] | None = None,
 ) -> Result:
     """Render every unit of ``layer`` into ``out``, resuming from the batches already there.
 
     ``on_batch(done, total)`` is called once before the first batch and after every batch
     (for progress bars). Batch ``b`` covers units ``b*batch_size ..`` and uses ``seed + first unit``,
-    so a resumed atlas equals an uninterrupted one.
+    so a resumed atlas equals an uninterrupted one. ``command``: the command line to record with the result.
     """
     if batch_size < 1:
         raise NetinvertError(f"batch size {batch_size} must be >= 1")
@@ -106,7 +110,9 @@ def render(
         done[first] = _commit(folder, model, first, part, time.perf_counter() - t0)
         rendered += len(batch)
         report(resumed + rendered, total)
-    return _finish(folder, model, plan, done, options, resumed, rendered, time.perf_counter() - start)
+    result = _assemble(model, plan, done, options, resumed, rendered, time.perf_counter() - start)
+    finish(result, folder, model, command=command, in_place=True)
+    return result
 
 
 def _open_folder(folder: Path, options: dict[str, Any]) -> None:
@@ -168,9 +174,9 @@ def _commit(folder: Path, model: Model, first: int, part: Result, seconds: float
     return {**record, "items": items, "seconds": seconds}
 
 
-def _finish(folder: Path, model: Model, plan: _Plan, done: dict[int, dict[str, Any]], options: dict[str, Any],
-            resumed: int, rendered: int, seconds: float) -> Result:
-    """Assemble every batch into one result; write result.json, inputs.npy and the contact sheet."""
+def _assemble(model: Model, plan: _Plan, done: dict[int, dict[str, Any]], options: dict[str, Any], resumed: int,
+              rendered: int, seconds: float) -> Result:
+    """Every batch in one result, with the contact sheet ``atlas.png`` among its files."""
     batches = [done[k] for k in sorted(done)]
     inputs = torch.from_numpy(np.concatenate([b["inputs"] for b in batches]))
     with torch.no_grad():
@@ -189,15 +195,14 @@ def _finish(folder: Path, model: Model, plan: _Plan, done: dict[int, dict[str, A
         info={"atlas": {"layer": plan.layer, "kind": plan.kind, "units": plan.count, "resumed_units": resumed},
               "options": options},
         labels=[f"{plan.kind} {u}" for u in range(plan.count)],
-        value_range=(model.input_spec.low, model.input_spec.high),
+        value_range=(model.input_spec.low, model.input_spec.high), kind="atlas",
     )
-    result.write_files(folder, images=False)
     if model.input_spec.is_image:
-        _contact_sheet(inputs, result.value_range, folder / SHEET, result.labels or [])
+        result.files[SHEET] = _contact_sheet(inputs, result.value_range, result.labels or [])
     return result
 
 
-def _contact_sheet(inputs: torch.Tensor, value_range: tuple[float, float], path: Path, captions: list[str]) -> None:
+def _contact_sheet(inputs: torch.Tensor, value_range: tuple[float, float], captions: list[str]) -> bytes:
     """All units in one PNG: tiles in unit order with their captions, upscaled by a whole factor, at most
     ``SHEET_MAX_SIDE`` wide."""
     from PIL import Image, ImageDraw, ImageFont
@@ -225,7 +230,7 @@ def _contact_sheet(inputs: torch.Tensor, value_range: tuple[float, float], path:
         r, c = divmod(i, cols)
         shown = text if 6 * len(text) <= tw else text.split()[-1]
         draw.text((pad + c * (tw + pad) + 1, pad + r * (th + caption + pad) + th), shown, fill="black", font=font)
-    write_file(path, lambda tmp: image.save(tmp, format="PNG"))
+    return png_bytes(image)
 
 
 def _upscale(image: np.ndarray, factor: int) -> np.ndarray:
@@ -239,13 +244,13 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 
 
 def render_task(model: str, load_options: dict[str, Any], layer: str, out: str, domain: dict[str, Any],
-                batch_size: int, steps: int, lr: float, seed: int) -> dict[str, Any]:
+                batch_size: int, steps: int, lr: float, seed: int, command: list[str] | None = None) -> dict[str, Any]:
     """One layer of an atlas sweep, as a runner task: load the model, :func:`render` the layer, return its row."""
     from netinvert.models.load import load
 
     net = load(model, **load_options)
     result = render(net, layer, out, Domain(**domain), batch_size=batch_size, steps=steps, lr=lr, seed=seed,
-                    threads=torch.get_num_threads())  # the engine's count per task
+                    threads=torch.get_num_threads(), command=command)  # the engine's thread count per task
     info = result.info["atlas"]
     activation = [float(a) for a in result.metric("activation") if a is not None] if result.items else []
     return {"layer": layer, "kind": info["kind"], "units": info["units"],
@@ -260,14 +265,15 @@ def layers_with_units(model: Model) -> list[str]:
 
 def layer_tasks(model: Model, source: str, load_options: dict[str, Any], layers: list[str], out: Path,
                 domain: dict[str, Any], *, batch_size: int = 16, steps: int = 256, lr: float = 0.05,
-                seed: int = 0) -> list[Task]:
-    """One runner task per layer, each rendering into ``out/LAYER``; keyed by the model's content and the options."""
+                seed: int = 0, command: list[str] | None = None) -> list[Task]:
+    """One runner task per layer, each rendering into ``out/LAYER``; keyed by the model's content and the options
+    (not by ``command``, the command line each layer's result records)."""
     for layer in layers:
         _plan(model, layer)
     ident = model_key(source, load_options)
     return [Task(render_task, {"model": source, "load_options": load_options, "layer": layer,
                                "out": str(out / safe_name(layer)), "domain": domain, "batch_size": batch_size,
-                               "steps": steps, "lr": lr, "seed": seed},
+                               "steps": steps, "lr": lr, "seed": seed, "command": command},
                  task_key("atlas", model=ident, layer=layer, domain=domain, batch_size=batch_size, steps=steps,
                           lr=lr, seed=seed), f"atlas {layer}")
             for layer in layers]

@@ -47,13 +47,14 @@ def design_task(model: str, load_options: dict[str, Any], y: list[float], output
     from netinvert.data.simulators import get_simulator
     from netinvert.methods import invert
     from netinvert.models.load import load
+    from netinvert.report.finish import finish
     from netinvert.targets.regression import Regression
 
     net = load(model, **load_options)
     sim = get_simulator(simulator) if simulator is not None else None
     result = invert(net, [Regression(y, outputs)], None, method="adjoint", simulator=sim,
                     threads=torch.get_num_threads(), **options)  # the engine's count per task
-    result.save(folder, images=False)
+    finish(result, folder, net)
     summary = result.info["targets"][0]
     resim = [m for m in result.metric("resim_mse") if m is not None and math.isfinite(m)]
     return {"target": summary["target"], "found": summary["found"], "samples": options["samples"],

@@ -17,8 +17,10 @@ import torch
 
 from netinvert.data.sources import DataSplit
 from netinvert.ground.errors import NetinvertError, choices
+from netinvert.ground.images import grid_image
 from netinvert.ground.output import write_file, write_json
-from netinvert.ground.result import Item, Result
+from netinvert.ground.page import png_bytes
+from netinvert.ground.result import Item, Result, npy_bytes
 from netinvert.methods import invert
 from netinvert.models.wrapper import Model
 from netinvert.report.leakage import mean, quality
@@ -46,6 +48,38 @@ def options_for(method: str, *, data: DataSplit | None = None, steps: int | None
     if method != "gradient" and data is not None:
         options["data"] = data
     return options
+
+
+def reconstruct(model: Model, layer: str, *, original: torch.Tensor | None = None,
+                activations: torch.Tensor | None = None, method: str = "hybrid", metric: str = "mse",
+                steps: int | None = None, seed: int = 0, threads: int | None = None) -> Result:
+    """Inputs of ``model`` whose ``layer`` activations match those of ``original`` (or the given ``activations``).
+
+    With an original, every item is scored against it (``psnr``, ``ssim``, ``verifier_agreement``) and the
+    result's files hold ``original.npy`` and, for pictures, ``comparison.png`` (originals over reconstructions).
+    """
+    check_methods([method])
+    model.get_layer(layer)
+    if (original is None) == (activations is None):
+        raise NetinvertError("give the original input or the activations of the layer, one of the two")
+    values = capture_activations(model, layer, original) if original is not None else activations
+    result = invert(model, targets_for(model, layer, values, metric), None, method=method,
+                    **options_for(method, steps=steps, seed=seed, threads=threads))
+    result.info["layer"] = layer
+    if original is None:
+        return result
+    q = quality(model, original, result.inputs)
+    for i, item in enumerate(result.items):
+        item.metrics.update(psnr=q["psnr"][i], ssim=q["ssim"][i], verifier_agreement=q["verifier_agreement"][i])
+    n = len(original)
+    result.labels = ["reconstruction"] if n == 1 else [f"reconstruction {i}" for i in range(n)]
+    result.files["original.npy"] = npy_bytes(original)
+    if model.input_spec.is_image:
+        captions = (["original"] if n == 1 else [f"original {i}" for i in range(n)]) + result.labels
+        pair = grid_image(torch.cat([original, result.inputs]), captions, result.value_range, columns=max(n, 2))
+        if pair is not None:
+            result.files["comparison.png"] = png_bytes(pair)
+    return result
 
 
 def evaluate(model: Model, layers: Sequence[str], methods: Sequence[str], data: DataSplit | None = None, *,
@@ -186,4 +220,4 @@ def leakage_result(model: Model, rows: Sequence[dict[str, Any]], count: int, opt
     return Result(method="leakage", model=model.name, inputs=x, outputs=outputs, items=items,
                   timing={"total_s": float(sum(row["seconds"] for row in rows))},
                   info={"options": options}, labels=[f"original {i}" for i in range(len(x))],
-                  value_range=(model.input_spec.low, model.input_spec.high))
+                  value_range=(model.input_spec.low, model.input_spec.high), kind="leakage")

@@ -22,7 +22,7 @@ import torch
 
 from netinvert.domains.sets import Ball, Box
 from netinvert.ground.errors import NetinvertError, choices
-from netinvert.ground.result import Item, Result
+from netinvert.ground.result import Item, Result, npy_bytes
 from netinvert.methods import invert
 from netinvert.models.wrapper import Model
 from netinvert.solvers.chain import Chain, input_bounds, layer_position, layer_value, read_chain
@@ -108,9 +108,9 @@ def _fully_connected(model: Model) -> Chain:
                              "`netinvert atlas`") from None
 
 
-def patterns_result(model: Model, layer: str, kind: str = "weights") -> tuple[Result, torch.Tensor]:
-    """Every unit's pattern as a :class:`Result` (one item per unit, inputs ready to show: signed weight patterns
-    mapped to [0, 1] around 0.5) and the raw patterns."""
+def patterns_result(model: Model, layer: str, kind: str = "weights") -> Result:
+    """Every unit's pattern as a :class:`Result`: one item per unit, inputs ready to show (signed weight patterns
+    mapped to [0, 1] around 0.5), the raw patterns in its file ``patterns.npy``."""
     found = unit_patterns(model, layer, kind)
     shown = for_display(found) if kind == "weights" else found
     with torch.no_grad():
@@ -120,7 +120,8 @@ def patterns_result(model: Model, layer: str, kind: str = "weights") -> tuple[Re
              for j in range(found.shape[0])]
     value_range = (0.0, 1.0) if kind == "weights" else (model.input_spec.low, model.input_spec.high)
     result = Result(method="patterns", model=model.name, inputs=shown, outputs=outputs, items=items,
-                    info={"layer": layer, "kind": kind, "units": int(found.shape[0]),
+                    info={"layer": layer, "patterns": kind, "units": int(found.shape[0]),
                           "input_shape": list(model.input_spec.shape), "options": {"layer": layer, "kind": kind}},
-                    labels=[item.target for item in items], value_range=value_range)
-    return result, found
+                    labels=[item.target for item in items], value_range=value_range, kind="patterns",
+                    files={"patterns.npy": npy_bytes(found)})
+    return result

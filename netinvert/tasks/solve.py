@@ -15,7 +15,7 @@ import csv
 import io
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from netinvert.ground.result import Item, Result
 from netinvert.ground.run import time_limit_progress
 from netinvert.methods import invert
 from netinvert.models.load import load
+from netinvert.report.finish import finish
 from netinvert.targets.vnnlib import read_vnnlib
 from netinvert.tasks.runner import read_records, run_sweep
 from netinvert.tasks.task import Record, Task, task_key
@@ -77,10 +78,17 @@ def solve_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: floa
                  "margin": found.items[0].metrics["margin"] if found else float("nan")})
     x = found.inputs[0].double().reshape(-1) if found else torch.full((n_in,), math.nan, dtype=torch.float64)
     y = found.outputs[0].double() if found else torch.full((n_out,), math.nan, dtype=torch.float64)
+    files = {}
+    if found:
+        with torch.no_grad():  # a plain forward pass of the saved input, beside the solver's own re-check
+            fresh = model(x.float().reshape(1, *model.input_spec.shape)).double().cpu().reshape(-1)
+        item.metrics["rerun_error"] = float((fresh - y).abs().max())
+        files["counterexample.txt"] = counterexample_text(x.numpy(), y.numpy()).encode()
     return Result(method="exact", model=model.name, inputs=x[None], outputs=y[None], items=[item],
                   timing={"total_s": elapsed},
                   info={"status": status, "network": str(onnx_path), "spec": str(vnnlib_path), "cases": len(spec.cases),
-                        "certificates": [r.info["certificates"][0] for r in answers]})
+                        "certificates": [r.info["certificates"][0] for r in answers]},
+                  kind="solve", files=files)
 
 
 def counterexample_text(x: np.ndarray, y: np.ndarray) -> str:
@@ -91,21 +99,16 @@ def counterexample_text(x: np.ndarray, y: np.ndarray) -> str:
 
 
 def solve_one(onnx_path: Path, vnnlib_path: Path, timeout: float, out: Path, alpha_steps: int = 30,
-              progress: bool | None = None) -> Row:
+              progress: bool | None = None, command: Sequence[str] | None = None) -> Row:
     """Solve one instance, save its folder (with ``counterexample.txt`` when found) and return its CSV row.
 
-    ``progress``: the time used against the limit while it runs (see ``time_limit_progress``).
+    ``progress``: the time used against the limit while it runs (see ``time_limit_progress``); ``command``: the
+    command line to record with the result.
     """
     with time_limit_progress(progress, timeout, f"solving {Path(vnnlib_path).name}"):
         result = solve_instance(onnx_path, vnnlib_path, timeout, alpha_steps=alpha_steps)
     item = result.items[0]
-
-    def counterexample(folder: Path) -> None:
-        if item.status == "found":
-            write_text(folder / "counterexample.txt",
-                       counterexample_text(result.inputs[0].numpy(), result.outputs[0].numpy()))
-
-    result.save(out, images=False, extras=counterexample)
+    finish(result, out, command=command)
     return {
         "onnx": str(onnx_path),
         "vnnlib": str(vnnlib_path),
@@ -203,13 +206,15 @@ def family_row(inst: Instance, record: Record | None) -> Row:
 
 
 def solve_family(instances: Path, timeout: float | None, out: Path, alpha_steps: int = 30,
-                 progress: Callable[[int, int, Row], None] | None = None, *, engine: Any = None) -> list[Row]:
+                 progress: Callable[[int, int, Row], None] | None = None, *, engine: Any = None,
+                 command: Sequence[str] | None = None) -> list[Row]:
     """Solve every row of ``instances`` not yet answered in ``out``; all rows, in file order.
 
     Each row is a task of :func:`netinvert.tasks.runner.run_sweep` (``engine``: local processes or Ray),
     so a rerun resumes by the content of each row's files (however their paths are spelled), rows
     answered ``error`` are tried again, and ``out/results.csv`` is rewritten as each row is answered.
-    ``progress(i, n, row)`` is called after each row solved now.
+    ``progress(i, n, row)`` is called after each row solved now. At the end the family is finished into
+    ``out`` as one result (:func:`family_result`; ``command`` is the command line it records).
     """
     rows = read_instances(instances)
     out.mkdir(parents=True, exist_ok=True)
@@ -234,7 +239,38 @@ def solve_family(instances: Path, timeout: float | None, out: Path, alpha_steps:
         known[record.key] = record
     final = table()
     write_text(table_path, _csv_text(final))
+    folders = [Path(t.args["folder"]) if t is not None and t.key in known else None for t in tasks]
+    finish(family_result(instances, final, folders), out, command=command, in_place=True)
     return final
+
+
+def family_result(instances: Path, rows: list[Row], folders: list[Path | None]) -> Result:
+    """A family as one result of kind ``solve-family``: one item per row of ``instances`` (its status, stage,
+    seconds and reason; from the row's own folder, when it has one, its bound statistics and counterexample)."""
+    items = []
+    for row, folder in zip(rows, folders, strict=True):
+        metrics: dict[str, Any] = {"network": row["onnx"], "spec": row["vnnlib"], "stage": row["stage"],
+                                   "seconds": float(row["seconds"] or 0)}
+        if folder is not None and (folder / "result.json").exists():
+            one = Result.load(folder)
+            metrics["unstable"] = _unstable(one.info.get("certificates") or [])
+            metrics.update({k: one.items[0].metrics.get(k) for k in ("margin", "rerun_error")})
+            if "counterexample.txt" in one.files:
+                metrics["counterexample"] = one.files["counterexample.txt"].decode()
+        items.append(Item(f"{Path(row['onnx']).name} {Path(row['vnnlib']).name}", row["status"], row["reason"],
+                          metrics))
+    return Result(method="exact", model=instances.name, inputs=torch.empty(0), outputs=torch.empty(0), items=items,
+                  timing={"total_s": sum(item.metrics["seconds"] for item in items)},
+                  info={"instances": str(instances)}, kind="solve-family")
+
+
+def _unstable(certificates: list[dict[str, Any]]) -> str:
+    """ReLUs still unstable after CROWN out of all, over an instance's cases (the first four)."""
+    cases = [c for c in certificates if isinstance(c, dict) and "unstable_crown" in c]
+    if not cases:
+        return "-"
+    shown = " ".join(f"{sum(c['unstable_crown'])}/{sum(c.get('hidden') or [])}" for c in cases[:4])
+    return shown + (" ..." if len(cases) > 4 else "")
 
 
 def _csv_text(rows: list[Row]) -> str:

@@ -119,6 +119,10 @@ class OnnxModule(nn.Module):
         self._last_use = {v: k for k, (_, ins, _) in enumerate(self._plan) for v in ins}
         self.batches: bool | None = None if self.batch_mode == "one" else self.batch_mode == "dynamic"
 
+    def flow(self) -> list[tuple[str, list[str], list[str]]]:
+        """Each node that runs, in order: its submodule name, the values it reads and the values it writes."""
+        return [(name, list(ins), list(outs)) for name, ins, outs in self._plan]
+
     def _unique_name(self, raw: str, used: set[str]) -> str:
         base = re.sub(r"\W+", "_", raw).strip("_") or "node"
         name, k = base, 2
