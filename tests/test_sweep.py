@@ -22,10 +22,10 @@ from typer.testing import CliRunner
 
 import netinvert
 from netinvert.ground.errors import NetinvertError
-from netinvert.tasks.engines import make_engine
-from netinvert.tasks.runner import RECORDS, read_records, run_sweep
-from netinvert.tasks.solve import solve_family
-from netinvert.tasks.task import Task, task_key
+from netinvert.sweeps.engines import make_engine
+from netinvert.sweeps.runner import RECORDS, read_records, run_sweep
+from netinvert.sweeps.solve import solve_family
+from netinvert.sweeps.task import Plan, Task, task_key
 
 TESTS = Path(__file__).resolve().parent
 ROOT = Path(netinvert.__file__).resolve().parents[1]
@@ -43,6 +43,23 @@ def test_keys_hash_file_content_not_path_spelling(tmp_path: Path, known_family: 
     assert task_key("solve", [known_family / "tiny.onnx"], timeout=30.0) != same
     assert task_key("solve", [known_family / "nano.onnx"], timeout=20.0) != same
     assert task_key("solve", [tmp_path / "missing.onnx"], timeout=20.0) != same
+
+
+def test_plan_keys_every_argument_but_those_that_change_no_answer(tmp_path: Path, known_family: Path) -> None:
+    """Issue 25 item 11: a key is made from the arguments a task receives, so a new option cannot be left out."""
+    plan = Plan(square, {"log": str(tmp_path / "log"), "sleep": 0.0}, unkeyed=("log",))
+    task = plan.task({"x": 2}, "square 2")
+    assert task.args == {"log": str(tmp_path / "log"), "sleep": 0.0, "x": 2} and task.run is square
+    assert Plan(square, {"log": "elsewhere", "sleep": 0.0}, unkeyed=("log",)).task({"x": 2}, "").key == task.key
+    assert Plan(square, {"log": "", "sleep": 0.5}, unkeyed=("log",)).task({"x": 2}, "").key != task.key
+    assert plan.task({"x": 2, "crash_on": 7}, "").key != task.key  # an argument no list names is keyed too
+    assert plan.options == {"sleep": 0.0}
+    shutil.copy(known_family / "tiny.onnx", tmp_path / "copy.onnx")
+    by_file = [plan.task({"x": path}, "").key for path in (known_family / "tiny.onnx", tmp_path / "copy.onnx",
+                                                           known_family / "nano.onnx")]
+    assert by_file[0] == by_file[1] != by_file[2]  # a Path is keyed by its file's bytes
+    with pytest.raises(TypeError, match="cannot be keyed by a object"):
+        plan.task({"x": object()}, "")
 
 
 def test_crash_is_an_error_with_its_message_timeout_is_apart_and_the_rest_finish(tmp_path: Path) -> None:
@@ -65,8 +82,8 @@ def test_crash_is_an_error_with_its_message_timeout_is_apart_and_the_rest_finish
 def test_sweep_killed_mid_way_resumes_with_nothing_lost_and_nothing_done_twice(tmp_path: Path) -> None:
     n, out, log = 12, tmp_path / "out", tmp_path / "log"
     code = ("from sweep_tasks import square_tasks\n"
-            "from netinvert.tasks.engines import make_engine\n"
-            "from netinvert.tasks.runner import run_sweep\n"
+            "from netinvert.sweeps.engines import make_engine\n"
+            "from netinvert.sweeps.runner import run_sweep\n"
             f"run_sweep(square_tasks({n}, {str(log)!r}, sleep=0.4), {str(out)!r}, "
             "engine=make_engine('local', jobs=2), progress=False)\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
@@ -95,7 +112,7 @@ def test_ray_cluster_gives_the_local_engine_answers(tmp_path: Path, known_family
     test_exact checks without an engine) and renders a 2-layer atlas bit-identical to local processes."""
     ray = pytest.importorskip("ray")
     from netinvert.models.load import load
-    from netinvert.tasks.atlas import layer_tasks
+    from netinvert.sweeps.atlas import layer_tasks
 
     path = os.pathsep.join([str(ROOT), str(TESTS)])
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",

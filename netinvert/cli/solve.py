@@ -4,7 +4,8 @@ One instance: ``netinvert solve NET.onnx SPEC.vnnlib --timeout S --out DIR`` wri
 and, when found, ``counterexample.txt`` in the VNN-COMP format. A family:
 ``netinvert solve --instances instances.csv --timeout S --out DIR [--engine local --jobs N | --engine ray]``
 answers every row as a task of the sweep runner (resuming from ``DIR/sweep/``), prints a table and
-writes the per-instance CSV; a row that cannot be answered is recorded as ``error`` with its message. The work is :mod:`netinvert.tasks.solve`.
+writes the per-instance CSV; a row that cannot be answered is recorded as ``error`` with its message. The work is
+:mod:`netinvert.tasks.solve`, the family's driver :mod:`netinvert.sweeps.solve`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from rich.table import Table
 from netinvert.cli.options import SweepOptions, sweep_command
 from netinvert.cli.report import save_report
 from netinvert.ground.errors import NetinvertError
-from netinvert.tasks.solve import solve_family, solve_one
+from netinvert.sweeps.solve import solve_family
+from netinvert.tasks.solve import solve_one
 
 
 def _print_row(console: Console, i: int, n: int, row: dict[str, str]) -> None:

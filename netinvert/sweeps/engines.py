@@ -1,6 +1,7 @@
-"""Engines that run the tasks of a sweep: ``local`` (worker processes on this machine) and ``ray`` (a Ray cluster).
+"""Engines that run the tasks of a sweep: ``local`` (worker processes on this machine), ``ray`` (a Ray cluster)
+and :class:`InProcess` (this process, for the pieces of one answer over a model loaded here).
 
-Both run each task as ``task.run(**task.args)`` with one torch thread (by default), hand each answer to
+``local`` and ``ray`` run each task as ``task.run(**task.args)`` with one torch thread (by default), hand each answer to
 the runner as soon as it arrives, and kill a task that runs past its ``timeout`` (recorded as
 ``timeout``). A task that raises is recorded as ``error`` with its message; the others go on.
 
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from netinvert.ground.errors import NetinvertError, choices
-from netinvert.tasks.task import Record, Task
+from netinvert.sweeps.task import Record, Task
 
 ENGINES = ("local", "ray")
 RAY_MISSING = "the ray engine needs Ray, which is not installed: pip install netinvert[ray]"
@@ -109,6 +110,22 @@ def _call_local(run: Callable[..., dict[str, Any]], args: Mapping[str, Any], key
     return call_task(run, args, threads)
 
 
+class InProcess:
+    """The tasks one after another in this process, for the pieces of one answer over a model loaded here (the
+    batches of one atlas layer). A task that raises stops the sweep with its error; the pieces recorded stay."""
+
+    name = "in-process"
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def run(self, tasks: Sequence[Task], report: Report) -> None:
+        for task in tasks:
+            t0 = time.perf_counter()
+            row = task.run(**task.args)
+            report(task, Record(task.key, task.label, "done", dict(row), "", time.perf_counter() - t0, 0.0, self.name))
+
+
 class LocalEngine:
     """``jobs`` spawned worker processes on this machine (:class:`ProcessPoolExecutor`)."""
 
@@ -116,6 +133,9 @@ class LocalEngine:
 
     def __init__(self, jobs: int = 1, threads: int = 1) -> None:
         self.jobs, self.threads = jobs, threads
+
+    def start(self) -> None:
+        """Nothing to start: the workers start with each :meth:`run`."""
 
     def run(self, tasks: Sequence[Task], report: Report) -> None:
         """Run ``tasks``, calling ``report(task, record)`` as each finishes; a worker that dies is replaced."""
@@ -274,3 +294,4 @@ class RayEngine:
             for ref in flying:
                 ray.cancel(ref, force=True)
             raise
+
