@@ -106,6 +106,67 @@ def test_sweep_killed_mid_way_resumes_with_nothing_lost_and_nothing_done_twice(t
     assert sorted(second) == sorted(set(range(n)) - done_before)  # each unfinished task once, no finished one
 
 
+def _descendants(pid: int) -> set[int]:
+    """The live processes below ``pid`` (Linux: read from /proc; zombies count as ended)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                alive.add(pid)
+        except OSError:
+            pass
+    return alive
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers in /proc")
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_workers_and_resource_tracker_end_with_a_killed_sweep(tmp_path: Path, how: signal.Signals) -> None:
+    """Issue 25 item 4: `kill -9` or SIGTERM of a `--jobs 2` sweep left its two workers (about 350 MB each) and
+    multiprocessing's resource tracker running; now they end with it."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "netinvert", "atlas", "-m", "digits-mlp", "--layers", "fc3,act2", "--steps",
+               "100000", "--batch-size", "64", "--jobs", "2", "-o", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    below: set[int] = set()
+    try:
+        deadline = time.time() + 240
+        while not all((out / layer / RECORDS).is_dir() for layer in ("fc3", "act2")) and time.time() < deadline:
+            assert proc.poll() is None, "the sweep ended before its workers started"
+            time.sleep(0.1)
+        below = _descendants(proc.pid)
+        assert len(below) >= 3  # two workers and the resource tracker
+        os.kill(proc.pid, how)
+        proc.wait(timeout=30)
+        deadline = time.time() + 10
+        while _alive(below) and time.time() < deadline:
+            time.sleep(0.1)
+        assert _alive(below) == set()
+    finally:
+        for pid in _alive(below):
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.slow
 def test_ray_cluster_gives_the_local_engine_answers(tmp_path: Path, known_family: Path) -> None:
     """A local Ray cluster (2 CPUs) answers a solve family as the known answers say (which

@@ -10,14 +10,18 @@ workers; it keeps at most ``jobs`` tasks in flight, so a task's time is counted 
 starts it. ``ray`` submits Ray tasks (``num_cpus=1``, and ``num_gpus`` = ``gpus_per_task`` for GPU work),
 at most as many at once as the cluster has CPUs (a watchdog in the worker
 kills a task at its timeout, counted from its start); Ray itself is an optional extra (``pip install netinvert[ray]``).
+Local workers end with the process that started them, however it ends (``kill -9`` included): the kernel kills
+them on Linux, and everywhere they watch a pipe that only their parent holds open.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -34,6 +38,7 @@ ENGINES = ("local", "ray")
 RAY_MISSING = "the ray engine needs Ray, which is not installed: pip install netinvert[ray]"
 POLL_S = 0.05
 RAY_START_S = 60.0  # allowance for a Ray worker to start before a task's own watchdog is running
+PR_SET_PDEATHSIG = 1  # linux/prctl.h: ask for a signal when the thread that started this process ends
 Outcome = tuple[str, dict[str, Any], str, float]  # state, row, message, seconds
 Report = Callable[[Task, Record], None]
 
@@ -97,12 +102,35 @@ def _timeout_record(task: Task, engine: str) -> Record:
 _STARTED: Any = None  # in a local worker: the queue that announces (key, pid, start time) of each task
 
 
-def _init_local(threads: int, started: Any) -> None:
+def _init_local(threads: int, started: Any, parent: int, lifeline: Any) -> None:
     global _STARTED
+    _die_with_parent(parent, lifeline)
     import torch
 
     torch.set_num_threads(threads)
     _STARTED = started
+
+
+def _die_with_parent(parent: int, lifeline: Any) -> None:
+    """End this worker when ``parent`` ends, however it ends, so that no worker outlives its sweep.
+
+    On Linux the kernel sends SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG)``), which also ends a
+    worker busy in C code; on every system a thread waits on ``lifeline``, a pipe whose only writer is the parent,
+    and exits at its end of file.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it ended before the line above took effect
+        os._exit(1)
+    threading.Thread(target=_exit_at_eof, args=(lifeline,), daemon=True).start()
+
+
+def _exit_at_eof(lifeline: Any) -> None:
+    try:
+        lifeline.recv()
+    except (EOFError, OSError):
+        pass
+    os._exit(1)
 
 
 def _call_local(run: Callable[..., dict[str, Any]], args: Mapping[str, Any], key: str, threads: int) -> Outcome:
@@ -148,8 +176,9 @@ class LocalEngine:
 
         ctx = multiprocessing.get_context("spawn")
         started = ctx.Queue()
+        lifeline, held = ctx.Pipe(duplex=False)  # the workers read; only this process holds the writing end
         pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_local,
-                                   initargs=(self.threads, started))
+                                   initargs=(self.threads, started, os.getpid(), lifeline))
         flying: dict[Future[Outcome], tuple[Task, float]] = {}
         running: dict[str, tuple[int, float]] = {}
         killed: set[str] = set()
@@ -195,6 +224,8 @@ class LocalEngine:
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
             started.close()
+            held.close()
+            lifeline.close()
 
     def _lost(self, task: Task, killed: set[str], deaths: dict[str, int], todo: deque[Task], report: Report) -> None:
         """A task whose worker process ended: timed out if we killed it, else tried once more, then ``error``."""
