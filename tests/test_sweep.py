@@ -232,6 +232,24 @@ def test_ray_engine_without_ray_says_how_to_install_it(monkeypatch: pytest.Monke
     assert not (tmp_path / "out").exists()
 
 
+def test_an_unreachable_ray_address_is_one_line_and_writes_nothing(tmp_path: Path, known_family: Path) -> None:
+    """Issue 25 item 5: an unreachable --ray-address printed Ray's warnings for tens of seconds and left an empty
+    results.csv; it is refused in one line before anything is written."""
+    pytest.importorskip("ray")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "netinvert", "solve", "--instances", str(known_family / "instances.csv"),
+               "--engine", "ray", "--ray-address", "127.0.0.1:1", "-o", str(out)]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"still trying to reach Ray after 120 s: {exc.stderr}") from None
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: cannot reach the Ray cluster at 127.0.0.1:1 ("), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stdout == "", proc.stderr
+    assert not out.exists()
+
+
 def test_engine_options_are_checked_up_front(tmp_path: Path) -> None:
     with pytest.raises(NetinvertError, match="unknown engine 'dask'"):
         make_engine("dask")

@@ -10,7 +10,6 @@ writes the per-instance CSV; a row that cannot be answered is recorded as ``erro
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -18,9 +17,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from netinvert.cli.common import cli_errors
 from netinvert.cli.options import SweepOptions, sweep_command
 from netinvert.cli.report import save_report
 from netinvert.ground.errors import NetinvertError
+from netinvert.ground.output import check_writable
 from netinvert.sweeps.solve import solve_family
 from netinvert.tasks.solve import solve_one
 
@@ -38,6 +39,7 @@ def _print_table(console: Console, instances: Path, rows: list[dict[str, str]]) 
     console.print(table)
 
 
+@cli_errors
 @sweep_command()
 def solve(
     network: Annotated[Path | None, typer.Argument(help="ONNX network (piecewise-linear).")] = None,
@@ -55,28 +57,27 @@ def solve(
 
     torch.set_num_threads(1)
     console = Console()
-    try:
-        if instances is not None:
-            if network is not None or spec is not None:
-                raise NetinvertError("give either NET.onnx SPEC.vnnlib or --instances CSV, not both")
-            runner = sweep.runner()
-            rows = solve_family(instances, timeout, out, alpha_steps,
-                                progress=lambda i, n, row: _print_row(console, i, n, row), engine=runner)
-            _print_table(console, instances, rows)
-            save_report(out)
-            return
-        if network is None or spec is None:
-            raise NetinvertError("give NET.onnx and SPEC.vnnlib (or --instances instances.csv)")
-        row = solve_one(network, spec, timeout if timeout is not None else 60.0, out, alpha_steps)
+    if timeout is not None and not timeout > 0:
+        raise NetinvertError(f"--timeout {timeout:g} must be more than 0 seconds")
+    if instances is not None:
+        if network is not None or spec is not None:
+            raise NetinvertError("give either NET.onnx SPEC.vnnlib or --instances CSV, not both")
+        runner = sweep.runner()
+        rows = solve_family(instances, timeout, out, alpha_steps,
+                            progress=lambda i, n, row: _print_row(console, i, n, row), engine=runner)
+        _print_table(console, instances, rows)
         save_report(out)
-        console.print(
-            f"{spec.name}: [bold]{row['status']}[/] ({row['stage']}, {row['seconds']} s) {row['reason']}",
-            highlight=False,
-        )
-        console.print(
-            f"wrote {out}/result.json" + (f" and {out}/counterexample.txt" if row["status"] == "found" else ""),
-            highlight=False,
-        )
-    except NetinvertError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        return
+    if network is None or spec is None:
+        raise NetinvertError("give NET.onnx and SPEC.vnnlib (or --instances instances.csv)")
+    check_writable(out)
+    row = solve_one(network, spec, timeout if timeout is not None else 60.0, out, alpha_steps)
+    save_report(out)
+    console.print(
+        f"{spec.name}: [bold]{row['status']}[/] ({row['stage']}, {row['seconds']} s) {row['reason']}",
+        highlight=False,
+    )
+    console.print(
+        f"wrote {out}/result.json" + (f" and {out}/counterexample.txt" if row["status"] == "found" else ""),
+        highlight=False,
+    )

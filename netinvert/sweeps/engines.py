@@ -21,6 +21,7 @@ import logging
 import os
 import queue
 import signal
+import socket
 import sys
 import threading
 import time
@@ -38,6 +39,7 @@ ENGINES = ("local", "ray")
 RAY_MISSING = "the ray engine needs Ray, which is not installed: pip install netinvert[ray]"
 POLL_S = 0.05
 RAY_START_S = 60.0  # allowance for a Ray worker to start before a task's own watchdog is running
+RAY_CONNECT_S = 3.0  # how long a --ray-address may take to accept a connection before it counts as unreachable
 PR_SET_PDEATHSIG = 1  # linux/prctl.h: ask for a signal when the thread that started this process ends
 Outcome = tuple[str, dict[str, Any], str, float]  # state, row, message, seconds
 Report = Callable[[Task, Record], None]
@@ -267,6 +269,8 @@ class RayEngine:
         except ImportError:
             raise NetinvertError(RAY_MISSING) from None
         self.ray, self.address, self.gpus, self.threads = ray, address, gpus_per_task, threads
+        if address is not None and address != "auto" and "://" not in address:
+            _check_reachable(address)
 
     def start(self) -> None:
         """Connect to the cluster (once per process); workers import the same netinvert as this process."""
@@ -326,3 +330,15 @@ class RayEngine:
                 ray.cancel(ref, force=True)
             raise
 
+
+def _check_reachable(address: str) -> None:
+    """Refuse a ``HOST:PORT`` that is malformed or accepts no connection within ``RAY_CONNECT_S``, in one line
+    (Ray itself retries for tens of seconds, printing warnings)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise NetinvertError(f"--ray-address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379) or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_CONNECT_S).close()
+    except OSError as exc:
+        raise NetinvertError(f"cannot reach the Ray cluster at {address} ({exc.strerror or 'no answer'}); start it "
+                             "with `ray start --head` there, or give the right --ray-address HOST:PORT") from None

@@ -58,6 +58,9 @@ def read_instances(path: Path) -> list[Instance]:
         except ValueError:
             rows.append(Instance(onnx, vnnlib, math.nan, f"{path}:{n}: timeout {row[2]!r} is not a number"))
             continue
+        if t <= 0:
+            rows.append(Instance(onnx, vnnlib, math.nan, f"{path}:{n}: timeout {row[2].strip()} must be more than 0"))
+            continue
         rows.append(Instance(onnx, vnnlib, t))
     if not rows:
         raise NetinvertError(f"{path} lists no instances: expected rows onnx,vnnlib,timeout")

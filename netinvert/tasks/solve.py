@@ -29,6 +29,8 @@ Row = dict[str, str]
 def solve_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float = 60.0, *, alpha_steps: int = 30,
                    lp_tighten: bool = False, seed: int = 0) -> Result:
     """Answer an ONNX + VNNLIB instance: one item, found if any input box reaches its output set."""
+    if not timeout > 0:
+        raise NetinvertError(f"`timeout` {timeout:g} must be more than 0 seconds")
     t0 = time.perf_counter()
     model = load(onnx_path)
     spec = read_vnnlib(vnnlib_path)
