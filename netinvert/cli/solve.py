@@ -42,7 +42,7 @@ def _print_table(console: Console, instances: Path, rows: list[dict[str, str]]) 
 @cli_errors
 @sweep_command()
 def solve(
-    network: Annotated[Path | None, typer.Argument(help="ONNX network (piecewise-linear).")] = None,
+    network: Annotated[Path | None, typer.Argument(help="The network: an ONNX file (piecewise-linear) or a zoo name.")] = None,
     spec: Annotated[Path | None, typer.Argument(help="VNNLIB property: input box and output constraints.")] = None,
     instances: Annotated[
         Path | None, typer.Option(help="A VNN-COMP instances.csv (onnx,vnnlib,timeout) to solve all of.")
