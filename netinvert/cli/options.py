@@ -117,7 +117,7 @@ class SweepOptions:
     def runner(self, threads: int | None = None) -> Any:
         """The engine these options name, its tasks on ``threads`` torch threads each (default 1);
         ``pip install netinvert[ray]`` is named when Ray is missing."""
-        from netinvert.tasks.engines import make_engine
+        from netinvert.sweeps.engines import make_engine
 
         return make_engine(self.engine, jobs=self.jobs, ray_address=self.ray_address,
                            gpus_per_task=self.gpus_per_task, threads=threads or 1)
