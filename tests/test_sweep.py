@@ -275,6 +275,33 @@ def test_atlas_layers_sweep_command(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "give one layer with --layer or several" in r.output
 
 
+def test_atlas_layers_finish_each_layer_with_its_command_and_resume_under_another_command_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each layer of an atlas sweep is finished (report.finish) with the command line, which is not part of the
+    sweep's key: a rerun spelled differently (another --jobs) resumes instead of being refused or redone."""
+    from netinvert.cli.atlas import atlas
+    from netinvert.ground.result import Result
+
+    app = typer.Typer()
+    app.command("atlas")(atlas)
+    app.command("other")(lambda: None)
+    out = tmp_path / "atlas"
+    args = ["atlas", "-m", "digits-mlp", "--layers", "fc3", "--steps", "2", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", ["netinvert", *args])
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    first = Result.load(out / "fc3")
+    assert first.kind == "atlas" and first.info["command"] == ["netinvert", *args]
+    assert (out / "fc3" / "report.html").read_text().startswith("<!DOCTYPE html>")
+    again = [*args, "--jobs", "1"]
+    monkeypatch.setattr(sys, "argv", ["netinvert", *again])
+    r = CliRunner().invoke(app, again)
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader((out / "layers.csv").open()))
+    assert [(row["layer"], row["state"]) for row in rows] == [("fc3", "done")]
+    assert Result.load(out / "fc3").info["command"] == ["netinvert", *args]  # finished once, not rendered again
+
+
 def test_design_over_a_targets_file(tmp_path: Path, zoo) -> None:
     from netinvert.cli.design import design
 
