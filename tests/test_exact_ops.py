@@ -289,7 +289,7 @@ def _vnnlib(lo: np.ndarray, hi: np.ndarray, n_out: int, outputs: str) -> str:
 def test_pendulum_step_solved_from_the_command_line(tmp_path: Path) -> None:
     """``netinvert solve`` on a closed-loop pendulum step (ONNX: Slice, Sin, Mul/Sub/Add by constants, a
     skip connection): a next angle above the sampled maximum is refuted, one just below it is found
-    (and the counterexample is right)."""
+    (and the counterexample is right); a spec over an output the net does not have names it."""
     import typer
     from typer.testing import CliRunner
 
@@ -317,6 +317,15 @@ def test_pendulum_step_solved_from_the_command_line(tmp_path: Path) -> None:
     text = (tmp_path / "within" / "counterexample.txt").read_text()
     x = np.array([float(line.split()[1].rstrip(")")) for line in text.splitlines() if "(X_" in line])
     assert np.all(x >= lo) and np.all(x <= hi) and _outputs(module, x[None])[0, 1] >= top - 0.002
+    bad = tmp_path / "bad.vnnlib"
+    bad.write_text(_vnnlib(lo, hi, 13, "(assert (>= Y_12 0.0))"))
+    r = runner.invoke(app, ["solve", str(path), str(bad), "--out", str(tmp_path / "bad")])
+    assert r.exit_code == 2 and "constrains Y_12 but pendulum.onnx has 2 outputs (Y_0..Y_1)" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+    few = tmp_path / "few.vnnlib"
+    few.write_text(_vnnlib(lo, hi, 1, "(assert (>= Y_0 0.0))"))
+    r = runner.invoke(app, ["solve", str(path), str(few), "--out", str(tmp_path / "few")])
+    assert r.exit_code == 2 and "declares no Y_1 but pendulum.onnx has 2 outputs" in r.output, r.output
 
 
 def test_unsupported_ops_name_the_op_and_the_node(tmp_path: Path) -> None:
