@@ -182,6 +182,8 @@ def test_the_verifier_description_on_the_command_line(nets: Nets) -> None:
     assert _agreement(model, nets.x_held, nets.y_held) == pytest.approx(nets.norm_accuracy, abs=1e-6)
     with pytest.raises(NetinvertError, match=r"verifier norm.onnx: .*--verifier-input-shape 1,14,56 does not fit"):
         ModelOptions(str(nets.bytes_file), verifier=str(nets.norm_file), verifier_input_shape="1,14,56").load()
+    with pytest.raises(NetinvertError, match=r"describe the inputs of a `verifier` file: give one, or drop them"):
+        ModelOptions(str(nets.bytes_file), verifier_std="0.3").load()
     with pytest.raises(NetinvertError, match=r"--verifier-input-range '0' needs 2 numbers"):
         ModelOptions(str(nets.bytes_file), verifier=str(nets.norm_file), verifier_input_range="0").load()
     flat = Model(nn.Flatten(), InputSpec((784,)))

@@ -92,8 +92,11 @@ def load(
                             output_activation=output_activation)
     if labels is not None:
         model.class_names = read_labels(labels, model.num_outputs)
+    own = (verifier_input_shape, verifier_input_range, verifier_mean, verifier_std)
+    if verifier is None and any(v is not None for v in own):
+        raise NetinvertError("`verifier_input_shape`, `verifier_input_range`, `verifier_mean` and `verifier_std` "
+                             "describe the inputs of a `verifier` file: give one, or drop them")
     if verifier is not None:
-        own = (verifier_input_shape, verifier_input_range, verifier_mean, verifier_std)
         model.verifier = _load_verifier(Path(verifier).expanduser(), model, arch=verifier_arch,
                                         trust_pickle=trust_pickle, own=own if any(v is not None for v in own) else None)
     if target_device is not None:
