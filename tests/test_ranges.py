@@ -46,7 +46,8 @@ class Nets:
         x, y, x_held, y_held = (torch.from_numpy(a) for a in load_mnist(MNIST))
         self.x_held, self.y_held = x_held[:HELD], y_held[:HELD]
         self.norm = self._fit(nn.Sequential(nn.Conv2d(1, 6, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                                            nn.Linear(6 * 13 * 13, 32), nn.ReLU(), nn.Linear(32, 10)), (x - MEAN) / STD, y)
+                                            nn.Linear(6 * 13 * 13, 32), nn.ReLU(), nn.Linear(32, 10)),
+                              (x - MEAN) / STD, y)
         self.bytes = self._fit(nn.Sequential(nn.Conv2d(1, 8, 5, stride=2), nn.ReLU(), nn.Flatten(),
                                              nn.Linear(8 * 12 * 12, 32), nn.ReLU(), nn.Linear(32, 10)), x * 255, y)
         with torch.no_grad():

@@ -7,8 +7,9 @@ the model). Values whose scale is known (images by their bit depth, IDX and ``ui
 ``uint16`` as 0..65535) are mapped onto ``[low, high]``; other arrays are read by the narrowest range that
 holds all their values among the model's own, its mean/std-normalized form and, for pictures, the pixel
 conventions [0, 1], [-1, 1] and [0, 255] (a range other than the model's own only where the values span at
-least half of it, so a narrow slice of values is never taken for a convention). What was done is recorded in ``DataSplit.scaling`` and said on
-the ``netinvert`` logger; values that fit none of these, or another shape, are one clear error.
+least half of it, so a narrow slice of values is never taken for a convention). What was done is recorded
+in ``DataSplit.scaling`` and said on the ``netinvert`` logger; values that fit none of these, or another
+shape, are one clear error.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def load_source(text: str, spec: InputSpec, seed: int = 0) -> DataSplit:
         folder = Path(text[len("mnist:"):]).expanduser().resolve()
         x_train, y_train, x_held, y_held = load_mnist(folder)
         key = "mnist-" + hashlib.sha1(str(folder).encode()).hexdigest()[:10]
-        return fit_split(DataSplit(key, x_train, x_held, y_train, y_held), spec, text, known=((0.0, 1.0), "MNIST bytes / 255"))
+        return fit_split(DataSplit(key, x_train, x_held, y_train, y_held), spec, text,
+                         known=((0.0, 1.0), "MNIST bytes / 255"))
     path = Path(text).expanduser()
     if path.is_dir():
         x, key = _read_folder(path, spec), "images-" + _digest(path, sorted(_image_files(path)))

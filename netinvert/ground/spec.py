@@ -52,8 +52,11 @@ class InputSpec:
         from ``source``'s range onto this one, items reshaped to this shape (each model applies its own mean/std).
         How a verifier reads the inputs of the model it judges."""
         if (source.low, source.high) != (self.low, self.high):
-            x = (x - source.low) * ((self.high - self.low) / (source.high - source.low)) + self.low  # type: ignore[operator]
-        return x.reshape(-1, *self.shape) if tuple(source.shape) != tuple(self.shape) else x  # type: ignore[attr-defined]
+            scale = (self.high - self.low) / (source.high - source.low)
+            x = (x - source.low) * scale + self.low  # type: ignore[operator]
+        if tuple(source.shape) != tuple(self.shape):
+            x = x.reshape(-1, *self.shape)  # type: ignore[attr-defined]
+        return x
 
     def to_json(self) -> dict[str, Any]:
         return {"shape": list(self.shape), "range": [self.low, self.high], "mean": self.mean, "std": self.std}

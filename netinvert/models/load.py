@@ -165,7 +165,7 @@ def _load_verifier(path: Path, model: Model, *, arch: str | None, trust_pickle: 
 
 
 def _verifier_words(message: str) -> str:
-    """A loading error about the verifier, naming the verifier's own options (`input_shape` -> `verifier_input_shape`)."""
+    """A loading error about the verifier, naming the verifier's own options (`input_shape`: `verifier_input_shape`)."""
     for param in ("input_shape", "input_range", "mean", "std", "arch"):
         message = message.replace(f"`{param}`", f"`verifier_{param}`").replace(f"--{param.replace('_', '-')}",
                                                                              f"--verifier-{param.replace('_', '-')}")

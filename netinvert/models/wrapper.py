@@ -74,9 +74,10 @@ class Model(nn.Module):
     units, as in the classic sigmoid MLP) or ``none`` (regression). ``verifier`` is an independent model that
     scores results, with an input description of its own (``judge`` maps inputs into it). ``data`` is the
     model's data: a ``DataSplit`` or a loader returning one, read once on first use and fitted to the input
-    description (it enables data priors, decoders and held-out inputs). The layer table is probed once, on first use, and cached. ``device`` (``auto``, ``cpu``,
-    ``cuda``, ``cuda:N``, ``mps``) moves the network there; ``None`` leaves it where it is. Methods create their
-    tensors on the model's ``device`` in its ``dtype``; inputs given to ``forward`` follow both.
+    description (it enables data priors, decoders and held-out inputs). The layer table is probed once, on
+    first use, and cached. ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``) moves the network there;
+    ``None`` leaves it where it is. Methods create their tensors on the model's ``device`` in its ``dtype``;
+    inputs given to ``forward`` follow both.
     """
 
     def __init__(
