@@ -71,6 +71,9 @@ class _Items:
         return x[i:i + 1] if mode == "cat" else x[i]
 
 
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # a node of these with a constant matrix has weights
+
+
 class OnnxModule(nn.Module):
     """A converted ONNX graph. ``item_shape`` is one input without batch dim (``None`` where unknown).
 
@@ -109,6 +112,8 @@ class OnnxModule(nn.Module):
                 _fold(module, node, consts, source)
                 continue
             name = self._unique_name(node.name or f"{node.op_type}_{len(self._plan)}", used)
+            module.weighted = node.op_type in WEIGHTED_OPS and any(consts[i].dim() >= 2 for i in node.input
+                                                                   if i in consts)
             self.add_module(name, module)
             self._plan.append((name, list(node.input), list(node.output)))
         needed = {i for _, ins, _ in self._plan for i in ins} | {self.output_name}
