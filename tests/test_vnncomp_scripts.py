@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from known_instances import ort_outputs, write_family, write_twin
 from netinvert.ground.result import Item, Result
 from netinvert.models.load import load
 from netinvert.targets.vnnlib import read_vnnlib
-from netinvert.tasks.solve import FINISH_RESERVE, vnncomp_answer
+from netinvert.tasks.solve import FINISH_RESERVE, solve_instance, vnncomp_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "vnncomp"
@@ -139,3 +140,21 @@ def test_result_file_text_per_status() -> None:
     assert answer("none-exists") == "unsat\n"
     assert answer("unknown", "time limit in branch-and-bound") == "timeout\n"
     assert answer("unknown", "a box too small to split stays undecided") == "unknown\n"
+
+
+def test_building_the_solvers_network_counts_against_the_time_limit(family: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The solvers' form of the network (0.7 s for a 784-input net with 1600 neurons) is built on the instance's
+    clock: with 3 s added to building it, a 4 s instance that runs out of time still ends near 4 s, not 7 s."""
+    import netinvert.solvers.problem as problem
+
+    build = problem.choose_network
+
+    def slow_build(*args: object, **kwargs: object) -> object:
+        time.sleep(3.0)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(problem, "choose_network", slow_build)
+    t0 = time.perf_counter()
+    res = solve_instance(family / "twin.onnx", family / "twin.vnnlib", 4.0)
+    assert res.items[0].status == "unknown" and res.items[0].reason == "time limit"
+    assert time.perf_counter() - t0 < 4.0 + FINISH_RESERVE

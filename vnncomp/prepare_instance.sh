@@ -3,17 +3,8 @@
 # then read the network and the spec (plain or .gz) and check that they fit and that the solver reads the network
 # (`netinvert solve --check`: no analysis; it also warms the file caches for the run). Exit 0 when ready.
 set -u
-if [ "${1:-}" != v1 ]; then
-    echo "Expected first argument (version string) 'v1', got '${1:-}'" >&2
-    exit 1
-fi
-if [ $# -ne 4 ]; then
-    echo "usage: prepare_instance.sh v1 CATEGORY ONNX VNNLIB" >&2
-    exit 1
-fi
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-PY=${NETINVERT_PYTHON:-$(dirname "$HERE")/.venv/bin/python}
-RUN=${NETINVERT_VNNCOMP_RUN:-$HERE/.run}
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+expect_args 4 "prepare_instance.sh v1 CATEGORY ONNX VNNLIB" "$@"
 
 if [ -f "$RUN/pid" ]; then  # the process run_instance.sh became; checked to be ours before it is ended
     pid=$(cat "$RUN/pid")

@@ -6,17 +6,8 @@
 # process ends within it. The last run's folder (result.json, report.html) is kept in vnncomp/.run/last.
 START=$(date +%s.%N)
 set -u
-if [ "${1:-}" != v1 ]; then
-    echo "Expected first argument (version string) 'v1', got '${1:-}'" >&2
-    exit 1
-fi
-if [ $# -ne 6 ]; then
-    echo "usage: run_instance.sh v1 CATEGORY ONNX VNNLIB RESULTS_FILE TIMEOUT" >&2
-    exit 1
-fi
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-PY=${NETINVERT_PYTHON:-$(dirname "$HERE")/.venv/bin/python}
-RUN=${NETINVERT_VNNCOMP_RUN:-$HERE/.run}
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+expect_args 6 "run_instance.sh v1 CATEGORY ONNX VNNLIB RESULTS_FILE TIMEOUT" "$@"
 mkdir -p "$RUN"
 echo "$$" > "$RUN/pid"  # this process becomes Python: prepare_instance.sh ends it if it outlives its instance
 exec "$PY" -m netinvert solve "$3" "$4" --timeout "$6" --started-at "$START" --result-file "$5" --out "$RUN/last"

@@ -77,6 +77,7 @@ def solve_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: floa
     """Answer an ONNX + VNNLIB instance: one item, found if any input box reaches its output set."""
     t0 = time.perf_counter()
     model, spec = read_instance(onnx_path, vnnlib_path)
+    network_of(model)  # the solvers' form of the network, built on the clock (the model keeps it for invert)
     n_in, n_out = spec.num_inputs, spec.num_outputs
     answers: list[Result] = []
     status, reason = "none-exists", ""
