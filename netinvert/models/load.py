@@ -122,7 +122,8 @@ def _load_file(path: Path, *, arch: str | None, arch_kwargs: Mapping[str, Any] |
     info: dict[str, Any] = {"source": str(path), "format": kind}
     if arch is not None:
         info["arch"] = arch
-    model = Model(module, spec, name=path.stem, output_activation=output_activation or "softmax", info=info)
+    name = path.name[: -len(".onnx.gz")] if path.name.lower().endswith(".onnx.gz") else path.stem
+    model = Model(module, spec, name=name, output_activation=output_activation or "softmax", info=info)
     _probe(model, path)
     return model
 
@@ -211,7 +212,7 @@ def _load_named(name: str, *, arch: str | None, arch_kwargs: Any, trust_pickle: 
     return model
 
 
-_SUFFIXES = {".pt", ".pth", ".onnx", ".safetensors", ".bin", ".ckpt", ".pkl", ".jit", ".ts", ".torchscript"}
+_SUFFIXES = {".pt", ".pth", ".onnx", ".gz", ".safetensors", ".bin", ".ckpt", ".pkl", ".jit", ".ts", ".torchscript"}
 
 
 # --------------------------------------------------------------------------- reading files
@@ -219,7 +220,7 @@ def _read(path: Path, arch: str | None, arch_kwargs: Any, trust_pickle: bool,
           shape: tuple[int, ...] | None) -> tuple[str, nn.Module, tuple[int, ...] | None]:
     """(format, module, input shape the file states) for one model file."""
     suffix = path.suffix.lower()
-    if suffix == ".onnx":
+    if suffix == ".onnx" or path.name.lower().endswith(".onnx.gz"):
         _no_arch(arch, path, "an ONNX model")
         from netinvert.models.onnx import load_onnx
 

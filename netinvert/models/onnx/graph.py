@@ -17,6 +17,7 @@ and its outputs are stacked, so hooks still see the whole batch.
 
 from __future__ import annotations
 
+import gzip
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,10 +189,15 @@ class OnnxModule(nn.Module):
 
 
 def load_onnx(path: str | Path, *, input_shape: tuple[int, ...] | None = None) -> OnnxModule:
-    """Read an ONNX file and convert it; unreadable files and unsupported ops raise NetinvertError."""
+    """Read an ONNX file (``.onnx``, or gzipped ``.onnx.gz`` as VNN-COMP ships them) and convert it;
+    unreadable files and unsupported ops raise NetinvertError."""
     path = Path(path)
     try:
-        model = onnx.load(str(path))
+        if path.suffix.lower() == ".gz":
+            with gzip.open(path, "rb") as f:
+                model = onnx.load(f)
+        else:
+            model = onnx.load(str(path))
     except Exception as exc:  # protobuf DecodeError, truncated external data, ...
         raise NetinvertError(f"cannot read {path} as an ONNX model ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else 'corrupt file'}); "
