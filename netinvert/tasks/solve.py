@@ -17,22 +17,26 @@ import torch
 
 from netinvert.domains.sets import Box
 from netinvert.ground.errors import NetinvertError
+from netinvert.ground.output import write_text
 from netinvert.ground.result import Item, Result
 from netinvert.ground.run import time_limit_progress
 from netinvert.methods import invert
 from netinvert.models.load import load
+from netinvert.models.wrapper import Model
 from netinvert.report.finish import finish
+from netinvert.solvers.graph import GraphNet
+from netinvert.solvers.problem import network_of
 from netinvert.targets.vnnlib import Spec, read_vnnlib
 
+# seconds of a time limit counted from a harness's start (``started_at``) kept back for what follows the search:
+# its last step's overrun on a busy machine (up to 0.7 s seen at a load of 8 on 2 cores), writing the answer and
+# the folder, and the exit
+FINISH_RESERVE = 1.5
 Row = dict[str, str]
 
 
-def solve_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float = 60.0, *, alpha_steps: int = 30,
-                   lp_tighten: bool = False, seed: int = 0) -> Result:
-    """Answer an ONNX + VNNLIB instance: one item, found if any input box reaches its output set."""
-    if not timeout > 0:
-        raise NetinvertError(f"`timeout` {timeout:g} must be more than 0 seconds")
-    t0 = time.perf_counter()
+def read_instance(onnx_path: str | Path, vnnlib_path: str | Path) -> tuple[Model, Spec]:
+    """The network and the spec of an instance (plain or gzipped files), checked to fit each other."""
     model = load(onnx_path)
     spec = read_vnnlib(vnnlib_path)
     n_in, n_out = int(np.prod(model.input_spec.shape)), model.num_outputs
@@ -41,10 +45,37 @@ def solve_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: floa
             f"{vnnlib_path}: the spec declares {spec.num_inputs} inputs but {Path(onnx_path).name} has {n_in}"
         )
     _check_outputs(spec, n_out, vnnlib_path, Path(onnx_path).name)
+    return model, spec
+
+
+def check_instance(onnx_path: str | Path, vnnlib_path: str | Path) -> str:
+    """Read an instance as :func:`solve_instance` would, the exact solvers' form of the network included, and
+    solve nothing: a line saying what was read (what ``vnncomp/prepare_instance.sh`` checks)."""
+    model, spec = read_instance(onnx_path, vnnlib_path)
+    net = network_of(model)
+    return (f"{Path(onnx_path).name}: {spec.num_inputs} inputs, {spec.num_outputs} outputs, "
+            f"read as a {'graph' if isinstance(net, GraphNet) else 'chain'}; {Path(vnnlib_path).name}: "
+            f"{len(spec.cases)} input box{'es' if len(spec.cases) != 1 else ''}")
+
+
+def solve_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float = 60.0, *, alpha_steps: int = 30,
+                   lp_tighten: bool = False, seed: int = 0, spent: float = 0.0) -> Result:
+    """Answer an ONNX + VNNLIB instance: one item, found if any input box reaches its output set.
+
+    ``spent``: seconds of ``timeout`` used up before the call (a harness's start, :func:`solve_one`); an instance
+    with no time left is still read, and answered ``unknown`` (time limit).
+    """
+    if not timeout > 0:
+        raise NetinvertError(f"`timeout` {timeout:g} must be more than 0 seconds")
+    t0 = time.perf_counter()
+    budget = timeout - spent
+    model, spec = read_instance(onnx_path, vnnlib_path)
+    network_of(model)  # the solvers' form of the network, built on the clock (the model keeps it for invert)
+    n_in, n_out = spec.num_inputs, spec.num_outputs
     answers: list[Result] = []
     status, reason = "none-exists", ""
     for case in spec.cases:
-        left = timeout - (time.perf_counter() - t0)
+        left = budget - (time.perf_counter() - t0)
         if left <= 0:
             status, reason = "unknown", "time limit"
             break
@@ -74,7 +105,7 @@ def solve_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: floa
     return Result(method="exact", model=model.name, inputs=x[None], outputs=y[None], items=[item],
                   timing={"total_s": elapsed},
                   info={"status": status, "network": str(onnx_path), "spec": str(vnnlib_path), "cases": len(spec.cases),
-                        "certificates": [r.info["certificates"][0] for r in answers]},
+                        "time_limit": budget, "certificates": [r.info["certificates"][0] for r in answers]},
                   kind="solve", files=files)
 
 
@@ -101,16 +132,34 @@ def counterexample_text(x: np.ndarray, y: np.ndarray) -> str:
     return "(" + "\n ".join(pairs) + ")\n"
 
 
+def vnncomp_answer(result: Result) -> str:
+    """An instance's result file in the VNN-COMP convention: ``sat`` and the counterexample on the lines after it,
+    ``unsat``, ``timeout`` (undecided when the time limit was reached) or ``unknown``."""
+    item = result.items[0]
+    if item.status == "found":
+        return "sat\n" + result.files["counterexample.txt"].decode()
+    if item.status == "none-exists":
+        return "unsat\n"
+    return "timeout\n" if "time limit" in item.reason else "unknown\n"
+
+
 def solve_one(onnx_path: Path, vnnlib_path: Path, timeout: float, out: Path, alpha_steps: int = 30,
-              progress: bool | None = None, command: Sequence[str] | None = None) -> Row:
+              progress: bool | None = None, command: Sequence[str] | None = None, *,
+              result_file: Path | None = None, started_at: float | None = None) -> Row:
     """Solve one instance, save its folder (with ``counterexample.txt`` when found) and return its CSV row.
 
     ``progress``: the time used against the limit while it runs (see ``time_limit_progress``); ``command``: the
-    command line to record with the result.
+    command line to record with the result. ``result_file``: also write the VNN-COMP result file there
+    (:func:`vnncomp_answer`), before the folder. ``started_at``: the Unix time ``timeout`` counts from (a
+    harness's start, so that the interpreter's start and reading the files count too); the search then gets
+    what is left of it, less :data:`FINISH_RESERVE`.
     """
-    with time_limit_progress(progress, timeout, f"solving {Path(vnnlib_path).name}"):
-        result = solve_instance(onnx_path, vnnlib_path, timeout, alpha_steps=alpha_steps)
+    spent = time.time() - started_at + FINISH_RESERVE if started_at is not None else 0.0
+    with time_limit_progress(progress, max(timeout - spent, 0.0), f"solving {Path(vnnlib_path).name}"):
+        result = solve_instance(onnx_path, vnnlib_path, timeout, alpha_steps=alpha_steps, spent=spent)
     item = result.items[0]
+    if result_file is not None:
+        write_text(result_file, vnncomp_answer(result))
     finish(result, out, command=command)
     return {
         "onnx": str(onnx_path),
