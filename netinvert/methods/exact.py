@@ -390,7 +390,7 @@ def _neuron_split_case(
             return done("unknown", "neuron-split", "time limit")
         a, b = target.disjuncts[i]
         one = OutputSet(((a, b),), target.num_outputs)
-        search = ns.NeuronSplitSearch(layers, kinds, lo, hi, pre, a, b, _point_test(net, one))
+        search = ns.NeuronSplitSearch(layers, kinds, lo, hi, pre, a, b, _point_test(net, one), deadline=deadline)
         res = search.run(left())
         stats["neuron_split"].append({"disjunct": i, "status": res.status, **res.stats})
         if res.status == "found" and res.x is not None:
