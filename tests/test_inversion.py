@@ -197,7 +197,7 @@ def test_invert_command_writes_reconstruction_and_scores(tmp_path):
     assert res.exit_code == 0, res.output
     data = json.loads((out / "result.json").read_text())
     item = data["items"][0]
-    assert item["psnr"] > 30 and item["ssim"] > 0.95 and item["verifier_agreement"] is True
+    assert item["psnr"] > 30 and item["ssim"] > 0.95 and item["verifier_agrees"] is True
     assert item["activation_error"] < 1e-3
     assert (out / "comparison.png").exists() and np.load(out / "original.npy").shape == (1, 1, 28, 28)
 
