@@ -110,7 +110,7 @@ def test_decoder_round_trips_through_save_and_load(cnn, held, tmp_path):
     values = capture_activations(cnn, "pool", held)
     with torch.no_grad():
         assert torch.equal(dec(values), again(values))
-    assert again.config["layer"] == "pool" and again.config["kind"] == "conv"
+    assert again.config["layer"] == "pool" and again.config["layout"] == "conv"
     result = decoder_method.run(cnn, targets_for(cnn, "pool", values), decoder=again)
     assert result.inputs.shape == held.shape and result.method == "decoder"
     with pytest.raises(NetinvertError, match="decoder given is for layer 'pool', not 'conv'"):
