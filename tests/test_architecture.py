@@ -167,7 +167,8 @@ def _retired_in_code(path: Path) -> list[str]:
         if isinstance(node, ast.ClassDef):
             for stmt in node.body:
                 target = stmt.target if isinstance(stmt, ast.AnnAssign) else None
-                if isinstance(target, ast.Name) and target.id == "kind" and not (result_kind_ok and node.name == "Result"):
+                if isinstance(target, ast.Name) and target.id == "kind" and not (
+                        result_kind_ok and node.name == "Result"):
                     flag(stmt, f"{node.name}.kind")
     return found
 

@@ -269,7 +269,8 @@ def test_atlas_layers_sweep_command(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["atlas", "-m", "digits-mlp", "--layers", "fc3,act2", "--steps", "4", "--out", str(out)])
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader((out / "layers.csv").open()))
-    assert [(row["layer"], row["status"], row["units"]) for row in rows] == [("fc3", "done", "10"), ("act2", "done", "32")]
+    assert [(row["layer"], row["status"], row["units"]) for row in rows] == [("fc3", "done", "10"),
+                                                                             ("act2", "done", "32")]
     assert json.loads((out / "fc3" / "result.json").read_text())["atlas"]["units"] == 10
     r = CliRunner().invoke(app, ["atlas", "-m", "digits-mlp", "--layer", "fc3", "--layers", "fc3", "--out", str(out)])
     assert r.exit_code == 2 and "give one layer with --layer or several" in r.output

@@ -79,6 +79,7 @@ def option(default: Any, help: str, **spec: Any) -> Any:  # noqa: A002 - the wor
     return field(default=default, metadata={"option": Spec(help, **spec)})
 
 
+# the options many methods share, declared once each
 def seed_option() -> Any:
     return option(0, "Random seed (results are deterministic for a seed).")
 
@@ -147,7 +148,7 @@ def values(options: Any) -> dict[str, Any]:
 
 
 def recorded(options: Any) -> dict[str, Any]:
-    """The options a result records in ``info["options"]``: every command-line field (plain values)."""
+    """The command-line fields of an options instance (plain values), as a result records them."""
     return {f.name: getattr(options, f.name) for f in fields(options) if spec_of(f).cli}
 
 

@@ -299,7 +299,8 @@ def draw_result(model: Model) -> Result:
 
 
 def draw(model: Model, path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Draw ``model`` into the PNG ``path``; returns what was drawn (the ``diagram``, node-link or layers, and the layers)."""
+    """Draw ``model`` into the PNG ``path``; returns what was drawn: the ``diagram`` (node-link or layers) and the
+    layers."""
     result = draw_result(model)
     write_file(Path(path), lambda tmp: tmp.write_bytes(result.files[NETWORK_PNG]))
     return {"diagram": result.info["diagram"], "layers": result.info["layers"]}

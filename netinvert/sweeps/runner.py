@@ -179,6 +179,8 @@ def safe_name(name: str) -> str:
 
 
 def merged_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
-    """One row per record: the task's own row, with its ``status`` and, for one that failed, its message."""
-    return [{"task": r.label, "status": r.status, **r.row, "message": r.message, "seconds": round(r.seconds, 3)}
+    """One row per record: the task's own row, with its ``status`` (the task's, over any its row holds) and, for one
+    that failed, its message."""
+    return [{"task": r.label, "status": r.status, **{k: v for k, v in r.row.items() if k != "status"},
+             "message": r.message, "seconds": round(r.seconds, 3)}
             for r in records]
