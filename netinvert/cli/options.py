@@ -228,7 +228,8 @@ def _method_flag(name: str, declared: list[tuple[str, Field[Any]]], methods: Seq
     if name in defaults:
         default = _shown(defaults[name])
     else:
-        shown = {m: spec_of(f).default_text or _shown(f.default) for m, f in declared}
+        shown = {m: spec_of(f).default_text or _shown(f.default) + (f" {spec_of(f).unit}" if spec_of(f).unit else "")
+                 for m, f in declared}
         default = next(iter(shown.values())) if len(set(shown.values())) == 1 else \
             ", ".join(f"{m} {text}" for m, text in shown.items())
     text = spec.help + (f" One of {choices(spec.choices)}." if spec.choices else "") + f" Default: {default}."

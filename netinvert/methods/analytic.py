@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from scipy.linalg import cho_factor, cho_solve, solve_triangular
 from scipy.optimize import lsq_linear
-from scipy.stats import truncnorm
 from threadpoolctl import threadpool_limits
 
 from netinvert.domains.data_prior import prior_for
@@ -409,6 +408,8 @@ def sample_solutions(solution: Solution, k: int, *, seed: int = 0, steps: int = 
     and truncated to the box (hit-and-run with exact one-dimensional truncated-normal steps): with
     the ``data`` metric the samples are the data prior's draws that reach the target.
     """
+    from scipy.stats import truncnorm  # here: scipy.stats takes most of a second to import, and few runs sample
+
     if k < 1:
         raise NetinvertError(f"number of samples k={k} must be >= 1")
     layer, metric = solution._first, solution._metric
