@@ -4,7 +4,8 @@ prefer ``X`` to every other symbol?
 Bisects the margin with ``invert(..., method="exact")`` until a margin with ``found`` (an input, re-checked on the
 network) and a margin with ``none-exists`` (a proof) are at most ``--within`` apart. A ``found`` raises the lower
 end to the margin its input really reaches; ``none-exists`` lowers the upper end; ``unknown`` means the proof must
-be sought higher, so the next try goes halfway up from there. Prints every run and the interval, writes
+be sought higher, so the next try goes halfway up from there; if the ends are still too far apart, one last run
+looks for an input just within ``--within`` below the proof. Prints every run and the interval, writes
 ``benchmarks/results/roman_margin.json``.
 
     python benchmarks/roman_margin.py [--timeout 60] [--within 0.5]
@@ -65,9 +66,11 @@ def main() -> None:
         run(m)
     while high - low > args.within and len(runs) < 16 and np.isfinite(low) and np.isfinite(high):
         base = max(low, stuck)
-        run(round((base + high) / 2 if base < high else high, 4))
-        if stuck >= high:
+        if high - base <= 0.01:
             break
+        run(round((base + high) / 2, 4))
+    if np.isfinite(high) and high - low > args.within:  # one look for an input close enough below the proof
+        run(round(high - args.within + 0.001, 4))
     decided = bool(high - low <= args.within)
     print(f"\nX by {low:.3f} is reached (an input), X by {high:.3f} is not (a proof): "
           f"{'decided' if decided else 'NOT decided'} to within {high - low:.3f}")
