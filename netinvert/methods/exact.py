@@ -37,7 +37,7 @@ from netinvert.solvers.input_split import (
     split_search,
 )
 from netinvert.solvers.piecewise import PLNet
-from netinvert.solvers.problem import Checker, Network, as_output_set, box_of, checker_of, network_of
+from netinvert.solvers.problem import Checker, Network, as_output_set, box_of, checker_of, joined, network_of
 from netinvert.solvers.refine import refine
 from netinvert.targets.output_set import OutputSet
 
@@ -527,14 +527,16 @@ def run(
     t0 = time.perf_counter()
     for target in targets if isinstance(targets, (list, tuple)) else [targets]:
         oset, name = as_output_set(model, target, net.num_outputs)
+        solved, checked, rows_set = joined(net, check, oset)  # rows that read the input: on [outputs, input]
         with time_limit_progress(progress, timeout, f"exact {name}"):
             out = solve_case(
-                net, lo, hi, oset, check, timeout=timeout, alpha_steps=alpha_steps, lp_tighten=lp_tighten, seed=seed
+                solved, lo, hi, rows_set, checked, timeout=timeout, alpha_steps=alpha_steps, lp_tighten=lp_tighten,
+                seed=seed
             )
         items.append(_item(name, out))
         results.append(out)
         rows.append(out.x.astype(np.float64) if out.x is not None else np.full(lo.size, np.nan))
-        outs.append(out.y if out.y is not None else np.full(net.num_outputs, np.nan))
+        outs.append(out.y[: net.num_outputs] if out.y is not None else np.full(net.num_outputs, np.nan))
     return Result(
         method="exact",
         model=model.name,
