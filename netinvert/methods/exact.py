@@ -88,6 +88,12 @@ def _corner_points(net: Network, lo: np.ndarray, hi: np.ndarray, target: OutputS
     return None
 
 
+def _patience(lo: np.ndarray, hi: np.ndarray) -> int | None:
+    """``ATTACK_PATIENCE`` for a box with at most ``MAX_INPUTS`` free inputs, where the search after the attack
+    (the MILP or input splitting, both complete there) finds what the attack would find late; else none."""
+    return ATTACK_PATIENCE if int(np.sum(hi > lo)) <= MAX_INPUTS else None
+
+
 def _stacked_rows(target: OutputSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every disjunct's rows ``A y <= b`` stacked, and the disjunct each row belongs to."""
     rows_a = np.vstack([a for a, _ in target.disjuncts])
@@ -190,7 +196,8 @@ def solve_case(
         return done("none-exists", "bounds")
     # attack: many satisfiable instances end here
     budget = attack_seconds if attack_seconds is not None else min(max(0.05 * timeout, 0.5), 5.0)
-    x, v = pgd(net, lo, hi, target, time_limit=min(budget, max(left(), 0.0)), seed=seed)
+    x, v = pgd(net, lo, hi, target, time_limit=min(budget, max(left(), 0.0)), seed=seed,
+               patience=_patience(lo, hi))
     stats["attack_violation"] = v
     if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
         return done("found", "attack", found=ok)
@@ -414,7 +421,7 @@ def graph_case(
         return done("unknown", "bounds", "time limit")
     budget = attack_seconds if attack_seconds is not None else min(max(0.05 * timeout, 0.5), 5.0)
     rest = OutputSet(tuple(target.disjuncts[i] for i in open_), target.num_outputs)
-    x, v = pgd(net, lo, hi, rest, time_limit=min(budget, max(left(), 0.0)), seed=seed)
+    x, v = pgd(net, lo, hi, rest, time_limit=min(budget, max(left(), 0.0)), seed=seed, patience=_patience(lo, hi))
     stats["attack_violation"] = v
     if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
         return done("found", "attack", found=ok)

@@ -65,21 +65,27 @@ def _s_upper(kind: str, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor,
     """An upper line of the S-shaped ``kind`` on [l, u] (see the module docstring)."""
     sa, sc = _secant(kind, l, u)
     ta, tc = _tangent(kind, (l + u) / 2)
-    fl = act(kind, l)
+    a = torch.where(u <= 0, sa, ta)
+    c = torch.where(u <= 0, sc, tc)
+    across = (l < 0) & (u > 0)  # only these need the tangent through (l, f(l)): found by bisection on them alone
+    if not bool(across.any()):
+        return a, c
+    lx, ux = l[across], u[across]
+    fl = act(kind, lx)
 
     def gap(d: torch.Tensor) -> torch.Tensor:  # <= 0: the tangent at d is at or above f(l) at l
-        return _slope(kind, d) * (d - l) - act(kind, d) + fl
+        return _slope(kind, d) * (d - lx) - act(kind, d) + fl
 
-    lo_d, hi_d = torch.zeros_like(u), u.clamp_min(0)
+    lo_d, hi_d = torch.zeros_like(ux), ux.clone()
     for _ in range(40):
         mid = (lo_d + hi_d) / 2
         neg = gap(mid) <= 0
         hi_d, lo_d = torch.where(neg, mid, hi_d), torch.where(neg, lo_d, mid)
         # hi_d keeps gap <= 0 whenever the root lies in [0, u]
     da, dc = _tangent(kind, hi_d)
-    cross_secant = gap(u.clamp_min(0)) > 0  # the tangent point lies beyond u: the secant stays above
-    a = torch.where(u <= 0, sa, torch.where(l >= 0, ta, torch.where(cross_secant, sa, da)))
-    c = torch.where(u <= 0, sc, torch.where(l >= 0, tc, torch.where(cross_secant, sc, dc)))
+    cross_secant = gap(ux) > 0  # the tangent point lies beyond u: the secant stays above
+    a[across] = torch.where(cross_secant, sa[across], da)
+    c[across] = torch.where(cross_secant, sc[across], dc)
     return a, c
 
 
