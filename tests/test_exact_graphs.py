@@ -264,13 +264,13 @@ def test_unsupported_layers_get_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(NetinvertError, match=r"module act \(GELU\) is not supported.*Linear, Conv2d, ReLU"):
         network_of(model)
 
-    class Leaky(nn.Module):
+    class Elu(nn.Module):  # LeakyReLU, the unsupported op here before, is read now
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return F.leaky_relu(x) + x
+            return F.elu(x) + x
 
-    path = tmp_path / "leaky.onnx"
-    torch.onnx.export(Leaky(), torch.zeros(1, 4), str(path), dynamo=False)
-    with pytest.raises(NetinvertError, match=r"LeakyRelu node .* uses op LeakyRelu.*support Gemm.*Concat"):
+    path = tmp_path / "elu.onnx"
+    torch.onnx.export(Elu(), torch.zeros(1, 4), str(path), dynamo=False)
+    with pytest.raises(NetinvertError, match=r"Elu node .* uses op Elu.*support Gemm.*Concat"):
         network_of(load(path, input_shape=(4,)))
 
 

@@ -5,8 +5,11 @@ average pooling, reshapes anywhere, and convolutions kept as convolutions.
 value has a per-item ``shape`` (ONNX graphs keep their leading batch-1 dimension in it, PyTorch
 modules do not); batched tensors carry an extra leading batch dimension. Linear nodes know their
 transpose (``transpose``): bound propagation runs backward through a convolution with
-``conv_transpose2d`` and never builds a dense matrix, so a CIFAR ResNet fits in memory.
-The readers (ONNX graphs, ``torch.fx`` traces) are in ``graph_read.py``, the bounds in
+``conv_transpose2d`` and never builds a dense matrix, so a CIFAR ResNet fits in memory. A
+transposed convolution (``convt``) runs backward through ``conv2d``; ``gather`` (every output
+element is one input element: slices, splits, transposes, nearest-neighbour upsampling) through a
+scatter-add; ``sum`` (a reduction over axes) through a broadcast.
+The readers are ``graph_read.py`` (ONNX) and ``graph_fx.py`` (``torch.fx`` traces), the bounds in
 ``graph_bounds.py``.
 """
 
@@ -22,8 +25,9 @@ import torch.nn.functional as F
 from netinvert.solvers.piecewise import PLNet
 from netinvert.solvers.smooth import act
 
-OPS = ("input", "linear", "conv", "act", "add", "concat", "avgpool", "reshape", "scale", "append")
-LINEAR_OPS = ("linear", "conv", "add", "concat", "avgpool", "reshape", "scale", "append")
+OPS = ("input", "linear", "conv", "convt", "act", "add", "concat", "avgpool", "reshape", "scale", "append", "gather",
+       "sum")
+LINEAR_OPS = ("linear", "conv", "convt", "add", "concat", "avgpool", "reshape", "scale", "append", "gather", "sum")
 
 
 @dataclass
@@ -244,6 +248,18 @@ def apply(node: GNode, xs: list[Any], nodes: list[GNode]) -> torch.Tensor:
         src = F.pad(src, p["pads"]) if any(p["pads"]) else src
         y = F.conv2d(src, p["w"], p.get("b"), stride=p["stride"], dilation=p["dilation"], groups=p["groups"])
         return y.reshape(bsz, *node.shape)
+    if op == "convt":
+        src = _spatial(x, nodes[node.inputs[0]].shape)
+        y = F.conv_transpose2d(src, p["w"], None, stride=p["stride"], dilation=p["dilation"], groups=p["groups"])
+        left, right, top, bottom = p["pads"]
+        oph, opw = p["output_padding"]
+        y = F.pad(y, (0, opw, 0, oph))[..., top: y.shape[-2] + oph - bottom, left: y.shape[-1] + opw - right]
+        y = y + p["b"][:, None, None] if p.get("b") is not None else y
+        return y.reshape(bsz, *node.shape)
+    if op == "gather":
+        return x.reshape(bsz, -1)[:, p["index"]].reshape(bsz, *node.shape)
+    if op == "sum":
+        return x.sum(dim=tuple(a + 1 for a in p["axes"]), keepdim=True).reshape(bsz, *node.shape)
     if op == "add":
         return xs[0] + p.get("sign", 1.0) * xs[1]
     if op == "concat":
@@ -286,6 +302,24 @@ def transpose(node: GNode, lam: torch.Tensor, nodes: list[GNode]) -> tuple[list[
                                   output_padding=(oph, opw))
         back = back[..., pt: pt + ins[-2], pl: pl + ins[-1]]
         return [back.reshape(k, *ins)], const
+    if op == "convt":
+        const = zero
+        if p.get("b") is not None:
+            const = (lam.reshape(k, -1, *node.shape[-3:]) * p["b"][:, None, None]).reshape(k, -1).sum(1)
+        left, right, top, bottom = p["pads"]
+        oph, opw = p["output_padding"]
+        g = F.pad(_spatial(lam, node.shape), (left, right, top, bottom))
+        g = g[..., : g.shape[-2] - oph, : g.shape[-1] - opw]
+        back = F.conv2d(g, p["w"], stride=p["stride"], dilation=p["dilation"], groups=p["groups"])
+        return [back.reshape(k, *nodes[node.inputs[0]].shape)], const
+    if op == "gather":
+        ins = nodes[node.inputs[0]]
+        back = lam.new_zeros(k, ins.size).index_add_(1, p["index"], lam.reshape(k, -1))
+        return [back.reshape(k, *ins.shape)], zero
+    if op == "sum":
+        ins = nodes[node.inputs[0]].shape
+        kept = tuple(1 if d in p["axes"] else n for d, n in enumerate(ins))
+        return [lam.reshape(k, *kept).expand(k, *ins)], zero
     if op == "add":
         return [lam, p.get("sign", 1.0) * lam], zero
     if op == "concat":

@@ -5,7 +5,8 @@ Backward propagation visits the nodes in reverse topological order; the coeffici
 a node from several readers (a residual branch point) are summed before it is passed, and
 every linear node is passed through its transpose (``graph.transpose``: a convolution through
 ``conv_transpose2d``), so no dense matrix of a convolution is ever built. Activations take the
-relaxations of ``smooth.relax`` (ReLU triangle; sigmoid, tanh, softplus tangents and secants).
+relaxations of ``smooth.relax`` (ReLU triangle; sigmoid, tanh, softplus, sin, cos and power
+tangents and secants) and their interval images ``smooth.image``.
 
 Intermediate (pre-activation) bounds: interval bounds, tightened by CROWN for the neurons they
 leave unstable, in chunks of rows (at most ``MEMORY`` bytes, and timed so that the last one ends
@@ -25,7 +26,7 @@ import torch
 
 from netinvert.solvers.adam import Adam
 from netinvert.solvers.graph import GNode, GraphNet, apply, transpose
-from netinvert.solvers.smooth import NARROW, Line, act, relax
+from netinvert.solvers.smooth import NARROW, Line, image, relax
 
 DT = torch.float64
 MEMORY = 256 * 2**20  # bytes of coefficients one chunk of intermediate rows may hold
@@ -57,7 +58,7 @@ def _abs_node(node: GNode) -> GNode:
     if "t" in p:
         p["t"] = torch.zeros_like(p["t"])
     p["b"] = None
-    p.update({"sign": 1.0} if node.op == "add" else {})
+    p.update({"sign": abs(node.p.get("sign", 1.0))} if node.op == "add" else {})
     p.update({"value": 0.0} if node.op == "append" else {})
     return GNode(node.op, node.inputs, node.shape, p, node.label)
 
@@ -82,9 +83,11 @@ def _exact_interval(net: GraphNet) -> list[bool]:
         src = n.inputs[0] if len(n.inputs) == 1 else None
         if src is None:
             continue
-        if n.op in ("reshape", "scale", "append"):
+        if n.op in ("reshape", "scale", "append") or (n.op == "gather" and n.p["injective"]):
             boxlike[i], exact[i] = boxlike[src], exact[src]
-        elif n.op in ("linear", "conv", "avgpool"):
+        elif n.op == "gather":  # repeated elements: exact, but no longer independent
+            exact[i] = exact[src]
+        elif n.op in ("linear", "conv", "convt", "avgpool", "sum"):
             exact[i] = boxlike[src]
     return exact
 
@@ -162,7 +165,7 @@ def bounds(net: GraphNet, lo: torch.Tensor, hi: torch.Tensor, *, deadline: float
                 crowned, skipped = crowned + done, skipped + left
             pre[j] = (l, u)
             lines[j] = relax(node.p["kind"], l, u)
-            ivals[j] = (act(node.p["kind"], l), act(node.p["kind"], u))
+            ivals[j] = image(node.p["kind"], l, u)
         for i in node.inputs:  # intervals nobody reads any more are dropped
             if last_read[i] == j and i != 0:
                 ivals[i] = None

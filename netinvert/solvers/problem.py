@@ -24,7 +24,7 @@ from netinvert.models.onnx import OnnxModule
 from netinvert.models.wrapper import Model
 from netinvert.solvers.graph import GraphNet
 from netinvert.solvers.graph_read import graph_from_onnx, graph_from_torch
-from netinvert.solvers.piecewise import PLNet, from_onnx_model, from_torch
+from netinvert.solvers.piecewise import ACTIVATIONS, PLNet, from_onnx_model, from_torch
 from netinvert.targets.output_set import OutputSet
 from netinvert.targets.regression import Regression
 from netinvert.targets.units import Class
@@ -106,7 +106,8 @@ def network_of(model: Model) -> Network:
 def choose_network(graph: Callable[[], GraphNet], chain: Callable[[], PLNet]) -> Network:
     """The dense chain when the network is a small chain (from the chain reader, or composed from
     the graph when only the graph reader reads it, e.g. a custom module's forward; max-pooling only
-    the chain reader reads), else the graph. When neither reads it, the graph reader's error."""
+    the chain reader reads), else the graph (also for chains with activations the dense form lacks:
+    sin, cos, powers). When neither reads it, the graph reader's error."""
     try:
         g = graph()
     except NetinvertError as exc:
@@ -114,7 +115,7 @@ def choose_network(graph: Callable[[], GraphNet], chain: Callable[[], PLNet]) ->
             return chain()
         except NetinvertError:
             raise exc from None
-    if g.is_chain() and g.dense_cost() <= DENSE_LIMIT:
+    if g.is_chain() and g.dense_cost() <= DENSE_LIMIT and set(g.kinds) <= set(ACTIVATIONS):
         try:
             return chain()
         except NetinvertError:  # a chain the dense reader cannot read (a custom module's forward)

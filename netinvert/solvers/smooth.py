@@ -13,11 +13,23 @@ Every activation of ``ACTIVATIONS`` is monotone increasing, so its interval imag
   that ``d`` lies beyond ``u``. The lower line is the upper line of the mirrored interval
   (``f(z) = 2 f(0) - f(-z)``).
 
+Graphs also take ``sin``, ``cos`` and integer powers ``pow<p>`` (``p >= 2``), which ``image``
+bounds by their extrema inside the interval (sin and cos reach +-1 where a peak lies inside it, an
+even power 0 where the interval holds 0). Even powers (convex): the secant above, the midpoint
+tangent below. Sin and odd powers: any slope ``a`` gives a sound upper line ``a z + peak(a)``,
+where ``peak(a)``, the maximum of ``f(z) - a z`` on [l, u], is read from the end points and the
+interior local maxima (``_peak``); the slope minimizing the line's value at the midpoint (a convex
+function of ``a``) is found by golden-section search, which gives the midpoint tangent on a
+concave stretch, the secant on a convex one, and the constant 1 over several periods of sin. The lower line is the mirrored interval's upper line (both functions are odd); cos is sin
+shifted by pi / 2. Their slack grows with the size of the values involved (``_curve_scale``).
+
 Lines get a small slack (1e-9) against rounding; intervals narrower than 1e-7 get the constant
 lines ``f(l)`` and ``f(u)``. All bounds are float64 and batched over boxes ``(B, n_in)``.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -28,6 +40,9 @@ SLACK = 1e-9
 NARROW = 1e-7
 Layers = list[tuple[torch.Tensor, torch.Tensor]]
 Line = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # al, cl, au, cu
+NONMONOTONE = ("sin", "cos")  # with the even powers ``pow<p>``: their image on [l, u] is not [f(l), f(u)]
+TWO_PI = 2 * math.pi
+GOLDEN, GOLDEN_STEPS = (math.sqrt(5) - 1) / 2, 24  # golden-section search for the slopes of sin and odd powers
 
 
 def act(kind: str, z: torch.Tensor) -> torch.Tensor:
@@ -38,6 +53,12 @@ def act(kind: str, z: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(z)
     if kind == "tanh":
         return torch.tanh(z)
+    if kind == "sin":
+        return torch.sin(z)
+    if kind == "cos":
+        return torch.cos(z)
+    if kind.startswith("pow"):
+        return z ** power(kind)
     return torch.nn.functional.softplus(z, beta=1.0, threshold=1e9)
 
 
@@ -47,6 +68,12 @@ def _slope(kind: str, z: torch.Tensor) -> torch.Tensor:
         return s * (1 - s)
     if kind == "tanh":
         return 1 - torch.tanh(z) ** 2
+    if kind == "sin":
+        return torch.cos(z)
+    if kind == "cos":
+        return -torch.sin(z)
+    if kind.startswith("pow"):
+        return power(kind) * z ** (power(kind) - 1)
     return torch.sigmoid(z)  # softplus
 
 
@@ -91,6 +118,8 @@ def _s_upper(kind: str, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor,
 
 def relax(kind: str, l: torch.Tensor, u: torch.Tensor) -> Line:
     """Lines ``al z + cl <= f(z) <= au z + cu`` valid on [l, u] (element-wise)."""
+    if kind in NONMONOTONE or kind.startswith("pow"):
+        return _relax_curved(kind, l, u)
     zero = torch.zeros_like(l)
     if kind == "relu":
         active, unstable = (l >= 0).to(l.dtype), (l < 0) & (u > 0)
@@ -112,6 +141,108 @@ def relax(kind: str, l: torch.Tensor, u: torch.Tensor) -> Line:
     cl = torch.where(narrow, act(kind, l), cl) - SLACK * scale
     cu = torch.where(narrow, act(kind, u), cu) + SLACK * scale
     return al, cl, au, cu
+
+
+def power(kind: str) -> int:
+    """The integer exponent of a ``pow<p>`` kind (``pow2``: x ** 2)."""
+    return int(kind[3:])
+
+
+def _curve_scale(kind: str, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The size of the values a line of ``kind`` on [l, u] adds up (its slack is ``SLACK`` times this)."""
+    if kind.startswith("pow"):
+        return (power(kind) + 1) * (1 + torch.maximum(l.abs(), u.abs())) ** power(kind)
+    return 1 + l.abs() + u.abs()
+
+
+def image(kind: str, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds of ``f([l, u])`` (element-wise): ``[f(l), f(u)]`` for the monotone kinds; for sin, cos
+    and even powers the extrema inside the interval count too (with the lines' slack)."""
+    if kind == "cos":  # cos z = sin(z + pi / 2)
+        return image("sin", l + math.pi / 2, u + math.pi / 2)
+    if kind == "sin":
+        s = SLACK * _curve_scale(kind, l, u)
+        fl, fu = torch.sin(l), torch.sin(u)
+        top = torch.where(_crosses(l, u, math.pi / 2), torch.ones_like(l), torch.maximum(fl, fu))
+        bottom = torch.where(_crosses(l, u, -math.pi / 2), -torch.ones_like(l), torch.minimum(fl, fu))
+        return (bottom - s).clamp_min(-1.0), (top + s).clamp_max(1.0)
+    if kind.startswith("pow"):
+        s = SLACK * _curve_scale(kind, l, u)
+        fl, fu = act(kind, l), act(kind, u)
+        if power(kind) % 2:
+            return fl - s, fu + s
+        low = torch.where((l < 0) & (u > 0), torch.zeros_like(l), torch.minimum(fl, fu))
+        return (low - s).clamp_min(0.0), torch.maximum(fl, fu) + s
+    return act(kind, l), act(kind, u)
+
+
+def _crosses(l: torch.Tensor, u: torch.Tensor, phase: float) -> torch.Tensor:
+    """Whether [l, u] holds a point ``phase + 2 k pi``."""
+    return torch.ceil((l - phase) / TWO_PI) <= torch.floor((u - phase) / TWO_PI)
+
+
+def _peak(kind: str, a: torch.Tensor, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """``max f(z) - a z`` over [l, u] for sin or an odd power, from the end points and the interior
+    local maxima that can win: for sin those at ``acos(a) + 2 k pi`` (the first one in [l, u] when
+    ``a >= 0``, the last one when ``a <= 0``; both are tried), for ``z ** p`` the one at
+    ``-(a / p) ** (1 / (p - 1))``. A point computed slightly off is still inside [l, u] after
+    clamping, and off by rounding it loses only a second-order amount (the slack covers it)."""
+    if kind == "sin":
+        r = torch.acos(a.clamp(-1.0, 1.0))
+        inner = [r + TWO_PI * torch.ceil((l - r) / TWO_PI), r + TWO_PI * torch.floor((u - r) / TWO_PI)]
+    else:
+        p = power(kind)
+        inner = [-((a.clamp_min(0.0) / p) ** (1.0 / (p - 1)))]
+    points = [l, u, *(torch.minimum(torch.maximum(z, l), u) for z in inner)]
+    return torch.stack([act(kind, z) - a * z for z in points]).amax(0)
+
+
+def _upper_curved(kind: str, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An upper line ``a z + peak(a)`` of sin or an odd power on [l, u]. Every slope gives a sound
+    line (``_peak``); the slope is the one, within the range of ``f'`` on [l, u] (where the best
+    lies), that minimizes the line's value at the midpoint, ``a * mid + peak(a)``: a convex function
+    of ``a``, minimized by golden-section search (then slope 0 and the secant's slope are tried too).
+    On a concave stretch this is the midpoint tangent, on a convex one the secant, over several
+    periods of sin the constant 1."""
+    mid = (l + u) / 2
+    if kind == "sin":
+        a_lo, a_hi = image("cos", l, u)
+    else:
+        a_lo, a_hi = (power(kind) * v for v in image(f"pow{power(kind) - 1}", l, u))
+    value = lambda a: a * mid + _peak(kind, a, l, u)
+    x1, x2 = a_hi - GOLDEN * (a_hi - a_lo), a_lo + GOLDEN * (a_hi - a_lo)
+    f1, f2 = value(x1), value(x2)
+    for _ in range(GOLDEN_STEPS):
+        left = f1 <= f2  # the minimum lies in [a_lo, x2]: drop (x2, a_hi], else [a_lo, x1)
+        a_hi, a_lo = torch.where(left, x2, a_hi), torch.where(left, a_lo, x1)
+        new = torch.where(left, a_hi - GOLDEN * (a_hi - a_lo), a_lo + GOLDEN * (a_hi - a_lo))
+        f_new = value(new)
+        x1, x2, f1, f2 = (torch.where(left, new, x2), torch.where(left, x1, new),
+                          torch.where(left, f_new, f2), torch.where(left, f1, f_new))
+    a = torch.where(f1 <= f2, x1, x2)
+    for other in (torch.zeros_like(a), _secant(kind, l, u)[0]):  # exact where the search ends near them
+        a = torch.where(value(other) < value(a), other, a)
+    return a, _peak(kind, a, l, u)
+
+
+def _relax_curved(kind: str, l: torch.Tensor, u: torch.Tensor) -> Line:
+    """``relax`` for sin, cos and integer powers (see the module docstring)."""
+    if kind == "cos":  # cos z = sin(z + pi / 2): the lines of sin on the shifted interval
+        al, cl, au, cu = _relax_curved("sin", l + math.pi / 2, u + math.pi / 2)
+        return al, cl + al * (math.pi / 2), au, cu + au * (math.pi / 2)
+    if kind.startswith("pow") and power(kind) % 2 == 0:  # convex
+        au, cu = _secant(kind, l, u)
+        al, cl = _tangent(kind, (l + u) / 2)
+    else:  # sin and odd powers are odd functions: the lower line is the mirrored interval's upper line
+        au, cu = _upper_curved(kind, l, u)
+        ma, mc = _upper_curved(kind, -u, -l)
+        al, cl = ma, -mc
+    low, high = image(kind, l, u)
+    narrow = (u - l) < NARROW
+    zero = torch.zeros_like(l)
+    slack = SLACK * _curve_scale(kind, l, u)
+    return (torch.where(narrow, zero, al), torch.where(narrow, low, cl - slack),
+            torch.where(narrow, zero, au), torch.where(narrow, high, cu + slack))
 
 
 def backsub(

@@ -31,7 +31,7 @@ from netinvert.ground.run import time_limit_progress
 from netinvert.methods import invert
 from netinvert.models.load import load
 from netinvert.report.finish import finish
-from netinvert.targets.vnnlib import read_vnnlib
+from netinvert.targets.vnnlib import Spec, read_vnnlib
 from netinvert.tasks.runner import read_records, run_sweep
 from netinvert.tasks.task import Record, Task, task_key
 
@@ -50,10 +50,7 @@ def solve_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: floa
         raise NetinvertError(
             f"{vnnlib_path}: the spec declares {spec.num_inputs} inputs but {Path(onnx_path).name} has {n_in}"
         )
-    if spec.num_outputs != n_out:
-        raise NetinvertError(
-            f"{vnnlib_path}: the spec declares {spec.num_outputs} outputs but {Path(onnx_path).name} has {n_out}"
-        )
+    _check_outputs(spec, n_out, vnnlib_path, Path(onnx_path).name)
     answers: list[Result] = []
     status, reason = "none-exists", ""
     for case in spec.cases:
@@ -89,6 +86,22 @@ def solve_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: floa
                   info={"status": status, "network": str(onnx_path), "spec": str(vnnlib_path), "cases": len(spec.cases),
                         "certificates": [r.info["certificates"][0] for r in answers]},
                   kind="solve", files=files)
+
+
+def _check_outputs(spec: Spec, n_out: int, vnnlib_path: str | Path, net: str) -> None:
+    """A spec must declare exactly the network's outputs; the error names the first variable it lacks
+    or the last one (a constrained one first) it has beyond them."""
+    if spec.num_outputs == n_out:
+        return
+    outputs = f"{net} has {n_out} outputs (Y_0..Y_{n_out - 1})"
+    if spec.num_outputs < n_out:
+        raise NetinvertError(f"{vnnlib_path}: the spec declares no Y_{spec.num_outputs} but {outputs}: declare "
+                             "every output")
+    used = [int(j) for case in spec.cases for a, _ in case.output.disjuncts for j in np.flatnonzero(a.any(axis=0))]
+    beyond = [j for j in used if j >= n_out]
+    if beyond:
+        raise NetinvertError(f"{vnnlib_path}: the spec constrains Y_{max(beyond)} but {outputs}")
+    raise NetinvertError(f"{vnnlib_path}: the spec declares Y_{spec.num_outputs - 1} but {outputs}")
 
 
 def counterexample_text(x: np.ndarray, y: np.ndarray) -> str:
