@@ -2,7 +2,7 @@
 
 The network is a small digits-sized CNN (1x28x28 -> conv 16 -> conv 32 -> fc 10) with seeded random
 weights (throughput does not depend on training). Every configuration renders all 32 channels of
-``conv2`` with the same number of steps through ``netinvert.tasks.atlas.render`` into a fresh
+``conv2`` with the same number of steps through ``netinvert.sweeps.atlas.render`` into a fresh
 folder (PNG and checkpoint writing included). A last row is what a user gets from
 ``netinvert atlas -m digits-cnn -l fc`` with every default (256 steps, the data prior, batch 16, the
 library's thread choice). Prints a table; writes benchmarks/results/atlas_throughput.json.
@@ -29,7 +29,7 @@ from netinvert.ground.run import torch_threads
 from netinvert.ground.spec import InputSpec
 from netinvert.models.load import load
 from netinvert.models.wrapper import Model
-from netinvert.tasks.atlas import render
+from netinvert.sweeps.atlas import render
 
 LAYER = "conv2"
 

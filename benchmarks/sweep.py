@@ -28,11 +28,11 @@ import numpy as np
 
 from netinvert.ground.output import write_json
 from netinvert.models.load import load
-from netinvert.tasks.atlas import layer_tasks
-from netinvert.tasks.engines import make_engine
-from netinvert.tasks.runner import run_sweep
-from netinvert.tasks.solve import instance_task
-from netinvert.tasks.task import Record, Task, task_key
+from netinvert.sweeps.atlas import layer_tasks
+from netinvert.sweeps.engines import make_engine
+from netinvert.sweeps.runner import run_sweep
+from netinvert.sweeps.solve import instance_task
+from netinvert.sweeps.task import Record, Task, task_key
 
 DOMAIN = {"param": "auto", "tv": 0.0, "bn_prior": None, "data_prior": None}
 

@@ -23,10 +23,10 @@ import statistics
 from pathlib import Path
 
 from netinvert.ground.output import write_json
-from netinvert.tasks.engines import make_engine
-from netinvert.tasks.runner import run_sweep
-from netinvert.tasks.solve import instance_task
-from netinvert.tasks.task import Record, Task, task_key
+from netinvert.sweeps.engines import make_engine
+from netinvert.sweeps.runner import run_sweep
+from netinvert.sweeps.solve import instance_task
+from netinvert.sweeps.task import Record, Task, task_key
 
 OURS = {"found": "sat", "none-exists": "unsat", "unknown": "unknown"}
 

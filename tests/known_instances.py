@@ -154,3 +154,37 @@ def check_solve_command(fam: Path, out: Path, names: dict[str, str], statuses: l
                             "--out", str(out / "family")])
     assert r.exit_code == 0, r.output
     assert [row["status"] for row in csv.DictReader((out / "family" / "results.csv").open())] == statuses
+
+
+def twin_network(n_in: int = 20, width: int = 32, seed: int = 0) -> nn.Sequential:
+    """Two copies of one random tanh MLP side by side (block-diagonal layers), outputs ``Y_0`` and ``Y_1``.
+
+    ``Y_0 - Y_1`` is 0 for every input (the copies compute the same numbers in the same order), so no input reaches
+    ``Y_0 - Y_1 >= 0.01``: unsat by construction, yet the bounds of the two copies do not cancel, and on 20 inputs
+    the input splitting of smooth networks cannot close it in seconds (an instance that runs out of time).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    sizes = [n_in, width, width, 1]
+    mods: list[nn.Module] = []
+    for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        w, bias = torch.randn(b, a, generator=gen) / a ** 0.5 * 2, torch.randn(b, generator=gen) * 0.5
+        lin = nn.Linear(a if k == 0 else 2 * a, 2 * b)
+        with torch.no_grad():
+            lin.weight.zero_()
+            if k == 0:
+                lin.weight.copy_(torch.cat([w, w]))
+            else:
+                lin.weight[:b, :a], lin.weight[b:, a:] = w, w
+            lin.bias.copy_(torch.cat([bias, bias]))
+        mods += [lin] + ([nn.Tanh()] if k < len(sizes) - 2 else [])
+    return nn.Sequential(*mods)
+
+
+def write_twin(folder: Path, n_in: int = 20) -> tuple[Path, Path]:
+    """The twin network (:func:`twin_network`) as ``twin.onnx`` and its property ``Y_0 - Y_1 >= 0.01`` over
+    ``[-1, 1]^n_in`` as ``twin.vnnlib``."""
+    onnx_path = export_onnx(twin_network(n_in), (1, n_in), folder / "twin.onnx")
+    spec = folder / "twin.vnnlib"
+    spec.write_text(vnnlib_text(np.full(n_in, -1.0), np.ones(n_in), 2, "(assert (>= (- Y_0 Y_1) 0.01))",
+                                comment="two copies of one network: Y_0 = Y_1 everywhere"))
+    return onnx_path, spec

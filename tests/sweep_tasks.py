@@ -21,7 +21,7 @@ def square(x: int, log: str, sleep: float = 0.0, crash_on: int | None = None) ->
 
 def square_tasks(n: int, log: str, sleep: float = 0.0, crash_on: int | None = None) -> list:
     """``n`` runner tasks of :func:`square`, keyed by ``x``."""
-    from netinvert.tasks.task import Task, task_key
+    from netinvert.sweeps.task import Task, task_key
 
     return [Task(square, {"x": x, "log": log, "sleep": sleep, "crash_on": crash_on}, task_key("square", x=x),
                  f"square {x}", timeout=60.0) for x in range(n)]

@@ -16,6 +16,7 @@ LAYERS = [  # bottom to top; packages on one line share a layer
     ("methods",),
     ("report",),
     ("tasks",),
+    ("sweeps",),
     ("cli", "__main__", "demo"),
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

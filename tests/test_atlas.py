@@ -22,6 +22,7 @@ from netinvert.data.digits import load_digits_28
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.spec import InputSpec
 from netinvert.models.wrapper import Model
+from netinvert.sweeps.atlas import render
 from netinvert.targets.units import Channel, Neuron
 from netinvert.tasks import atlas
 
@@ -68,7 +69,7 @@ def test_units_are_channels_of_conv_layers_and_neurons_of_linear_layers(model):
 
 def test_atlas_renders_every_unit(model, tmp_path: Path):
     out = tmp_path / "atlas"
-    result = atlas.render(model, "act2", out, batch_size=3, steps=48)
+    result = render(model, "act2", out, batch_size=3, steps=48)
     assert sorted(p.name for p in (out / "units").iterdir()) == [f"unit_{u:05d}.png" for u in range(8)]
     assert Image.open(out / "units" / "unit_00000.png").size == (112, 112)
     sheet = Image.open(out / atlas.SHEET)
@@ -99,35 +100,64 @@ def test_interrupted_atlas_resumes_and_equals_an_uninterrupted_one(model, tmp_pa
             raise Stop
 
     with pytest.raises(Stop):
-        atlas.render(model, "conv2", tmp_path / "a", batch_size=2, steps=32, on_batch=stop_after_two_batches)
+        render(model, "conv2", tmp_path / "a", batch_size=2, steps=32, on_batch=stop_after_two_batches)
     assert seen == [0, 2, 4]
     assert sorted(p.name for p in (tmp_path / "a" / "batches").iterdir()) == ["b000000.npz", "b000002.npz"]
     assert not (tmp_path / "a" / "result.json").exists()
     first = np.load(tmp_path / "a" / "batches" / "b000000.npz")["inputs"]
 
     progress: list[int] = []
-    resumed = atlas.render(model, "conv2", tmp_path / "a", batch_size=2, steps=32,
+    resumed = render(model, "conv2", tmp_path / "a", batch_size=2, steps=32,
                            on_batch=lambda done, total: progress.append(done))
     assert progress == [4, 6, 8]
     assert resumed.info["atlas"]["resumed_units"] == 4 and resumed.timing["units_rendered_now"] == 4
     assert np.array_equal(resumed.inputs[:2].numpy(), first)
-    whole = atlas.render(model, "conv2", tmp_path / "b", batch_size=2, steps=32)
+    whole = render(model, "conv2", tmp_path / "b", batch_size=2, steps=32)
     assert torch.equal(resumed.inputs, whole.inputs)
-    again = atlas.render(model, "conv2", tmp_path / "a", batch_size=2, steps=32)
+    again = render(model, "conv2", tmp_path / "a", batch_size=2, steps=32)
     assert again.info["atlas"]["resumed_units"] == 8 and torch.equal(again.inputs, whole.inputs)
 
 
 def test_atlas_refuses_other_options_and_foreign_folders(model, tmp_path: Path):
-    atlas.render(model, "fc", tmp_path / "a", batch_size=5, steps=4)
+    render(model, "fc", tmp_path / "a", batch_size=5, steps=4)
     with pytest.raises(NetinvertError, match=r"steps=4 \(now 8\).*same options"):
-        atlas.render(model, "fc", tmp_path / "a", batch_size=5, steps=8)
+        render(model, "fc", tmp_path / "a", batch_size=5, steps=8)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(NetinvertError, match="not empty"):
-        atlas.render(model, "fc", tmp_path / "busy", steps=4)
+        render(model, "fc", tmp_path / "busy", steps=4)
     with pytest.raises(NetinvertError, match="batch size 0"):
-        atlas.render(model, "fc", tmp_path / "c", batch_size=0)
+        render(model, "fc", tmp_path / "c", batch_size=0)
     assert not (tmp_path / "c").exists()
+
+
+def test_every_option_that_changes_the_pictures_is_in_the_resume_key(zoo, model, tmp_path: Path):
+    """Issue 25 item 11: a rerun with another --data-prior (or another network under the same name) was resumed
+    from batches made under the first one; the key is now every argument a batch is rendered with."""
+    from netinvert.domains.domain import Domain
+
+    class Stop(Exception):
+        pass
+
+    def stop(done: int, total: int) -> None:
+        if done >= 5:
+            raise Stop
+
+    digits = zoo("digits-mlp")
+    with pytest.raises(Stop):
+        render(digits, "fc3", tmp_path / "a", batch_size=5, steps=4, on_batch=stop)
+    with pytest.raises(NetinvertError, match=r"data_prior=None \(now 5\.0\).*same options"):
+        render(digits, "fc3", tmp_path / "a", Domain(data_prior=5.0), batch_size=5, steps=4)
+    with pytest.raises(NetinvertError, match=r"l1=0\.0 \(now 0\.5\)"):
+        render(digits, "fc3", tmp_path / "a", Domain(l1=0.5), batch_size=5, steps=4)
+    resumed = render(digits, "fc3", tmp_path / "a", Domain(), batch_size=5, steps=4)
+    assert resumed.info["atlas"]["resumed_units"] == 5 and resumed.timing["units_rendered_now"] == 5
+    assert resumed.info["options"]["data_prior"] is None
+
+    render(model, "fc", tmp_path / "b", batch_size=5, steps=4)
+    other = Model(small_cnn(), SPEC, name=model.name)  # untrained: other weights under the same name
+    with pytest.raises(NetinvertError, match=r"weights="):
+        render(other, "fc", tmp_path / "b", batch_size=5, steps=4)
 
 
 def test_killed_atlas_command_resumes(model, tmp_path: Path):

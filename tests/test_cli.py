@@ -218,3 +218,90 @@ def test_preimage_command_runs_the_bounds_method(tmp_path, zoo):
     over = [item["fraction_over"] for item in data["items"]]
     assert all(0 < u <= o for u, o in zip(inside, over)) and sum(inside) <= 1.0 + 1e-9 <= sum(over) + 1e-9
     assert (out / "preimage_00.png").exists() and (out / "preimage_01.png").exists()
+
+
+READ_ONLY_RUNS = """
+import json, sys, traceback
+from typer.testing import CliRunner
+from netinvert.cli.main import app
+
+def run(args):
+    result = CliRunner().invoke(app, args)
+    crash = result.exception is not None and not isinstance(result.exception, SystemExit)
+    return result.output + ("".join(traceback.format_exception(*result.exc_info)) if crash else "")
+
+print(json.dumps([run(args) for args in json.loads(sys.argv[1])]))
+"""
+
+
+@pytest.mark.slow
+def test_every_command_refuses_a_read_only_out_folder_in_one_line(tmp_path, zoo, known_family):
+    """Issue 25 item 5: an out folder that exists but cannot be written (and `report -o` into one) gave tracebacks
+    after the work was done; every command now stops in one line, exit code 2, before it starts."""
+    import os
+    import shutil
+    import stat
+
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("root ignores folder permissions and setpriv is missing to drop that")
+    for name in ("digits-mlp", "digits-cnn", "dbn-digits", "roman-mlp", "moons-relu", "arm"):
+        zoo(name)
+    done = tmp_path / "done"
+    assert runner.invoke(app, ["imagine", "-m", "digits-mlp", "-t", "3", "--steps", "2", "-o", str(done)]).exit_code == 0
+    shutil.copytree(done, tmp_path / "done-ro")
+    (tmp_path / "targets.txt").write_text("1.2,0.5\n")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    for folder in (ro, tmp_path / "done-ro"):
+        folder.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+    design = ["--samples", "2", "--starts", "8", "--steps", "2", "--prove", "0"]
+    runs = [
+        ["imagine", "-m", "digits-mlp", "-t", "3", "--steps", "2"],
+        ["sample", "-m", "dbn-digits", "-t", "2", "--samples", "2"],
+        ["patterns", "-m", "roman-mlp", "-l", "fc2"],
+        ["atlas", "-m", "digits-mlp", "-l", "fc3", "--steps", "2"],
+        ["atlas", "-m", "digits-mlp", "--layers", "fc3", "--steps", "2"],
+        ["invert", "-m", "digits-cnn", "-l", "conv", "--index", "3", "--method", "gradient", "--steps", "2"],
+        ["leakage", "-m", "digits-cnn", "--layers", "conv", "--methods", "gradient", "--count", "2", "--steps", "2"],
+        ["solve", str(known_family / "nano.onnx"), str(known_family / "nano.vnnlib")],
+        ["solve", "--instances", str(known_family / "instances.csv")],
+        ["preimage", "-m", "moons-relu", "-t", "all", "--max-boxes", "20"],
+        ["design", "-m", "arm", "--y", "1.2,0.5", *design],
+        ["design", "-m", "arm", "--targets", str(tmp_path / "targets.txt"), *design],
+        ["draw", "-m", "moons-relu"],
+        ["warp", "-m", "moons-relu"],
+    ]
+    runs = [[*args, "-o", str(ro)] for args in runs]
+    runs += [["report", str(done), "-o", str(ro / "index.html")], ["report", str(tmp_path / "done-ro")]]
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    proc = subprocess.run([*drop, sys.executable, "-c", READ_ONLY_RUNS, json.dumps(runs)], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    for args, output in zip(runs, json.loads(proc.stdout.splitlines()[-1]), strict=True):
+        lines = [line for line in output.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: cannot write"), (args, output)
+        assert "Permission denied" in lines[0], (args, output)
+    assert not any(ro.iterdir())
+
+
+def test_report_into_a_folder_under_a_file_is_one_line(tmp_path, zoo):
+    zoo("digits-mlp")
+    done = tmp_path / "done"
+    assert runner.invoke(app, ["imagine", "-m", "digits-mlp", "-t", "3", "--steps", "2", "-o", str(done)]).exit_code == 0
+    (tmp_path / "file").write_text("not a folder")
+    for args in (["report", str(done), "-o", str(tmp_path / "file" / "sub" / "index.html")],
+                 ["report", str(done), str(done), "-o", str(tmp_path / "file" / "index.html")]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: cannot write") and "file is a file" in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_solve_refuses_a_time_limit_that_is_not_positive(tmp_path, known_family):
+    for args in ([str(known_family / "nano.onnx"), str(known_family / "nano.vnnlib")],
+                 ["--instances", str(known_family / "instances.csv")]):
+        for limit in ("-5", "0"):
+            result = runner.invoke(app, ["solve", *args, "--timeout", limit, "-o", str(tmp_path / "out")])
+            assert result.exit_code == 2, result.output
+            assert f"--timeout {float(limit):g} must be more than 0 seconds" in " ".join(result.output.split())
+            assert "Traceback" not in result.output and not (tmp_path / "out").exists()

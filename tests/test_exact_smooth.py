@@ -175,7 +175,7 @@ def test_roman_mlp_reachable_and_unreachable_goals() -> None:
     assert res.statuses == ["found"]
     logits = _outputs(m.module, res.inputs.double())[0]
     assert logits[5] - np.delete(logits, 5).max() >= 10.0
-    assert res.info["certificates"][0]["search"] == "input-split"
+    assert res.info["certificates"][0]["search"] == "neuron-split"  # 401 inputs: neurons are split, not the box
     assert invert(m, Class("X", margin=25.0), Box(), method="exact", timeout=60).statuses == ["none-exists"]
     p999 = OutputSet.linear(-np.eye(6)[[5]], np.array([-np.log(999.0)]))  # p(X) >= 0.999
     out = invert(m, p999, Box(), method="exact", timeout=60)

@@ -24,8 +24,9 @@ from netinvert.methods import invert as invert_method
 from netinvert.models.zoo import load_dataset
 from netinvert.report.leakage import write_leakage
 from netinvert.report.metrics import psnr, ssim
+from netinvert.sweeps.leakage import leakage_sweep, reconstructions
 from netinvert.targets.activations import Activations, capture_activations, load_activations, targets_for
-from netinvert.tasks.leakage import evaluate, leakage_result, reconstructions
+from netinvert.tasks.leakage import leakage_result
 
 torch.set_num_threads(1)
 
@@ -135,7 +136,7 @@ def test_decoders_are_cached_per_model_layer_and_data(cnn, monkeypatch, tmp_path
 def test_leakage_falls_with_depth_and_hybrid_beats_both(cnn, tmp_path):
     split = cnn.data_split()
     folder = tmp_path / "report"
-    rows = evaluate(cnn, ["fc", "conv", "pool"], ["gradient", "decoder", "hybrid"], split, count=16, folder=folder)
+    rows = leakage_sweep(cnn, ["fc", "conv", "pool"], ["gradient", "decoder", "hybrid"], folder, data=split, count=16)
     assert [r["layer"] for r in rows[::3]] == ["conv", "pool", "fc"]
     psnr_of = {(r["layer"], r["method"]): r["psnr"] for r in rows}
     best = [max(psnr_of[(layer, m)] for m in ("gradient", "decoder", "hybrid")) for layer in ("conv", "pool", "fc")]

@@ -51,7 +51,8 @@ def atlas(
     With --layers, each layer is a task of a sweep (--engine local --jobs N, or ray; see docs/scale.md).
     """
     from netinvert.domains.domain import Domain
-    from netinvert.tasks.atlas import SHEET, render
+    from netinvert.sweeps.atlas import render
+    from netinvert.tasks.atlas import SHEET
 
     if (layer is None) == (layers is None):
         raise NetinvertError("give one layer with --layer or several with --layers a,b,c (or --layers all)")
@@ -96,19 +97,13 @@ def _sweep(net: Model, model: ModelOptions, layers: str, out: Path, domain: dict
     """``--layers``: one task per layer, each layer in ``out/LAYER``; the rows merged into ``out/layers.csv``."""
     from rich.table import Table
 
-    from netinvert.ground.output import check_writable, write_text
-    from netinvert.tasks.atlas import layer_tasks, layers_with_units
-    from netinvert.tasks.runner import merged_rows, rows_csv, run_sweep, summary
+    from netinvert.sweeps.atlas import render_layers
+    from netinvert.sweeps.runner import summary
+    from netinvert.tasks.atlas import layers_with_units
 
     names = layers_with_units(net) if layers.strip() == "all" else [n.strip() for n in layers.split(",") if n.strip()]
-    if not names:
-        raise NetinvertError("--layers is empty: give layer names a,b,c (see `netinvert layers`) or all")
-    check_writable(out, replace=False)
-    tasks = layer_tasks(net, model.model, model.load_options(), names, out, domain, batch_size=batch_size,
-                        steps=steps, lr=lr, seed=seed, command=sys.argv)
-    records = run_sweep(tasks, out, engine=engine, description=f"atlas {net.name}")
-    rows = merged_rows(records)
-    write_text(out / "layers.csv", rows_csv(rows))
+    records = render_layers(net, model.model, model.load_options(), names, out, domain, batch_size=batch_size,
+                            steps=steps, lr=lr, seed=seed, engine=engine, command=sys.argv)
     table = Table("layer", "state", "kind", "units", "units/s", "message", title=f"atlas of {net.name}")
     for name, record in zip(names, records, strict=True):
         row = record.row

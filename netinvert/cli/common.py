@@ -126,8 +126,11 @@ def print_written(out: Path, inputs: torch.Tensor) -> None:
 def realism_line(r: dict[str, Any]) -> str:
     """One line on how real the class items look to the judge (``netinvert.report.realism``)."""
     line = (f"realism (judge {r['judge']}, {r['items']} items): judge agrees {fmt(r['judge_agreement'])}, "
-            f"judge p {fmt(r['judge_prob'])}; Frechet distance {r['frechet']:.1f} (real data {r['frechet_floor']:.1f}, "
-            f"noise {r['frechet_ceiling']:.1f}: {fmt(r['gap_closed'])} of the gap closed)")
+            f"judge p {fmt(r['judge_prob'])}; ")
+    if r.get("frechet") is None:
+        return line + f"not measured: {r.get('not_measured')}"
+    line += (f"Frechet distance {r['frechet']:.1f} (real data {r['frechet_floor']:.1f}, "
+             f"noise {r['frechet_ceiling']:.1f}: {fmt(r['gap_closed'])} of the gap closed)")
     if r.get("diversity") is not None:
         line += f"; diversity {r['diversity']:.2f} (real data {fmt(r.get('diversity_real'))})"
     return line

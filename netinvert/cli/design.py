@@ -77,14 +77,14 @@ def design(
     sim_name = simulator or (model.model if model.model in SIMULATORS else None)
     sim = get_simulator(sim_name) if sim_name is not None else None
     if targets is not None:
-        from netinvert.tasks.design import design_tasks, read_targets
+        from netinvert.sweeps.design import design_sweep, read_targets
 
         check_writable(out, replace=False)
         net = model.load()
-        tasks = design_tasks(net, model.model, model.load_options(), read_targets(targets), out, outputs=picked,
-                             simulator=sim_name, samples=samples, starts=starts, steps=steps, lr=lr,
-                             tolerance=tolerance, prove=prove, seed=seed)
-        _sweep(tasks, out, sweep.runner(threads))
+        records = design_sweep(net, model.model, model.load_options(), read_targets(targets), out,
+                               engine=sweep.runner(threads), outputs=picked, simulator=sim_name, samples=samples,
+                               starts=starts, steps=steps, lr=lr, tolerance=tolerance, prove=prove, seed=seed)
+        _print_sweep(records, out)
         return
     assert y is not None
     check_writable(out)
@@ -98,13 +98,10 @@ def design(
     console.print(f"wrote {out}/result.json, inputs.npy and pictures", highlight=False)
 
 
-def _sweep(tasks: list[Any], out: Path, engine: Any) -> None:
-    """``--targets``: one task per target, merged into ``out/targets.csv`` and a table."""
-    from netinvert.ground.output import write_text
-    from netinvert.tasks.runner import merged_rows, rows_csv, run_sweep, summary
+def _print_sweep(records: list[Any], out: Path) -> None:
+    """``--targets``: the merged table of the targets (the first rows of ``out/targets.csv``)."""
+    from netinvert.sweeps.runner import summary
 
-    records = run_sweep(tasks, out, engine=engine, description="design")
-    write_text(out / "targets.csv", rows_csv(merged_rows(records)))
     table = Table("target", "state", "found", "residual", "best re-simulated MSE", "message")
     for record in records[:SHOWN * 5]:
         row = record.row

@@ -116,7 +116,9 @@ def leakage(
     """Report how much each layer leaks about its input: PSNR, SSIM, verifier agreement per layer and method."""
     from netinvert.ground.output import check_writable
     from netinvert.report.leakage import table, write_leakage
-    from netinvert.tasks.leakage import evaluate_sweep, leakage_result, reconstructions
+    from netinvert.sweeps.leakage import leakage_sweep, reconstructions
+    from netinvert.sweeps.task import ModelSource
+    from netinvert.tasks.leakage import leakage_result
 
     check_writable(out, replace=False)
     layer_list = [name.strip() for name in layers.split(",") if name.strip()]
@@ -127,10 +129,10 @@ def leakage(
     for name in layer_list:
         net.get_layer(name)
     runner = sweep.runner(threads)
-    rows = evaluate_sweep(net, model.model, model.load_options(), layer_list, method_list, out, count=count,
-                          steps=steps, seed=seed, engine=runner,
-                          log=lambda r: console.print(f"{r['layer']} {r['method']}: PSNR {r['psnr']:.2f} dB",
-                                                      highlight=False))
+    rows = leakage_sweep(net, layer_list, method_list, out, source=ModelSource(model.model, model.load_options()),
+                         count=count, steps=steps, seed=seed, engine=runner,
+                         log=lambda r: console.print(f"{r['layer']} {r['method']}: PSNR {r['psnr']:.2f} dB",
+                                                     highlight=False))
     options = {"layers": layer_list, "methods": method_list, "count": count, "steps": steps, "seed": seed}
     write_leakage(rows, out, leakage_result(net, rows, count, options), reconstructions(out, rows),
                   title=f"leakage of {net.name}", command=sys.argv)

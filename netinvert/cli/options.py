@@ -40,6 +40,14 @@ _OPTIONS: dict[str, tuple[Any, Any, Any]] = {
                                                                 "logits before it)."), False),
     "verifier_arch": (str | None, typer.Option("--verifier-arch", help="Architecture for a state-dict --verifier."),
                       None),
+    "verifier_input_shape": (str | None, typer.Option("--verifier-input-shape", help="The verifier's own input shape "
+                                                      "(default: the model's); any --verifier-input-* / mean / std "
+                                                      "gives the verifier its own description."), None),
+    "verifier_input_range": (str | None, typer.Option("--verifier-input-range", help="The verifier's own input value "
+                                                      "range, e.g. 0,255 (with its own description: default 0,1)."),
+                             None),
+    "verifier_mean": (str | None, typer.Option("--verifier-mean", help="The verifier's own per-channel mean."), None),
+    "verifier_std": (str | None, typer.Option("--verifier-std", help="The verifier's own per-channel std."), None),
     "device": (str, typer.Option(help="Where to run: auto (CUDA when available, else CPU), cpu, cuda, cuda:N or "
                                       "mps."), "auto"),
 }
@@ -61,6 +69,10 @@ class ModelOptions:
     data: str | None = None
     verifier: str | None = None
     verifier_arch: str | None = None
+    verifier_input_shape: str | None = None
+    verifier_input_range: str | None = None
+    verifier_mean: str | None = None
+    verifier_std: str | None = None
     keep_softmax: bool = False
     device: str = "auto"
 
@@ -71,17 +83,29 @@ class ModelOptions:
         return load(self.model, **self.load_options())
 
     def load_options(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`netinvert.load` these options stand for (a sweep's workers load with them)."""
+        """The keyword arguments of :func:`netinvert.load` these options stand for (a sweep's workers load with them;
+        the verifier's own input description only where given, so earlier sweeps' task keys stay the same)."""
+        own = {k: v for k, v in _input_description(self, "verifier_").items() if v is not None}
         return dict(
             arch=self.arch, arch_kwargs=parse_json_object(self.arch_kwargs, "--arch-kwargs"),
-            trust_pickle=self.trust_pickle,
-            input_shape=parse_shape(self.input_shape) if self.input_shape else None,
-            input_range=parse_floats(self.input_range, "--input-range", count=2) if self.input_range else None,
-            mean=parse_floats(self.mean, "--mean") if self.mean else None,
-            std=parse_floats(self.std, "--std") if self.std else None,
+            trust_pickle=self.trust_pickle, **_input_description(self, ""),
             labels=str(self.labels) if self.labels is not None else None, data=self.data, verifier=self.verifier,
-            verifier_arch=self.verifier_arch, keep_softmax=self.keep_softmax, device=self.device,
+            verifier_arch=self.verifier_arch, **own, keep_softmax=self.keep_softmax, device=self.device,
         )
+
+
+def _input_description(options: ModelOptions, prefix: str) -> dict[str, Any]:
+    """The parsed ``input_shape``, ``input_range``, ``mean`` and ``std`` options under ``prefix`` (the model's own,
+    or ``verifier_``), keyed as :func:`netinvert.load` takes them."""
+    def flag(name: str) -> str:
+        return "--" + (prefix + name).replace("_", "-")
+
+    shape, value_range, mean, std = (getattr(options, prefix + name) for name in ("input_shape", "input_range",
+                                                                                  "mean", "std"))
+    return {prefix + "input_shape": parse_shape(shape, flag("input_shape")) if shape else None,
+            prefix + "input_range": parse_floats(value_range, flag("input_range"), count=2) if value_range else None,
+            prefix + "mean": parse_floats(mean, flag("mean")) if mean else None,
+            prefix + "std": parse_floats(std, flag("std")) if std else None}
 
 
 def model_command(*, positional: bool = False) -> Callable[[F], F]:
@@ -117,7 +141,7 @@ class SweepOptions:
     def runner(self, threads: int | None = None) -> Any:
         """The engine these options name, its tasks on ``threads`` torch threads each (default 1);
         ``pip install netinvert[ray]`` is named when Ray is missing."""
-        from netinvert.tasks.engines import make_engine
+        from netinvert.sweeps.engines import make_engine
 
         return make_engine(self.engine, jobs=self.jobs, ray_address=self.ray_address,
                            gpus_per_task=self.gpus_per_task, threads=threads or 1)
@@ -175,16 +199,16 @@ def parse_floats(text: str, flag: str, count: int | None = None) -> tuple[float,
     return values
 
 
-def parse_shape(text: str) -> tuple[int, ...]:
+def parse_shape(text: str, flag: str = "--input-shape") -> tuple[int, ...]:
     """``"1,28,28"`` (or ``1x28x28``) -> ``(1, 28, 28)``: one input without the batch dimension."""
     parts = [p.strip() for p in str(text).lower().replace("x", ",").split(",")]
     try:
         shape = tuple(int(p) for p in parts)
     except ValueError:
-        raise NetinvertError(f"--input-shape {text!r} is not a comma-separated list of sizes "
+        raise NetinvertError(f"{flag} {text!r} is not a comma-separated list of sizes "
                              "(e.g. 1,28,28 or 3,224,224, without the batch dimension)") from None
     if any(s <= 0 for s in shape):
-        raise NetinvertError(f"--input-shape {text!r} needs positive sizes (e.g. 1,28,28)")
+        raise NetinvertError(f"{flag} {text!r} needs positive sizes (e.g. 1,28,28)")
     return shape
 
 

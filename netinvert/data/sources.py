@@ -1,13 +1,23 @@
 """Data for any model (``--data``): an MNIST-format folder (``mnist:DIR``), an ``.npz`` with ``x``
 (and optionally ``y``), or a folder of images, converted to the model's ``InputSpec`` and split
 into a training part and a fixed held-out part (the same every time, so reports are comparable).
+
+Every source ends in the model's declared input shape and raw range (``fit_split``; mean/std stay inside
+the model). Values whose scale is known (images by their bit depth, IDX and ``uint8`` arrays as 0..255,
+``uint16`` as 0..65535) are mapped onto ``[low, high]``; other arrays are read by the narrowest range that
+holds all their values among the model's own, its mean/std-normalized form and, for pictures, the pixel
+conventions [0, 1], [-1, 1] and [0, 255] (a range other than the model's own only where the values span at
+least half of it, so a narrow slice of values is never taken for a convention). What was done is recorded
+in ``DataSplit.scaling`` and said on the ``netinvert`` logger; values that fit none of these, or another
+shape, are one clear error.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +29,21 @@ from netinvert.ground.spec import InputSpec
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 MAX_HELD_OUT = 2000
 FORMS = "mnist:DIR, a file.npz with x (and y), or a folder of images"
+PIXEL_CONVENTIONS = ((0.0, 1.0), (-1.0, 1.0), (0.0, 255.0))
+DTYPE_RANGES = {np.dtype(np.uint8): (0.0, 255.0), np.dtype(np.uint16): (0.0, 65535.0), np.dtype(np.bool_): (0.0, 1.0)}
+TOLERANCE = 1e-3  # of a range's width: values this far outside still count as inside (float rounding)
+MIN_SPAN = 0.5  # values are read in a convention other than the model's own only when they span this much of it
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class DataSplit:
-    """Inputs (n, *shape) in the model's range, split into training and held-out parts.
+    """Inputs (n, *shape), split into training and held-out parts.
 
-    ``key`` names the data stably (for caches of things trained on it, such as decoders).
+    ``key`` names the data stably (for caches of things trained on it, such as decoders). ``spec`` is the
+    input description the inputs were fitted to and ``scaling`` says how (``None`` for both: not fitted yet;
+    ``Model.data_split`` fits them to its own description on first use).
     """
 
     key: str
@@ -35,6 +51,8 @@ class DataSplit:
     x_held: np.ndarray
     y_train: np.ndarray | None = None
     y_held: np.ndarray | None = None
+    spec: InputSpec | None = None
+    scaling: str | None = None
 
 
 def load_source(text: str, spec: InputSpec, seed: int = 0) -> DataSplit:
@@ -45,15 +63,35 @@ def load_source(text: str, spec: InputSpec, seed: int = 0) -> DataSplit:
         folder = Path(text[len("mnist:"):]).expanduser().resolve()
         x_train, y_train, x_held, y_held = load_mnist(folder)
         key = "mnist-" + hashlib.sha1(str(folder).encode()).hexdigest()[:10]
-        return DataSplit(key, _fit(x_train, spec, text), _fit(x_held, spec, text), y_train, y_held)
+        return fit_split(DataSplit(key, x_train, x_held, y_train, y_held), spec, text,
+                         known=((0.0, 1.0), "MNIST bytes / 255"))
     path = Path(text).expanduser()
     if path.is_dir():
         x, key = _read_folder(path, spec), "images-" + _digest(path, sorted(_image_files(path)))
-        return _split(key, x, None, seed)
+        scaling = f"images scaled by their bit depth to the model's input range [{spec.low:g}, {spec.high:g}]"
+        return replace(_split(key, x, None, seed), spec=spec, scaling=scaling)
     if path.suffix == ".npz" and path.is_file():
-        x, y = _read_npz(path, spec)
-        return _split("npz-" + _digest(path, [path]), x, y, seed)
+        x, y = _read_npz(path)
+        return fit_split(_split("npz-" + _digest(path, [path]), x, y, seed), spec, str(path))
     raise NetinvertError(f"--data {text!r} is not usable: give {FORMS}")
+
+
+def fit_split(split: DataSplit, spec: InputSpec, where: str | None = None,
+              known: tuple[tuple[float, float], str] | None = None) -> DataSplit:
+    """``split`` in ``spec``'s shape and raw range, one mapping for both parts (see the module's docstring).
+
+    ``known`` is the range the values are known to be in and what says so (a source's own convention);
+    otherwise it is read from the values. Scaled data gets a key of its own, so nothing trained on the
+    unscaled values (a learned prior, a decoder) is taken for it.
+    """
+    where = where or f"data {split.key}"
+    parts = [_shaped(x, spec, where) for x in (split.x_train, split.x_held)]
+    mapping = _mapping(parts, spec, where, known)
+    scaled = [mapping.apply(x, spec) for x in parts]
+    key = split.key if mapping.identity else f"{split.key}-{hashlib.sha1(mapping.text.encode()).hexdigest()[:6]}"
+    if not mapping.identity:
+        log.warning("%s: %s", where, mapping.text)
+    return replace(split, key=key, x_train=scaled[0], x_held=scaled[1], spec=spec, scaling=mapping.text)
 
 
 def read_input(path: str | Path, spec: InputSpec) -> np.ndarray:
@@ -68,7 +106,11 @@ def read_input(path: str | Path, spec: InputSpec) -> np.ndarray:
             raise NetinvertError(f"cannot read {path}: {exc}") from exc
         if array.size != int(np.prod(spec.shape)):
             raise NetinvertError(f"{path} holds shape {array.shape}; the model's input is {spec.shape}")
-        return _fit(array.reshape(1, *spec.shape), spec, str(path))[0]
+        x = array.reshape(1, *spec.shape)
+        mapping = _mapping([x], spec, str(path), None)
+        if not mapping.identity:
+            log.warning("%s: %s", path.name, mapping.text)
+        return mapping.apply(x, spec)[0]
     return _read_image(path, spec)
 
 
@@ -123,7 +165,7 @@ def _read_folder(folder: Path, spec: InputSpec) -> np.ndarray:
     return np.stack([_read_image(p, spec, announce=False) for p in files])
 
 
-def _read_npz(path: Path, spec: InputSpec) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             if "x" not in npz.files:
@@ -134,31 +176,106 @@ def _read_npz(path: Path, spec: InputSpec) -> tuple[np.ndarray, np.ndarray | Non
         raise NetinvertError(f"cannot read {path}: {exc}") from exc
     if y is not None and len(y) != len(x):
         raise NetinvertError(f"{path}: x has {len(x)} rows but y has {len(y)}; give one label per input")
-    return _fit(x, spec, str(path)), y
+    return x, y
 
 
-def _fit(x: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
-    """Arrays (n, *shape), (n, H, W) for one channel or channels-last (n, H, W, C), scaled to ``spec``."""
+def _shaped(x: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
+    """Arrays (n, *shape); (n, H, W) for one channel, channels-last (n, H, W, C), or the same values in
+    another layout where that is unambiguous (flat vectors of a one-channel or non-image input, size-1 axes)."""
     shape = tuple(spec.shape)
-    if x.ndim == len(shape) and len(shape) == 3 and shape[0] == 1:
-        x = x[:, None]
-    elif x.ndim == len(shape) + 1 and len(shape) == 3 and x.shape[1:] == (shape[1], shape[2], shape[0]) \
-            and x.shape[1:] != shape:
-        x = x.transpose(0, 3, 1, 2)
-    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
-        raise NetinvertError(f"{where} holds inputs of shape {x.shape[1:]}; the model's input is {shape}")
-    if x.dtype == np.uint8:
-        return (spec.low + (spec.high - spec.low) * (x.astype(np.float32) / 255.0)).astype(np.float32)
-    if not np.issubdtype(x.dtype, np.number):
-        raise NetinvertError(f"{where} holds {x.dtype} values; give numbers")
-    x = x.astype(np.float32)
-    tol = 1e-3 * (spec.high - spec.low)
-    if x.size and (x.min() < spec.low - tol or x.max() > spec.high + tol):
-        raise NetinvertError(
-            f"{where} has values in [{x.min():g}, {x.max():g}] but the model's input range is "
-            f"[{spec.low:g}, {spec.high:g}]: rescale the data or give the right --input-range"
-        )
-    return np.clip(x, spec.low, spec.high)
+    item = tuple(x.shape[1:])
+    if x.ndim == len(shape) + 1 and len(shape) == 3 and item == (shape[1], shape[2], shape[0]) and item != shape:
+        return x.transpose(0, 3, 1, 2)
+    squeezed, wanted = [tuple(s for s in dims if s != 1) for dims in (item, shape)]
+    one_channel = spec.channels == 1 and (len(item) != 3 or item[0] == 1)
+    flat = len(squeezed) <= 1 or len(wanted) <= 1
+    if item != shape and math.prod(item) == math.prod(shape) and (
+            squeezed == wanted or (flat and one_channel)):
+        return x.reshape(len(x), *shape)
+    if item != shape:
+        raise NetinvertError(f"{where} holds inputs of shape {item}; the model's input is {shape}: give arrays "
+                             "of that shape, or the model's right --input-shape")
+    return x
+
+
+@dataclass(frozen=True)
+class _Mapping:
+    """Per-channel ``x * scale + shift`` onto the model's range, and the sentence that says so."""
+
+    scale: np.ndarray
+    shift: np.ndarray
+    text: str
+    identity: bool
+
+    def apply(self, x: np.ndarray, spec: InputSpec) -> np.ndarray:
+        x = x.astype(np.float32)
+        if not self.identity:
+            axes = (1, -1) + (1,) * (x.ndim - 2) if len(self.scale) > 1 else (1,) * x.ndim
+            x = x * self.scale.reshape(axes).astype(np.float32) + self.shift.reshape(axes).astype(np.float32)
+        return np.clip(x, spec.low, spec.high)
+
+
+def _mapping(parts: list[np.ndarray], spec: InputSpec, where: str,
+             known: tuple[tuple[float, float], str] | None) -> _Mapping:
+    """How values of ``parts`` map onto ``spec``'s range: by ``known`` or their dtype, else by their values."""
+    dtypes = {x.dtype for x in parts}
+    if any(not (np.issubdtype(d, np.number) or d == np.bool_) for d in dtypes):
+        raise NetinvertError(f"{where} holds {', '.join(map(str, dtypes))} values; give numbers")
+    if known is None and len(dtypes) == 1 and next(iter(dtypes)) in DTYPE_RANGES:
+        dtype = next(iter(dtypes))
+        known = (DTYPE_RANGES[dtype], str(dtype))
+    if known is not None:
+        (a, b), why = known
+        return _linear(a, b, spec, f"values in [{a:g}, {b:g}] ({why})")
+    per_channel = spec.is_image and spec.channels > 1
+    lows, highs = _value_bounds(parts, per_channel)
+    if not (np.isfinite(lows).all() and np.isfinite(highs).all()):
+        raise NetinvertError(f"{where} holds NaN or infinite values: give finite numbers")
+    seen = f"[{lows.min():g}, {highs.max():g}]"
+    candidates = [(np.array([spec.low]), np.array([spec.high]), None)]
+    if spec.mean is not None or spec.std is not None:
+        m = np.array(spec.mean or (0.0,), dtype=np.float64)
+        sd = np.array(spec.std or (1.0,), dtype=np.float64)
+        candidates.append(((spec.low - m) / sd, (spec.high - m) / sd, "normalized with the model's mean/std"))
+    if spec.is_image:
+        candidates += [(np.array([a]), np.array([b]), f"the [{a:g}, {b:g}] pixel convention")
+                       for a, b in PIXEL_CONVENTIONS]
+    holding = [(a, b, why) for a, b, why in candidates
+               if np.all(lows >= a - TOLERANCE * (b - a)) and np.all(highs <= b + TOLERANCE * (b - a))
+               and (why is None or float(np.mean((highs - lows) / (b - a))) >= MIN_SPAN)]
+    if not holding:
+        conventions = ", ".join(f"[{a:g}, {b:g}]" for a, b in PIXEL_CONVENTIONS)
+        fits = (f"fit neither the model's input range [{spec.low:g}, {spec.high:g}] nor, spanning at least "
+                f"{MIN_SPAN:.0%} of it, a pixel convention ({conventions})" if spec.is_image
+                else f"lie outside the model's input range [{spec.low:g}, {spec.high:g}]")
+        raise NetinvertError(f"{where} has values in {seen}, which {fits}: rescale the data or give the model's "
+                             "right --input-range")
+    a, b, why = min(holding, key=lambda c: float(np.mean(c[1] - c[0])))
+    return _linear(a, b, spec, f"values in {seen}" + (f" ({why})" if why else ""))
+
+
+def _linear(a: np.ndarray | float, b: np.ndarray | float, spec: InputSpec, values: str) -> _Mapping:
+    """The map taking ``[a, b]`` (per channel where arrays) onto ``[spec.low, spec.high]``; ``values`` says
+    what is mapped."""
+    a, b = np.atleast_1d(np.asarray(a, np.float64)), np.atleast_1d(np.asarray(b, np.float64))
+    scale = (spec.high - spec.low) / (b - a)
+    shift = spec.low - a * scale
+    target = f"the model's input range [{spec.low:g}, {spec.high:g}]"
+    if np.allclose(scale, 1.0) and np.allclose(shift, 0.0):
+        return _Mapping(np.ones(1), np.zeros(1), f"none: {values} lie in {target}", True)
+    return _Mapping(scale, shift, f"{values} scaled to {target}", False)
+
+
+def _value_bounds(parts: list[np.ndarray], per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The lowest and highest value of all parts: per channel (axis 1) for colour pictures, else overall."""
+    present = [x for x in parts if x.size]
+    if not present:
+        raise NetinvertError("the data holds no inputs: give at least 2")
+    if per_channel:
+        axes = tuple(i for i in range(present[0].ndim) if i != 1)
+        return (np.min([x.min(axis=axes) for x in present], axis=0).astype(np.float64),
+                np.max([x.max(axis=axes) for x in present], axis=0).astype(np.float64))
+    return (np.array([min(float(x.min()) for x in present)]), np.array([max(float(x.max()) for x in present)]))
 
 
 def _split(key: str, x: np.ndarray, y: np.ndarray | None, seed: int) -> DataSplit:

@@ -23,23 +23,27 @@ RESULT_MARK = "result.json"
 
 
 def check_writable(out: str | os.PathLike[str], *, replace: bool = True) -> Path:
-    """Fail up front (before any computation) unless ``out`` can be written: creates and removes a sibling.
+    """Fail up front (before any computation, creating nothing) unless ``out`` can be written.
 
-    With ``replace`` the folder must also be new, empty or an earlier result that a save may replace.
+    The nearest folder that exists on the way to ``out`` must take a new entry, and so must ``out`` itself when it
+    is a folder already (checked by creating and removing a temporary one in each). With ``replace`` the folder
+    must also be new, empty or an earlier result that a save may replace.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NetinvertError(f"output path {out} is a file: give a folder name as `out`")
     if replace:
         _check_replaceable(out)
-    parent = out.absolute().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        probe = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
-        probe.rmdir()
-    except OSError as exc:
-        raise NetinvertError(f"cannot write to {out}: {parent} is not a writable folder ({exc.strerror or exc}); "
-                             "choose another `out`") from None
+    parent = next(p for p in out.absolute().parents if p.exists())
+    for folder in (parent, out) if out.is_dir() else (parent,):
+        if not folder.is_dir():
+            raise NetinvertError(f"cannot write to {out}: {folder} is a file, not a writable folder; "
+                                 "choose another `out`")
+        try:
+            Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=folder)).rmdir()
+        except OSError as exc:
+            raise NetinvertError(f"cannot write to {out}: {folder} is not a writable folder "
+                                 f"({exc.strerror or exc}); choose another `out`") from None
     return out
 
 
@@ -53,6 +57,7 @@ def _check_replaceable(out: Path) -> None:
 def atomic_folder(out: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield an empty temporary folder; on success it replaces ``out`` whole, on error it is removed."""
     out = check_writable(out)
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.absolute().parent))
     try:
         yield tmp
@@ -68,10 +73,16 @@ def atomic_folder(out: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def write_file(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
-    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it into place."""
+    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it into place; a folder that cannot
+    take it is one :class:`NetinvertError` naming the file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    except OSError as exc:
+        file = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        why = f"{file} is a file" if file is not None else exc.strerror or str(exc)
+        raise NetinvertError(f"cannot write {path}: {why}; choose a writable folder") from None
     os.close(fd)
     tmp = Path(name)
     try:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from netinvert.ground.errors import NetinvertError
+
+Array = TypeVar("Array")  # a torch tensor or a NumPy array: both have the arithmetic and reshape used here
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,17 @@ class InputSpec:
     def is_image(self) -> bool:
         """True for (C, H, W) inputs with 1 or 3 channels, which render as pictures."""
         return len(self.shape) == 3 and self.shape[0] in (1, 3) and min(self.shape[1:]) >= 4
+
+    def adopt(self, x: Array, source: InputSpec) -> Array:
+        """A batch ``x`` of inputs described by ``source`` as inputs of this description: values mapped linearly
+        from ``source``'s range onto this one, items reshaped to this shape (each model applies its own mean/std).
+        How a verifier reads the inputs of the model it judges."""
+        if (source.low, source.high) != (self.low, self.high):
+            scale = (self.high - self.low) / (source.high - source.low)
+            x = (x - source.low) * scale + self.low  # type: ignore[operator]
+        if tuple(source.shape) != tuple(self.shape):
+            x = x.reshape(-1, *self.shape)  # type: ignore[attr-defined]
+        return x
 
     def to_json(self) -> dict[str, Any]:
         return {"shape": list(self.shape), "range": [self.low, self.high], "mean": self.mean, "std": self.std}

@@ -249,10 +249,18 @@ _VIEWS: dict[str, Callable[[Result, str, bool], str]] = {
     "warp": _pictures_view}
 
 
+def _data_line(result: Result) -> str:
+    """How the model's data was scaled into its input range (``info["data"]``, recorded by ``invert``), one line."""
+    data = result.info.get("data")
+    if not isinstance(data, dict) or not data.get("scaling"):
+        return ""
+    return f"<p>data {esc(data.get('key', '?'))}: {esc(data['scaling'])}</p>"
+
+
 def view(result: Result, anchor: str = "", *, compact: bool = False) -> str:
     """The body of ``result``'s view (``anchor`` prefixes every id on it; ``compact``: cut long tables and
-    card lists at ``ROW_LIMIT`` and leave out the item thumbnails, for notebooks)."""
-    return _VIEWS[result.kind](result, anchor, compact)
+    card lists at ``ROW_LIMIT`` and leave out the item thumbnails, for notebooks), after the line on its data."""
+    return _data_line(result) + _VIEWS[result.kind](result, anchor, compact)
 
 
 def title(result: Result, name: str = "") -> str:

@@ -8,7 +8,8 @@ silently ignore, so a typo or a mismatch gets one clear message up front.
 
 Methods run on the model's device (``invert(..., device=...)`` moves the model first); the methods in
 ``CPU_METHODS`` (sound solvers and NumPy linear algebra) always run on the CPU. Every result says where it
-ran in ``info["device"]`` and its ``kind`` (``KINDS``), and its tensors come back on the CPU.
+ran in ``info["device"]`` and its ``kind`` (``KINDS``), and its tensors come back on the CPU. Where the model's
+data was read, ``info["data"]`` names it and says how it was scaled into the model's input range.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
+from netinvert.data.sources import DataSplit
 from netinvert.domains.domain import Domain
 from netinvert.domains.sets import Ball, Box
 from netinvert.ground.device import DeviceSpec, resolve_device
@@ -77,6 +79,8 @@ def invert(model: Model, target: Target | list[Target], domain: Any = None, meth
         result = module.run(model, targets, region, **options)
     result.info.setdefault("device", "cpu" if method in CPU_METHODS else str(model.device))
     result.kind = "invert" if targets and all(isinstance(t, Activations) for t in targets) else KINDS[method]
+    if isinstance(model.data, DataSplit) and model.data.scaling is not None:
+        result.info.setdefault("data", {"key": model.data.key, "scaling": model.data.scaling})
     return result
 
 

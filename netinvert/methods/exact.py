@@ -22,7 +22,8 @@ from netinvert.ground.result import Item, Result
 from netinvert.ground.run import time_limit_progress
 from netinvert.solvers import graph_bounds as gbm
 from netinvert.solvers import linear_bounds as lb
-from netinvert.solvers import milp
+from netinvert.solvers import milp, smooth
+from netinvert.solvers import neuron_split as ns
 from netinvert.solvers.attack import pgd
 from netinvert.solvers.bab import BabOutcome, bab
 from netinvert.solvers.graph import GraphNet
@@ -170,14 +171,18 @@ def solve_case(
     t0 = time.perf_counter()
     left = lambda: timeout - (time.perf_counter() - t0)
     split = input_split if input_split is not None else prefer_input_split(net, lo, hi)
+    neurons = not net.piecewise and not split
     stats: dict[str, Any] = {"hidden": net.hidden_sizes, "disjuncts": len(target.disjuncts),
-                             "search": "input-split" if split else "relu-split"}
+                             "search": "input-split" if split else "neuron-split" if neurons else "relu-split"}
 
     done = _finisher(t0, stats)
     if (ok := _corner_points(net, lo, hi, target, check)) is not None:
         return done("found", "points", found=ok)
     if split:
         return _split_case(net, lo, hi, target, check, timeout, attack_seconds, seed, stats, done)
+    if neurons:
+        return _neuron_split_case(net, lo, hi, target, check, timeout, attack_seconds, alpha_steps, seed, stats,
+                                  done)
     # bounds: CROWN (milliseconds on fully connected nets), it refutes many disjuncts
     layers = lb.layers_of(net)
     lo_t = torch.as_tensor(lo, dtype=lb.DT)[None]
@@ -328,12 +333,90 @@ def _split_case(
         return done("none-exists", "bounds")
     budget = attack_seconds if attack_seconds is not None else min(max(0.005 * timeout, 0.2), 0.5)
     rest = OutputSet(tuple(target.disjuncts[i] for i in open_), target.num_outputs)
-    x, v = pgd(net, lo, hi, rest, time_limit=min(budget, max(left(), 0.0)), seed=seed, patience=ATTACK_PATIENCE)
+    x, v = pgd(net, lo, hi, rest, time_limit=min(budget, 0.5, max(left(), 0.0)), seed=seed,
+               patience=ATTACK_PATIENCE)
     stats["attack_violation"] = v
     if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
         return done("found", "attack", found=ok)
     open_.sort(key=lambda i: float(np.max(row_lb[owner == i])))
     return _split_disjuncts(net, lo, hi, target, open_, check, t0 + timeout, stats, done)
+
+
+def _neuron_split_case(
+    net: PLNet,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    target: OutputSet,
+    check: Checker,
+    timeout: float,
+    attack_seconds: float | None,
+    alpha_steps: int,
+    seed: int,
+    stats: dict[str, Any],
+    done: Callable[..., CaseOutcome],
+) -> CaseOutcome:
+    """``solve_case`` on a chain with smooth activations and many inputs: CROWN on the whole box, the attack,
+    alpha-CROWN (optimized tangent points, every intermediate bound too) on the open rows, then
+    branch-and-bound on neuron splits (``NeuronSplitSearch``) for each open disjunct, worst-bounded first."""
+    t0 = time.perf_counter()
+    deadline = t0 + timeout
+    left = lambda: deadline - time.perf_counter()
+    stats["activations"] = sorted(set(net.kinds))
+
+    def mark(stage: str) -> None:  # seconds since the start at the end of each stage
+        stats.setdefault("elapsed", {})[stage] = round(time.perf_counter() - t0, 3)
+
+    layers, kinds = smooth.layers_and_kinds(net)
+    lo_t, hi_t = torch.as_tensor(lo, dtype=ns.DT)[None], torch.as_tensor(hi, dtype=ns.DT)[None]
+    rows_a, rows_b, owner = _stacked_rows(target)
+    row_lb = root_bounds(net, lo, hi, rows_a, rows_b)
+    open_ = [i for i in range(len(target.disjuncts)) if not np.any(row_lb[owner == i] > REFUTE)]
+    stats["refuted_by_crown"] = len(target.disjuncts) - len(open_)
+    mark("bounds")
+    if not open_:
+        return done("none-exists", "bounds")
+    budget = attack_seconds if attack_seconds is not None else min(max(0.05 * timeout, 0.5), 5.0)
+    rest = OutputSet(tuple(target.disjuncts[i] for i in open_), target.num_outputs)
+    # half a second of attack first, the rest of its budget after alpha-CROWN (on what alpha-CROWN leaves open)
+    x, v = pgd(net, lo, hi, rest, time_limit=min(budget, 0.5, max(left(), 0.0)), seed=seed)
+    stats["attack_violation"] = v
+    if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
+        return done("found", "attack", found=ok)
+    mark("attack")
+    spent = time.perf_counter() - t0 - stats["elapsed"]["bounds"]
+    keep = np.isin(owner, open_)
+    pre, spec = ns.alpha_bounds(layers, kinds, lo_t, hi_t, torch.as_tensor(rows_a[keep]),
+                                torch.as_tensor(rows_b[keep]), steps=alpha_steps, deadline=t0 + 0.5 * timeout)
+    row_lb[keep] = np.maximum(row_lb[keep], spec[0].numpy())
+    still = [i for i in open_ if not np.any(row_lb[owner == i] > REFUTE)]
+    stats["refuted_by_alpha"] = len(open_) - len(still)
+    mark("alpha")
+    open_ = sorted(still, key=lambda i: float(np.max(row_lb[owner == i])))
+    if not open_:
+        return done("none-exists", "bounds")
+    if budget - spent > 0.1:
+        rest = OutputSet(tuple(target.disjuncts[i] for i in open_), target.num_outputs)
+        x, v = pgd(net, lo, hi, rest, time_limit=min(budget - spent, max(left(), 0.0)), seed=seed + 1, start=x)
+        stats["attack_violation"] = min(v, stats["attack_violation"])
+        if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
+            return done("found", "attack", found=ok)
+        mark("attack_after_alpha")
+    stats["neuron_split"] = []
+    for i in open_:
+        if left() <= 0:
+            return done("unknown", "neuron-split", "time limit")
+        a, b = target.disjuncts[i]
+        one = OutputSet(((a, b),), target.num_outputs)
+        search = ns.NeuronSplitSearch(layers, kinds, lo, hi, pre, a, b, _point_test(net, one), deadline=deadline)
+        res = search.run(left())
+        stats["neuron_split"].append({"disjunct": i, "status": res.status, **res.stats})
+        if res.status == "found" and res.x is not None:
+            if (ok := _accept(res.x, lo, hi, one, check)) is not None:
+                return done("found", "neuron-split", found=ok)
+            return done("unknown", "neuron-split", "a point fails the re-check on the original network (a tie)")
+        if res.status == "open":
+            return done("unknown", "neuron-split", "time limit")
+    return done("none-exists", "neuron-split")
 
 
 def _split_disjuncts(

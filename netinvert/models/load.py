@@ -27,7 +27,7 @@ from netinvert.ground.device import DeviceSpec, resolve_device
 from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.spec import InputSpec
 from netinvert.models.final_softmax import find_final_softmax, looks_like_probabilities
-from netinvert.models.wrapper import Model
+from netinvert.models.wrapper import Model, check_verifier
 
 _PICKLE_HINT = ("it holds a pickled Python object (a whole module), and unpickling can run arbitrary code; "
                 "pass `trust_pickle` only if you trust where the file comes from, or save a state dict "
@@ -49,6 +49,10 @@ def load(
     data: str | None = None,
     verifier: str | Path | None = None,
     verifier_arch: str | None = None,
+    verifier_input_shape: Sequence[int] | None = None,
+    verifier_input_range: Sequence[float] | None = None,
+    verifier_mean: Sequence[float] | None = None,
+    verifier_std: Sequence[float] | None = None,
     output_activation: str | None = None,
     keep_softmax: bool = False,
     device: DeviceSpec | None = None,
@@ -60,7 +64,10 @@ def load(
     trained on (default ``(0, 1)``); ``mean``/``std`` the per-channel normalization the wrapper
     applies before the network; ``labels`` a text file with one class name per line; ``data`` the
     data source (``mnist:DIR``, ``file.npz``, an image folder) for priors, decoders and reports;
-    ``verifier`` an independent model file on the same inputs (same loading rules) that scores results.
+    ``verifier`` an independent model file (same loading rules) that scores results. It reads the model's input
+    description unless one of ``verifier_input_shape``, ``verifier_input_range``, ``verifier_mean`` and
+    ``verifier_std`` is given: then it has its own (defaults as for any model file: range ``(0, 1)``, no
+    normalization; the shape the file states, else the model's), and results are mapped into it to be scored.
     A network that ends in a softmax is read up to that layer (its logits) unless ``keep_softmax``.
     ``device`` (``auto``: CUDA when available, ``cpu``, ``cuda``, ``cuda:N``, ``mps``) moves the model and its
     verifier there; ``None`` keeps them on the CPU.
@@ -85,9 +92,13 @@ def load(
                             output_activation=output_activation)
     if labels is not None:
         model.class_names = read_labels(labels, model.num_outputs)
+    own = (verifier_input_shape, verifier_input_range, verifier_mean, verifier_std)
+    if verifier is None and any(v is not None for v in own):
+        raise NetinvertError("`verifier_input_shape`, `verifier_input_range`, `verifier_mean` and `verifier_std` "
+                             "describe the inputs of a `verifier` file: give one, or drop them")
     if verifier is not None:
         model.verifier = _load_verifier(Path(verifier).expanduser(), model, arch=verifier_arch,
-                                        trust_pickle=trust_pickle)
+                                        trust_pickle=trust_pickle, own=own if any(v is not None for v in own) else None)
     if target_device is not None:
         model.to(target_device)
     return model
@@ -95,11 +106,13 @@ def load(
 
 def _load_file(path: Path, *, arch: str | None, arch_kwargs: Mapping[str, Any] | None, trust_pickle: bool,
                input_shape: Sequence[int] | None, input_range: Sequence[float] | None,
-               mean: Sequence[float] | None, std: Sequence[float] | None, output_activation: str | None) -> Model:
+               mean: Sequence[float] | None, std: Sequence[float] | None, output_activation: str | None,
+               default_shape: tuple[int, ...] | None = None) -> Model:
+    """``default_shape`` is the input shape when neither ``input_shape`` nor the file says one."""
     shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
     kind, module, inferred = _read(path, arch, arch_kwargs, trust_pickle, shape)
     if shape is None:
-        shape = inferred or _infer_linear_shape(module)
+        shape = inferred or _infer_linear_shape(module) or default_shape
     if shape is None:
         raise NetinvertError(f"cannot tell the input shape of {path.name}: {_shape_hint(module)}")
     if input_range is not None and len(input_range) != 2:
@@ -109,7 +122,8 @@ def _load_file(path: Path, *, arch: str | None, arch_kwargs: Mapping[str, Any] |
     info: dict[str, Any] = {"source": str(path), "format": kind}
     if arch is not None:
         info["arch"] = arch
-    model = Model(module, spec, name=path.stem, output_activation=output_activation or "softmax", info=info)
+    name = path.name[: -len(".onnx.gz")] if path.name.lower().endswith(".onnx.gz") else path.stem
+    model = Model(module, spec, name=name, output_activation=output_activation or "softmax", info=info)
     _probe(model, path)
     return model
 
@@ -130,17 +144,33 @@ def _skip_final_softmax(model: Model) -> None:
                     "targets treat them as logits (export the network without its softmax)", model.name)
 
 
-def _load_verifier(path: Path, model: Model, *, arch: str | None, trust_pickle: bool) -> Model:
-    """An independent model on the same inputs; its class count must match the model's."""
+def _load_verifier(path: Path, model: Model, *, arch: str | None, trust_pickle: bool,
+                   own: tuple[Any, Any, Any, Any] | None) -> Model:
+    """An independent model that reads the model's inputs, described like the model (``own`` ``None``) or by its
+    own ``(input_shape, input_range, mean, std)``; its class count must match the model's."""
     if not path.is_file():
         raise NetinvertError(f"verifier file {path} does not exist: check the path")
     spec = model.input_spec
-    verifier = _load_file(path, arch=arch, arch_kwargs=None, trust_pickle=trust_pickle, input_shape=spec.shape,
-                          input_range=(spec.low, spec.high), mean=spec.mean, std=spec.std, output_activation=None)
+    shape, value_range, mean, std = own or (spec.shape, (spec.low, spec.high), spec.mean, spec.std)
+    try:
+        verifier = _load_file(path, arch=arch, arch_kwargs=None, trust_pickle=trust_pickle,
+                              input_shape=shape, input_range=value_range, mean=mean, std=std, output_activation=None,
+                              default_shape=spec.shape)
+    except NetinvertError as exc:
+        raise NetinvertError(f"verifier {path.name}: {_verifier_words(str(exc))}") from None
+    check_verifier(spec, verifier)
     if verifier.num_outputs != model.num_outputs:
         raise NetinvertError(f"verifier {path} has {verifier.num_outputs} outputs but {model.name} has "
                              f"{model.num_outputs}: a verifier must score the same classes")
     return verifier
+
+
+def _verifier_words(message: str) -> str:
+    """A loading error about the verifier, naming the verifier's own options (`input_shape`: `verifier_input_shape`)."""
+    for param in ("input_shape", "input_range", "mean", "std", "arch"):
+        message = message.replace(f"`{param}`", f"`verifier_{param}`").replace(f"--{param.replace('_', '-')}",
+                                                                             f"--verifier-{param.replace('_', '-')}")
+    return message
 
 
 def read_labels(path: str | Path, expected: int | None = None) -> list[str]:
@@ -182,7 +212,7 @@ def _load_named(name: str, *, arch: str | None, arch_kwargs: Any, trust_pickle: 
     return model
 
 
-_SUFFIXES = {".pt", ".pth", ".onnx", ".safetensors", ".bin", ".ckpt", ".pkl", ".jit", ".ts", ".torchscript"}
+_SUFFIXES = {".pt", ".pth", ".onnx", ".gz", ".safetensors", ".bin", ".ckpt", ".pkl", ".jit", ".ts", ".torchscript"}
 
 
 # --------------------------------------------------------------------------- reading files
@@ -190,7 +220,7 @@ def _read(path: Path, arch: str | None, arch_kwargs: Any, trust_pickle: bool,
           shape: tuple[int, ...] | None) -> tuple[str, nn.Module, tuple[int, ...] | None]:
     """(format, module, input shape the file states) for one model file."""
     suffix = path.suffix.lower()
-    if suffix == ".onnx":
+    if suffix == ".onnx" or path.name.lower().endswith(".onnx.gz"):
         _no_arch(arch, path, "an ONNX model")
         from netinvert.models.onnx import load_onnx
 

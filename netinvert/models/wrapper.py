@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from netinvert.data.sources import FORMS, DataSplit
+from netinvert.data.sources import FORMS, DataSplit, fit_split
 from netinvert.ground.device import DeviceSpec, module_device, resolve_device
 from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.spec import InputSpec
@@ -40,11 +40,21 @@ class _Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+def check_verifier(spec: InputSpec, verifier: Model) -> None:
+    """A verifier reads the inputs of a model described by ``spec``: its own range and shape are mapped to, so an
+    input must hold as many values for both."""
+    own = verifier.input_spec.shape
+    if math.prod(own) != math.prod(spec.shape):
+        raise NetinvertError(f"the verifier {verifier.name} takes inputs of shape {tuple(own)} ({math.prod(own)} "
+                             f"values) but the model's are {tuple(spec.shape)} ({math.prod(spec.shape)} values): "
+                             "give the verifier's own `verifier_input_shape`, with as many values")
+
+
 @dataclass(frozen=True)
 class LayerInfo:
     """One named submodule: its type, output shape (no batch; ``None`` when it gives no tensor or does not
-    run), where it first runs in the forward pass (``None``: never), whether it has weights of its own and
-    whether it is a leaf."""
+    run), where it first runs in the forward pass (``None``: never), whether it has weights of its own (parameters,
+    or for an ONNX node a constant weight matrix) and whether it is a leaf."""
 
     name: str
     kind: str
@@ -61,11 +71,13 @@ class Model(nn.Module):
     returns the module's output (logits for classifiers; for a network that ends in a softmax,
     ``logits_layer`` names that layer and its input is returned). ``output_activation`` says how
     outputs become class probabilities: ``softmax`` (default), ``sigmoid`` (independent
-    units, as in the classic sigmoid MLP) or ``none`` (regression). ``data`` is the model's data: a
-    ``DataSplit`` or a loader returning one, read once on first use (it enables data priors, decoders and
-    held-out inputs). The layer table is probed once, on first use, and cached. ``device`` (``auto``, ``cpu``,
-    ``cuda``, ``cuda:N``, ``mps``) moves the network there; ``None`` leaves it where it is. Methods create their
-    tensors on the model's ``device`` in its ``dtype``; inputs given to ``forward`` follow both.
+    units, as in the classic sigmoid MLP) or ``none`` (regression). ``verifier`` is an independent model that
+    scores results, with an input description of its own (``judge`` maps inputs into it). ``data`` is the
+    model's data: a ``DataSplit`` or a loader returning one, read once on first use and fitted to the input
+    description (it enables data priors, decoders and held-out inputs). The layer table is probed once, on
+    first use, and cached. ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``) moves the network there;
+    ``None`` leaves it where it is. Methods create their tensors on the model's ``device`` in its ``dtype``;
+    inputs given to ``forward`` follow both.
     """
 
     def __init__(
@@ -94,6 +106,8 @@ class Model(nn.Module):
         self.class_names = list(class_names) if class_names is not None else None
         self.output_activation = output_activation
         self.normalize = _Normalize(input_spec) if (input_spec.mean or input_spec.std) else None
+        if verifier is not None:
+            check_verifier(input_spec, verifier)
         self.verifier = verifier
         self.info: dict[str, Any] = dict(info or {})
         self.data = data
@@ -131,6 +145,11 @@ class Model(nn.Module):
         finally:
             handle.remove()
         return logits[-1]
+
+    def judge(self, x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+        """Outputs for inputs ``x`` described by ``spec``, another model's description: how a verifier scores the
+        inputs of the model it judges, mapped into its own range and shape first (``InputSpec.adopt``)."""
+        return self(self.input_spec.adopt(x, spec))
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         """Class probabilities from outputs, following ``output_activation``."""
@@ -209,7 +228,8 @@ class Model(nn.Module):
                 h.remove()
         first = {name: i for i, name in reversed(list(enumerate(runs)))}
         return {name: LayerInfo(name, str(getattr(m, "op_type", type(m).__name__)), shapes.get(name), first.get(name),
-                                any(True for _ in m.parameters(recurse=False)), not any(True for _ in m.children()))
+                                any(True for _ in m.parameters(recurse=False)) or getattr(m, "weighted", False) is True,
+                                not any(True for _ in m.children()))
                 for name, m in named}
 
     def layer_names(self) -> list[str]:
@@ -278,11 +298,14 @@ class Model(nn.Module):
         return self.data is not None
 
     def data_split(self) -> DataSplit:
-        """The model's data, read once on first use (zoo models know theirs; others take ``--data``)."""
+        """The model's data, read once on first use (zoo models know theirs; others take ``--data``) and fitted
+        to its input description (shape, raw range; ``DataSplit.scaling`` says what that took)."""
         if self.data is None:
             raise NetinvertError(f"{self.name} does not know its data: pass --data ({FORMS})")
         if not isinstance(self.data, DataSplit):
             self.data = self.data()
+        if self.data.spec != self.input_spec:
+            self.data = fit_split(self.data, self.input_spec, f"the data of {self.name}")
         return self.data
 
     def training_inputs(self) -> Any:

@@ -32,12 +32,12 @@ def quality(model: Model, original: torch.Tensor, reconstruction: torch.Tensor) 
     span = spec.high - spec.low
     out: dict[str, list[Any]] = {"psnr": psnr(reconstruction, original, span).tolist()}
     out["ssim"] = ssim(reconstruction, original, span).tolist() if _ssim_ok(original) else [None] * len(original)
-    judge = model.verifier
-    if judge is None:
+    verifier = model.verifier
+    if verifier is None:
         out["verifier_agreement"] = [None] * len(original)
     else:
-        a = judge(original).reshape(len(original), -1).argmax(1)
-        b = judge(reconstruction).reshape(len(original), -1).argmax(1)
+        a = verifier.judge(original, spec).reshape(len(original), -1).argmax(1)
+        b = verifier.judge(reconstruction, spec).reshape(len(original), -1).argmax(1)
         out["verifier_agreement"] = (a == b).tolist()
     return out
 

@@ -17,7 +17,8 @@ items of a result this module reports
 A handful of items cannot support a full covariance in a 64-d feature space, so every covariance is the
 Ledoit-Wolf shrinkage estimate (towards a scaled identity, weight chosen from the data); the floor and the
 ceiling use the same estimator and the same item count, so the three numbers are comparable. Floor and
-ceiling are averaged over ``DRAWS`` random draws.
+ceiling are averaged over ``DRAWS`` random draws. The judge reads every input in its own input description
+(``Model.judge``), which may differ from the model's.
 """
 
 from __future__ import annotations
@@ -28,30 +29,38 @@ import numpy as np
 import torch
 from sklearn.covariance import ledoit_wolf
 
+from netinvert.ground.errors import NetinvertError
 from netinvert.ground.result import Result
+from netinvert.ground.spec import InputSpec
 from netinvert.models.wrapper import Model
 
 DRAWS = 8
 MAX_REFERENCE = 4000
 
 
-def feature_layer(judge: Model) -> str:
-    """The judge's last weighted leaf layer; its input is the penultimate feature vector."""
+def feature_layer(judge: Model) -> str | None:
+    """The judge's last weighted leaf layer (its input is the penultimate feature vector); ``None`` when forward
+    hooks see none (a TorchScript judge hides its layers)."""
     table = judge.layer_table()
     weighted = [info for info in table.values() if info.weighted and info.leaf and info.order is not None]
-    return max(weighted, key=lambda info: info.order or 0).name
+    return max(weighted, key=lambda info: info.order or 0).name if weighted else None
 
 
 @torch.no_grad()
-def judge_features(judge: Model, x: torch.Tensor | np.ndarray, batch: int = 512) -> np.ndarray:
-    """Penultimate features (n, d) of ``x`` in the judge (float64)."""
+def judge_features(judge: Model, x: torch.Tensor | np.ndarray, spec: InputSpec | None = None,
+                   batch: int = 512) -> np.ndarray:
+    """Penultimate features (n, d) in the judge (float64) of inputs ``x`` described by ``spec`` (default: the
+    judge's own description; a judged model's inputs are mapped into it, ``Model.judge``)."""
+    name = feature_layer(judge)
+    if name is None:
+        raise NetinvertError(f"the judge {judge.name} shows no weighted layer to read features from: give an ONNX "
+                             "or state-dict verifier")
     x = torch.as_tensor(np.asarray(x) if isinstance(x, np.ndarray) else x, dtype=torch.float32)
-    layer = judge.get_layer(feature_layer(judge))
     store: list[torch.Tensor] = []
-    handle = layer.register_forward_pre_hook(lambda _m, args: store.append(args[0].flatten(1)))
+    handle = judge.get_layer(name).register_forward_pre_hook(lambda _m, args: store.append(args[0].flatten(1)))
     try:
         for i in range(0, len(x), batch):
-            judge(x[i : i + batch].to(torch.float32))
+            judge.judge(x[i : i + batch], spec or judge.input_spec)
     finally:
         handle.remove()
     return torch.cat(store).double().cpu().numpy() if store else np.zeros((0, 0))
@@ -99,7 +108,11 @@ def _labelled_data(model: Model) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def realism(model: Model, result: Result, seed: int = 0) -> dict[str, Any] | None:
-    """The realism of ``result``'s class items, or ``None`` without a judge, labelled data or class items."""
+    """The realism of ``result``'s class items, or ``None`` without a judge, labelled data or class items.
+
+    A judge whose features cannot be read (``feature_layer`` is ``None``) still gives its agreement; the
+    Frechet distances and diversity are then ``None``, and ``not_measured`` says why.
+    """
     judge = model.verifier
     data = _labelled_data(model)
     rows = [i for i, item in enumerate(result.items) if item.metrics.get("class_index") is not None]
@@ -114,33 +127,41 @@ def realism(model: Model, result: Result, seed: int = 0) -> dict[str, Any] | Non
     pools = {k: half_a[y_all[half_a] == k] for k in set(classes.tolist())}
     if len(half_b) < 2 or any(len(p) == 0 for p in pools.values()):
         return None
-    reference = judge_features(judge, x_all[half_b])
-    images = judge_features(judge, result.inputs[rows].detach().cpu())
+    agrees = [result.items[i].metrics.get("verifier_agrees") for i in rows]
+    probs = [result.items[i].metrics.get("verifier_prob") for i in rows]
+    layer = feature_layer(judge)
+    out: dict[str, Any] = {
+        "judge": judge.name, "features": f"input of {layer}" if layer else None, "items": len(rows),
+        "judge_agreement": float(np.mean([bool(a) for a in agrees])) if None not in agrees else None,
+        "judge_prob": float(np.mean(probs)) if None not in probs else None,
+        "frechet": None, "frechet_floor": None, "frechet_ceiling": None, "gap_closed": None, "frechet_ratio": None,
+    }
+    if layer is None:
+        out["not_measured"] = (f"Frechet distance and diversity: the judge {judge.name} shows no weighted layer to "
+                               "read features from (TorchScript hides its layers; give an ONNX or state-dict verifier)")
+        return out
     spec = model.input_spec
+    reference = judge_features(judge, x_all[half_b], spec)
+    images = judge_features(judge, result.inputs[rows].detach().cpu(), spec)
     floors, ceilings = [], []
     for _ in range(DRAWS):
         picks = np.array([rng.choice(pools[k]) for k in classes])
-        floors.append(frechet_distance(judge_features(judge, x_all[picks]), reference))
+        floors.append(frechet_distance(judge_features(judge, x_all[picks], spec), reference))
         noise = spec.low + (spec.high - spec.low) * rng.random((len(rows), *spec.shape))
-        ceilings.append(frechet_distance(judge_features(judge, noise), reference))
+        ceilings.append(frechet_distance(judge_features(judge, noise, spec), reference))
     value, floor, ceiling = frechet_distance(images, reference), float(np.mean(floors)), float(np.mean(ceilings))
-    agrees = [result.items[i].metrics.get("verifier_agrees") for i in rows]
-    probs = [result.items[i].metrics.get("verifier_prob") for i in rows]
-    out: dict[str, Any] = {
-        "judge": judge.name, "features": f"input of {feature_layer(judge)}", "items": len(rows),
-        "judge_agreement": float(np.mean([bool(a) for a in agrees])) if None not in agrees else None,
-        "judge_prob": float(np.mean(probs)) if None not in probs else None,
+    out.update({
         "frechet": value, "frechet_floor": floor, "frechet_ceiling": ceiling,
         "gap_closed": (ceiling - value) / (ceiling - floor) if ceiling > floor else None,
         "frechet_ratio": value / floor if floor > 0 else None,
         "covariance": "Ledoit-Wolf shrinkage", "draws": DRAWS,
-    }
-    out.update(_diversity(result, rows, images, judge, x_all, y_all, half_b))
+    })
+    out.update(_diversity(result, rows, images, judge, spec, x_all, y_all, half_b))
     return out
 
 
-def _diversity(result: Result, rows: list[int], images: np.ndarray, judge: Model, x_all: np.ndarray,
-               y_all: np.ndarray, half_b: np.ndarray) -> dict[str, Any]:
+def _diversity(result: Result, rows: list[int], images: np.ndarray, judge: Model, spec: InputSpec,
+               x_all: np.ndarray, y_all: np.ndarray, half_b: np.ndarray) -> dict[str, Any]:
     """Mean pairwise feature distance within each target's items, beside real items of the same classes."""
     groups: dict[str, list[int]] = {}
     for j, i in enumerate(rows):
@@ -153,7 +174,7 @@ def _diversity(result: Result, rows: list[int], images: np.ndarray, judge: Model
     for t, g in multi.items():
         k = int(result.items[rows[g[0]]].metrics["class_index"])
         pool = half_b[y_all[half_b] == k][: max(len(g), 2) * 4]
-        real.append(mean_pairwise(judge_features(judge, x_all[pool])))
+        real.append(mean_pairwise(judge_features(judge, x_all[pool], spec)))
     return {"diversity": float(np.mean([v for v in imagined if v is not None])),
             "diversity_real": float(np.mean([v for v in real if v is not None])) if any(v is not None for v in real)
             else None}

@@ -17,6 +17,9 @@ from netinvert.solvers.smooth import act
 from netinvert.targets.output_set import OutputSet
 
 
+FINAL_STEP = 1e-3  # signed-gradient steps shrink geometrically from a quarter of the box to this fraction of that
+
+
 def forward_layers(
     layers: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor, kinds: list[str] | None = None
 ) -> torch.Tensor:
@@ -90,7 +93,7 @@ def pgd(
             loss = torch.cat(losses)
             (g,) = torch.autograd.grad(loss.sum(), x)
             with torch.no_grad():
-                size = 0.25 * width * (1.0 - step / steps) + 1e-3 * width
+                size = 0.25 * width * FINAL_STEP ** (step / max(steps - 1, 1))
                 x -= size * g.sign()
                 x.copy_(torch.maximum(torch.minimum(x, hi_t), lo_t))
             if time.perf_counter() - t0 > time_limit:
@@ -104,3 +107,23 @@ def pgd(
             best_x, best_v = xs[i], float(v[i])
         rounds += 1
     return best_x, best_v
+
+
+def descend(
+    fwd: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+    *, steps: int, start: torch.Tensor | None = None, penalty: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Signed-gradient descent on the largest row violation of ``a @ y - b`` (plus ``penalty(x)``, per point) from
+    ``start`` (default: each box's centre), kept inside the boxes ``[lo, hi]`` (B, n); returns the final points
+    (candidates only)."""
+    x = ((lo + hi) / 2 if start is None else start).clone().requires_grad_(True)
+    width = hi - lo
+    for step in range(steps):
+        loss = (fwd(x) @ a.T - b).amax(dim=1)
+        if penalty is not None:
+            loss = loss + penalty(x)
+        (g,) = torch.autograd.grad(loss.sum(), x)
+        with torch.no_grad():
+            x -= (0.2 * (1 - step / steps) + 0.01) * width * g.sign()
+            x.copy_(torch.maximum(torch.minimum(x, hi), lo))
+    return x.detach()

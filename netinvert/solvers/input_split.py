@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from netinvert.solvers import graph_bounds, smooth
-from netinvert.solvers.attack import forward_of
+from netinvert.solvers.attack import descend, forward_of
 from netinvert.solvers.graph import GraphNet
 from netinvert.solvers.piecewise import PLNet
 from netinvert.targets.output_set import OutputSet
@@ -58,13 +58,12 @@ def rows_bounder(net: PLNet | GraphNet, deadline: float = float("inf")) -> Bound
 
 
 def prefer_input_split(net: PLNet | GraphNet, lo: np.ndarray, hi: np.ndarray) -> bool:
-    """Split the input, not the ReLUs: for smooth networks always (only input splits are
-    implemented for them), for ReLU networks when at most ``MAX_INPUTS`` inputs are free and
-    CROWN leaves at least ``MIN_UNSTABLE`` neurons unstable on the whole box."""
-    if not net.piecewise:
-        return True
+    """Split the input, not the neurons, when at most ``MAX_INPUTS`` inputs are free: for smooth networks
+    always, for ReLU networks when CROWN leaves at least ``MIN_UNSTABLE`` neurons unstable on the whole box."""
     if int(np.sum(hi > lo)) > MAX_INPUTS:
         return False
+    if not net.piecewise:
+        return True
     lo_t, hi_t = _box(net, lo, hi)
     if isinstance(net, GraphNet):
         with torch.no_grad():
@@ -157,7 +156,7 @@ def split_search(
         joint, x_mix = joint[keep], x_mix[keep]
         corners = torch.where(coef > 0, lo_b.unsqueeze(1), hi_b.unsqueeze(1))  # (B, m, n_in)
         worst = torch.argsort(val.amax(dim=1))[:ATTACKED]
-        tried = _box_attack(fwd, lo_b[worst], hi_b[worst], a_t, b_t)
+        tried = descend(fwd, lo_b[worst], hi_b[worst], a_t, b_t, steps=ATTACK_STEPS)
         cands = torch.cat([((lo_b + hi_b) / 2).unsqueeze(1), corners], dim=1).reshape(-1, lo_b.shape[1])
         cands = torch.cat([tried, x_mix, cands]).cpu().numpy()
         hits = np.flatnonzero(is_point(cands))
@@ -268,22 +267,6 @@ def halve(lo: torch.Tensor, hi: torch.Tensor, dim: torch.Tensor) -> tuple[torch.
     left_hi[rows, dim] = mid
     right_lo[rows, dim] = mid
     return torch.cat([lo, right_lo]), torch.cat([left_hi, hi])
-
-
-def _box_attack(
-    fwd: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi: torch.Tensor, a: torch.Tensor, b: torch.Tensor
-) -> torch.Tensor:
-    """Signed-gradient descent on the largest row violation of ``a @ y - b`` from each box's
-    centre, kept inside the box; returns the final points (candidates only)."""
-    x = ((lo + hi) / 2).clone().requires_grad_(True)
-    width = hi - lo
-    for step in range(ATTACK_STEPS):
-        loss = (fwd(x) @ a.T - b).amax(dim=1)
-        (g,) = torch.autograd.grad(loss.sum(), x)
-        with torch.no_grad():
-            x -= (0.2 * (1 - step / ATTACK_STEPS) + 0.01) * width * g.sign()
-            x.copy_(torch.maximum(torch.minimum(x, hi), lo))
-    return x.detach()
 
 
 def _joint(

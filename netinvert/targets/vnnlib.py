@@ -10,6 +10,7 @@ as non-strict, as in VNN-COMP. Every error names the line and column.
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import re
 from dataclasses import dataclass
@@ -283,10 +284,10 @@ def _count(reader: _Reader, kind: str, source: str) -> int:
 
 
 def read_vnnlib(path: str | Path) -> Spec:
-    """Read and parse a VNNLIB file."""
+    """Read and parse a VNNLIB file (``.vnnlib``, or gzipped ``.vnnlib.gz`` as VNN-COMP ships them)."""
     p = Path(path)
     try:
-        text = p.read_text()
-    except OSError as exc:
-        raise NetinvertError(f"cannot read VNNLIB file {p}: {exc.strerror}") from exc
+        text = gzip.decompress(p.read_bytes()).decode() if p.suffix.lower() == ".gz" else p.read_text()
+    except (OSError, EOFError) as exc:
+        raise NetinvertError(f"cannot read VNNLIB file {p}: {getattr(exc, 'strerror', None) or exc}") from exc
     return parse_vnnlib(text, str(p))

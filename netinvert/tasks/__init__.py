@@ -1,1 +1,2 @@
-"""Tasks: loops over many ``invert()`` calls (atlas, leakage, unit patterns, benchmark families)."""
+"""Tasks: loops over many ``invert()`` calls (an atlas batch, leakage pairs, unit patterns, one VNN-COMP instance);
+the resumable sweeps over them are :mod:`netinvert.sweeps`."""

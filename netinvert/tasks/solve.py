@@ -1,24 +1,16 @@
-"""VNN-COMP instances (an ONNX network and a VNNLIB property) answered exactly, one or a whole family.
+"""VNN-COMP instances (an ONNX network and a VNNLIB property) answered exactly.
 
 An instance is loaded with :func:`~netinvert.models.load.load` and each of its input boxes is
 answered by ``invert(model, output_set, Box(lo, hi), method="exact")`` until one reaches its
-output set. A family is a VNN-COMP ``instances.csv``: every row is a task of the sweep runner
-(:mod:`netinvert.tasks.runner`, on local processes or Ray) and gets a folder and a row in
-``results.csv``; a rerun resumes (rows already answered are kept, keyed on the content of their
-files, so however their paths are spelled), and a row that cannot be answered (malformed, a missing or unreadable file, a spec that does not fit the
-network) is recorded with status ``error`` and its message while the others go on.
+output set. A whole family (a VNN-COMP ``instances.csv``) is :mod:`netinvert.sweeps.solve`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,19 +22,21 @@ from netinvert.ground.result import Item, Result
 from netinvert.ground.run import time_limit_progress
 from netinvert.methods import invert
 from netinvert.models.load import load
+from netinvert.models.wrapper import Model
 from netinvert.report.finish import finish
+from netinvert.solvers.graph import GraphNet
+from netinvert.solvers.problem import network_of
 from netinvert.targets.vnnlib import Spec, read_vnnlib
-from netinvert.tasks.runner import read_records, run_sweep
-from netinvert.tasks.task import Record, Task, task_key
 
-RESULT_FIELDS = ("onnx", "vnnlib", "status", "stage", "seconds", "reason")
+# seconds of a time limit counted from a harness's start (``started_at``) kept back for what follows the search:
+# its last step's overrun on a busy machine (up to 0.7 s seen at a load of 8 on 2 cores), writing the answer and
+# the folder, and the exit
+FINISH_RESERVE = 1.5
 Row = dict[str, str]
 
 
-def solve_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float = 60.0, *, alpha_steps: int = 30,
-                   lp_tighten: bool = False, seed: int = 0) -> Result:
-    """Answer an ONNX + VNNLIB instance: one item, found if any input box reaches its output set."""
-    t0 = time.perf_counter()
+def read_instance(onnx_path: str | Path, vnnlib_path: str | Path) -> tuple[Model, Spec]:
+    """The network and the spec of an instance (plain or gzipped files), checked to fit each other."""
     model = load(onnx_path)
     spec = read_vnnlib(vnnlib_path)
     n_in, n_out = int(np.prod(model.input_spec.shape)), model.num_outputs
@@ -51,10 +45,37 @@ def solve_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: floa
             f"{vnnlib_path}: the spec declares {spec.num_inputs} inputs but {Path(onnx_path).name} has {n_in}"
         )
     _check_outputs(spec, n_out, vnnlib_path, Path(onnx_path).name)
+    return model, spec
+
+
+def check_instance(onnx_path: str | Path, vnnlib_path: str | Path) -> str:
+    """Read an instance as :func:`solve_instance` would, the exact solvers' form of the network included, and
+    solve nothing: a line saying what was read (what ``vnncomp/prepare_instance.sh`` checks)."""
+    model, spec = read_instance(onnx_path, vnnlib_path)
+    net = network_of(model)
+    return (f"{Path(onnx_path).name}: {spec.num_inputs} inputs, {spec.num_outputs} outputs, "
+            f"read as a {'graph' if isinstance(net, GraphNet) else 'chain'}; {Path(vnnlib_path).name}: "
+            f"{len(spec.cases)} input box{'es' if len(spec.cases) != 1 else ''}")
+
+
+def solve_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float = 60.0, *, alpha_steps: int = 30,
+                   lp_tighten: bool = False, seed: int = 0, spent: float = 0.0) -> Result:
+    """Answer an ONNX + VNNLIB instance: one item, found if any input box reaches its output set.
+
+    ``spent``: seconds of ``timeout`` used up before the call (a harness's start, :func:`solve_one`); an instance
+    with no time left is still read, and answered ``unknown`` (time limit).
+    """
+    if not timeout > 0:
+        raise NetinvertError(f"`timeout` {timeout:g} must be more than 0 seconds")
+    t0 = time.perf_counter()
+    budget = timeout - spent
+    model, spec = read_instance(onnx_path, vnnlib_path)
+    network_of(model)  # the solvers' form of the network, built on the clock (the model keeps it for invert)
+    n_in, n_out = spec.num_inputs, spec.num_outputs
     answers: list[Result] = []
     status, reason = "none-exists", ""
     for case in spec.cases:
-        left = timeout - (time.perf_counter() - t0)
+        left = budget - (time.perf_counter() - t0)
         if left <= 0:
             status, reason = "unknown", "time limit"
             break
@@ -84,7 +105,7 @@ def solve_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: floa
     return Result(method="exact", model=model.name, inputs=x[None], outputs=y[None], items=[item],
                   timing={"total_s": elapsed},
                   info={"status": status, "network": str(onnx_path), "spec": str(vnnlib_path), "cases": len(spec.cases),
-                        "certificates": [r.info["certificates"][0] for r in answers]},
+                        "time_limit": budget, "certificates": [r.info["certificates"][0] for r in answers]},
                   kind="solve", files=files)
 
 
@@ -111,16 +132,34 @@ def counterexample_text(x: np.ndarray, y: np.ndarray) -> str:
     return "(" + "\n ".join(pairs) + ")\n"
 
 
+def vnncomp_answer(result: Result) -> str:
+    """An instance's result file in the VNN-COMP convention: ``sat`` and the counterexample on the lines after it,
+    ``unsat``, ``timeout`` (undecided when the time limit was reached) or ``unknown``."""
+    item = result.items[0]
+    if item.status == "found":
+        return "sat\n" + result.files["counterexample.txt"].decode()
+    if item.status == "none-exists":
+        return "unsat\n"
+    return "timeout\n" if "time limit" in item.reason else "unknown\n"
+
+
 def solve_one(onnx_path: Path, vnnlib_path: Path, timeout: float, out: Path, alpha_steps: int = 30,
-              progress: bool | None = None, command: Sequence[str] | None = None) -> Row:
+              progress: bool | None = None, command: Sequence[str] | None = None, *,
+              result_file: Path | None = None, started_at: float | None = None) -> Row:
     """Solve one instance, save its folder (with ``counterexample.txt`` when found) and return its CSV row.
 
     ``progress``: the time used against the limit while it runs (see ``time_limit_progress``); ``command``: the
-    command line to record with the result.
+    command line to record with the result. ``result_file``: also write the VNN-COMP result file there
+    (:func:`vnncomp_answer`), before the folder. ``started_at``: the Unix time ``timeout`` counts from (a
+    harness's start, so that the interpreter's start and reading the files count too); the search then gets
+    what is left of it, less :data:`FINISH_RESERVE`.
     """
-    with time_limit_progress(progress, timeout, f"solving {Path(vnnlib_path).name}"):
-        result = solve_instance(onnx_path, vnnlib_path, timeout, alpha_steps=alpha_steps)
+    spent = time.time() - started_at + FINISH_RESERVE if started_at is not None else 0.0
+    with time_limit_progress(progress, max(timeout - spent, 0.0), f"solving {Path(vnnlib_path).name}"):
+        result = solve_instance(onnx_path, vnnlib_path, timeout, alpha_steps=alpha_steps, spent=spent)
     item = result.items[0]
+    if result_file is not None:
+        write_text(result_file, vnncomp_answer(result))
     finish(result, out, command=command)
     return {
         "onnx": str(onnx_path),
@@ -130,165 +169,3 @@ def solve_one(onnx_path: Path, vnnlib_path: Path, timeout: float, out: Path, alp
         "seconds": f"{item.metrics['solve_seconds']:.2f}",
         "reason": item.reason,
     }
-
-
-@dataclass(frozen=True)
-class Instance:
-    """One row of an instances.csv: paths relative to the CSV's folder, ``timeout`` NaN when not given.
-
-    ``error`` says why a malformed row cannot be run (empty for a good row).
-    """
-
-    onnx: Path
-    vnnlib: Path
-    timeout: float
-    error: str = ""
-
-
-def read_instances(path: Path) -> list[Instance]:
-    """Rows ``onnx,vnnlib,timeout`` of a VNN-COMP instances.csv; a malformed row carries its error."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise NetinvertError(f"cannot read instances file {path}: {exc.strerror}") from exc
-    rows = []
-    for n, row in enumerate(csv.reader(lines), start=1):
-        if not row or not "".join(row).strip():
-            continue
-        cells = [c.strip() for c in row] + ["", ""]
-        onnx, vnnlib = path.parent / cells[0], path.parent / cells[1]
-        if len(row) < 2:
-            rows.append(Instance(onnx, vnnlib, math.nan,
-                                 f"{path}:{n}: expected onnx,vnnlib[,timeout], got {','.join(row)!r}"))
-            continue
-        try:
-            t = float(row[2]) if len(row) > 2 and row[2].strip() else math.nan
-        except ValueError:
-            rows.append(Instance(onnx, vnnlib, math.nan, f"{path}:{n}: timeout {row[2]!r} is not a number"))
-            continue
-        rows.append(Instance(onnx, vnnlib, t))
-    if not rows:
-        raise NetinvertError(f"{path} lists no instances: expected rows onnx,vnnlib,timeout")
-    return rows
-
-
-def solve_task(onnx: str, vnnlib: str, timeout: float, folder: str, alpha_steps: int = 30) -> Row:
-    """One family row as a runner task: :func:`solve_one` on plain strings (what a worker receives)."""
-    return solve_one(Path(onnx), Path(vnnlib), timeout, Path(folder), alpha_steps)
-
-
-def instance_task(onnx: str, vnnlib: str, timeout: float, alpha_steps: int = 30) -> Row:
-    """An instance as a runner task that writes no folder (benchmarks): status, stage, reason, seconds, search."""
-    t0 = time.perf_counter()
-    result = solve_instance(onnx, vnnlib, timeout, alpha_steps=alpha_steps)
-    item = result.items[0]
-    return {"status": item.status, "stage": str(item.metrics.get("stage", "")), "reason": item.reason,
-            "seconds": time.perf_counter() - t0,
-            "search": ",".join(sorted({c.get("search", "") for c in result.info.get("certificates", [])}))}
-
-
-def family_tasks(rows: list[Instance], timeout: float | None, out: Path, alpha_steps: int = 30) -> list[Task | None]:
-    """One task per good row (``None`` for a malformed one), keyed by the bytes of its two files and its options.
-
-    The runner's time limit is the instance's plus a margin for loading, so the solver normally answers
-    ``unknown`` itself; the runner kills only a task stuck past that.
-    """
-    tasks: list[Task | None] = []
-    for i, inst in enumerate(rows):
-        if inst.error:
-            tasks.append(None)
-            continue
-        t = timeout if timeout is not None else (inst.timeout if inst.timeout == inst.timeout else 60.0)
-        key = task_key("solve", [inst.onnx, inst.vnnlib], timeout=t, alpha_steps=alpha_steps)
-        folder = out / f"{i:03d}_{inst.onnx.stem}_{inst.vnnlib.stem}"
-        tasks.append(Task(solve_task, {"onnx": str(inst.onnx), "vnnlib": str(inst.vnnlib), "timeout": t,
-                                       "folder": str(folder), "alpha_steps": alpha_steps},
-                          key, f"{inst.onnx.name} {inst.vnnlib.name}", timeout=t * 1.25 + 10.0))
-    return tasks
-
-
-def family_row(inst: Instance, record: Record | None) -> Row:
-    """The CSV row of an instance from its runner record (``error`` with its message, ``unknown`` when killed)."""
-    base = {"onnx": str(inst.onnx), "vnnlib": str(inst.vnnlib)}
-    if record is None:
-        return {**base, "status": "error", "stage": "", "seconds": "0.00", "reason": inst.error}
-    if record.state == "done":
-        return {**record.row, **base}
-    status = "unknown" if record.state == "timeout" else "error"
-    return {**base, "status": status, "stage": "", "seconds": f"{record.seconds:.2f}", "reason": record.message}
-
-
-def solve_family(instances: Path, timeout: float | None, out: Path, alpha_steps: int = 30,
-                 progress: Callable[[int, int, Row], None] | None = None, *, engine: Any = None,
-                 command: Sequence[str] | None = None) -> list[Row]:
-    """Solve every row of ``instances`` not yet answered in ``out``; all rows, in file order.
-
-    Each row is a task of :func:`netinvert.tasks.runner.run_sweep` (``engine``: local processes or Ray),
-    so a rerun resumes by the content of each row's files (however their paths are spelled), rows
-    answered ``error`` are tried again, and ``out/results.csv`` is rewritten as each row is answered.
-    ``progress(i, n, row)`` is called after each row solved now. At the end the family is finished into
-    ``out`` as one result (:func:`family_result`; ``command`` is the command line it records).
-    """
-    rows = read_instances(instances)
-    out.mkdir(parents=True, exist_ok=True)
-    tasks = family_tasks(rows, timeout, out, alpha_steps)
-    unique = list({t.key: t for t in tasks if t is not None}.values())
-    known = {k: r for k, r in read_records(out).items() if r.state != "error"}
-    table_path = out / "results.csv"
-
-    def table() -> list[Row]:
-        return [family_row(inst, known.get(t.key) if t is not None else None)
-                for inst, t in zip(rows, tasks, strict=True) if t is None or t.key in known]
-
-    def answered(_: int, record: Record) -> None:
-        known[record.key] = record
-        write_text(table_path, _csv_text(table()))
-        if progress is not None:
-            i = next(i for i, t in enumerate(tasks) if t is not None and t.key == record.key)
-            progress(i, len(rows), family_row(rows[i], record))
-
-    write_text(table_path, _csv_text(table()))
-    for record in run_sweep(unique, out, engine=engine, on_record=answered, description="solve"):
-        known[record.key] = record
-    final = table()
-    write_text(table_path, _csv_text(final))
-    folders = [Path(t.args["folder"]) if t is not None and t.key in known else None for t in tasks]
-    finish(family_result(instances, final, folders), out, command=command, in_place=True)
-    return final
-
-
-def family_result(instances: Path, rows: list[Row], folders: list[Path | None]) -> Result:
-    """A family as one result of kind ``solve-family``: one item per row of ``instances`` (its status, stage,
-    seconds and reason; from the row's own folder, when it has one, its bound statistics and counterexample)."""
-    items = []
-    for row, folder in zip(rows, folders, strict=True):
-        metrics: dict[str, Any] = {"network": row["onnx"], "spec": row["vnnlib"], "stage": row["stage"],
-                                   "seconds": float(row["seconds"] or 0)}
-        if folder is not None and (folder / "result.json").exists():
-            one = Result.load(folder)
-            metrics["unstable"] = _unstable(one.info.get("certificates") or [])
-            metrics.update({k: one.items[0].metrics.get(k) for k in ("margin", "rerun_error")})
-            if "counterexample.txt" in one.files:
-                metrics["counterexample"] = one.files["counterexample.txt"].decode()
-        items.append(Item(f"{Path(row['onnx']).name} {Path(row['vnnlib']).name}", row["status"], row["reason"],
-                          metrics))
-    return Result(method="exact", model=instances.name, inputs=torch.empty(0), outputs=torch.empty(0), items=items,
-                  timing={"total_s": sum(item.metrics["seconds"] for item in items)},
-                  info={"instances": str(instances)}, kind="solve-family")
-
-
-def _unstable(certificates: list[dict[str, Any]]) -> str:
-    """ReLUs still unstable after CROWN out of all, over an instance's cases (the first four)."""
-    cases = [c for c in certificates if isinstance(c, dict) and "unstable_crown" in c]
-    if not cases:
-        return "-"
-    shown = " ".join(f"{sum(c['unstable_crown'])}/{sum(c.get('hidden') or [])}" for c in cases[:4])
-    return shown + (" ..." if len(cases) > 4 else "")
-
-
-def _csv_text(rows: list[Row]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=RESULT_FIELDS)
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()

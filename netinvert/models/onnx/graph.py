@@ -17,6 +17,7 @@ and its outputs are stacked, so hooks still see the whole batch.
 
 from __future__ import annotations
 
+import gzip
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,9 @@ class _Items:
         return x[i:i + 1] if mode == "cat" else x[i]
 
 
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # a node of these with a constant matrix has weights
+
+
 class OnnxModule(nn.Module):
     """A converted ONNX graph. ``item_shape`` is one input without batch dim (``None`` where unknown).
 
@@ -109,6 +113,8 @@ class OnnxModule(nn.Module):
                 _fold(module, node, consts, source)
                 continue
             name = self._unique_name(node.name or f"{node.op_type}_{len(self._plan)}", used)
+            module.weighted = node.op_type in WEIGHTED_OPS and any(consts[i].dim() >= 2 for i in node.input
+                                                                   if i in consts)
             self.add_module(name, module)
             self._plan.append((name, list(node.input), list(node.output)))
         needed = {i for _, ins, _ in self._plan for i in ins} | {self.output_name}
@@ -183,10 +189,15 @@ class OnnxModule(nn.Module):
 
 
 def load_onnx(path: str | Path, *, input_shape: tuple[int, ...] | None = None) -> OnnxModule:
-    """Read an ONNX file and convert it; unreadable files and unsupported ops raise NetinvertError."""
+    """Read an ONNX file (``.onnx``, or gzipped ``.onnx.gz`` as VNN-COMP ships them) and convert it;
+    unreadable files and unsupported ops raise NetinvertError."""
     path = Path(path)
     try:
-        model = onnx.load(str(path))
+        if path.suffix.lower() == ".gz":
+            with gzip.open(path, "rb") as f:
+                model = onnx.load(f)
+        else:
+            model = onnx.load(str(path))
     except Exception as exc:  # protobuf DecodeError, truncated external data, ...
         raise NetinvertError(f"cannot read {path} as an ONNX model ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else 'corrupt file'}); "

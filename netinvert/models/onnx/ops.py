@@ -49,6 +49,7 @@ class Node(nn.Module):
         self.opset = opset
         self.n_outputs = n_outputs
         self.float_dtype = torch.float32
+        self.weighted = False  # reads a constant weight matrix (the graph's buffers; it has no parameters)
 
     def extra_repr(self) -> str:
         return f"{self.op_type}, onnx name {self.onnx_name!r}"

@@ -1,6 +1,7 @@
-"""Engines that run the tasks of a sweep: ``local`` (worker processes on this machine) and ``ray`` (a Ray cluster).
+"""Engines that run the tasks of a sweep: ``local`` (worker processes on this machine), ``ray`` (a Ray cluster)
+and :class:`InProcess` (this process, for the pieces of one answer over a model loaded here).
 
-Both run each task as ``task.run(**task.args)`` with one torch thread (by default), hand each answer to
+``local`` and ``ray`` run each task as ``task.run(**task.args)`` with one torch thread (by default), hand each answer to
 the runner as soon as it arrives, and kill a task that runs past its ``timeout`` (recorded as
 ``timeout``). A task that raises is recorded as ``error`` with its message; the others go on.
 
@@ -9,14 +10,19 @@ workers; it keeps at most ``jobs`` tasks in flight, so a task's time is counted 
 starts it. ``ray`` submits Ray tasks (``num_cpus=1``, and ``num_gpus`` = ``gpus_per_task`` for GPU work),
 at most as many at once as the cluster has CPUs (a watchdog in the worker
 kills a task at its timeout, counted from its start); Ray itself is an optional extra (``pip install netinvert[ray]``).
+Local workers end with the process that started them, however it ends (``kill -9`` included): the kernel kills
+them on Linux, and everywhere they watch a pipe that only their parent holds open.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import queue
 import signal
+import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -27,12 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from netinvert.ground.errors import NetinvertError, choices
-from netinvert.tasks.task import Record, Task
+from netinvert.sweeps.task import Record, Task
 
 ENGINES = ("local", "ray")
 RAY_MISSING = "the ray engine needs Ray, which is not installed: pip install netinvert[ray]"
 POLL_S = 0.05
 RAY_START_S = 60.0  # allowance for a Ray worker to start before a task's own watchdog is running
+RAY_CONNECT_S = 3.0  # how long a --ray-address may take to accept a connection before it counts as unreachable
+PR_SET_PDEATHSIG = 1  # linux/prctl.h: ask for a signal when the thread that started this process ends
 Outcome = tuple[str, dict[str, Any], str, float]  # state, row, message, seconds
 Report = Callable[[Task, Record], None]
 
@@ -96,17 +104,56 @@ def _timeout_record(task: Task, engine: str) -> Record:
 _STARTED: Any = None  # in a local worker: the queue that announces (key, pid, start time) of each task
 
 
-def _init_local(threads: int, started: Any) -> None:
+def _init_local(threads: int, started: Any, parent: int, lifeline: Any) -> None:
     global _STARTED
+    _die_with_parent(parent, lifeline)
     import torch
 
     torch.set_num_threads(threads)
     _STARTED = started
 
 
+def _die_with_parent(parent: int, lifeline: Any) -> None:
+    """End this worker when ``parent`` ends, however it ends, so that no worker outlives its sweep.
+
+    On Linux the kernel sends SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG)``), which also ends a
+    worker busy in C code; on every system a thread waits on ``lifeline``, a pipe whose only writer is the parent,
+    and exits at its end of file.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it ended before the line above took effect
+        os._exit(1)
+    threading.Thread(target=_exit_at_eof, args=(lifeline,), daemon=True).start()
+
+
+def _exit_at_eof(lifeline: Any) -> None:
+    try:
+        lifeline.recv()
+    except (EOFError, OSError):
+        pass
+    os._exit(1)
+
+
 def _call_local(run: Callable[..., dict[str, Any]], args: Mapping[str, Any], key: str, threads: int) -> Outcome:
     _STARTED.put((key, os.getpid(), time.time()))
     return call_task(run, args, threads)
+
+
+class InProcess:
+    """The tasks one after another in this process, for the pieces of one answer over a model loaded here (the
+    batches of one atlas layer). A task that raises stops the sweep with its error; the pieces recorded stay."""
+
+    name = "in-process"
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def run(self, tasks: Sequence[Task], report: Report) -> None:
+        for task in tasks:
+            t0 = time.perf_counter()
+            row = task.run(**task.args)
+            report(task, Record(task.key, task.label, "done", dict(row), "", time.perf_counter() - t0, 0.0, self.name))
 
 
 class LocalEngine:
@@ -116,6 +163,9 @@ class LocalEngine:
 
     def __init__(self, jobs: int = 1, threads: int = 1) -> None:
         self.jobs, self.threads = jobs, threads
+
+    def start(self) -> None:
+        """Nothing to start: the workers start with each :meth:`run`."""
 
     def run(self, tasks: Sequence[Task], report: Report) -> None:
         """Run ``tasks``, calling ``report(task, record)`` as each finishes; a worker that dies is replaced."""
@@ -128,8 +178,9 @@ class LocalEngine:
 
         ctx = multiprocessing.get_context("spawn")
         started = ctx.Queue()
+        lifeline, held = ctx.Pipe(duplex=False)  # the workers read; only this process holds the writing end
         pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_local,
-                                   initargs=(self.threads, started))
+                                   initargs=(self.threads, started, os.getpid(), lifeline))
         flying: dict[Future[Outcome], tuple[Task, float]] = {}
         running: dict[str, tuple[int, float]] = {}
         killed: set[str] = set()
@@ -175,6 +226,8 @@ class LocalEngine:
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
             started.close()
+            held.close()
+            lifeline.close()
 
     def _lost(self, task: Task, killed: set[str], deaths: dict[str, int], todo: deque[Task], report: Report) -> None:
         """A task whose worker process ended: timed out if we killed it, else tried once more, then ``error``."""
@@ -216,6 +269,8 @@ class RayEngine:
         except ImportError:
             raise NetinvertError(RAY_MISSING) from None
         self.ray, self.address, self.gpus, self.threads = ray, address, gpus_per_task, threads
+        if address is not None and address != "auto" and "://" not in address:
+            _check_reachable(address)
 
     def start(self) -> None:
         """Connect to the cluster (once per process); workers import the same netinvert as this process."""
@@ -274,3 +329,16 @@ class RayEngine:
             for ref in flying:
                 ray.cancel(ref, force=True)
             raise
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse a ``HOST:PORT`` that is malformed or accepts no connection within ``RAY_CONNECT_S``, in one line
+    (Ray itself retries for tens of seconds, printing warnings)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise NetinvertError(f"--ray-address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379) or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_CONNECT_S).close()
+    except OSError as exc:
+        raise NetinvertError(f"cannot reach the Ray cluster at {address} ({exc.strerror or 'no answer'}); start it "
+                             "with `ray start --head` there, or give the right --ray-address HOST:PORT") from None

@@ -1,8 +1,9 @@
-"""Inverse design over many targets as a sweep: a targets file, one runner task per target.
+"""The driver of ``netinvert design --targets``: inverse design over a targets file, one runner task per target.
 
 Each task runs the ``adjoint`` method for one wanted output ``y`` and saves its result folder
 (``OUT/tNNNNN/``); the runner keys it by the model's content, ``y`` and the options, so a rerun
-skips the targets already done and a file of thousands of targets can run on a Ray cluster.
+skips the targets already done and a file of thousands of targets can run on a Ray cluster. The rows
+are merged into ``OUT/targets.csv``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from netinvert.ground.errors import NetinvertError
+from netinvert.ground.output import write_text
 from netinvert.models.wrapper import Model
-from netinvert.tasks.task import Task, model_key, task_key
+from netinvert.sweeps.runner import merged_rows, rows_csv, run_sweep
+from netinvert.sweeps.task import ModelSource, Plan, Record, Task
 
 
 def read_targets(path: Path) -> list[list[float]]:
@@ -39,18 +42,17 @@ def read_targets(path: Path) -> list[list[float]]:
     return targets
 
 
-def design_task(model: str, load_options: dict[str, Any], y: list[float], outputs: list[int] | None,
-                simulator: str | None, folder: str, options: dict[str, Any]) -> dict[str, Any]:
+def design_task(model: ModelSource, y: list[float], outputs: list[int] | None, simulator: str | None, folder: str,
+                options: dict[str, Any]) -> dict[str, Any]:
     """One target of a design sweep, as a runner task: the adjoint search, its folder saved, its summary row."""
     import torch
 
     from netinvert.data.simulators import get_simulator
     from netinvert.methods import invert
-    from netinvert.models.load import load
     from netinvert.report.finish import finish
     from netinvert.targets.regression import Regression
 
-    net = load(model, **load_options)
+    net = model.load()
     sim = get_simulator(simulator) if simulator is not None else None
     result = invert(net, [Regression(y, outputs)], None, method="adjoint", simulator=sim,
                     threads=torch.get_num_threads(), **options)  # the engine's count per task
@@ -75,9 +77,17 @@ def design_tasks(model: Model, source: str, load_options: dict[str, Any], target
                                  + (" (as picked by --outputs)" if outputs is not None else ""))
     options = {"samples": samples, "starts": starts, "steps": steps, "lr": lr, "tolerance": tolerance,
                "prove": prove, "seed": seed}
-    ident = model_key(source, load_options)
-    return [Task(design_task, {"model": source, "load_options": load_options, "y": y, "outputs": outputs,
-                               "simulator": simulator, "folder": str(out / f"t{i:05d}"), "options": options},
-                 task_key("design", model=ident, y=y, outputs=outputs, simulator=simulator, **options),
-                 f"y={','.join(f'{v:g}' for v in y)}")
+    plan = Plan(design_task, {"model": ModelSource(source, load_options), "outputs": outputs, "simulator": simulator,
+                              "options": options}, unkeyed=("folder",))
+    return [plan.task({"y": y, "folder": str(out / f"t{i:05d}")}, f"y={','.join(f'{v:g}' for v in y)}")
             for i, y in enumerate(targets)]
+
+
+def design_sweep(model: Model, source: str, load_options: dict[str, Any], targets: list[list[float]], out: Path, *,
+                 engine: Any = None, **options: Any) -> list[Record]:
+    """Every target as a task of ``engine`` (:func:`design_tasks`, which takes ``options``), each in its own
+    folder; their rows merged into ``out/targets.csv``."""
+    tasks = design_tasks(model, source, load_options, targets, out, **options)
+    records = run_sweep(tasks, out, engine=engine, description="design")
+    write_text(out / "targets.csv", rows_csv(merged_rows(records)))
+    return records

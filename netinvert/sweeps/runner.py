@@ -1,11 +1,14 @@
-"""The task runner: a sweep is a list of tasks, each keyed by a content hash of its inputs and kept as one file.
+"""The task runner, the one resume mechanism: a sweep is a list of tasks, each keyed by a content hash of its
+inputs and recorded in one file.
 
-A :class:`~netinvert.tasks.task.Task` names a module-level function and its keyword arguments; its ``key``
-hashes what decides its answer (the *content* of its model and spec files, never their path spelling,
-plus target, domain, method and options). :func:`run_sweep` hands the tasks not yet finished to an engine
-(:mod:`netinvert.tasks.engines`: local processes or Ray) and writes each answer, as it arrives, to
-``FOLDER/sweep/KEY.json`` through the one atomic writer. So a rerun skips finished tasks, a killed run
-(even ``kill -9``) loses at most the tasks in flight, and no task is ever half-recorded.
+A :class:`~netinvert.sweeps.task.Task` names a module-level function and its keyword arguments; its ``key``
+hashes what decides its answer (:class:`~netinvert.sweeps.task.Plan`). :func:`run_sweep` hands the tasks not yet
+finished to an engine (:mod:`netinvert.sweeps.engines`: this process, local worker processes or Ray) and writes
+each answer, as it arrives, to ``FOLDER/sweep/KEY.json`` through the one atomic writer. So a rerun skips finished
+tasks, a killed run (even ``kill -9``) loses at most the tasks in flight, and no task is ever half-recorded.
+A sweep whose tasks are pieces of one answer (the batches of an atlas, the pairs of a leakage report) also
+records the options they share in ``FOLDER/sweep/options.json``, and a rerun with other options is refused
+instead of mixing pieces made two ways.
 
 Each record has a ``state``: ``done`` (the function returned its row), ``timeout`` (killed past its
 time limit; its status is ``unknown``) or ``error`` (it raised; the message is kept). Errors are
@@ -23,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from netinvert.ground.errors import NetinvertError
-from netinvert.ground.output import write_json
+from netinvert.ground.output import check_writable, write_json
 from netinvert.ground.run import progress_bar
-from netinvert.tasks.engines import make_engine
-from netinvert.tasks.task import Record, Task
+from netinvert.sweeps.engines import make_engine
+from netinvert.sweeps.task import Record, Task
 
 RECORDS = "sweep"
+OPTIONS = "options.json"
 STATES = ("done", "timeout", "error")
 LINE_SECONDS = 10.0  # how often progress lines are printed when stderr is not a terminal
 log = logging.getLogger("netinvert")
@@ -41,6 +45,8 @@ def read_records(folder: str | os.PathLike[str]) -> dict[str, Record]:
     if not where.is_dir():
         return records
     for path in where.glob("*.json"):
+        if path.name == OPTIONS:
+            continue
         try:
             record = Record.from_json(json.loads(path.read_text()))
         except (OSError, ValueError, KeyError):
@@ -50,25 +56,69 @@ def read_records(folder: str | os.PathLike[str]) -> dict[str, Record]:
     return records
 
 
+def finished(folder: str | os.PathLike[str], tasks: Sequence[Task]) -> dict[str, Record]:
+    """The records of ``tasks`` that a rerun keeps (``done`` and ``timeout``), by key."""
+    keys = {t.key for t in tasks}
+    return {k: r for k, r in read_records(folder).items() if k in keys and r.state != "error"}
+
+
+def open_folder(folder: str | os.PathLike[str], options: Mapping[str, Any] | None = None, what: str = "sweep") -> Path:
+    """Check up front that ``folder`` can hold this sweep, before anything is written.
+
+    It must be writable, and new, empty or a sweep folder. With ``options`` (what every task shares) a folder made
+    with other options is refused: its finished tasks would be pieces of a different answer.
+    """
+    folder = check_writable(folder, replace=False)
+    records = folder / RECORDS
+    if folder.is_dir() and any(folder.iterdir()) and not records.is_dir():
+        raise NetinvertError(f"{folder} is not empty and holds no {what}; choose an empty or new `out` folder")
+    saved = records / OPTIONS
+    if options is None or not saved.exists():
+        return folder
+    try:
+        before = json.loads(saved.read_text())
+    except (OSError, ValueError) as exc:
+        raise NetinvertError(f"{saved} is unreadable ({exc}); delete it or choose another `out`") from None
+    changed = _changed(before, json.loads(json.dumps(dict(options))))
+    if changed:
+        raise NetinvertError(f"{folder} holds {what} made with other options: {', '.join(changed)}; rerun with the "
+                             "same options to resume, or choose another `out`")
+    return folder
+
+
+def _changed(before: Any, now: Any, name: str = "") -> list[str]:
+    """``name=old (now new)`` for every leaf that differs, nested names joined by dots."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        return [c for k in dict.fromkeys([*before, *now])
+                for c in _changed(before.get(k), now.get(k), f"{name}.{k}" if name else k)]
+    return [] if before == now else [f"{name}={before!r} (now {now!r})"]
+
+
 def run_sweep(tasks: Sequence[Task], folder: str | os.PathLike[str], *, engine: Any = None,
               on_record: Callable[[int, Record], None] | None = None, description: str = "sweep",
-              progress: bool | None = None) -> list[Record]:
+              progress: bool | None = None, options: Mapping[str, Any] | None = None,
+              what: str = "sweep") -> list[Record]:
     """Run every task of ``tasks`` not yet finished in ``folder``; return one record per task, in task order.
 
-    ``engine``: an engine from :func:`netinvert.tasks.engines.make_engine` (default: local, one process).
+    ``engine``: an engine from :func:`netinvert.sweeps.engines.make_engine` (default: local, one process).
     ``on_record(i, record)`` is called for each task answered now (``i``: its index in ``tasks``).
     ``progress``: a bar with ETA on a terminal (``None``: when stderr is one), else a line every
-    ``LINE_SECONDS``.
+    ``LINE_SECONDS``. ``options``: what the tasks share, kept in the folder and checked on a rerun
+    (:func:`open_folder`; ``what`` names the sweep in its message).
     """
     keys = [t.key for t in tasks]
     if len(set(keys)) != len(keys):
         raise NetinvertError("a sweep lists the same task twice (same inputs and options): list each once")
+    folder = open_folder(folder, options, what)
     engine = engine if engine is not None else make_engine("local")
-    folder = Path(folder)
+    before = finished(folder, tasks)
+    todo = [t for t in tasks if t.key not in before]
+    if todo:
+        engine.start()
     (folder / RECORDS).mkdir(parents=True, exist_ok=True)
-    finished = {k: r for k, r in read_records(folder).items() if r.state != "error"}
+    if options is not None:
+        write_json(folder / RECORDS / OPTIONS, dict(options))
     index = {t.key: i for i, t in enumerate(tasks)}
-    todo = [t for t in tasks if t.key not in finished]
     now: dict[str, Record] = {}
     start = time.perf_counter()
     with progress_bar(progress, len(todo), description) as bar:
@@ -89,8 +139,8 @@ def run_sweep(tasks: Sequence[Task], folder: str | os.PathLike[str], *, engine: 
             engine.run(todo, record)
     if todo and bar is None and progress is not False:
         log.info("%s: %d tasks in %.1f s (%d finished before)", description, len(todo),
-                 time.perf_counter() - start, len(finished))
-    every = {**finished, **now}
+                 time.perf_counter() - start, len(before))
+    every = {**before, **now}
     return [every[k] for k in keys]
 
 
@@ -121,6 +171,11 @@ def rows_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
+
+
+def safe_name(name: str) -> str:
+    """A layer or method name as a file or folder name in a sweep folder (``features.0`` stays, ``a/b`` is ``a_b``)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def merged_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
