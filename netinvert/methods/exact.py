@@ -89,6 +89,12 @@ def _corner_points(net: Network, lo: np.ndarray, hi: np.ndarray, target: OutputS
     return None
 
 
+def _attack_budget(timeout: float, split: bool) -> float:
+    """Seconds for the attack before the search: short before input splitting, which attacks every box it
+    keeps (0.5% of the limit, 0.2-0.5 s), else 5% of the limit (0.5-5 s)."""
+    return min(max(0.005 * timeout, 0.2), 0.5) if split else min(max(0.05 * timeout, 0.5), 5.0)
+
+
 def _patience(lo: np.ndarray, hi: np.ndarray) -> int | None:
     """``ATTACK_PATIENCE`` for a box with at most ``MAX_INPUTS`` free inputs, where the search after the attack
     (the MILP or input splitting, both complete there) finds what the attack would find late; else none."""
@@ -200,7 +206,7 @@ def solve_case(
     if not open_:
         return done("none-exists", "bounds")
     # attack: many satisfiable instances end here
-    budget = attack_seconds if attack_seconds is not None else min(max(0.05 * timeout, 0.5), 5.0)
+    budget = attack_seconds if attack_seconds is not None else _attack_budget(timeout, False)
     x, v = pgd(net, lo, hi, target, time_limit=min(budget, max(left(), 0.0)), seed=seed,
                patience=_patience(lo, hi))
     stats["attack_violation"] = v
@@ -331,7 +337,7 @@ def _split_case(
     stats["refuted_by_crown"] = len(target.disjuncts) - len(open_)
     if not open_:
         return done("none-exists", "bounds")
-    budget = attack_seconds if attack_seconds is not None else min(max(0.005 * timeout, 0.2), 0.5)
+    budget = attack_seconds if attack_seconds is not None else _attack_budget(timeout, True)
     rest = OutputSet(tuple(target.disjuncts[i] for i in open_), target.num_outputs)
     x, v = pgd(net, lo, hi, rest, time_limit=min(budget, 0.5, max(left(), 0.0)), seed=seed,
                patience=ATTACK_PATIENCE)
@@ -502,7 +508,9 @@ def graph_case(
         return done("none-exists", "bounds")
     if left() <= 0:
         return done("unknown", "bounds", "time limit")
-    budget = attack_seconds if attack_seconds is not None else min(max(0.05 * timeout, 0.5), 5.0)
+    split = input_split if input_split is not None else (
+        not net.piecewise or (int(np.sum(hi > lo)) <= MAX_INPUTS and sum(gb.unstable()) >= MIN_UNSTABLE))
+    budget = attack_seconds if attack_seconds is not None else _attack_budget(timeout, split)
     rest = OutputSet(tuple(target.disjuncts[i] for i in open_), target.num_outputs)
     x, v = pgd(net, lo, hi, rest, time_limit=min(budget, max(left(), 0.0)), seed=seed, patience=_patience(lo, hi))
     stats["attack_violation"] = v
@@ -522,8 +530,6 @@ def graph_case(
     if left() <= 0:
         return done("unknown", "bounds", "time limit")
     open_.sort(key=lambda i: float(np.max(row_lb[owner == i])))
-    split = input_split if input_split is not None else (
-        not net.piecewise or (int(np.sum(hi > lo)) <= MAX_INPUTS and sum(gb.unstable()) >= MIN_UNSTABLE))
     stats["search"] = "input-split" if split else "milp"
     if split:
         return _split_disjuncts(net, lo, hi, target, open_, check, deadline, stats, done)

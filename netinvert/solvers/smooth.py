@@ -219,7 +219,23 @@ def _upper_curved(kind: str, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Te
     lies), that minimizes the line's value at the midpoint, ``a * mid + peak(a)``: a convex function
     of ``a``, minimized by golden-section search (then slope 0 and the secant's slope are tried too).
     On a concave stretch this is the midpoint tangent, on a convex one the secant, over several
-    periods of sin the constant 1."""
+    periods of sin the constant 1; so where [l, u] holds no inflection point ``k pi`` of sin, those are
+    taken directly and only the other intervals are searched."""
+    if kind == "sin":
+        half = torch.floor(l / math.pi)
+        even = half == torch.floor(u / math.pi)  # sin keeps one curvature on [l, u]
+        if bool(even.any()):
+            concave = torch.remainder(half, 2) == 0
+            a = torch.where(concave, torch.cos((l + u) / 2), _secant(kind, l, u)[0])
+            if bool((~even).any()):
+                a[~even] = _best_slope(kind, l[~even], u[~even])
+            return a, _peak(kind, a, l, u)
+    a = _best_slope(kind, l, u)
+    return a, _peak(kind, a, l, u)
+
+
+def _best_slope(kind: str, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The slope of ``_upper_curved``'s line by golden-section search (see there)."""
     mid = (l + u) / 2
     if kind == "sin":
         a_lo, a_hi = image("cos", l, u)
@@ -238,7 +254,7 @@ def _upper_curved(kind: str, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Te
     a = torch.where(f1 <= f2, x1, x2)
     for other in (torch.zeros_like(a), _secant(kind, l, u)[0]):  # exact where the search ends near them
         a = torch.where(value(other) < value(a), other, a)
-    return a, _peak(kind, a, l, u)
+    return a
 
 
 def _relax_curved(kind: str, l: torch.Tensor, u: torch.Tensor) -> Line:
