@@ -10,8 +10,9 @@
 Every network is trained here, deterministically, from data that ships with the repository or lies in
 ``../shared/data`` (MNIST), and exported to ONNX; the folder defaults to
 ``$NETINVERT_HOME/benchmarks/families/<name>``. ``known_results.csv`` has a ``consensus`` column: ``sat`` where
-the answer is known to be sat (a counterexample planted or found by a long attack here), ``unsat`` where it is
-known by construction, and ``?`` otherwise; ``vnncomp_family.py`` counts a verdict that contradicts it as wrong.
+the answer is known to be sat (a counterexample planted, found by a long attack or by the independent check here),
+``unsat`` where it is known by construction or proved by that check (the low-dimensional families: an adaptive
+grid with Jacobian enclosures, a MILP on piecewise-linear nets), and ``?`` otherwise; ``vnncomp_family.py`` counts a verdict that contradicts it as wrong.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import argparse
 import copy
 import csv
 import os
+import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -423,6 +426,9 @@ class Span:
     def shift(self, c: float | torch.Tensor) -> Span:
         return Span(self.lo + c, self.hi + c, self.jc, self.jr)
 
+    def col(self, i: int) -> Span:
+        return Span(self.lo[:, i:i + 1], self.hi[:, i:i + 1], self.jc[:, i:i + 1], self.jr[:, i:i + 1])
+
     def _through(self, lo: torch.Tensor, hi: torch.Tensor, slo: torch.Tensor, shi: torch.Tensor) -> Span:
         """The unit's image ``[lo, hi]`` and, by the chain rule, its derivative interval: the slope's interval
         ``[slo, shi]`` times the derivatives' interval (the extremes of the four products)."""
@@ -438,8 +444,10 @@ class Span:
 
     def tanh(self) -> Span:
         far = torch.maximum(self.lo.abs(), self.hi.abs())
-        near = torch.where((self.lo < 0) & (self.hi > 0), torch.zeros_like(far), torch.minimum(self.lo.abs(), self.hi.abs()))
-        return self._through(torch.tanh(self.lo), torch.tanh(self.hi), 1 - torch.tanh(far) ** 2, 1 - torch.tanh(near) ** 2)
+        near = torch.where((self.lo < 0) & (self.hi > 0), torch.zeros_like(far),
+                           torch.minimum(self.lo.abs(), self.hi.abs()))
+        return self._through(torch.tanh(self.lo), torch.tanh(self.hi), 1 - torch.tanh(far) ** 2,
+                             1 - torch.tanh(near) ** 2)
 
     def sin(self) -> Span:
         return self._periodic(torch.sin, torch.cos)
@@ -447,8 +455,10 @@ class Span:
     def cos(self) -> Span:
         return self._periodic(torch.cos, lambda z: -torch.sin(z))
 
-    def _periodic(self, f: Callable[[torch.Tensor], torch.Tensor], df: Callable[[torch.Tensor], torch.Tensor]) -> Span:
-        """sin or cos: both and their derivatives are 1-Lipschitz, so each moves at most the half-width from the centre."""
+    def _periodic(self, f: Callable[[torch.Tensor], torch.Tensor],
+                  df: Callable[[torch.Tensor], torch.Tensor]) -> Span:
+        """sin or cos: both and their derivatives are 1-Lipschitz, so each moves at most the half-width from the
+        centre."""
         mid, rad = (self.lo + self.hi) / 2, (self.hi - self.lo) / 2
         v, s = f(mid), df(mid)
         return self._through((v - rad).clamp_min(-1), (v + rad).clamp_max(1), (s - rad).clamp_min(-1),
@@ -456,7 +466,8 @@ class Span:
 
     def square(self) -> Span:
         big = torch.maximum(self.lo.abs(), self.hi.abs())
-        small = torch.where((self.lo < 0) & (self.hi > 0), torch.zeros_like(big), torch.minimum(self.lo.abs(), self.hi.abs()))
+        small = torch.where((self.lo < 0) & (self.hi > 0), torch.zeros_like(big),
+                            torch.minimum(self.lo.abs(), self.hi.abs()))
         return self._through(small ** 2, big ** 2, 2 * self.lo, 2 * self.hi)
 
     @staticmethod
@@ -464,7 +475,136 @@ class Span:
         return Span(*(torch.cat([getattr(p, f) for p in parts], 1) for f in ("lo", "hi", "jc", "jr")))
 
 
-Value = torch.Tensor | Span
+class Affine:
+    """Units of a piecewise-linear computation on one box as affine expressions ``coef @ v + const`` over the
+    variables ``v`` of a MILP (``Milp``: the inputs, then per ReLU that may change sign a continuous output and a
+    binary phase, big-M with the interval bounds ``[lo, hi]`` every unit carries). Backs the ``unsat`` consensus
+    of piecewise-linear closed loops, where the Jacobian enclosure of ``Span`` is too loose (``milp_verdict``)."""
+
+    def __init__(self, milp: Milp, coef: np.ndarray, const: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+        self.milp, self.coef, self.const = milp, coef, const
+        low, high = milp.range(coef, const)  # the tighter of the two enclosures
+        self.lo, self.hi = np.maximum(lo, low), np.minimum(hi, high)
+
+    def _wide(self) -> np.ndarray:
+        return np.pad(self.coef, ((0, 0), (0, self.milp.size - self.coef.shape[1])))
+
+    def linear(self, w: torch.Tensor, b: torch.Tensor | None = None) -> Affine:
+        w_ = w.detach().double().numpy()
+        b_ = np.zeros(len(w_)) if b is None else b.detach().double().numpy()
+        mid, rad = w_ @ (self.lo + self.hi) / 2 + b_, np.abs(w_) @ (self.hi - self.lo) / 2
+        return Affine(self.milp, w_ @ self._wide(), w_ @ self.const + b_, mid - rad, mid + rad)
+
+    def __add__(self, other: Affine) -> Affine:
+        return Affine(self.milp, self._wide() + other._wide(), self.const + other.const, self.lo + other.lo,
+                      self.hi + other.hi)
+
+    def __sub__(self, other: Affine) -> Affine:
+        return self + other * -1.0
+
+    def __mul__(self, c: float) -> Affine:
+        return Affine(self.milp, self._wide() * c, self.const * c, np.minimum(self.lo * c, self.hi * c),
+                      np.maximum(self.lo * c, self.hi * c))
+
+    __rmul__ = __mul__
+
+    def shift(self, c: float | torch.Tensor) -> Affine:
+        c_ = np.asarray(c, dtype=np.float64).reshape(-1)
+        return Affine(self.milp, self._wide(), self.const + c_, self.lo + c_, self.hi + c_)
+
+    def col(self, i: int) -> Affine:
+        return Affine(self.milp, self._wide()[i:i + 1], self.const[i:i + 1], self.lo[i:i + 1], self.hi[i:i + 1])
+
+    def relu(self) -> Affine:
+        rows: list[tuple[np.ndarray, float]] = []
+        for j, (l, h) in enumerate(zip(self.lo, self.hi)):
+            if l >= 0 or h <= 0:
+                rows.append((self._wide()[j] * (l >= 0), self.const[j] * (l >= 0)))
+                continue
+            y, z = self.milp.var(0.0, h), self.milp.var(0.0, 1.0, integer=True)
+            e = lambda i: np.eye(self.milp.size)[i]  # noqa: E731
+            x = self._wide()[j]
+            self.milp.row(e(y) - x, self.const[j], np.inf)  # y >= x
+            self.milp.row(e(y) - x - l * e(z), -np.inf, self.const[j] - l)  # y <= x - l (1 - z)
+            self.milp.row(e(y) - h * e(z), -np.inf, 0.0)  # y <= h z
+            rows.append((e(y), 0.0))
+        coef = np.stack([np.pad(r, (0, self.milp.size - len(r))) for r, _ in rows])
+        const = np.array([c for _, c in rows])
+        return Affine(self.milp, coef, const, np.maximum(self.lo, 0), np.maximum(self.hi, 0))
+
+    @staticmethod
+    def cat(parts: Sequence[Affine]) -> Affine:
+        m = parts[0].milp
+        return Affine(m, np.vstack([np.pad(p.coef, ((0, 0), (0, m.size - p.coef.shape[1]))) for p in parts]),
+                      np.concatenate([p.const for p in parts]), np.concatenate([p.lo for p in parts]),
+                      np.concatenate([p.hi for p in parts]))
+
+
+class Milp:
+    """The variables (bounds, integrality) and rows ``lb <= a @ v <= ub`` that ``Affine`` values add."""
+
+    def __init__(self, lo: np.ndarray, hi: np.ndarray) -> None:
+        self.lb, self.ub = [float(v) for v in lo], [float(v) for v in hi]
+        self.integer: list[int] = [0] * len(lo)
+        self.rows: list[tuple[np.ndarray, float, float]] = []
+
+    @property
+    def size(self) -> int:
+        return len(self.lb)
+
+    def var(self, lb: float, ub: float, integer: bool = False) -> int:
+        self.lb.append(float(lb))
+        self.ub.append(float(ub))
+        self.integer.append(int(integer))
+        return self.size - 1
+
+    def row(self, a: np.ndarray, lb: float, ub: float) -> None:
+        self.rows.append((a, lb, ub))
+
+    def inputs(self) -> Affine:
+        d = self.size
+        return Affine(self, np.eye(d), np.zeros(d), np.array(self.lb), np.array(self.ub))
+
+    def range(self, coef: np.ndarray, const: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lb, ub = np.array(self.lb[:coef.shape[1]]), np.array(self.ub[:coef.shape[1]])
+        pos, neg = np.clip(coef, 0, None), np.clip(coef, None, 0)
+        return const + pos @ lb + neg @ ub, const + pos @ ub + neg @ lb
+
+
+def milp_verdict(affine: Callable[[Affine], Affine], lo: np.ndarray, hi: np.ndarray,
+                 disjuncts: Sequence[Sequence[tuple[np.ndarray, float]]], *, margin: float = 1e-6,
+                 time_limit: float = 60.0) -> tuple[str, list[np.ndarray]]:
+    """``unsat`` or ``?`` for the question of ``lipschitz_verdict`` on a piecewise-linear computation, and the
+    points that may be counterexamples: per disjunct, SciPy's MILP (HiGHS) minimizes the largest row
+    ``a @ [y, x] - b``; the disjunct is refuted when HiGHS's dual bound exceeds ``margin``, else its optimal
+    point is a candidate (for ``lipschitz_verdict``'s float32 check)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    m = Milp(lo, hi)
+    out = affine(m.inputs())
+    d, n_out = len(lo), len(out.const)
+    out_coef = np.pad(out.coef, ((0, 0), (0, m.size - out.coef.shape[1])))
+    refuted, points = 0, []
+    for conj in disjuncts:
+        size = m.size + 1  # the variables and t
+        rows = [(np.pad(a, (0, size - len(a))), lb, ub) for a, lb, ub in m.rows]
+        for a, b in conj:
+            a = np.pad(np.asarray(a, dtype=np.float64), (0, n_out + d - len(a)))
+            r = a[:n_out] @ out_coef
+            r[:d] += a[n_out:]
+            rows.append((np.append(r, -1.0), -np.inf, b - a[:n_out] @ out.const))  # row - b <= t
+        a_mat = np.stack([r for r, _, _ in rows])
+        res = milp(np.eye(size)[-1], constraints=LinearConstraint(a_mat, [r[1] for r in rows], [r[2] for r in rows]),
+                   integrality=np.array(m.integer + [0]), bounds=Bounds(m.lb + [-np.inf], m.ub + [np.inf]),
+                   options={"time_limit": time_limit, "mip_rel_gap": 0.0})
+        if res.status in (0, 1) and getattr(res, "mip_dual_bound", None) is not None and res.mip_dual_bound > margin:
+            refuted += 1
+        elif res.x is not None:
+            points.append(res.x[:d])
+    return ("unsat" if refuted == len(disjuncts) else "?"), points
+
+
+Value = torch.Tensor | Span | Affine
 
 
 def through(module: nn.Module, v: Value) -> Value:
@@ -625,14 +765,23 @@ def _polished(fn: Callable[[torch.Tensor], torch.Tensor], lo: np.ndarray, hi: np
 
 
 class Judged(Family):
-    """A family whose consensus comes from ``lipschitz_verdict`` on each spec (``sat``, ``unsat`` or ``?``)."""
+    """A family whose consensus comes from ``lipschitz_verdict`` on each spec, and ``milp_verdict`` where the grid
+    stays open on a piecewise-linear net (``sat``, ``unsat`` or ``?``)."""
 
     def judge(self, net: nn.Module, onnx_name: str, spec_name: str, lo: np.ndarray, hi: np.ndarray, n_out: int,
               disjuncts: Sequence[Sequence[tuple[np.ndarray, float]]], comment: str, timeout: float,
-              span: Callable[[Span], Span] | None = None, budget: int = 400_000, tries: np.ndarray | None = None) -> str:
+              span: Callable[[Span], Span] | None = None, budget: int = 400_000, tries: np.ndarray | None = None,
+              affine: Callable[[Affine], Affine] | None = None) -> str:
+        """The spec's consensus: ``lipschitz_verdict``; where it stays open on a piecewise-linear ``net`` (``affine``
+        given), ``milp_verdict``'s ``unsat``, or its candidate points if they pass the grid's float32 check."""
         check32 = self.checks.setdefault(onnx_name, ort_check(self.folder / "onnx" / onnx_name))
         verdict = lipschitz_verdict(net, span or (lambda s: through(net, s)), check32, lo, hi, n_out, disjuncts,
                                     budget=budget, tries=tries)
+        if verdict == "?" and affine is not None:
+            verdict, points = milp_verdict(affine, lo, hi, disjuncts)
+            if points:
+                verdict = lipschitz_verdict(net, span or (lambda s: through(net, s)), check32, lo, hi, n_out,
+                                            disjuncts, budget=0, tries=np.stack(points))
         write_vnnlib(self.add(onnx_name, spec_name, timeout, verdict), lo, hi, n_out, disjuncts, comment)
         return verdict
 
@@ -763,13 +912,219 @@ def envelope(folder: Path, *, timeout: float = 30.0) -> None:
             disjuncts = {"above": [[above]], "below": [[below]], "tube": [[above], [below]]}[kind]
             text = (f"{name}: output {k % n_out} leaves its envelope ({kind}) d @ x + [{r_min - step:.4f}, "
                     f"{r_max + step:.4f}], d = {np.round(plane[:d], 4).tolist()}")
-            fam.judge(net, onnx_name, f"{name}_{k}.vnnlib", lo, hi, n_out, disjuncts, text, timeout, tries=extremes)
+            fam.judge(net, onnx_name, f"{name}_{k}.vnnlib", lo, hi, n_out, disjuncts, text, timeout, tries=extremes,
+                      affine=(lambda v, net=net: through(net, v)) if act is nn.ReLU else None)
+    fam.write()
+
+
+# ------------------------------------------------------------------------------- closed loops (the control family)
+def _col(v: Value, i: int) -> Value:
+    return v[:, i:i + 1] if isinstance(v, torch.Tensor) else v.col(i)
+
+
+def _cat(parts: Sequence[Value]) -> Value:
+    return torch.cat(parts, 1) if isinstance(parts[0], torch.Tensor) else type(parts[0]).cat(parts)  # type: ignore
+
+
+def _lin(v: Value, w: np.ndarray) -> Value:
+    """``v @ w.T`` for a constant matrix ``w`` (MatMul in the ONNX graph)."""
+    wt = torch.tensor(np.asarray(w, dtype=np.float64))
+    return v @ wt.to(v.dtype).T if isinstance(v, torch.Tensor) else v.linear(wt)
+
+
+def _shift(v: Value, c: float | torch.Tensor) -> Value:
+    return v + torch.as_tensor(c, dtype=v.dtype) if isinstance(v, torch.Tensor) else v.shift(c)
+
+
+def _unary(name: str) -> Callable[[Value], Value]:
+    fns = {"relu": torch.relu, "sin": torch.sin, "cos": torch.cos, "square": lambda z: z ** 2}
+    return lambda v: fns[name](v) if isinstance(v, torch.Tensor) else getattr(v, name)()
+
+
+_relu, _sin, _cos, _square = (_unary(n) for n in ("relu", "sin", "cos", "square"))
+
+
+def _product(a: Value, b: Value) -> Value:
+    """``a * b`` written with squares, ``((a + b)^2 - (a - b)^2) / 4``: the solver reads powers, not products."""
+    return (_square(a + b) - _square(a - b)) * 0.25
+
+
+@dataclass(frozen=True)
+class Plant:
+    """A discrete-time system ``x+ = step(x, u)`` (explicit Euler), its linearization at the origin for the
+    LQR design, the region of interest (``-region <= x <= region``) and the controller's limit ``|u| <= u_max``."""
+
+    name: str
+    step: Callable[[Value, Value], Value]
+    a: np.ndarray
+    b: np.ndarray
+    region: np.ndarray
+    u_max: np.ndarray
+
+
+def _pendulum(dt: float = 0.05, gl: float = 9.81 / 0.5, damp: float = 1.0, gain: float = 10.0) -> Plant:
+    """theta'' = g / l sin(theta) - damp theta' + gain u (an inverted pendulum, torque-limited)."""
+    def step(x: Value, u: Value) -> Value:
+        th, om = _col(x, 0), _col(x, 1)
+        return x + _cat([om, _sin(th) * gl - om * damp + u * gain]) * dt
+
+    a = np.array([[1.0, dt], [dt * gl, 1.0 - dt * damp]])
+    return Plant("pendulum", step, a, np.array([[0.0], [dt * gain]]), np.array([1.2, 3.0]), np.array([2.0]))
+
+
+def _quadrotor(dt: float = 0.02, mass: float = 0.486, arm: float = 0.25, inertia: float = 0.00383,
+               g: float = 9.81) -> Plant:
+    """A planar quadrotor: position (px, py), angle theta, their velocities; the controller sets each rotor's thrust
+    deviation from hover (u1, u2). px'' = -sin(theta) T / m, py'' = cos(theta) T / m - g, theta'' = arm (u1 - u2) / I
+    with T = m g + u1 + u2."""
+    def step(x: Value, u: Value) -> Value:
+        th, dthrust = _col(x, 2), _lin(u, [[1.0, 1.0]]) * (1 / mass)
+        s, c = _sin(th), _cos(th)
+        ax = s * -g - _product(s, dthrust)
+        ay = _shift(c, -1.0) * g + _product(c, dthrust)
+        acc = _cat([_col(x, 3), _col(x, 4), _col(x, 5), ax, ay, _lin(u, [[arm / inertia, -arm / inertia]])])
+        return x + acc * dt
+
+    a = np.eye(6)
+    a[:3, 3:] += dt * np.eye(3)
+    a[3, 2] = -dt * g
+    b = np.zeros((6, 2))
+    b[4] = dt / mass
+    b[5] = [dt * arm / inertia, -dt * arm / inertia]
+    return Plant("quadrotor2d", step, a, b, np.array([0.5, 0.5, 0.6, 1.0, 1.0, 2.0]), np.array([2.0, 2.0]))
+
+
+def _cartpole(dt: float = 0.05, mc: float = 1.0, mp: float = 0.1, length: float = 1.0, g: float = 9.81) -> Plant:
+    """The cart-pole linearized at the upright pole (cart x, angle theta, their velocities): a linear plant, so the
+    closed loop with a ReLU controller and the polyhedral Lyapunov function is piecewise linear."""
+    a_c = np.zeros((4, 4))
+    a_c[0, 2] = a_c[1, 3] = 1.0
+    a_c[2, 1] = -mp * g / mc
+    a_c[3, 1] = (mc + mp) * g / (mc * length)
+    b_c = np.array([[0.0], [0.0], [1.0 / mc], [-1.0 / (mc * length)]])
+    a, b = np.eye(4) + dt * a_c, dt * b_c
+    return Plant("cartpole", lambda x, u: _lin(x, a) + _lin(u, b), a, b, np.array([1.0, 0.3, 1.0, 1.0]),
+                 np.array([10.0]))
+
+
+class ClosedLoop(nn.Module):
+    """One step of a controlled plant and a Lyapunov function ``V``, as the lsnc benchmark of VNN-COMP 2024 puts
+    them in one graph: outputs ``[(1 - kappa) V(x) - V(x+), V(x), x+]`` (the decrease condition holds where the
+    first is >= 0). The controller is a ReLU MLP with ``u(0) = 0`` (its output at 0 folded into its bias),
+    clipped to ``|u| <= u_max`` with two ReLUs; ``V(x) = |R x|^2`` (``quadratic``, R from the Riccati solution
+    of the linearization, written with Pow) or ``|R x|_1`` (ReLU units: a polyhedral Lyapunov function)."""
+
+    def __init__(self, plant: Plant, controller: nn.Sequential, r: np.ndarray, kappa: float, quadratic: bool) -> None:
+        super().__init__()
+        self.plant, self.controller, self.r, self.kappa, self.quadratic = plant, controller, r, kappa, quadratic
+
+    def lyapunov(self, x: Value) -> Value:
+        z = _lin(x, self.r)
+        terms = _square(z) if self.quadratic else _relu(z) + _relu(z * -1.0)
+        return _lin(terms, np.ones((1, self.r.shape[0])))
+
+    def control(self, x: Value) -> Value:
+        t = torch.tensor(self.plant.u_max)
+        u = through(self.controller, x)
+        return _shift(_relu(_shift(u, t)) - _relu(_shift(u, -t)), -t)  # clipped to [-u_max, u_max]
+
+    def run(self, x: Value) -> Value:
+        nxt = self.plant.step(x, self.control(x))
+        v = self.lyapunov(x)
+        return _cat([v * (1 - self.kappa) - self.lyapunov(nxt), v, nxt])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)  # type: ignore[return-value]
+
+
+def design(plant: Plant, *, quadratic: bool, q: np.ndarray, r_u: float, poles: Sequence[float] = (),
+           hidden: Sequence[int] = (16, 16), samples: int = 20000, epochs: int = 60, seed: int = 0
+           ) -> tuple[nn.Sequential, np.ndarray, float]:
+    """A controller and a Lyapunov function for ``plant``: the ReLU MLP imitates the clipped linear law ``-K x``
+    on the region (LQR with weights ``q``, ``r_u``; or, for a polyhedral V, the gain placing the closed loop's
+    poles at ``poles``), then gets ``u(0) = 0``. V's matrix R: the Cholesky factor of the Riccati solution
+    (``V = x' P x``) or the inverse eigenvectors of the linear closed loop (``V = |R x|_1``, which contracts by
+    the largest pole). Returns the controller, R and the largest level ``rho`` with ``{V <= rho}`` in the region."""
+    from scipy.linalg import solve_discrete_are
+
+    a, b = plant.a, plant.b
+    if quadratic:
+        p = solve_discrete_are(a, b, q, r_u * np.eye(b.shape[1]))
+        k = np.linalg.solve(r_u * np.eye(b.shape[1]) + b.T @ p @ b, b.T @ p @ a)
+        r = np.linalg.cholesky(p).T
+        rho = float(np.min(plant.region ** 2 / np.diag(np.linalg.inv(p))))
+    else:
+        from scipy.signal import place_poles  # seconds to import: only for a polyhedral V
+
+        k = place_poles(a, b, np.asarray(poles)).gain_matrix
+        vals, vecs = np.linalg.eig(a - b @ k)
+        r = np.linalg.inv(np.real(vecs))
+        rho = float(np.min(plant.region[:, None] / np.abs(np.real(vecs))))
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-plant.region, plant.region, (samples, len(plant.region)))
+    u = np.clip(-x @ k.T, -plant.u_max, plant.u_max)
+    net = fit_mlp(x, u, hidden, epochs=epochs, seed=seed)
+    with torch.no_grad():
+        net[-1].bias -= net(torch.zeros(1, len(plant.region)))[0]
+    return net, r, rho
+
+
+def control(folder: Path, *, timeout: float = 30.0) -> None:
+    """Lyapunov-style specs on closed loops, the shape of VNN-COMP 2024's lsnc benchmark: one graph holds the
+    controller, one step of the dynamics and V (``ClosedLoop``), and each spec is a box of states inside the
+    region of interest; the unsafe set is ``V(x) <= rho`` together with a failed decrease
+    ``(1 - kappa) V(x) - V(x+) <= -1e-6`` or a next state outside the region (one disjunct per face): 1 + 2n
+    disjuncts of two rows. Plants: an inverted pendulum (2 states, Sin, quadratic V with Pow), the linearized
+    cart-pole (4 states, ReLU only, polyhedral V = |R x|_1) and a planar quadrotor (6 states, Sin, Cos,
+    products written with squares, quadratic V). Boxes: random sub-boxes of the level set ``{V <= rho}``
+    (centres drawn from it, widths a fraction of its extent) that avoid a small box around the equilibrium
+    (the lsnc benchmark leaves out such a hole too); ``kappa`` is set so that a few percent of the level set
+    fails the decrease, so some specs are violated.
+    """
+    fam = Judged(folder)
+    rng = np.random.default_rng(2)
+    # plant, design, kappa, specs, box size (fraction of the level set's extent), cells of the grid's check
+    plants = [(_pendulum(), dict(quadratic=True, q=np.eye(2), r_u=0.1), 0.08, 30, 0.25, 200_000),
+              (_cartpole(), dict(quadratic=False, q=None, r_u=0.0, poles=[0.8, 0.85, 0.9, 0.95]), 0.0, 25, 0.2,
+               200_000),
+              (_quadrotor(), dict(quadratic=True, q=np.eye(6), r_u=1.0), 0.05, 25, 0.1, 8_000_000)]
+    for plant, how, kappa, count, frac, cells in plants:
+        ctrl, r, rho = design(plant, **how)
+        loop = ClosedLoop(plant, ctrl, r, kappa, how["quadratic"]).eval()
+        n = len(plant.region)
+        name = f"control_{plant.name}.onnx"
+        with warnings.catch_warnings():  # the tracer notes that the constant matrices stay constants
+            warnings.simplefilter("ignore")
+            export_onnx(loop, n, folder / "onnx" / name)
+        inv = np.linalg.inv(r)
+        extent = np.sqrt(rho * np.diag(inv @ inv.T)) if how["quadratic"] else rho * np.abs(inv).max(1)
+        pts = rng.uniform(-extent, extent, (200000, n))
+        values = _outputs(loop, pts)
+        pool = pts[values[:, 1] <= rho]
+        rows = [[(np.eye(n + 2)[1], rho), (np.eye(n + 2)[0], -1e-6)]]
+        for i in range(n):
+            rows += [[(np.eye(n + 2)[1], rho), (np.eye(n + 2)[2 + i], -plant.region[i])],
+                     [(np.eye(n + 2)[1], rho), (-np.eye(n + 2)[2 + i], -plant.region[i])]]
+        made = 0
+        for centre in pool:
+            half = extent * frac * rng.uniform(0.5, 1.0, n)
+            lo, hi = np.maximum(centre - half, -plant.region), np.minimum(centre + half, plant.region)
+            if np.all((lo < 0.1 * extent) & (hi > -0.1 * extent)):
+                continue  # the box meets the hole around the equilibrium
+            fam.judge(loop, name, f"{plant.name}_{made}.vnnlib", lo, hi, n + 2, rows,
+                      f"{plant.name}: V(x) <= {rho:.6g} and (a failed decrease with kappa {kappa} or x+ leaves the "
+                      "region)", timeout, span=loop.run, budget=cells,
+                      affine=None if how["quadratic"] else loop.run)
+            made += 1
+            if made == count:
+                break
     fam.write()
 
 
 FAMILIES: dict[str, Callable[[Path], None]] = {
     "sigmoid-mnist": sigmoid_mnist,
     "planted": planted,
+    "control": control,
     "envelope": envelope,
     "threshold": threshold,
 }
