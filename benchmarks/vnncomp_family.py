@@ -100,7 +100,8 @@ def _row(record: Record, known: dict, timeout: float) -> dict:
 
 def summarize(nets: list[str], done: dict, known: dict, tools: list[str], limit: int | None) -> dict:
     """Per network: ours and every tool's solved / wrong / median seconds (printed and returned)."""
-    header = f"{'network':34s} {'tool':18s} {'solved':>9s} {'sat':>4s} {'unsat':>5s} {'wrong':>5s} {'median s':>9s}"
+    header = (f"{'network':34s} {'tool':18s} {'solved':>9s} {'sat':>4s} {'unsat':>5s} {'wrong':>5s} {'median s':>9s} "
+              f"{'max s':>7s}")
     print("\n" + header + "\n" + "-" * len(header))
     out: dict = {"limit": limit, "networks": {}}
     for net in [*nets, "all"]:
@@ -117,6 +118,7 @@ def summarize(nets: list[str], done: dict, known: dict, tools: list[str], limit:
             "sat": sum(r["status"] == "found" for r in mine),
             "unsat": sum(r["status"] == "none-exists" for r in mine),
             "median_seconds": statistics.median([r["seconds"] for r in mine]) if solved else None,
+            "max_seconds": max(r["seconds"] for r in mine),
             "timeouts": sorted({r["timeout"] for r in mine}),
             "wrong_instances": [f"{r['onnx']} {r['vnnlib']}" for r in wrong],
             "tools": {},
@@ -124,7 +126,7 @@ def summarize(nets: list[str], done: dict, known: dict, tools: list[str], limit:
         med = entry["median_seconds"] if entry["median_seconds"] is not None else float("nan")
         print(
             f"{net:34s} {'netinvert':18s} {len(solved):4d}/{len(mine):<4d} {entry['sat']:4d} {entry['unsat']:5d} "
-            f"{len(wrong):5d} {med:9.2f}"
+            f"{len(wrong):5d} {med:9.2f} {entry['max_seconds']:7.2f}"
         )
         for tool in tools:
             ks = [known[k] for k in keys]

@@ -13,7 +13,7 @@ import onnx
 import pytest
 import torch
 import typer
-from known_instances import FAMILY, check_found, check_solve_command, ort_outputs
+from known_instances import FAMILY, check_found, check_solve_command, export_onnx, ort_outputs, vnnlib_text
 from onnx import TensorProto, helper
 from scipy.optimize import linprog
 from torch import nn
@@ -195,6 +195,55 @@ def test_invert_exact_with_class_target_and_normalization() -> None:
     assert torch.all((res.inputs[0] - x0).abs() <= 0.001 + 1e-7)
     with pytest.raises(NetinvertError, match="p=2"):
         invert(model, Class(0), Ball(x0, 0.1, p=2), method="exact")
+
+
+class _Envelope(nn.Module):
+    """y = x_0 + 0.5 tanh(3 x_1): a residual add around a tanh unit (read as a graph)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pick, self.steep = nn.Linear(2, 1), nn.Linear(2, 1)
+        with torch.no_grad():
+            self.pick.weight.copy_(torch.tensor([[1.0, 0.0]]))
+            self.steep.weight.copy_(torch.tensor([[0.0, 3.0]]))
+            self.pick.bias.zero_()
+            self.steep.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pick(x) + 0.5 * torch.tanh(self.steep(x))
+
+
+@pytest.mark.parametrize(("net", "top"), [
+    (nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)), 0.5),
+    (_Envelope(), 0.5 * float(np.tanh(3.0))),
+])
+def test_affine_envelopes_read_inputs_on_chains_and_graphs(net: nn.Module, top: float, tmp_path: Path) -> None:
+    """Specs whose output rows read the inputs (``Y_0 >= X_0 + e``) on a ReLU chain (y = x_0 + relu(x_1) / 2)
+    and a tanh graph (y = x_0 + 0.5 tanh(3 x_1)) over [-1, 1]^2, where ``y - x_0`` peaks at ``top``: found
+    just below it (the counterexample lists the network's one output), none-exists just above, and the lower
+    envelope ``Y_0 <= X_0 - 0.01`` is out of reach for the chain (``y - x_0 >= 0``)."""
+    if isinstance(net, nn.Sequential):  # y = relu(x_0) - relu(-x_0) + relu(x_1) / 2
+        with torch.no_grad():
+            net[0].weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]]))
+            net[2].weight.copy_(torch.tensor([[1.0, -1.0, 0.5]]))
+            net[0].bias.zero_()
+            net[2].bias.zero_()
+    onnx_path = export_onnx(net, (1, 2), tmp_path / "net.onnx")
+    lo, hi = -np.ones(2), np.ones(2)
+    cases = [(f"(assert (>= Y_0 (+ X_0 {top - 0.01!r})))", "found"),
+             (f"(assert (>= Y_0 (+ X_0 {top + 0.01!r})))", "none-exists")]
+    if isinstance(net, nn.Sequential):
+        cases += [("(assert (<= Y_0 (- X_0 0.01)))", "none-exists"), ("(assert (<= Y_0 (+ X_0 0.01)))", "found")]
+    for i, (output, want) in enumerate(cases):
+        spec_path = tmp_path / f"spec{i}.vnnlib"
+        spec_path.write_text(vnnlib_text(lo, hi, 1, output))
+        res = solve_instance(onnx_path, spec_path, timeout=30)
+        assert res.items[0].status == want, (output, res.items[0].reason)
+        if want == "found":
+            x = res.inputs[0].numpy().astype(np.float64)
+            y = ort_outputs(onnx_path, x)
+            assert y.shape == (1,) and res.outputs.shape == (1, 1)
+            assert read_vnnlib(spec_path).cases[0].output.contains(y[None], x=x[None])[0]
 
 
 def test_conv_batchnorm_maxpool_onnx_and_torch_readers_agree() -> None:

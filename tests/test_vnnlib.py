@@ -71,6 +71,30 @@ def test_linear_terms_and_input_disjunction() -> None:
     np.testing.assert_allclose(b1, [-0.5])
 
 
+def test_output_constraints_may_read_inputs() -> None:
+    """An affine envelope ``Y_0 <= 2 X_0 - X_1 + 1`` in one disjunct, a plain output row in the other: both are
+    rows over [Y, X] (``num_inputs`` 2), and a point is judged on its output and input together."""
+    text = HEADER + """(assert (>= X_0 0))(assert (<= X_0 1))(assert (>= X_1 0))(assert (<= X_1 1))
+    (assert (or (<= Y_0 (+ (* 2 X_0) (- X_1) 1)) (>= Y_1 3)))"""
+    out = parse_vnnlib(text).cases[0].output
+    assert (out.num_outputs, out.num_inputs) == (2, 2)
+    np.testing.assert_allclose(out.disjuncts[0][0], [[1, 0, -2, 1]])
+    np.testing.assert_allclose(out.disjuncts[0][1], [1])
+    np.testing.assert_allclose(out.disjuncts[1][0], [[0, -1, 0, 0]])
+    y = np.array([[2.5, 0.0], [2.5, 0.0], [0.0, 3.0]])
+    x = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    np.testing.assert_array_equal(out.contains(y, x=x), [True, False, True])  # 2.5 <= 3, 2.5 > 1.5, Y_1 >= 3
+    joined = out.joined()
+    assert (joined.num_outputs, joined.num_inputs) == (4, 0)
+    np.testing.assert_array_equal(joined.contains(np.hstack([y, x])), [True, False, True])
+    with pytest.raises(NetinvertError, match="constrains the inputs too: pass the inputs"):
+        out.violations(y)
+    with pytest.raises(NetinvertError, match="gradient methods do not see"):
+        out.objective(torch.zeros(3, 2), {})
+    plain = parse_vnnlib(text.replace("(+ (* 2 X_0) (- X_1) 1)", "1")).cases[0].output
+    assert (plain.num_inputs, plain.disjuncts[0][0].shape) == (0, (1, 2))  # no input term: rows over Y only
+
+
 @pytest.mark.parametrize(
     ("body", "pattern"),
     [
@@ -79,7 +103,6 @@ def test_linear_terms_and_input_disjunction() -> None:
         ("(assert (<= X_7 1))", r"<vnnlib>:5:13: variable X_7 is used but not declared"),
         ("(assert (foo X_0 1))", r"<vnnlib>:5:10: unknown operator 'foo'"),
         ("(assert (<= (* X_0 X_1) 1))", r"<vnnlib>:5:14: product of two variables"),
-        ("(assert (<= X_0 Y_0))", r"<vnnlib>:5:10: a constraint mixes inputs X and outputs Y"),
         ("(assert (<= (+ X_0 X_1) 1))", r"<vnnlib>:5:10: input constraints must bound one X_i"),
         ("(assert (<= X_0 abc))", r"<vnnlib>:5:17: 'abc' is neither a number"),
     ],

@@ -27,7 +27,7 @@ from netinvert.ground.output import write_file
 from netinvert.ground.page import png_bytes
 from netinvert.ground.result import Item, Result
 from netinvert.solvers.input_split import preimage_search
-from netinvert.solvers.problem import as_output_set, box_of, checker_of, network_of
+from netinvert.solvers.problem import as_output_set, box_of, checker_of, joined, network_of
 
 MAX_DIM = 8
 
@@ -68,8 +68,9 @@ def run(
     t0 = time.perf_counter()
     for target in targets if isinstance(targets, (list, tuple)) else [targets]:
         oset, name = as_output_set(model, target, net.num_outputs)
+        solved, checked, oset = joined(net, check, oset)  # rows that read the input: on [outputs, input]
         ts = time.perf_counter()
-        search = preimage_search(net, lo, hi, oset, max_boxes=max_boxes)
+        search = preimage_search(solved, lo, hi, oset, max_boxes=max_boxes)
         inside, uncertain = search.inside, search.uncertain
         boxes = np.concatenate([inside, uncertain])
         x = np.full(lo.size, np.nan)
@@ -77,7 +78,7 @@ def run(
             x = inside[np.argmax(np.prod(inside[:, 1] - inside[:, 0], axis=1))].mean(axis=0)
         elif len(uncertain):
             centres = uncertain.mean(axis=1)
-            ok = oset.contains(check(centres)[1], 1e-9)
+            ok = oset.contains(checked(centres)[1], 1e-9)
             if ok.any():
                 x = centres[int(np.argmax(ok))]
         y = check(x[None])[1][0] if np.all(np.isfinite(x)) else np.full(net.num_outputs, np.nan)

@@ -39,7 +39,7 @@ from netinvert.solvers.input_split import (
     split_search,
 )
 from netinvert.solvers.piecewise import PLNet
-from netinvert.solvers.problem import Checker, Network, as_output_set, box_of, checker_of, network_of
+from netinvert.solvers.problem import Checker, Network, as_output_set, box_of, checker_of, joined, network_of
 from netinvert.solvers.refine import refine
 from netinvert.targets.output_set import OutputSet
 
@@ -88,6 +88,18 @@ def _corner_points(net: Network, lo: np.ndarray, hi: np.ndarray, target: OutputS
         if (ok := _accept(x, lo, hi, target, check)) is not None:
             return ok
     return None
+
+
+def _attack_budget(timeout: float, split: bool) -> float:
+    """Seconds for the attack before the search: short before input splitting, which attacks every box it
+    keeps (0.5% of the limit, 0.2-0.5 s), else 5% of the limit (0.5-5 s)."""
+    return min(max(0.005 * timeout, 0.2), 0.5) if split else min(max(0.05 * timeout, 0.5), 5.0)
+
+
+def _patience(lo: np.ndarray, hi: np.ndarray) -> int | None:
+    """``ATTACK_PATIENCE`` for a box with at most ``MAX_INPUTS`` free inputs, where the search after the attack
+    (the MILP or input splitting, both complete there) finds what the attack would find late; else none."""
+    return ATTACK_PATIENCE if int(np.sum(hi > lo)) <= MAX_INPUTS else None
 
 
 def _stacked_rows(target: OutputSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -195,8 +207,9 @@ def solve_case(
     if not open_:
         return done("none-exists", "bounds")
     # attack: many satisfiable instances end here
-    budget = attack_seconds if attack_seconds is not None else min(max(0.05 * timeout, 0.5), 5.0)
-    x, v = pgd(net, lo, hi, target, time_limit=min(budget, max(left(), 0.0)), seed=seed)
+    budget = attack_seconds if attack_seconds is not None else _attack_budget(timeout, False)
+    x, v = pgd(net, lo, hi, target, time_limit=min(budget, max(left(), 0.0)), seed=seed,
+               patience=_patience(lo, hi))
     stats["attack_violation"] = v
     if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
         return done("found", "attack", found=ok)
@@ -325,9 +338,10 @@ def _split_case(
     stats["refuted_by_crown"] = len(target.disjuncts) - len(open_)
     if not open_:
         return done("none-exists", "bounds")
-    budget = attack_seconds if attack_seconds is not None else min(max(0.005 * timeout, 0.2), 0.5)
+    budget = attack_seconds if attack_seconds is not None else _attack_budget(timeout, True)
     rest = OutputSet(tuple(target.disjuncts[i] for i in open_), target.num_outputs)
-    x, v = pgd(net, lo, hi, rest, time_limit=min(budget, 0.5, max(left(), 0.0)), seed=seed)
+    x, v = pgd(net, lo, hi, rest, time_limit=min(budget, 0.5, max(left(), 0.0)), seed=seed,
+               patience=ATTACK_PATIENCE)
     stats["attack_violation"] = v
     if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
         return done("found", "attack", found=ok)
@@ -495,9 +509,11 @@ def graph_case(
         return done("none-exists", "bounds")
     if left() <= 0:
         return done("unknown", "bounds", "time limit")
-    budget = attack_seconds if attack_seconds is not None else min(max(0.05 * timeout, 0.5), 5.0)
+    split = input_split if input_split is not None else (
+        not net.piecewise or (int(np.sum(hi > lo)) <= MAX_INPUTS and sum(gb.unstable()) >= MIN_UNSTABLE))
+    budget = attack_seconds if attack_seconds is not None else _attack_budget(timeout, split)
     rest = OutputSet(tuple(target.disjuncts[i] for i in open_), target.num_outputs)
-    x, v = pgd(net, lo, hi, rest, time_limit=min(budget, max(left(), 0.0)), seed=seed)
+    x, v = pgd(net, lo, hi, rest, time_limit=min(budget, max(left(), 0.0)), seed=seed, patience=_patience(lo, hi))
     stats["attack_violation"] = v
     if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
         return done("found", "attack", found=ok)
@@ -515,8 +531,6 @@ def graph_case(
     if left() <= 0:
         return done("unknown", "bounds", "time limit")
     open_.sort(key=lambda i: float(np.max(row_lb[owner == i])))
-    split = input_split if input_split is not None else (
-        not net.piecewise or (int(np.sum(hi > lo)) <= MAX_INPUTS and sum(gb.unstable()) >= MIN_UNSTABLE))
     stats["search"] = "input-split" if split else "milp"
     if split:
         return _split_disjuncts(net, lo, hi, target, open_, check, deadline, stats, done)
@@ -622,14 +636,16 @@ def run(
     t0 = time.perf_counter()
     for target in targets if isinstance(targets, (list, tuple)) else [targets]:
         oset, name = as_output_set(model, target, net.num_outputs)
+        solved, checked, rows_set = joined(net, check, oset)  # rows that read the input: on [outputs, input]
         with time_limit_progress(progress, timeout, f"exact {name}"):
             out = solve_case(
-                net, lo, hi, oset, check, timeout=timeout, alpha_steps=alpha_steps, lp_tighten=lp_tighten, seed=seed
+                solved, lo, hi, rows_set, checked, timeout=timeout, alpha_steps=alpha_steps, lp_tighten=lp_tighten,
+                seed=seed
             )
         items.append(_item(name, out))
         results.append(out)
         rows.append(out.x.astype(np.float64) if out.x is not None else np.full(lo.size, np.nan))
-        outs.append(out.y if out.y is not None else np.full(net.num_outputs, np.nan))
+        outs.append(out.y[: net.num_outputs] if out.y is not None else np.full(net.num_outputs, np.nan))
     return Result(
         method="exact",
         model=model.name,

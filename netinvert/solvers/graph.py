@@ -169,6 +169,29 @@ class GraphNet:
             nodes.append(GNode(n.op, tuple(j + 1 if j > 0 else 1 for j in n.inputs), n.shape, n.p, n.label))
         return GraphNet(nodes, self.name, {k: v for k, v in self.info.items() if not k.startswith("_")})
 
+    def with_inputs(self) -> GraphNet:
+        """The network whose flat outputs are followed by its flat input (``num_outputs + num_inputs`` of
+        them): constraints that mix inputs and outputs become output constraints of this network."""
+        last, n = len(self.nodes) - 1, len(self.nodes)
+        nodes = [*self.nodes,
+                 GNode("reshape", (last,), (self.num_outputs,), {}, "outputs, flat"),
+                 GNode("reshape", (0,), (self.num_inputs,), {}, "input, flat"),
+                 GNode("concat", (n, n + 1), (self.num_outputs + self.num_inputs,), {"axis": 0}, "outputs and input")]
+        return GraphNet(nodes, self.name, {k: v for k, v in self.info.items() if not k.startswith("_")})
+
+    @staticmethod
+    def of_chain(net: PLNet) -> GraphNet:
+        """The dense chain ``net`` as a graph: its affine layers as linear nodes, its activations as act nodes."""
+        nodes = [GNode("input", (), tuple(net.input_shape)), GNode("reshape", (0,), (net.num_inputs,), {}, "flatten")]
+        kinds = net.kinds
+        for i, (w, b) in enumerate(zip(net.weights, net.biases)):
+            nodes.append(GNode("linear", (len(nodes) - 1,), (w.shape[0],),
+                               {"w": torch.as_tensor(w, dtype=torch.float64), "b": torch.as_tensor(b, dtype=torch.float64)},
+                               f"layer {i}"))
+            if i < len(net.weights) - 1:
+                nodes.append(GNode("act", (len(nodes) - 1,), (w.shape[0],), {"kind": kinds[i]}, kinds[i]))
+        return GraphNet(nodes, net.name, {k: v for k, v in net.info.items() if not k.startswith("_")})
+
     def dense_cost(self) -> float:
         """Matrix entries the dense chain form would need (``piecewise``): per stretch between
         activations, its output size times its input size, summed."""

@@ -62,6 +62,24 @@ def as_output_set(model: Model, target: Any, num_outputs: int) -> tuple[OutputSe
                          f"not {type(target).__name__}")
 
 
+def joined(net: Network, check: Checker, target: OutputSet) -> tuple[Network, Checker, OutputSet]:
+    """The problem of a set whose rows read the input too (``target.num_inputs`` > 0): the network with
+    its flat input appended to its outputs (as a graph), the re-check likewise, and the set over both.
+    Any other set comes back as it is."""
+    if not target.num_inputs:
+        return net, check, target
+    if target.num_inputs != net.num_inputs:
+        raise NetinvertError(f"output set reads {target.num_inputs} inputs but {net.name} has {net.num_inputs}")
+    graph = net if isinstance(net, GraphNet) else GraphNet.of_chain(net)
+
+    def check_joined(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        y32, y64 = check(x)
+        flat = np.asarray(x, dtype=np.float64).reshape(len(y32), -1)
+        return np.hstack([y32, flat]), np.hstack([y64, flat])
+
+    return graph.with_inputs(), check_joined, target.joined()
+
+
 def network_of(model: Model) -> Network:
     """The network of ``model``, input normalization folded into the first layer.
 

@@ -3,8 +3,9 @@
 Supported: ``declare-const`` of ``X_i``/``Y_j``, ``assert`` of comparisons (``<=``, ``>=``,
 ``<``, ``>``, ``=``) between linear terms (numbers, variables, ``+``, ``-``, ``*`` by a number),
 and ``and``/``or`` nested freely (the formula is brought to disjunctive normal form). Input
-constraints must bound one ``X_i`` each; strict comparisons are read as non-strict, as in
-VNN-COMP. Every error names the line and column.
+constraints must bound one ``X_i`` each; a constraint on outputs may also read inputs (an affine
+envelope ``Y_0 <= 2 X_0 + 1``: the output set then has ``num_inputs``). Strict comparisons are read
+as non-strict, as in VNN-COMP. Every error names the line and column.
 """
 
 from __future__ import annotations
@@ -238,22 +239,20 @@ def parse_vnnlib(text: str, source: str = "<vnnlib>") -> Spec:
                     hi[v[1]] = min(hi[v[1]], bound)
                 else:
                     lo[v[1]] = max(lo[v[1]], bound)
-            elif sides == {"Y"}:
-                row = np.zeros(n_out)
+            else:  # on outputs, and maybe inputs: a row over [Y, X]
+                row = np.zeros(n_out + n_in)
                 for v, c in coeffs.items():
-                    row[v[1]] = c
+                    row[v[1] + (n_out if v[0] == "X" else 0)] = c
                 rows.append(row)
                 rhs.append(-const)
-            else:
-                raise reader.fail(
-                    tok, "a constraint mixes inputs X and outputs Y: keep input and output constraints separate"
-                )
         if np.any(lo > hi):
             continue
         key = (lo.tobytes(), hi.tobytes())
-        a = np.array(rows).reshape(-1, n_out)
+        a = np.array(rows).reshape(-1, n_out + n_in)
         b = np.array(rhs)
         groups.setdefault(key, (lo, hi, []))[2].append((a, b))
+    mixed = any(np.any(a[:, n_out:]) for _, _, ds in groups.values() for a, _ in ds)
+    width = n_out + n_in if mixed else n_out
     if not groups:
         raise NetinvertError(f"{source}: the input constraints are contradictory (every input box is empty)")
     cases = []
@@ -264,9 +263,10 @@ def parse_vnnlib(text: str, source: str = "<vnnlib>") -> Spec:
                 f"{source}: input X_{unbounded[0]} has no lower or upper bound: add (assert (>= X_{unbounded[0]} ...)) "
                 "and (assert (<= ...)) for every input"
             )
+        disjuncts = [(a[:, :width], b) for a, b in disjuncts]
         if any(a.shape[0] == 0 for a, _ in disjuncts):
-            disjuncts = [(np.zeros((1, n_out)), np.zeros(1))]  # no output constraint: every output qualifies
-        cases.append(Case(lo, hi, OutputSet(tuple(disjuncts), n_out)))
+            disjuncts = [(np.zeros((1, width)), np.zeros(1))]  # no output constraint: every output qualifies
+        cases.append(Case(lo, hi, OutputSet(tuple(disjuncts), n_out, num_inputs=width - n_out)))
     return Spec(n_in, n_out, tuple(cases), source)
 
 
