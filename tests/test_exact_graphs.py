@@ -22,13 +22,13 @@ from netinvert.ground.errors import NetinvertError
 from netinvert.methods import exact, invert
 from netinvert.models.load import load
 from netinvert.models.wrapper import InputSpec, Model
-from netinvert.solvers import graph_bounds as gbm
-from netinvert.solvers.graph import GraphNet
-from netinvert.solvers.graph_bab import graph_bab
-from netinvert.solvers.graph_milp import solve_graph_disjunct
-from netinvert.solvers.graph_read import graph_from_onnx, graph_from_torch
-from netinvert.solvers.piecewise import PLNet
+from netinvert.solvers.bounds import graph as gbm
+from netinvert.solvers.milp.graph import solve_graph_disjunct
+from netinvert.solvers.network.graph import GraphNet
+from netinvert.solvers.network.onnx import graph_from_onnx, graph_from_torch
+from netinvert.solvers.network.piecewise import PLNet
 from netinvert.solvers.problem import network_of, torch_checker
+from netinvert.solvers.search.graph_bab import graph_bab
 from netinvert.targets.output_set import OutputSet
 
 torch.set_num_threads(1)
@@ -336,7 +336,7 @@ def test_linear_nodes_transpose_as_their_autograd_adjoints() -> None:
     """Backward propagation passes each linear node through its adjoint: conv (groups, dilation,
     stride, asymmetric pads) via conv_transpose2d and average pooling (with and without padded cells
     counted) equal autograd's vector-Jacobian products."""
-    from netinvert.solvers.graph import GNode, apply, transpose
+    from netinvert.solvers.network.graph import GNode, apply, transpose
 
     torch.manual_seed(0)
     conv = {"w": torch.randn(6, 2, 3, 3, dtype=torch.float64), "b": torch.randn(6, dtype=torch.float64),

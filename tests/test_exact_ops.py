@@ -25,10 +25,10 @@ from netinvert.domains.sets import Box
 from netinvert.ground.errors import NetinvertError
 from netinvert.methods import invert
 from netinvert.models.load import load
-from netinvert.solvers import graph_bounds as gbm
-from netinvert.solvers import smooth
-from netinvert.solvers.graph import GNode, GraphNet, apply, transpose
-from netinvert.solvers.graph_read import graph_from_onnx, graph_from_torch
+from netinvert.solvers.bounds import graph as gbm
+from netinvert.solvers.bounds import smooth
+from netinvert.solvers.network.graph import GNode, GraphNet, apply, transpose
+from netinvert.solvers.network.onnx import graph_from_onnx, graph_from_torch
 from netinvert.solvers.problem import network_of
 from netinvert.targets.output_set import OutputSet
 

@@ -41,8 +41,8 @@ from netinvert.domains.sets import Ball, Box
 from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.result import Item, Result
 from netinvert.models.wrapper import Model
-from netinvert.solvers.chain import EPS, RANGES, Chain, Stage, input_bounds, layer_position, layer_value, read_chain
-from netinvert.solvers.convex import polish, solve_lp, solve_qp
+from netinvert.solvers.milp.convex import polish, solve_lp, solve_qp
+from netinvert.solvers.network.chain import EPS, RANGES, Chain, Stage, input_bounds, layer_position, layer_value, read_chain
 from netinvert.targets.activations import Activations
 from netinvert.targets.base import Target
 from netinvert.targets.scoring import DEFAULT_GOAL, score

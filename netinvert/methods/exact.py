@@ -20,16 +20,19 @@ import torch
 
 from netinvert.ground.result import Item, Result
 from netinvert.ground.run import time_limit_progress
-from netinvert.solvers import graph_bounds as gbm
-from netinvert.solvers import linear_bounds as lb
-from netinvert.solvers import milp, smooth
-from netinvert.solvers import neuron_split as ns
-from netinvert.solvers.attack import pgd
-from netinvert.solvers.bab import BabOutcome, bab
-from netinvert.solvers.graph import GraphNet
-from netinvert.solvers.graph_bab import graph_bab
-from netinvert.solvers.graph_milp import MAX_ENTRIES, dense_entries, solve_graph_disjunct
-from netinvert.solvers.input_split import (
+from netinvert.solvers.bounds import graph as gbm
+from netinvert.solvers.bounds import dense as lb
+from netinvert.solvers.bounds import smooth
+from netinvert.solvers.milp import dense as milp
+from netinvert.solvers.milp.graph import MAX_ENTRIES, dense_entries, solve_graph_disjunct
+from netinvert.solvers.network.graph import GraphNet
+from netinvert.solvers.network.piecewise import PLNet
+from netinvert.solvers.problem import Checker, Network, as_output_set, box_of, checker_of, network_of
+from netinvert.solvers.search import neuron_split as ns
+from netinvert.solvers.search.attack import pgd
+from netinvert.solvers.search.bab import BabOutcome, bab
+from netinvert.solvers.search.graph_bab import graph_bab
+from netinvert.solvers.search.input_split import (
     MAX_INPUTS,
     MIN_UNSTABLE,
     REFUTE,
@@ -37,9 +40,7 @@ from netinvert.solvers.input_split import (
     root_bounds,
     split_search,
 )
-from netinvert.solvers.piecewise import PLNet
-from netinvert.solvers.problem import Checker, Network, as_output_set, box_of, checker_of, network_of
-from netinvert.solvers.refine import refine
+from netinvert.solvers.search.refine import refine
 from netinvert.targets.output_set import OutputSet
 
 STRICT = 1e-6  # a found input must satisfy A y <= b - STRICT in float32 and float64

@@ -22,9 +22,9 @@ from netinvert.domains.sets import Ball, Box
 from netinvert.ground.errors import NetinvertError
 from netinvert.models.onnx import OnnxModule
 from netinvert.models.wrapper import Model
-from netinvert.solvers.graph import GraphNet
-from netinvert.solvers.graph_read import graph_from_onnx, graph_from_torch
-from netinvert.solvers.piecewise import ACTIVATIONS, PLNet, from_onnx_model, from_torch
+from netinvert.solvers.network.graph import GraphNet
+from netinvert.solvers.network.onnx import graph_from_onnx, graph_from_torch
+from netinvert.solvers.network.piecewise import ACTIVATIONS, PLNet, from_onnx_model, from_torch
 from netinvert.targets.output_set import OutputSet
 from netinvert.targets.regression import Regression
 from netinvert.targets.units import Class

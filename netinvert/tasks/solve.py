@@ -24,7 +24,7 @@ from netinvert.methods import invert
 from netinvert.models.load import load
 from netinvert.models.wrapper import Model
 from netinvert.report.finish import finish
-from netinvert.solvers.graph import GraphNet
+from netinvert.solvers.network.graph import GraphNet
 from netinvert.solvers.problem import network_of
 from netinvert.targets.vnnlib import Spec, read_vnnlib
 

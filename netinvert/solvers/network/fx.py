@@ -18,8 +18,8 @@ from torch import nn
 
 from netinvert.ground.errors import NetinvertError
 from netinvert.models.architectures import AppendBias
-from netinvert.solvers.graph import GraphNet
-from netinvert.solvers.graph_build import DT, Build
+from netinvert.solvers.network.build import DT, Build
+from netinvert.solvers.network.graph import GraphNet
 
 GRAPH_TORCH = ("Linear, Conv2d, ReLU, ConvTranspose2d, LeakyReLU, PReLU, Sigmoid, Tanh, Softplus (beta=1), "
                "BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d (dividing), Upsample (nearest), Flatten, Identity, "

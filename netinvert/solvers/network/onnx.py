@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from netinvert.ground.errors import NetinvertError
-from netinvert.solvers.graph import GraphNet
-from netinvert.solvers.graph_build import Build
-from netinvert.solvers.graph_fx import GRAPH_TORCH, graph_from_torch
+from netinvert.solvers.network.build import Build
+from netinvert.solvers.network.fx import GRAPH_TORCH, graph_from_torch
+from netinvert.solvers.network.graph import GraphNet
 
 __all__ = ["GRAPH_ONNX_OPS", "GRAPH_TORCH", "graph_from_onnx", "graph_from_torch"]
 

@@ -16,8 +16,8 @@ import highspy
 import numpy as np
 import torch
 
-from netinvert.solvers.highs import quiet_highs
-from netinvert.solvers.linear_bounds import Bounds
+from netinvert.solvers.bounds.dense import Bounds
+from netinvert.solvers.milp.highs import quiet_highs
 
 _INF = highspy.kHighsInf
 

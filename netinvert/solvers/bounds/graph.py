@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
-from netinvert.solvers.adam import Adam
-from netinvert.solvers.graph import GNode, GraphNet, apply, transpose
-from netinvert.solvers.smooth import NARROW, Line, image, relax
+from netinvert.solvers.bounds.adam import Adam
+from netinvert.solvers.bounds.smooth import NARROW, Line, image, relax
+from netinvert.solvers.network.graph import GNode, GraphNet, apply, transpose
 
 DT = torch.float64
 MEMORY = 256 * 2**20  # bytes of coefficients one chunk of intermediate rows may hold

@@ -33,7 +33,7 @@ import math
 
 import torch
 
-from netinvert.solvers.piecewise import PLNet
+from netinvert.solvers.network.piecewise import PLNet
 
 DT = torch.float64
 SLACK = 1e-9

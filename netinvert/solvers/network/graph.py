@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from netinvert.solvers.piecewise import PLNet
-from netinvert.solvers.smooth import act
+from netinvert.solvers.bounds.smooth import act
+from netinvert.solvers.network.piecewise import PLNet
 
 OPS = ("input", "linear", "conv", "convt", "act", "add", "concat", "avgpool", "reshape", "scale", "append", "gather",
        "sum")

@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from netinvert.solvers import graph_bounds, smooth
-from netinvert.solvers.attack import descend, forward_of
-from netinvert.solvers.graph import GraphNet
-from netinvert.solvers.piecewise import PLNet
+from netinvert.solvers.bounds import graph as graph_bounds
+from netinvert.solvers.bounds import smooth
+from netinvert.solvers.network.graph import GraphNet
+from netinvert.solvers.network.piecewise import PLNet
+from netinvert.solvers.search.attack import descend, forward_of
 from netinvert.targets.output_set import OutputSet
 
 Bounder = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],

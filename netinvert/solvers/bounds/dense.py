@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from netinvert.ground.errors import NetinvertError
-from netinvert.solvers.adam import Adam
-from netinvert.solvers.piecewise import PLNet
+from netinvert.solvers.bounds.adam import Adam
+from netinvert.solvers.network.piecewise import PLNet
 
 DT = torch.float64
 

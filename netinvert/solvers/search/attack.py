@@ -11,9 +11,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from netinvert.solvers.graph import GraphNet
-from netinvert.solvers.piecewise import PLNet
-from netinvert.solvers.smooth import act
+from netinvert.solvers.bounds.smooth import act
+from netinvert.solvers.network.graph import GraphNet
+from netinvert.solvers.network.piecewise import PLNet
 from netinvert.targets.output_set import OutputSet
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from netinvert.ground.errors import NetinvertError
-from netinvert.solvers.graph import GNode, GraphNet
+from netinvert.solvers.network.graph import GNode, GraphNet
 
 DT = torch.float64
 

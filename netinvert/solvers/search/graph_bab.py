@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from netinvert.solvers import graph_bounds as gbm
-from netinvert.solvers.graph import GraphNet
+from netinvert.solvers.bounds import graph as gbm
+from netinvert.solvers.network.graph import GraphNet
 
 REFUTE = 1e-9
 
