@@ -24,8 +24,9 @@ from netinvert.models.load import load
 from netinvert.models.wrapper import InputSpec, Model
 from netinvert.solvers.bounds import graph as gbm
 from netinvert.solvers.milp.graph import solve_graph_disjunct
+from netinvert.solvers.network.fx import graph_from_torch
 from netinvert.solvers.network.graph import GraphNet
-from netinvert.solvers.network.onnx import graph_from_onnx, graph_from_torch
+from netinvert.solvers.network.onnx import graph_from_onnx
 from netinvert.solvers.network.piecewise import PLNet
 from netinvert.solvers.problem import network_of, torch_checker
 from netinvert.solvers.search.graph_bab import graph_bab
@@ -354,9 +355,9 @@ def test_linear_nodes_transpose_as_their_autograd_adjoints() -> None:
         torch.testing.assert_close(back[0], grad)
 
 
-def test_constant_first_matmul_falls_back_to_the_chain_reader(tmp_path: Path) -> None:
-    """``MatMul(W, x)`` on a 1-D input (VNN-COMP's test_small layout): the graph reader refuses it in one
-    line instead of comparing an array with a node id, and the chain reader takes the network."""
+def test_constant_first_matmul_on_a_1d_input_is_read(tmp_path: Path) -> None:
+    """``MatMul(W, x)`` on a 1-D input (VNN-COMP's test_small layout) is read as a linear node; on a 2-D input
+    it is refused in one line naming the op instead of comparing an array with a node id."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
@@ -372,8 +373,10 @@ def test_constant_first_matmul_falls_back_to_the_chain_reader(tmp_path: Path) ->
         [numpy_helper.from_array(a, n) for a, n in ((w0, "W0"), (b0, "B0"), (w1, "W1"), (b1, "B1"))])
     path = tmp_path / "const_first.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2
+    graph.input[0].type.tensor_type.shape.dim.add().dim_value = 2
     with pytest.raises(NetinvertError, match="MatMul"):
-        graph_from_onnx(onnx.load(path), str(path))
+        graph_from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), "wide.onnx")
     net = network_of(load(path))
     assert isinstance(net, PLNet)
     session = ort.InferenceSession(str(path))

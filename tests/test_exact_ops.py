@@ -27,8 +27,9 @@ from netinvert.methods import invert
 from netinvert.models.load import load
 from netinvert.solvers.bounds import graph as gbm
 from netinvert.solvers.bounds import smooth
+from netinvert.solvers.network.fx import graph_from_torch
 from netinvert.solvers.network.graph import GNode, GraphNet, apply, transpose
-from netinvert.solvers.network.onnx import graph_from_onnx, graph_from_torch
+from netinvert.solvers.network.onnx import graph_from_onnx
 from netinvert.solvers.problem import network_of
 from netinvert.targets.output_set import OutputSet
 

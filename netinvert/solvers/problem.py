@@ -23,7 +23,8 @@ from netinvert.ground.errors import NetinvertError
 from netinvert.models.onnx import OnnxModule
 from netinvert.models.wrapper import Model
 from netinvert.solvers.network.graph import GraphNet
-from netinvert.solvers.network.onnx import graph_from_onnx, graph_from_torch
+from netinvert.solvers.network.fx import graph_from_torch
+from netinvert.solvers.network.onnx import graph_from_onnx
 from netinvert.solvers.network.piecewise import ACTIVATIONS, PLNet, from_onnx_model, from_torch
 from netinvert.targets.output_set import OutputSet
 from netinvert.targets.regression import Regression
@@ -80,7 +81,7 @@ def network_of(model: Model) -> Network:
     if "piecewise" not in model.info:
         onnx_module = model.module
         model.info["piecewise"] = choose_network(
-            lambda: _normalized(model, _sized(model, graph_from_onnx(onnx_module.proto, onnx_module.source))),
+            lambda: _normalized(model, _sized(model, graph_from_onnx(onnx_module))),
             lambda: _onnx_network(model, onnx_module))
     return model.info["piecewise"]
 
