@@ -27,7 +27,7 @@ from netinvert.methods import exact, invert
 from netinvert.models.wrapper import Model
 from netinvert.solvers.bounds import dense as lb
 from netinvert.solvers.milp.dense import lp_tighten
-from netinvert.solvers.network.piecewise import from_onnx, from_torch
+from netinvert.solvers.network.read import from_onnx, from_torch
 from netinvert.solvers.problem import torch_checker
 from netinvert.solvers.search.bab import Tuning, bab
 from netinvert.targets.output_set import OutputSet
@@ -70,7 +70,7 @@ def _deep_net(rng: np.random.Generator, sizes: list[int]) -> nn.Sequential:
 
 
 def _deep_case(rng: np.random.Generator, sizes: list[int]) -> tuple:
-    """A random ``_deep_net`` read as a PLNet over [-1, 1]^n: the net, its layers, the box and its CROWN bounds."""
+    """A random ``_deep_net`` read as a dense chain over [-1, 1]^n: the net, its layers, the box and its CROWN bounds."""
     net = from_torch(_deep_net(rng, sizes), (sizes[0],))
     layers = lb.layers_of(net)
     lo, hi = -np.ones(sizes[0]), np.ones(sizes[0])
@@ -499,7 +499,7 @@ def test_highs_prints_nothing() -> None:
         "from netinvert.solvers.bounds import dense as lb\n"
         "from netinvert.solvers.milp.convex import solve_lp\n"
         "from netinvert.solvers.milp.dense import solve_disjunct\n"
-        "from netinvert.solvers.network.piecewise import from_torch\n"
+        "from netinvert.solvers.network.read import from_torch\n"
         "torch.manual_seed(0)\n"
         "m = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))\n"
         "layers = lb.layers_of(from_torch(m, (2,)))\n"

@@ -14,7 +14,7 @@ from torch import nn
 
 from netinvert.methods import exact
 from netinvert.solvers.bounds import smooth
-from netinvert.solvers.network.piecewise import from_torch
+from netinvert.solvers.network.read import from_torch
 from netinvert.solvers.problem import torch_checker
 from netinvert.solvers.search import neuron_split as ns
 from netinvert.solvers.search.attack import pgd

@@ -1,4 +1,4 @@
-"""Sound bounds on a ``PLNet`` over an input box: interval arithmetic, CROWN back-substitution
+"""Sound bounds on a dense ReLU chain (``GraphNet.dense``) over an input box: interval arithmetic, CROWN back-substitution
 (with optimizable lower ReLU slopes, alpha-CROWN style). LP tightening with HiGHS lives beside the
 MILP in ``milp.py``.
 
@@ -18,7 +18,7 @@ import torch
 
 from netinvert.ground.errors import NetinvertError
 from netinvert.solvers.bounds.adam import Adam
-from netinvert.solvers.network.piecewise import PLNet
+from netinvert.solvers.network.graph import GraphNet
 
 DT = torch.float64
 
@@ -38,14 +38,15 @@ class Bounds:
         return Bounds([l[idx] for l in self.lower], [u[idx] for u in self.upper])
 
 
-def layers_of(net: PLNet) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The float64 layers of an all-ReLU network (everything in this module assumes ReLUs)."""
+def layers_of(net: GraphNet) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The float64 layers of an all-ReLU dense chain (everything in this module assumes ReLUs)."""
     if not net.piecewise:
         raise NetinvertError(
             f"{net.name} has {', '.join(sorted(set(net.kinds) - {'relu'}))} activations: this needs an all-ReLU "
             "network (smooth activations are bounded by solvers.smooth and searched by input splitting)"
         )
-    return net.torch_layers(DT)
+    assert net.dense is not None, "a dense chain (GraphNet.composed)"
+    return net.dense.layers(DT)
 
 
 def interval(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: torch.Tensor, hi: torch.Tensor) -> Bounds:

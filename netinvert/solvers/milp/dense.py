@@ -1,4 +1,4 @@
-"""The exact mixed-integer encoding of a ``PLNet`` for HiGHS.
+"""The exact mixed-integer encoding of a dense ReLU chain (``GraphNet.dense``) for HiGHS.
 
 Variables: inputs ``x`` in their box, pre-activations ``z_k`` within their proven bounds, and for
 each *unstable* ReLU a post-activation ``a`` and a binary ``d`` with the big-M constraints

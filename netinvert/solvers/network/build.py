@@ -1,5 +1,6 @@
-"""The builder the ``GraphNet`` readers share (``graph_read.py`` for ONNX, ``graph_fx.py`` for
-``torch.fx``): one method per kind of node, with its shape checks, and the final clean-up.
+"""The builder the ``GraphNet`` readers share (``onnx.py``, through the op table's verification
+functions in ``models/onnx/verify.py``, and ``fx.py`` for ``torch.fx``): one method per kind of node,
+with its shape checks, and the final clean-up. Max-pooling is written with ReLUs.
 
 BatchNorm and other per-channel affine maps become ``scale`` nodes and are folded into the
 convolution or linear layer before them when nothing else reads it; nodes the output does not
@@ -181,8 +182,8 @@ class Build:
             firsts = [a for p in pairs for a, _ in p]
             first = self.gather(cur, np.array(firsts, dtype=np.float64), label)
             second = self.gather(cur, np.array([b for p in pairs for _, b in p], dtype=np.float64), label)
-            pre = self.concat([self.add2(first, second, -1.0, label), second, self.scale(second, -1.0, 0.0, label)],
-                              0, label)
+            diff = self.add2(first, second, -1.0, label)
+            pre = self.concat([diff, second, self.add2(diff, first, -1.0, label)], 0, label)  # a - b, b, -b
             relu, n = self.act(pre, "relu", label), len(firsts)
             part = [self.gather(relu, np.arange(k * n, (k + 1) * n, dtype=np.float64), label) for k in range(3)]
             cur = self.add2(self.add2(part[0], part[1], 1.0, label), part[2], -1.0, label)

@@ -2,7 +2,7 @@
 
 A sub-domain fixes the sign of some ReLU inputs: ``+1`` clamps the neuron's lower bound to 0,
 ``-1`` its upper bound. Each round pops up to ``batch`` sub-domains (lowest parent bound
-first), re-bounds all of them at once (``graph_bounds.bounds`` with the clamped bounds as the
+first), re-bounds all of them at once (``bounds.graph.bounds`` with the clamped bounds as the
 start, so the later layers see the splits; intermediate CROWN for at most a fifth of the time left) and refutes
 those where a row of ``a @ y <= b`` has a positive lower bound or a clamped interval is empty.
 The minimizing corner of each row's linear bound and the box centre are tried as candidates. An

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from netinvert.solvers.bounds.adam import Adam
-from netinvert.solvers.bounds.smooth import NARROW, SLACK, act, relax, slope, tangent_limit
+from netinvert.solvers.bounds.smooth import NARROW, SLACK, relax, slope, tangent_limit
+from netinvert.solvers.network.graph import act
 from netinvert.solvers.search.attack import descend, forward_layers
 
 DT = torch.float64
