@@ -105,3 +105,16 @@ def test_no_file_is_too_long_to_read(limit):
     long = [f"{p.relative_to(PACKAGE)}: {n}" for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > limit and str(p.relative_to(PACKAGE)) not in allowed]
     assert long == []
+
+
+def test_only_models_onnx_parses_onnx():
+    """One module parses ONNX (issue 26): only ``netinvert.models.onnx`` imports the onnx package; the exact
+    solvers read the nodes it parsed, built by its op table."""
+    readers = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "onnx" or n.startswith("onnx.") for n in names):
+                readers.add(_module_name(path))
+    assert readers and all(r.startswith("netinvert.models.onnx") for r in readers), sorted(readers)

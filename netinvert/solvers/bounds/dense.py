@@ -1,11 +1,17 @@
-"""Sound bounds on a dense ReLU chain (``GraphNet.dense``) over an input box: interval arithmetic, CROWN back-substitution
-(with optimizable lower ReLU slopes, alpha-CROWN style). LP tightening with HiGHS lives beside the
-MILP in ``milp.py``.
+"""Sound bounds on a dense ReLU chain (``GraphNet.dense``) over an input box: interval arithmetic,
+CROWN back-substitution (with optimizable lower ReLU slopes, alpha-CROWN style). LP tightening with
+HiGHS lives beside the MILP in ``milp/dense.py``.
 
 All bounds are computed in float64. Pre-activation bounds of hidden layer ``k`` are ``lower[k]``,
 ``upper[k]``; a neuron with ``lower >= 0`` or ``upper <= 0`` is *stable* and needs no integer
 variable. Functions take a batch of boxes ``(B, n_in)`` so branch-and-bound can bound many
 sub-problems at once; ``splits`` clamps split neurons (``+1`` active, ``-1`` inactive).
+
+The same CROWN runs over any graph in ``graph.py`` (node by node, convolutions through their
+transposes). This dense form stays separate because the ReLU branch-and-bound and the sign
+refinement bound hundreds of sub-domains per batch, each with its own split clamps, slopes and
+beta multipliers: one batched matrix product per layer, which the graph pass cannot match.
+``smooth.py`` holds the dense CROWN for any activation (input splitting).
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ def layers_of(net: GraphNet) -> list[tuple[torch.Tensor, torch.Tensor]]:
     if not net.piecewise:
         raise NetinvertError(
             f"{net.name} has {', '.join(sorted(set(net.kinds) - {'relu'}))} activations: this needs an all-ReLU "
-            "network (smooth activations are bounded by solvers.smooth and searched by input splitting)"
+            "network (smooth activations are bounded by solvers.bounds.smooth and searched by input or neuron splitting)"
         )
     assert net.dense is not None, "a dense chain (GraphNet.composed)"
     return net.dense.layers(DT)

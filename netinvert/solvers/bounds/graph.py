@@ -14,6 +14,8 @@ near the ``deadline``) until the ``deadline``: neurons not
 reached by then keep their interval bounds, which are sound too. A pre-activation that is an
 affine function of the (box-shaped) input has exact interval bounds and gets no CROWN pass.
 Everything is float64 and batched over boxes ``(B, n_in)``; tensors follow ``lo``'s device.
+A network with a dense chain (``GraphNet.dense``) takes the dense passes instead (``dense.py``,
+``smooth.py``: batched matrix products, split clamps and multipliers for branch-and-bound).
 """
 
 from __future__ import annotations

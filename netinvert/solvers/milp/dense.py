@@ -5,6 +5,9 @@ each *unstable* ReLU a post-activation ``a`` and a binary ``d`` with the big-M c
 ``a >= z, a <= z - l (1 - d), a <= u d`` (``l``, ``u`` from the bounds). Stable neurons need no
 binary: active ones are their pre-activation, inactive ones are zero. With ``integer=False`` the
 same model is the LP (triangle) relaxation, which :func:`lp_tighten` uses to tighten bounds.
+``MilpModel`` and ``minimize_violation`` serve the graph encoding (``graph.py``) too; that one writes
+a column per value and equality rows per node from its transpose, while this one reads the dense
+matrices and drops the columns of stable neurons, which keeps the ``mnist_fc`` MILPs small.
 """
 
 from __future__ import annotations

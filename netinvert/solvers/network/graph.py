@@ -76,11 +76,19 @@ class DenseForm:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Outputs (N, n_out) for flat inputs (N, n_in), in float64."""
-        z = torch.as_tensor(np.asarray(x, dtype=np.float64)).reshape(-1, self.weights[0].shape[1])
-        for i, (w, b) in enumerate(self.layers()):
-            z = z @ w.T + b
-            z = act(self.kinds[i], z) if i < len(self.kinds) else z
-        return z.numpy()
+        xt = torch.as_tensor(np.asarray(x, dtype=np.float64)).reshape(-1, self.weights[0].shape[1])
+        return forward_layers(self.layers(), xt, self.kinds).numpy()
+
+
+def forward_layers(layers: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor,
+                   kinds: list[str] | None = None) -> torch.Tensor:
+    """A dense chain given as (weight, bias) pairs, ReLU (or ``kinds[i]``) between them, on a batch of inputs."""
+    z = x
+    for i, (w, b) in enumerate(layers):
+        z = z @ w.T + b
+        if i < len(layers) - 1:
+            z = torch.relu(z) if kinds is None else act(kinds[i], z)
+    return z
 
 
 @dataclass

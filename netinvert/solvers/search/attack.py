@@ -11,23 +11,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from netinvert.solvers.network.graph import GraphNet, act
+from netinvert.solvers.network.graph import GraphNet, forward_layers
 from netinvert.targets.output_set import OutputSet
 
 
 FINAL_STEP = 1e-3  # signed-gradient steps shrink geometrically from a quarter of the box to this fraction of that
-
-
-def forward_layers(
-    layers: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor, kinds: list[str] | None = None
-) -> torch.Tensor:
-    """The network given as (weight, bias) pairs, ReLU (or ``kinds[i]``) between them, on a batch of inputs."""
-    z = x
-    for i, (w, b) in enumerate(layers):
-        z = z @ w.T + b
-        if i < len(layers) - 1:
-            z = torch.relu(z) if kinds is None else act(kinds[i], z)
-    return z
 
 
 def forward_of(net: GraphNet, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -9,6 +9,7 @@ The minimizing corner of each row's linear bound and the box centre are tried as
 open sub-domain is split on the unstable neuron whose relaxation costs the rows most: the upper
 line's intercept ``-l u / (u - l)`` times the rows' negative coefficients on it (BaBSR's score). Without split multipliers (beta-CROWN) a sub-domain with every ReLU fixed
 may stay open: the search is sound, not complete; such sub-domains are counted as ``stuck``.
+Dense chains take ``bab.py`` instead (batched beta-CROWN on dense layers).
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ import torch
 
 from netinvert.solvers.bounds.adam import Adam
 from netinvert.solvers.bounds.smooth import NARROW, SLACK, relax, slope, tangent_limit
-from netinvert.solvers.network.graph import act
-from netinvert.solvers.search.attack import descend, forward_layers
+from netinvert.solvers.network.graph import act, forward_layers
+from netinvert.solvers.search.attack import descend
 
 DT = torch.float64
 Layers = list[tuple[torch.Tensor, torch.Tensor]]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from netinvert.solvers.bounds import dense as lb
-from netinvert.solvers.search.attack import forward_layers
+from netinvert.solvers.network.graph import forward_layers
 from netinvert.solvers.search.bab import Proofs, Tuning, bab_many
 
 
