@@ -165,9 +165,9 @@ def test_exact_on_many_inputs_splits_neurons_and_is_never_contradicted(kind: str
         low = float(bound[0, 0]) + far
         _, best = pgd(net, lo, hi, OutputSet.linear(a, np.full(1, -far)), time_limit=1.0, seed=trial)
         best -= far
-        b = np.array([best + 0.02 * abs(best) + 0.01 if trial % 3 == 0 else low + 0.5 * (best - low)])
+        b = np.array([best + 0.02 * abs(best) + 0.01 if trial % 3 == 0 else low + 0.3 * (best - low)])
         target = OutputSet.linear(a, b)
-        out = exact.solve_case(net, lo, hi, target, check, timeout=6)
+        out = exact.solve_case(net, lo, hi, target, check, timeout=10)
         assert out.stats["search"] == "neuron-split"
         verdicts[out.status] += 1
         ys = module(torch.as_tensor(_samples(rng, lo, hi))).detach().numpy()

@@ -327,7 +327,7 @@ def _split_case(
         return done("none-exists", "bounds")
     budget = attack_seconds if attack_seconds is not None else min(max(0.005 * timeout, 0.2), 0.5)
     rest = OutputSet(tuple(target.disjuncts[i] for i in open_), target.num_outputs)
-    x, v = pgd(net, lo, hi, rest, time_limit=min(budget, max(left(), 0.0)), seed=seed, patience=ATTACK_PATIENCE)
+    x, v = pgd(net, lo, hi, rest, time_limit=min(budget, 0.5, max(left(), 0.0)), seed=seed)
     stats["attack_violation"] = v
     if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
         return done("found", "attack", found=ok)
@@ -370,11 +370,13 @@ def _neuron_split_case(
         return done("none-exists", "bounds")
     budget = attack_seconds if attack_seconds is not None else min(max(0.05 * timeout, 0.5), 5.0)
     rest = OutputSet(tuple(target.disjuncts[i] for i in open_), target.num_outputs)
-    x, v = pgd(net, lo, hi, rest, time_limit=min(budget, max(left(), 0.0)), seed=seed)
+    # half a second of attack first, the rest of its budget after alpha-CROWN (on what alpha-CROWN leaves open)
+    x, v = pgd(net, lo, hi, rest, time_limit=min(budget, 0.5, max(left(), 0.0)), seed=seed)
     stats["attack_violation"] = v
     if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
         return done("found", "attack", found=ok)
     mark("attack")
+    spent = time.perf_counter() - t0 - stats["elapsed"]["bounds"]
     keep = np.isin(owner, open_)
     pre, spec = ns.alpha_bounds(layers, kinds, lo_t, hi_t, torch.as_tensor(rows_a[keep]),
                                 torch.as_tensor(rows_b[keep]), steps=alpha_steps, deadline=t0 + 0.5 * timeout)
@@ -385,13 +387,20 @@ def _neuron_split_case(
     open_ = sorted(still, key=lambda i: float(np.max(row_lb[owner == i])))
     if not open_:
         return done("none-exists", "bounds")
+    if budget - spent > 0.1:
+        rest = OutputSet(tuple(target.disjuncts[i] for i in open_), target.num_outputs)
+        x, v = pgd(net, lo, hi, rest, time_limit=min(budget - spent, max(left(), 0.0)), seed=seed + 1, start=x)
+        stats["attack_violation"] = min(v, stats["attack_violation"])
+        if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
+            return done("found", "attack", found=ok)
+        mark("attack_after_alpha")
     stats["neuron_split"] = []
     for i in open_:
         if left() <= 0:
             return done("unknown", "neuron-split", "time limit")
         a, b = target.disjuncts[i]
         one = OutputSet(((a, b),), target.num_outputs)
-        search = ns.NeuronSplitSearch(layers, kinds, lo, hi, pre, a, b, _point_test(net, one))
+        search = ns.NeuronSplitSearch(layers, kinds, lo, hi, pre, a, b, _point_test(net, one), deadline=deadline)
         res = search.run(left())
         stats["neuron_split"].append({"disjunct": i, "status": res.status, **res.stats})
         if res.status == "found" and res.x is not None:

@@ -98,14 +98,17 @@ def pgd(
 
 def descend(
     fwd: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
-    *, steps: int, start: torch.Tensor | None = None,
+    *, steps: int, start: torch.Tensor | None = None, penalty: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Signed-gradient descent on the largest row violation of ``a @ y - b`` from ``start`` (default: each box's
-    centre), kept inside the boxes ``[lo, hi]`` (B, n); returns the final points (candidates only)."""
+    """Signed-gradient descent on the largest row violation of ``a @ y - b`` (plus ``penalty(x)``, per point) from
+    ``start`` (default: each box's centre), kept inside the boxes ``[lo, hi]`` (B, n); returns the final points
+    (candidates only)."""
     x = ((lo + hi) / 2 if start is None else start).clone().requires_grad_(True)
     width = hi - lo
     for step in range(steps):
         loss = (fwd(x) @ a.T - b).amax(dim=1)
+        if penalty is not None:
+            loss = loss + penalty(x)
         (g,) = torch.autograd.grad(loss.sum(), x)
         with torch.no_grad():
             x -= (0.2 * (1 - step / steps) + 0.01) * width * g.sign()

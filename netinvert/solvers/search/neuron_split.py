@@ -390,7 +390,7 @@ class NeuronSplitSearch:
     def __init__(self, layers: Layers, kinds: list[str], lo: np.ndarray, hi: np.ndarray,
                  pre: list[tuple[torch.Tensor, torch.Tensor]], a: np.ndarray, b: np.ndarray,
                  is_point: Callable[[np.ndarray], np.ndarray], *, batch: int = 64, steps: int = 20,
-                 root_steps: int = 40, lr: float = 0.1, lr_beta: float = 0.1) -> None:
+                 root_steps: int = 40, lr: float = 0.1, lr_beta: float = 0.1, deadline: float = math.inf) -> None:
         self.layers, self.kinds = layers, kinds
         self.lo = torch.as_tensor(lo, dtype=DT)[None]
         self.hi = torch.as_tensor(hi, dtype=DT)[None]
@@ -414,6 +414,7 @@ class NeuronSplitSearch:
                      torch.zeros(1, dtype=torch.long))
         self.pool: _Pool | None = None
         self.found: np.ndarray | None = None
+        self.deadline = deadline
         self._bound(root, root_steps, LR_DECAY)
         self.stats["root_bound"] = self.lowest
 
@@ -423,6 +424,7 @@ class NeuronSplitSearch:
 
     def run(self, time_limit: float) -> SplitOutcome:
         t0 = time.perf_counter()
+        self.deadline = t0 + time_limit
         while self.found is None and self.pool is not None and len(self.pool):
             if time.perf_counter() - t0 >= time_limit:
                 break
@@ -479,7 +481,7 @@ class NeuronSplitSearch:
                 for keep, t in zip(best_params, params):
                     keep[better] = t.detach()[better]
                 coef = cf.detach() if coef is None else torch.where(better[:, None], cf.detach(), coef)
-            if step == steps or bool((best > REFUTE).all()):
+            if step == steps or bool((best > REFUTE).all()) or time.perf_counter() >= self.deadline:
                 break
             opt.zero_grad()
             opt_beta.zero_grad()
@@ -501,10 +503,10 @@ class NeuronSplitSearch:
         x = torch.where(coef > 0, self.lo, self.hi)
         alive = best <= REFUTE
         worst = torch.argsort(best)[:min(ATTACKED, int(alive.sum()))]
-        if len(worst):  # a short descent from the weakest sub-domains' bound minimizers
+        if len(worst):  # a short descent inside the weakest sub-domains, from their bound minimizers
             n_w = len(worst)
             x = torch.cat([x, descend(self.forward, self.lo.expand(n_w, -1), self.hi.expand(n_w, -1), self.a, self.b,
-                                      steps=ATTACK_STEPS, start=x[worst])])
+                                      steps=ATTACK_STEPS, start=x[worst], penalty=self._outside(d.take(worst)))])
         hit = self.is_point(x.numpy())
         if hit.any():
             self.found = x.numpy()[int(np.flatnonzero(hit)[0])]
@@ -517,6 +519,21 @@ class NeuronSplitSearch:
                   best_params[2 * n:4 * n:2], best_params[2 * n + 1:4 * n:2], best_params[-1], best, d.depth)
         keep = d.take(alive.nonzero().flatten())
         self.pool = keep if self.pool is None else _Pool.join([self.pool, keep])
+
+    def _outside(self, d: _Pool) -> Callable[[torch.Tensor], torch.Tensor]:
+        """How far inputs (one per sub-domain of ``d``) take the split neurons outside their sub-domain's intervals:
+        the descent's penalty, so that it searches inside the sub-domain."""
+
+        def penalty(x: torch.Tensor) -> torch.Tensor:
+            out, z = x.new_zeros(len(x)), x
+            for j, (w, b) in enumerate(self.layers[:-1]):
+                z = z @ w.T + b
+                split = d.split_lo[j] | d.split_up[j]
+                out = out + ((d.lower[j] - z).clamp(min=0) + (z - d.upper[j]).clamp(min=0)).mul(split).sum(-1)
+                z = act(self.kinds[j], z)
+            return out
+
+        return penalty
 
     # -------------------------------------------------------------------------------- branching
     def _split(self, d: _Pool) -> _Pool:
