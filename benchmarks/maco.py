@@ -161,7 +161,7 @@ def main() -> None:
             row = {"size": size, "param": param, "auto": auto, "steps": args.steps, "lr": args.lr, "seeds": args.seeds,
                    "found": sum(i.status == "found" for i in items) / len(items), "seconds": round(seconds, 1), **measured}
             rows.append(row)
-            print(f"{size:4} {param:8} {auto:8} {row['found']:6.2f} {row['judge_agreement']:6.2f} {row['judge_prob']:8.3f} "
+            print(f"{size:4} {param:8} {auto:8} {row['found']:6.2f} {row['verifier_agreement']:6.2f} {row['verifier_prob']:8.3f} "
                   f"{row['frechet']:8.1f} {row['frechet_floor']:7.1f} {row['frechet_ratio']:8.2f} {row['gap_closed']:6.2f} "
                   f"{row.get('diversity') or 0:6.2f} {row.get('diversity_real') or 0:8.2f} {seconds:6.1f}", flush=True)
             sheet.append(runs[0].inputs)

@@ -77,7 +77,7 @@ def main() -> None:
             row, result = measure(model, PRIORS[prior], args.samples, args.steps, **RUN_OPTIONS.get(prior, {}))
             row = {"model": name, "prior": prior, "samples": args.samples, "steps": args.steps, **row}
             rows.append(row)
-            print(f"{name:18} {prior:15} {row['found']:6.2f} {row['judge_agreement']:6.2f} {row['judge_prob']:8.3f} "
+            print(f"{name:18} {prior:15} {row['found']:6.2f} {row['verifier_agreement']:6.2f} {row['verifier_prob']:8.3f} "
                   f"{row['frechet']:8.1f} {row['frechet_floor']:7.1f} {row['frechet_ceiling']:8.1f} "
                   f"{row['frechet_ratio']:8.2f} {row['gap_closed']:6.2f} {row.get('diversity', 0):6.2f} "
                   f"{row.get('diversity_real', 0):8.2f} {row['seconds']:6.1f}", flush=True)

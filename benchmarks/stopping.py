@@ -130,7 +130,7 @@ def main() -> None:
                    "saturated": float(((x < 0.02) | (x > 0.98)).float().mean()),
                    "steps": [r.timing["steps"] for r in runs], "seconds": round(seconds, 1), **measured}
             rows.append(row)
-            print(f"{mode:8} {rule:8} {row['param']:7} {row['found']:6.2f} {row['judge_agreement']:6.2f} "
+            print(f"{mode:8} {rule:8} {row['param']:7} {row['found']:6.2f} {row['verifier_agreement']:6.2f} "
                   f"{row['frechet']:7.1f} {row['frechet_floor']:6.1f} {row['frechet_ratio']:8.2f} {row['saturated']:5.2f} "
                   f"{min(row['steps']):5}-{max(row['steps']):<6} {seconds:6.1f}", flush=True)
     gradient.SETTLE = default_settle

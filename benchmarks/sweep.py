@@ -45,7 +45,7 @@ def family_tasks(folder: Path, timeout: float, limit: int | None) -> list[Task]:
 
 
 def overhead(records: list[Record]) -> dict[str, float]:
-    values = [r.engine_s for r in records if r.state == "done"]
+    values = [r.engine_s for r in records if r.status == "done"]
     return {"median_ms": 1e3 * statistics.median(values), "mean_ms": 1e3 * statistics.fmean(values),
             "max_ms": 1e3 * max(values)}
 
@@ -65,7 +65,7 @@ def run(name: str, engine: Any, family: list[Task], layers: list[str], steps: in
     return {"family_wall_s": family_s, "family_task_s": sum(r.seconds for r in solved),
             "family_overhead": overhead(solved), "atlas_wall_s": atlas_s,
             "atlas_task_s": sum(r.seconds for r in drawn), "atlas_overhead": overhead(drawn),
-            "statuses": [r.row.get("status", r.state) for r in solved], "states": [r.state for r in solved],
+            "statuses": [r.row.get("status", r.status) for r in solved], "states": [r.status for r in solved],
             "atlas_inputs_sha256": digests}
 
 

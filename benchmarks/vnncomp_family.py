@@ -93,7 +93,7 @@ def main() -> None:
 def _row(record: Record, known: dict, timeout: float) -> dict:
     """One instance's row for the summary, from its runner record (``unknown`` when killed, ``error`` when it raised)."""
     onnx_name, spec = record.label.split(" ", 1)
-    row = record.row if record.state == "done" else {"status": "unknown", "stage": record.state, "search": "",
+    row = record.row if record.status == "done" else {"status": "unknown", "stage": record.status, "search": "",
                                                       "seconds": record.seconds, "reason": record.message}
     return {"onnx": onnx_name, "vnnlib": spec, "timeout": timeout, **row, "status": row.get("status", "unknown"), "consensus": known[(onnx_name, spec)]["consensus"]}
 

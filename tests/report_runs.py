@@ -41,7 +41,7 @@ def build_runs(root: Path, zoo: Callable[[str], Model], known_family: Path) -> d
     invoke("draw", "-m", "digits-cnn", "-o", str(folders["layers"]))
     invoke("warp", "-m", "moons-relu", "-o", str(folders["warp"]))
     invoke("preimage", "-m", "moons-relu", "-t", "all", "--max-boxes", "200", "-o", str(folders["preimage"]))
-    invoke("design", "-m", "arm", "--y", "1.2,0.5", "--samples", "4", "--starts", "64", "--steps", "30", "--prove",
+    invoke("design", "-m", "arm", "--y", "1.2,0.5", "--samples", "4", "--restarts", "64", "--steps", "30", "--prove",
            "0", "--threads", "1", "-o", str(folders["design"]))
     folders["bounds"] = _bounds_folder(root / "bounds", zoo("moons-relu"))
     return folders

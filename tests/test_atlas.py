@@ -76,7 +76,7 @@ def test_atlas_renders_every_unit(model, tmp_path: Path):
     assert sheet.width > 3 * 28 and sheet.height > 2 * 28
     saved = json.loads((out / "result.json").read_text())
     assert [it["unit"] for it in saved["items"]] == list(range(8))
-    assert saved["atlas"] == {"layer": "act2", "kind": "channel", "units": 8, "resumed_units": 0}
+    assert saved["atlas"] == {"layer": "act2", "unit": "channel", "units": 8, "resumed_units": 0}
     inputs = np.load(out / "inputs.npy")
     assert inputs.shape == (8, 1, 28, 28) and inputs.min() >= 0 and inputs.max() <= 1
     # Each image drives its own unit harder than the other units' images do (for most units).
@@ -126,7 +126,7 @@ def test_atlas_refuses_other_options_and_foreign_folders(model, tmp_path: Path):
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(NetinvertError, match="not empty"):
         render(model, "fc", tmp_path / "busy", steps=4)
-    with pytest.raises(NetinvertError, match="batch size 0"):
+    with pytest.raises(NetinvertError, match="batch_size=0 must be a whole number >= 1"):
         render(model, "fc", tmp_path / "c", batch_size=0)
     assert not (tmp_path / "c").exists()
 

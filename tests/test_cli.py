@@ -254,7 +254,7 @@ def test_every_command_refuses_a_read_only_out_folder_in_one_line(tmp_path, zoo,
     ro.mkdir()
     for folder in (ro, tmp_path / "done-ro"):
         folder.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
-    design = ["--samples", "2", "--starts", "8", "--steps", "2", "--prove", "0"]
+    design = ["--samples", "2", "--restarts", "8", "--steps", "2", "--prove", "0"]
     runs = [
         ["imagine", "-m", "digits-mlp", "-t", "3", "--steps", "2"],
         ["sample", "-m", "dbn-digits", "-t", "2", "--samples", "2"],

@@ -29,7 +29,7 @@ from netinvert.models.zoo import load_dataset
 from netinvert.targets.regression import Regression
 
 runner = CliRunner()
-FAST = {"starts": 256, "steps": 200, "threads": 1}
+FAST = {"restarts": 256, "steps": 200, "threads": 1}
 
 
 # ------------------------------------------------------------------ simulators
@@ -127,7 +127,7 @@ def test_target_beyond_the_arms_reach_is_unreachable(zoo):
 def test_design_command_writes_solutions_and_pictures(tmp_path, zoo):
     zoo("arm")
     out = tmp_path / "arm"
-    result = runner.invoke(app, ["design", "-m", "arm", "--y", "1.2,0.5", "--samples", "8", "--starts", "256",
+    result = runner.invoke(app, ["design", "-m", "arm", "--y", "1.2,0.5", "--samples", "8", "--restarts", "256",
                                  "--steps", "150", "--threads", "1", "-o", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads((out / "result.json").read_text())
@@ -159,7 +159,7 @@ def test_design_bad_input_gives_one_clear_line(tmp_path, zoo, monkeypatch, args,
     zoo("arm")
     monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
     out = tmp_path / "never"
-    result = runner.invoke(app, ["design", "-m", "arm", *args, "--samples", "2", "--starts", "8", "--steps", "3",
+    result = runner.invoke(app, ["design", "-m", "arm", *args, "--samples", "2", "--restarts", "8", "--steps", "3",
                                  "--prove", "0", "-o", str(out)])
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())

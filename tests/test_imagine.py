@@ -115,7 +115,7 @@ def test_an_item_stops_only_once_its_picture_has_settled(zoo, monkeypatch):
 
 def test_restarts_keep_per_item_the_run_the_model_scores_best(zoo):
     """``restarts=R``: R runs from different seeds; each item is the one the model scores best (found first,
-    then the logit margin), never the judge's pick."""
+    then the logit margin), never the verifier's pick."""
     from netinvert.methods.gradient import RESTART_SEED
 
     model = zoo("digits-mlp")
@@ -284,7 +284,7 @@ def test_the_model_probes_its_layers_and_reads_its_data_once():
     assert not reads, "data is read on first use, not when the model is made"
     assert model.layer_shapes() == {"0": (2, 6, 6), "1": (2, 6, 6), "2": (72,), "3": (3,)}
     assert model.layer_depth("1") == 1 and model.layer_depth("3") == 2
-    assert diversity.default_layer(model) == "1" and model.layer_table()["3"].kind == "Linear"
+    assert diversity.default_layer(model) == "1" and model.layer_table()["3"].layer_type == "Linear"
     assert len(forwards) == 1, "the layer table is probed by one forward pass and cached"
     assert model.data_split().x_held.shape == (10, 1, 8, 8) and model.training_inputs().shape == (30, 1, 8, 8)
     assert prior_for(model) is not None and len(reads) == 1

@@ -110,7 +110,7 @@ def test_decoder_round_trips_through_save_and_load(cnn, held, tmp_path):
     values = capture_activations(cnn, "pool", held)
     with torch.no_grad():
         assert torch.equal(dec(values), again(values))
-    assert again.config["layer"] == "pool" and again.config["kind"] == "conv"
+    assert again.config["layer"] == "pool" and again.config["layout"] == "conv"
     result = decoder_method.run(cnn, targets_for(cnn, "pool", values), decoder=again)
     assert result.inputs.shape == held.shape and result.method == "decoder"
     with pytest.raises(NetinvertError, match="decoder given is for layer 'pool', not 'conv'"):
@@ -197,7 +197,7 @@ def test_invert_command_writes_reconstruction_and_scores(tmp_path):
     assert res.exit_code == 0, res.output
     data = json.loads((out / "result.json").read_text())
     item = data["items"][0]
-    assert item["psnr"] > 30 and item["ssim"] > 0.95 and item["verifier_agreement"] is True
+    assert item["psnr"] > 30 and item["ssim"] > 0.95 and item["verifier_agrees"] is True
     assert item["activation_error"] < 1e-3
     assert (out / "comparison.png").exists() and np.load(out / "original.npy").shape == (1, 1, 28, 28)
 

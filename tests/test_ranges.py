@@ -206,8 +206,8 @@ def _held_result(model: Model, x_unit: torch.Tensor, labels: torch.Tensor) -> Re
 @pytest.mark.parametrize("model_is", ["norm", "bytes"])
 def test_an_onnx_verifier_measures_realism(nets: Nets, tmp_path: Path, model_is: str) -> None:
     """Issue 25.2: `max() arg is an empty sequence`: an ONNX graph's weights are buffers, so no layer looked weighted.
-    The judge (``norm``) reads its features in its own description, also under a model described otherwise; a
-    TorchScript judge says what it could not measure."""
+    The verifier (``norm``) reads its features in its own description, also under a model described otherwise; a
+    TorchScript verifier says what it could not measure."""
     own = {} if model_is == "norm" else {f"verifier_{k}": v for k, v in NORM.items()}
     model = load(str(nets.norm_file if model_is == "norm" else nets.bytes_file), data=f"mnist:{MNIST}",
                  verifier=str(nets.norm_file), **(NORM if model_is == "norm" else BYTES), **own)
@@ -224,7 +224,7 @@ def test_an_onnx_verifier_measures_realism(nets: Nets, tmp_path: Path, model_is:
         torch.jit.save(torch.jit.trace(nets.norm, nets.x_held[:2]), str(script))
     model.verifier = load(str(script), input_shape=(1, 28, 28), **NORM)
     blind = realism(model, _held_result(model, nets.x_held[rows], nets.y_held[rows]))
-    assert blind is not None and blind["judge_agreement"] >= 0.9 and blind["frechet"] is None
+    assert blind is not None and blind["verifier_agreement"] >= 0.9 and blind["frechet"] is None
     assert "TorchScript hides its layers" in blind["not_measured"]
 
 
@@ -236,6 +236,6 @@ def test_imagine_with_an_onnx_verifier_and_data_saves_and_reports_realism(nets: 
                                    "--verifier-std", str(STD), "-t", "3", "-t", "7", "--param", "pixel",
                                    "--steps", "16", "--threads", "1", "-o", str(out)])
     assert run.exit_code == 0, run.output
-    assert "realism (judge norm, 2 items)" in run.output
+    assert "realism (verifier norm, 2 items)" in run.output
     saved = Result.load(out)
     assert saved.info["realism"]["frechet_ceiling"] > saved.info["realism"]["frechet_floor"] > 0

@@ -1,4 +1,4 @@
-"""Realism metrics (judge agreement, Frechet distance with its floor and ceiling, diversity) and the priors
+"""Realism metrics (verifier agreement, Frechet distance with its floor and ceiling, diversity) and the priors
 that make imagined images look like data (the learned VAE prior, the phase-only MACO parameterization)."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def test_real_data_scores_at_the_floor_and_noise_at_the_ceiling(zoo):
     assert real["frechet_floor"] < 0.2 * real["frechet_ceiling"]
     assert real["gap_closed"] > 0.9 and real["frechet_ratio"] < 1.5
     assert abs(noise["gap_closed"]) < 0.1
-    assert real["judge_agreement"] >= 0.9 and noise["judge_agreement"] <= 0.3
+    assert real["verifier_agreement"] >= 0.9 and noise["verifier_agreement"] <= 0.3
     assert real["diversity"] > 0.5 * real["diversity_real"]  # four real digits per class differ like real ones
 
 
@@ -66,14 +66,14 @@ def test_copies_have_zero_diversity(zoo):
     assert realism(model, copies)["diversity"] == pytest.approx(0.0, abs=1e-9)
 
 
-def test_realism_needs_a_judge_and_labelled_data(zoo):
+def test_realism_needs_a_verifier_and_labelled_data(zoo):
     model = zoo("digits-cnn")
     result = _held_result(model, 1)
-    judge, model.verifier = model.verifier, None
+    verifier, model.verifier = model.verifier, None
     try:
         assert realism(model, result) is None
     finally:
-        model.verifier = judge
+        model.verifier = verifier
 
 
 def test_imagine_prints_and_saves_realism(tmp_path):
@@ -81,7 +81,7 @@ def test_imagine_prints_and_saves_realism(tmp_path):
     run = CliRunner().invoke(app, ["imagine", "-m", "digits-cnn", "-t", "3", "-t", "7", "--steps", "16",
                                    "--param", "pixel", "--threads", "1", "-o", str(out)])
     assert run.exit_code == 0, run.output
-    assert "realism (judge digits-verifier, 2 items)" in run.output
+    assert "realism (verifier digits-verifier, 2 items)" in run.output
     saved = Result.load(out)
     assert saved.info["realism"]["frechet_ceiling"] > saved.info["realism"]["frechet_floor"] > 0
 

@@ -200,12 +200,12 @@ def test_draw_small_net_is_node_link_and_large_net_is_layers(tmp_path, zoo):
     chain = dense_layers(small)
     assert [d.weight.shape for d in chain] == [(3, 4), (2, 3)] and chain[0].activation == "Tanh"
     drawn = draw(small, tmp_path / "small.png")
-    assert drawn["kind"] == "node-link" and [r["parameters"] for r in drawn["layers"]] == [15, 0, 8]
+    assert drawn["diagram"] == "node-link" and [r["parameters"] for r in drawn["layers"]] == [15, 0, 8]
     picture = np.asarray(Image.open(tmp_path / "small.png").convert("RGB")).astype(int)
     red = (picture[..., 0] > 150) & (picture[..., 1] < 120) & (picture[..., 2] < 120)
     blue = (picture[..., 2] > 150) & (picture[..., 0] < 120)
     assert red.sum() > 50 and blue.sum() > 50, "edges of both signs are drawn"
-    assert draw(zoo("digits-cnn"), tmp_path / "cnn.png")["kind"] == "layers"
+    assert draw(zoo("digits-cnn"), tmp_path / "cnn.png")["diagram"] == "layers"
     assert [r["layer"] for r in draw(zoo("digits-cnn"), tmp_path / "cnn.png")["layers"]] == \
         ["conv", "relu", "pool", "flatten", "fc"]
 

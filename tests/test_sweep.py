@@ -67,15 +67,15 @@ def test_crash_is_an_error_with_its_message_timeout_is_apart_and_the_rest_finish
     tasks = square_tasks(5, str(log), crash_on=2)
     slow = Task(square, {"x": 9, "log": str(log), "sleep": 30.0}, task_key("square", x=9), "square 9", timeout=1.0)
     records = run_sweep([*tasks, slow], tmp_path / "out", engine=make_engine("local", jobs=2), progress=False)
-    assert [r.state for r in records] == ["done", "done", "error", "done", "done", "timeout"]
+    assert [r.status for r in records] == ["done", "done", "error", "done", "done", "timeout"]
     assert records[2].message == "ZeroDivisionError: task 2 divides by zero" and records[2].row == {}
     assert records[5].row == {"status": "unknown"} and "time limit of 1 s" in records[5].message
-    assert [r.row["y"] for r in records if r.state == "done"] == [0, 1, 9, 16]
+    assert [r.row["y"] for r in records if r.status == "done"] == [0, 1, 9, 16]
     assert sorted(_lines(log)) == [0, 1, 3, 4]
     saved = read_records(tmp_path / "out")
     assert saved[records[2].key].message == records[2].message and len(saved) == 6
     again = run_sweep([*tasks, slow], tmp_path / "out", engine=make_engine("local", jobs=2), progress=False)
-    assert [r.state for r in again] == [r.state for r in records]
+    assert [r.status for r in again] == [r.status for r in records]
     assert sorted(_lines(log)) == [0, 1, 3, 4]  # finished and timed-out tasks are not run again; the error is retried
 
 
@@ -191,7 +191,7 @@ def test_ray_cluster_gives_the_local_engine_answers(tmp_path: Path, known_family
         for name, engine in (("ray", on_ray), ("local", make_engine("local"))):
             tasks = layer_tasks(net, "digits-cnn", {}, ["conv", "fc"], tmp_path / f"atlas-{name}", domain, steps=4)
             records[name] = run_sweep(tasks, tmp_path / f"atlas-{name}", engine=engine, progress=False)
-        assert [r.state for r in records["ray"]] == ["done", "done"]
+        assert [r.status for r in records["ray"]] == ["done", "done"]
         assert [r.row["units"] for r in records["ray"]] == [3, 10]
         for layer in ("conv", "fc"):
             a = np.load(tmp_path / "atlas-ray" / layer / "inputs.npy")
@@ -200,7 +200,7 @@ def test_ray_cluster_gives_the_local_engine_answers(tmp_path: Path, known_family
 
         crash = run_sweep(square_tasks(3, str(tmp_path / "log"), crash_on=1), tmp_path / "crash", engine=on_ray,
                           progress=False)
-        assert [r.state for r in crash] == ["done", "error", "done"]
+        assert [r.status for r in crash] == ["done", "error", "done"]
         assert "task 1 divides by zero" in crash[1].message
     finally:
         ray.shutdown()
@@ -269,7 +269,8 @@ def test_atlas_layers_sweep_command(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["atlas", "-m", "digits-mlp", "--layers", "fc3,act2", "--steps", "4", "--out", str(out)])
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader((out / "layers.csv").open()))
-    assert [(row["layer"], row["state"], row["units"]) for row in rows] == [("fc3", "done", "10"), ("act2", "done", "32")]
+    assert [(row["layer"], row["status"], row["units"]) for row in rows] == [("fc3", "done", "10"),
+                                                                             ("act2", "done", "32")]
     assert json.loads((out / "fc3" / "result.json").read_text())["atlas"]["units"] == 10
     r = CliRunner().invoke(app, ["atlas", "-m", "digits-mlp", "--layer", "fc3", "--layers", "fc3", "--out", str(out)])
     assert r.exit_code == 2 and "give one layer with --layer or several" in r.output
@@ -298,7 +299,7 @@ def test_atlas_layers_finish_each_layer_with_its_command_and_resume_under_anothe
     r = CliRunner().invoke(app, again)
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader((out / "layers.csv").open()))
-    assert [(row["layer"], row["state"]) for row in rows] == [("fc3", "done")]
+    assert [(row["layer"], row["status"]) for row in rows] == [("fc3", "done")]
     assert Result.load(out / "fc3").info["command"] == ["netinvert", *args]  # finished once, not rendered again
 
 
@@ -311,12 +312,12 @@ def test_design_over_a_targets_file(tmp_path: Path, zoo) -> None:
     app.command("other")(lambda: None)
     (tmp_path / "targets.txt").write_text("1.2,0.5\n# wanted end points\n0.5 1.0\n")
     out = tmp_path / "out"
-    args = ["design", "-m", "arm", "--targets", str(tmp_path / "targets.txt"), "--samples", "2", "--starts", "16",
+    args = ["design", "-m", "arm", "--targets", str(tmp_path / "targets.txt"), "--samples", "2", "--restarts", "16",
             "--steps", "10", "--prove", "0", "-o", str(out)]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader((out / "targets.csv").open()))
-    assert [(row["task"], row["state"], row["samples"]) for row in rows] == [("y=1.2,0.5", "done", "2"),
+    assert [(row["task"], row["status"], row["samples"]) for row in rows] == [("y=1.2,0.5", "done", "2"),
                                                                               ("y=0.5,1", "done", "2")]
     assert json.loads((out / "t00001" / "result.json").read_text())["targets"][0]["y"] == [0.5, 1.0]
     (tmp_path / "bad.txt").write_text("1.2,0.5\n1.2,abc\n")

@@ -9,40 +9,37 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from netinvert.cli.common import (
-    LrOpt,
-    OutOpt,
-    ParamOpt,
-    SeedOpt,
-    StepsOpt,
-    ThreadsOpt,
-    cli_errors,
-    console,
-    err_console,
+from netinvert.cli.common import OutOpt, ParamOpt, cli_errors, console, err_console
+from netinvert.cli.options import (
+    MethodFlags,
+    ModelOptions,
+    SweepOptions,
+    method_command,
+    model_command,
+    split_list,
+    sweep_command,
 )
-from netinvert.cli.options import ModelOptions, SweepOptions, model_command, sweep_command
 from netinvert.ground.errors import NetinvertError
 from netinvert.models.wrapper import Model
+from netinvert.sweeps.atlas import ATLAS
 
 
 @cli_errors
 @model_command()
 @sweep_command()
+@method_command("gradient", only=("batch_size", "steps", "lr", "seed", "threads"), defaults=ATLAS)
 def atlas(
     model: ModelOptions,
     out: OutOpt,
+    options: MethodFlags,
     layer: Annotated[str | None, typer.Option("--layer", "-l", help="Layer name (see `netinvert layers`).")] = None,
-    layers: Annotated[str | None, typer.Option(help="Several layers as a sweep, a,b,c or all: one folder each "
-                                                    "under --out, one task each.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Units rendered together in one batch.")] = 16,
-    steps: StepsOpt = 256,
-    lr: LrOpt = 0.05,
-    seed: SeedOpt = 0,
+    layers: Annotated[list[str] | None, typer.Option(help="Several layers as a sweep (repeat the flag, or a,b,c, or "
+                                                          "all): one folder each under --out, one task each.")]
+    = None,
     param: ParamOpt = "auto",
     tv: Annotated[float, typer.Option(min=0.0, help="Total-variation prior weight.")] = 0.0,
     bn_prior: Annotated[float | None, typer.Option(min=0.0, help="BatchNorm-statistics prior weight (default: off).")] = None,
     data_prior: Annotated[float | None, typer.Option(min=0.0, help="Data prior weight (default: on for known data).")] = None,
-    threads: ThreadsOpt = None,
     sweep: SweepOptions = SweepOptions(),
 ) -> None:
     """Render every unit of a layer (conv channels, linear neurons): a contact sheet, one PNG per unit, result.json.
@@ -54,46 +51,44 @@ def atlas(
     from netinvert.sweeps.atlas import render
     from netinvert.tasks.atlas import SHEET
 
-    if (layer is None) == (layers is None):
+    if (layer is None) == (not layers):
         raise NetinvertError("give one layer with --layer or several with --layers a,b,c (or --layers all)")
+    given = options.for_method("gradient")
     net = model.load()
-    options = {"param": param, "tv": tv, "bn_prior": bn_prior, "data_prior": data_prior}
-    if layers is not None:
-        _sweep(net, model, layers, out, options, batch_size, steps, lr, seed,
-               sweep.runner(threads))
+    domain = {"param": param, "tv": tv, "bn_prior": bn_prior, "data_prior": data_prior}
+    if layers:
+        _sweep(net, model, split_list(layers), out, domain, given, sweep.runner(given.get("threads")))
         return
     assert layer is not None
-    domain = Domain(**options)
     columns = (TextColumn(f"atlas {net.name}:{layer}"), BarColumn(), MofNCompleteColumn(), TextColumn("units"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-    state = {"done": 0, "total": 0}
+    counts = {"done": 0, "total": 0}
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = None
 
         def on_batch(done: int, total: int) -> None:
             nonlocal task
-            state.update(done=done, total=total)
+            counts.update(done=done, total=total)
             if task is None:
                 task = bar.add_task("atlas", total=total, completed=done)
             else:
                 bar.update(task, completed=done)
 
         try:
-            result = render(net, layer, out, domain, batch_size=batch_size, steps=steps, lr=lr, seed=seed,
-                            threads=threads, on_batch=on_batch, command=sys.argv)
+            result = render(net, layer, out, Domain(**domain), on_batch=on_batch, command=sys.argv, **given)
         except KeyboardInterrupt:
-            err_console.print(f"interrupted: {state['done']} of {state['total']} units are saved in {out}; "
+            err_console.print(f"interrupted: {counts['done']} of {counts['total']} units are saved in {out}; "
                               "run the same command again to resume", soft_wrap=True, highlight=False)
             raise typer.Exit(130) from None
     info = result.info["atlas"]
     pictures = f"{SHEET}, units/unit_*.png, " if net.input_spec.is_image else ""
-    console.print(f"wrote {out}: {pictures}result.json, inputs.npy - {info['units']} {info['kind']}s of {layer} "
+    console.print(f"wrote {out}: {pictures}result.json, inputs.npy - {info['units']} {info['unit']}s of {layer} "
                   f"({info['resumed_units']} resumed), {result.timing['units_per_s']:.2f} units/s",
                   soft_wrap=True, highlight=False)
 
 
-def _sweep(net: Model, model: ModelOptions, layers: str, out: Path, domain: dict[str, Any], batch_size: int,
-           steps: int, lr: float, seed: int, engine: Any) -> None:
+def _sweep(net: Model, model: ModelOptions, layers: list[str], out: Path, domain: dict[str, Any],
+           options: dict[str, Any], engine: Any) -> None:
     """``--layers``: one task per layer, each layer in ``out/LAYER``; the rows merged into ``out/layers.csv``."""
     from rich.table import Table
 
@@ -101,13 +96,13 @@ def _sweep(net: Model, model: ModelOptions, layers: str, out: Path, domain: dict
     from netinvert.sweeps.runner import summary
     from netinvert.tasks.atlas import layers_with_units
 
-    names = layers_with_units(net) if layers.strip() == "all" else [n.strip() for n in layers.split(",") if n.strip()]
-    records = render_layers(net, model.model, model.load_options(), names, out, domain, batch_size=batch_size,
-                            steps=steps, lr=lr, seed=seed, engine=engine, command=sys.argv)
-    table = Table("layer", "state", "kind", "units", "units/s", "message", title=f"atlas of {net.name}")
+    names = layers_with_units(net) if layers == ["all"] else layers
+    records = render_layers(net, model.model, model.load_options(), names, out, domain, engine=engine,
+                            command=sys.argv, **options)
+    table = Table("layer", "status", "unit", "units", "units/s", "message", title=f"atlas of {net.name}")
     for name, record in zip(names, records, strict=True):
         row = record.row
-        table.add_row(name, record.state, str(row.get("kind", "-")), str(row.get("units", "-")),
+        table.add_row(name, record.status, str(row.get("unit", "-")), str(row.get("units", "-")),
                       f"{row['units_per_s']:.2f}" if "units_per_s" in row else "-", record.message)
     console.print(table)
     console.print(f"wrote {out}: one atlas folder per layer and layers.csv ({summary(records)})", highlight=False,

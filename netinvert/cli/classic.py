@@ -8,31 +8,27 @@ from typing import Annotated
 import typer
 
 from netinvert.cli.common import (
-    GoalOpt,
     LayerOpt,
     OutOpt,
-    SamplesOpt,
-    SeedOpt,
     cli_errors,
     console,
     parse_targets,
     print_result,
     print_written,
 )
-from netinvert.cli.options import ModelOptions, model_command
+from netinvert.cli.options import MethodFlags, ModelOptions, method_command, model_command
 from netinvert.ground.output import check_writable
 
 
 @cli_errors
 @model_command()
+@method_command("dbn")
 def sample(
     model: ModelOptions,
     out: OutOpt,
-    target: Annotated[list[str], typer.Option("--target", "-t", help="Class name or index to clamp (or all).")],
-    samples: SamplesOpt = 16,
-    gibbs_steps: Annotated[int, typer.Option(min=1, help="Alternating Gibbs steps in the top RBM.")] = 200,
-    goal: GoalOpt = 0.99,
-    seed: SeedOpt = 0,
+    target: Annotated[list[str], typer.Option("--target", "-t", help="Class name or index to clamp (or all); "
+                                              "repeat or separate with commas for several.")],
+    options: MethodFlags,
 ) -> None:
     """Generate inputs from a deep belief net with its label clamped (e.g. --model dbn-digits)."""
     from netinvert.methods import invert
@@ -40,8 +36,7 @@ def sample(
 
     check_writable(out)
     net = model.load()
-    result = invert(net, parse_targets(target, net), None, method="dbn", samples=samples, gibbs_steps=gibbs_steps,
-                    goal=goal, seed=seed)
+    result = invert(net, parse_targets(target, net), None, method="dbn", **options.for_method("dbn"))
     finish(result, out, net, command=sys.argv)
     print_result(result, out)
 
@@ -52,7 +47,7 @@ def patterns(
     model: ModelOptions,
     layer: LayerOpt,
     out: OutOpt,
-    kind: Annotated[str, typer.Option(help="weights (composed weights) or backprojected (inverse activations).")]
+    pattern: Annotated[str, typer.Option(help="weights (composed weights) or backprojected (inverse activations).")]
     = "weights",
 ) -> None:
     """Every hidden unit's pattern in input space, as a contact sheet plus one PNG per unit."""
@@ -61,7 +56,7 @@ def patterns(
 
     check_writable(out)
     net = model.load()
-    result = patterns_result(net, layer, kind)
+    result = patterns_result(net, layer, pattern)
     finish(result, out, net, command=sys.argv)
-    console.print(f"{len(result.items)} {kind} patterns of {net.name}:{layer}", highlight=False)
+    console.print(f"{len(result.items)} {pattern} patterns of {net.name}:{layer}", highlight=False)
     print_written(out, result.inputs)

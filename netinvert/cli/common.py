@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from netinvert.ground.errors import NetinvertError
+from netinvert.ground.options import spec_of
 from netinvert.ground.page import fmt
 from netinvert.ground.result import Result
 from netinvert.models.wrapper import Model
@@ -32,36 +33,20 @@ TARGET_FORMS = "a class name or index, 'all', 'neuron:LAYER:I', 'channel:LAYER:C
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 LayerOpt = Annotated[str, typer.Option("--layer", "-l", help="Layer name (see `netinvert layers`).")]
-StepsOpt = Annotated[int, typer.Option(min=1, help="Optimization steps.")]
-
-
-def _open_interval(low: float, high: float) -> Callable[[float], float]:
-    """A typer callback that accepts only values strictly between ``low`` and ``high``."""
-
-    def check(value: float) -> float:
-        if value is not None and not low < value < high:
-            raise typer.BadParameter(f"{value} is not in the open interval ({low:g}, {high:g})")
-        return value
-
-    return check
-
-
-LrOpt = Annotated[float, typer.Option(callback=_open_interval(0.0, float("inf")), help="Adam learning rate (> 0).")]
+TargetOpt = Annotated[list[str], typer.Option("--target", "-t", help="Class name or index, all, neuron:LAYER:I, "
+                                              "channel:LAYER:C or layer:LAYER; repeat the flag (or separate with "
+                                              "commas) for several.")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed (results are deterministic for a seed).")]
-ThreadsOpt = Annotated[int | None, typer.Option(min=1, help="Torch CPU threads (default: 1 for small networks, else the idle cores).")]
-GoalOpt = Annotated[float, typer.Option(callback=_open_interval(0.0, 1.0),
-                                        help="Class probability that counts as reached, in (0, 1).")]
-SamplesOpt = Annotated[int, typer.Option(min=1, help="Distinct inputs per target.")]
 ParamOpt = Annotated[str, typer.Option(help="Parameterization: auto, pixel, fourier, maco (phase only) or latent (learned prior).")]
-WeightOpt = Annotated[float, typer.Option(min=0.0, help="Prior weight (0 turns it off).")]
-BatchOpt = Annotated[int | None, typer.Option(min=1, help="Targets per batch (default: all at once).")]
 
 
 def as_flags(message: str) -> str:
     """A library message names parameters in backticks (`input_shape`); on the command line they are flags."""
     from netinvert.cli.options import ModelOptions, SweepOptions
+    from netinvert.methods import METHODS, options_of
 
-    names = {f.name for f in fields(ModelOptions)} | {f.name for f in fields(SweepOptions)} | {"out"}
+    names = ({f.name for f in fields(ModelOptions)} | {f.name for f in fields(SweepOptions)} | {"out"}
+             | {f.name for method in METHODS for f in fields(options_of(method)) if spec_of(f).cli})
     return re.sub(r"`([a-z_]+)`", lambda m: "--" + m.group(1).replace("_", "-") if m.group(1) in names
                   else m.group(0), message)
 
@@ -84,20 +69,23 @@ def cli_errors(fn: F) -> F:
 
 
 def parse_targets(texts: list[str], model: Model) -> list[Target]:
-    """Turn ``--target`` values into targets (``all`` expands to every class)."""
+    """Turn ``--target`` values into targets (``all`` expands to every class); a value that is no class name is
+    also split at commas (``-t 3,5`` is ``-t 3 -t 5``)."""
     if not texts:
         raise NetinvertError(f"no --target given: give {TARGET_FORMS}")
+    labels = set(model.class_names or ())
+    parts = [p.strip() for text in texts for p in ([text] if text in labels else text.split(",")) if p.strip()]
     targets: list[Target] = []
-    for text in texts:
-        kind, _, rest = text.partition(":")
+    for text in parts:
+        form, _, rest = text.partition(":")
         if text == "all":
             targets.extend(Class(k) for k in range(model.num_outputs))
-        elif kind in ("neuron", "channel") and rest:
+        elif form in ("neuron", "channel") and rest:
             layer, _, index = rest.rpartition(":")
             if not layer or not index.lstrip("-").isdigit():
-                raise NetinvertError(f"target {text!r} is malformed: use {kind}:LAYER:INDEX, e.g. {kind}:fc1:3")
-            targets.append((Neuron if kind == "neuron" else Channel)(layer, int(index)))
-        elif kind == "layer" and rest:
+                raise NetinvertError(f"target {text!r} is malformed: use {form}:LAYER:INDEX, e.g. {form}:fc1:3")
+            targets.append((Neuron if form == "neuron" else Channel)(layer, int(index)))
+        elif form == "layer" and rest:
             targets.append(Layer(rest))
         elif ":" in text:
             raise NetinvertError(f"target {text!r} is not understood: give {TARGET_FORMS}")
@@ -124,9 +112,9 @@ def print_written(out: Path, inputs: torch.Tensor) -> None:
 
 
 def realism_line(r: dict[str, Any]) -> str:
-    """One line on how real the class items look to the judge (``netinvert.report.realism``)."""
-    line = (f"realism (judge {r['judge']}, {r['items']} items): judge agrees {fmt(r['judge_agreement'])}, "
-            f"judge p {fmt(r['judge_prob'])}; ")
+    """One line on how real the class items look to the verifier (``netinvert.report.realism``)."""
+    line = (f"realism (verifier {r['verifier']}, {r['items']} items): verifier agrees "
+            f"{fmt(r['verifier_agreement'])}, verifier p {fmt(r['verifier_prob'])}; ")
     if r.get("frechet") is None:
         return line + f"not measured: {r.get('not_measured')}"
     line += (f"Frechet distance {r['frechet']:.1f} (real data {r['frechet_floor']:.1f}, "

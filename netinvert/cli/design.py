@@ -10,17 +10,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from netinvert.cli.common import (
-    LrOpt,
-    OutOpt,
-    SamplesOpt,
-    SeedOpt,
-    StepsOpt,
-    ThreadsOpt,
-    cli_errors,
-    console,
-)
-from netinvert.cli.options import ModelOptions, SweepOptions, model_command, sweep_command
+from netinvert.cli.common import OutOpt, cli_errors, console
+from netinvert.cli.options import MethodFlags, ModelOptions, SweepOptions, method_command, model_command, sweep_command
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.result import Result
 
@@ -43,25 +34,20 @@ def parse_values(text: str, flag: str = "--y") -> list[float]:
 @cli_errors
 @model_command()
 @sweep_command()
+@method_command("adjoint")
 def design(
     model: ModelOptions,
     out: OutOpt,
-    y: Annotated[list[str] | None, typer.Option("--y", help="Wanted outputs, comma-separated; repeat for more targets.")]
-    = None,
+    options: MethodFlags,
+    y: Annotated[list[str] | None, typer.Option("--y", help="Wanted outputs, one vector as comma-separated numbers; "
+                                                "repeat the flag for more targets.")] = None,
     targets: Annotated[Path | None, typer.Option(help="A file of targets, one line of wanted outputs each: a sweep, "
                                                       "one task per target (see docs/scale.md).")] = None,
-    outputs: Annotated[str | None, typer.Option(help="Output indices the values are for (default: all).")] = None,
-    samples: SamplesOpt = 50,
-    starts: Annotated[int, typer.Option(min=1, help="Random starts per target.")] = 1024,
-    steps: StepsOpt = 300,
-    lr: LrOpt = 0.5,
-    tolerance: Annotated[float | None, typer.Option(help="Largest output error that counts as reached.")] = None,
+    outputs: Annotated[str | None, typer.Option(help="Output indices the values are for, one vector as "
+                                                     "comma-separated numbers (default: all).")] = None,
     simulator: Annotated[str | None, typer.Option(
         help="Re-simulate with module:function or a built-in (arm, sine, ballistics; default for zoo surrogates)."
     )] = None,
-    prove: Annotated[float, typer.Option(min=0.0, help="Seconds to prove an unreached target unreachable.")] = 20.0,
-    seed: SeedOpt = 0,
-    threads: ThreadsOpt = None,
     sweep: SweepOptions = SweepOptions(),
 ) -> None:
     """Find T distinct inputs per target whose outputs equal the wanted values (neural-adjoint search)."""
@@ -73,6 +59,7 @@ def design(
 
     if (not y) == (targets is None):
         raise NetinvertError("give the wanted outputs with --y (repeat for more targets) or a file with --targets")
+    given = options.for_method("adjoint")
     picked = [int(v) for v in parse_values(outputs, "--outputs")] if outputs is not None else None
     sim_name = simulator or (model.model if model.model in SIMULATORS else None)
     sim = get_simulator(sim_name) if sim_name is not None else None
@@ -82,17 +69,14 @@ def design(
         check_writable(out, replace=False)
         net = model.load()
         records = design_sweep(net, model.model, model.load_options(), read_targets(targets), out,
-                               engine=sweep.runner(threads), outputs=picked, simulator=sim_name, samples=samples,
-                               starts=starts, steps=steps, lr=lr, tolerance=tolerance, prove=prove, seed=seed)
+                               engine=sweep.runner(given.get("threads")), outputs=picked, simulator=sim_name, **given)
         _print_sweep(records, out)
         return
     assert y is not None
     check_writable(out)
     values = [parse_values(text) for text in y]
     net = model.load()
-    targets = [Regression(v, picked) for v in values]
-    result = invert(net, targets, None, method="adjoint", samples=samples, starts=starts, steps=steps, lr=lr,
-                    seed=seed, tolerance=tolerance, simulator=sim, prove=prove, threads=threads)
+    result = invert(net, [Regression(v, picked) for v in values], None, method="adjoint", simulator=sim, **given)
     finish(result, out, net, command=sys.argv)
     _print(result, sim is not None)
     console.print(f"wrote {out}/result.json, inputs.npy and pictures", highlight=False)
@@ -102,10 +86,10 @@ def _print_sweep(records: list[Any], out: Path) -> None:
     """``--targets``: the merged table of the targets (the first rows of ``out/targets.csv``)."""
     from netinvert.sweeps.runner import summary
 
-    table = Table("target", "state", "found", "residual", "best re-simulated MSE", "message")
+    table = Table("target", "status", "found", "residual", "best re-simulated MSE", "message")
     for record in records[:SHOWN * 5]:
         row = record.row
-        table.add_row(record.label, record.state, str(row.get("found", "-")),
+        table.add_row(record.label, record.status, str(row.get("found", "-")),
                       f"{row['residual']:.3g}" if "residual" in row else "-",
                       f"{row['best_resim_mse']:.2e}" if "best_resim_mse" in row else "-", record.message)
     console.print(table)

@@ -12,15 +12,9 @@ from rich.table import Table
 from netinvert.cli.atlas import atlas
 from netinvert.cli.classic import patterns, sample
 from netinvert.cli.common import (
-    BatchOpt,
-    GoalOpt,
-    LrOpt,
     OutOpt,
     ParamOpt,
-    SamplesOpt,
-    SeedOpt,
-    StepsOpt,
-    ThreadsOpt,
+    TargetOpt,
     cli_errors,
     console,
     parse_targets,
@@ -29,7 +23,7 @@ from netinvert.cli.common import (
 from netinvert.cli.design import design
 from netinvert.cli.invert import invert as invert_command
 from netinvert.cli.invert import leakage
-from netinvert.cli.options import ModelOptions, model_command
+from netinvert.cli.options import MethodFlags, ModelOptions, method_command, model_command
 from netinvert.cli.pictures import draw, warp
 from netinvert.cli.preimage import preimage
 from netinvert.cli.report import report
@@ -79,29 +73,16 @@ IMAGINE_METHODS = ("gradient", "langevin", "analytic")
 @app.command()
 @cli_errors
 @model_command()
+@method_command(*IMAGINE_METHODS)
 def imagine(
     model: ModelOptions,
     out: OutOpt,
-    target: Annotated[list[str], typer.Option("--target", "-t", help="Class name/index, all, neuron:L:I, channel:L:C.")],
-    method: Annotated[str, typer.Option(help="gradient, langevin or analytic.")] = "gradient",
-    steps: StepsOpt = 1024,
-    lr: LrOpt = 0.1,
-    seed: SeedOpt = 0,
+    target: TargetOpt,
+    options: MethodFlags,
+    method: Annotated[str, typer.Option(help=f"{', '.join(IMAGINE_METHODS)}.")] = "gradient",
     param: ParamOpt = "auto",
-    batch_size: BatchOpt = None,
-    threads: ThreadsOpt = None,
-    goal: GoalOpt = 0.99,
-    early_stop: Annotated[bool, typer.Option(help="Let each class target stop once reached (after the priors act).")]
-    = True,
-    samples: SamplesOpt = 1,
-    metric: Annotated[str | None, typer.Option(help="analytic: data (closest to the training data) or euclidean.")]
-    = None,
     tv: Annotated[float, typer.Option(min=0.0, help="Total-variation prior weight.")] = 0.0,
     data_prior: Annotated[float | None, typer.Option(min=0.0, help="Weight of the data prior (default: on when data is known).")] = None,
-    precision: Annotated[str, typer.Option(help="gradient: float32, or float16 (GPU) / bfloat16 under autocast.")]
-    = "float32",
-    restarts: Annotated[int, typer.Option(min=1, help="gradient: runs from different seeds; per item, keep the "
-                                          "one the model scores best.")] = 1,
 ) -> None:
     """Imagine inputs that make the model produce each target (class visualization, unit visualization)."""
     from netinvert.domains.domain import Domain
@@ -111,24 +92,11 @@ def imagine(
 
     if method not in IMAGINE_METHODS:
         raise NetinvertError(f"unknown method {method!r} for imagine: choose one of {choices(IMAGINE_METHODS)}")
-    if precision != "float32" and method != "gradient":
-        raise NetinvertError(f"--precision {precision} applies to --method gradient only; leave it at float32")
-    if restarts != 1 and method != "gradient":
-        raise NetinvertError(f"--restarts {restarts} applies to --method gradient only; leave it at 1")
+    chosen = options.for_method(method)
     check_writable(out)
     net = model.load()
     targets = parse_targets(target, net)
-    domain = Domain(param=param, tv=tv, data_prior=data_prior)
-    if method == "gradient":
-        result = invert(net, targets, domain, method="gradient", steps=steps, lr=lr, samples=samples, goal=goal,
-                        early_stop=early_stop, batch_size=batch_size, seed=seed, threads=threads, precision=precision,
-                        restarts=restarts)
-    elif method == "langevin":
-        result = invert(net, targets, domain, method="langevin", samples=samples, steps=steps, goal=goal, seed=seed,
-                        threads=threads)
-    else:
-        result = invert(net, targets, domain, method="analytic", samples=samples, seed=seed, goal=goal,
-                        metric=metric)
+    result = invert(net, targets, Domain(param=param, tv=tv, data_prior=data_prior), method=method, **chosen)
     finish(result, out, net, command=sys.argv)
     print_result(result, out)
 
@@ -145,7 +113,7 @@ def layers(model: ModelOptions) -> None:
     table.add_column("type")
     table.add_column("output shape")
     for info in net.layer_table().values():
-        table.add_row(info.name, info.kind, str(info.shape if info.shape is not None else "-"))
+        table.add_row(info.name, info.layer_type, str(info.shape if info.shape is not None else "-"))
     console.print(table)
     if net.logits_layer is not None:
         console.print(f"final softmax found at {net.logits_layer!r}: targets use its input (the logits); "

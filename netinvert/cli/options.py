@@ -1,8 +1,11 @@
-"""The model options, declared once: every command that takes a model accepts the same flags.
+"""The options of the command line, each declared once: the model's, a sweep's and the methods'.
 
 ``@model_command`` adds the flags of :class:`ModelOptions` to a command's signature (so ``--help``
 shows them) and hands the command one ``model: ModelOptions`` value; ``ModelOptions.load()`` parses
 the text and calls :func:`netinvert.load`, the one place that decides "zoo name or file".
+``@sweep_command`` does the same for where a sweep runs (:class:`SweepOptions`), and ``@method_command``
+makes one flag per command-line field of the methods' ``Options`` dataclasses (type, range, help and
+default from the field) and hands the command the flags given as ``options: MethodFlags``.
 """
 
 from __future__ import annotations
@@ -10,14 +13,15 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import Field, dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from netinvert.ground.errors import NetinvertError
+from netinvert.ground.errors import NetinvertError, choices
+from netinvert.ground.options import plain_type, problem, spec_of
 from netinvert.models.wrapper import Model
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -153,7 +157,112 @@ def sweep_command() -> Callable[[F], F]:
     return _bundle("sweep", SweepOptions, _SWEEP_OPTIONS)
 
 
-def _bundle(name: str, bundle: type, table: dict[str, tuple[Any, Any, Any]],
+@dataclass(frozen=True)
+class MethodFlags:
+    """The method options given on a command line (each flag left out keeps its method's default)."""
+
+    methods: tuple[str, ...]
+    given: Mapping[str, Any]
+
+    def for_method(self, method: str) -> dict[str, Any]:
+        """The options for ``method``: every flag given, each of which it must take."""
+        taken = _flag_fields(method)
+        extra = [name for name in self.given if name not in taken]
+        if extra:
+            raise NetinvertError(f"{flag_of(extra[0])} does not apply to method {method}: it takes "
+                                 f"{choices(flag_of(name) for name in taken)}")
+        return dict(self.given)
+
+    def check_shared(self, methods: Sequence[str]) -> None:
+        """For a command that runs several methods with the same flags (a leakage report, where each method takes
+        the flags it declares): refuse a flag that none of ``methods`` takes."""
+        from netinvert.methods import check_shared
+
+        check_shared(methods, self.given)
+
+
+def flag_of(name: str) -> str:
+    """An option's name as its command-line flag: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def _flag_fields(method: str) -> dict[str, Field[Any]]:
+    """The fields of ``method``'s options that are command-line flags, by name."""
+    from netinvert.methods import options_of
+
+    return {f.name: f for f in fields(options_of(method)) if spec_of(f).cli}
+
+
+def method_command(*methods: str, only: Sequence[str] | None = None, defaults: Mapping[str, Any] | None = None,
+                   notes: Mapping[str, str] | None = None) -> Callable[[F], F]:
+    """Give a command one flag per command-line option of ``methods`` (``only``: just these names), each typed,
+    ranged and explained by its field; the command receives the flags given as ``options: MethodFlags``.
+
+    ``defaults``: the command's own defaults where it runs a method its own way (an atlas renders 256 steps), shown
+    in the help; the command applies them. ``notes``: the command's words added to a flag's help.
+    """
+    declared = [(method, f) for method in methods for f in _flag_fields(method).values()
+                if only is None or f.name in only]
+    names = list(dict.fromkeys(f.name for _, f in declared))
+    table = {name: _method_flag(name, [(m, f) for m, f in declared if f.name == name], methods, defaults or {},
+                                (notes or {}).get(name, "")) for name in names}
+
+    def make(**given: Any) -> MethodFlags:
+        return MethodFlags(tuple(methods), {name: value for name, value in given.items() if value is not None})
+
+    def decorate(fn: F) -> F:
+        wrapper = _bundle("options", make, table)(fn)
+        wrapper.__methods__ = tuple(methods)  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def _method_flag(name: str, declared: list[tuple[str, Field[Any]]], methods: Sequence[str],
+                 defaults: Mapping[str, Any], note: str) -> tuple[Any, Any, Any]:
+    """One flag for the field ``name`` as ``declared`` by one or more methods: its type, typer option and default
+    (``None``: not given). A value that no declaring method accepts is refused as the flag is read."""
+    first = declared[0][1]
+    spec = spec_of(first)
+    typ = {"int": int, "float": float, "bool": bool, "str": str}[plain_type(first)[0]]
+    if name in defaults:
+        default = _shown(defaults[name])
+    else:
+        shown = {m: spec_of(f).default_text or _shown(f.default) + (f" {spec_of(f).unit}" if spec_of(f).unit else "")
+                 for m, f in declared}
+        default = next(iter(shown.values())) if len(set(shown.values())) == 1 else \
+            ", ".join(f"{m} {text}" for m, text in shown.items())
+    text = spec.help + (f" One of {choices(spec.choices)}." if spec.choices else "") + f" Default: {default}."
+    takers = [m for m, _ in declared]
+    if len(takers) < len(methods):
+        text += f" Method{'s' if len(takers) > 1 else ''} {', '.join(takers)} only."
+    text += f" {note}" if note else ""
+    def check(value: Any) -> Any:
+        why = [problem(f, value) for _, f in declared] if value is not None else [None]
+        if all(why):  # no method takes it (one that does may still refuse it: the method's own check says so)
+            raise typer.BadParameter(f"{flag_of(name)} {_shown(value)} {why[0]}")
+        return value
+
+    decl = f"{flag_of(name)}/--no-{name.replace('_', '-')}" if typ is bool else flag_of(name)
+    return typ | None, typer.Option(decl, help=text, callback=check, show_default=False), None
+
+
+def _shown(value: Any) -> str:
+    """A default or a value as the command line writes it."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "none" if value is None else str(value)
+
+
+def split_list(values: Sequence[str] | None) -> list[str]:
+    """A list option's values: each flag repeated (``--layers conv --layers fc``) and each also comma-separated
+    (``--layers conv,fc``); blanks dropped."""
+    return [part.strip() for text in values or () for part in text.split(",") if part.strip()]
+
+
+def _bundle(name: str, bundle: Callable[..., Any], table: dict[str, tuple[Any, Any, Any]],
             leading: tuple[Any, Any] | None = None) -> Callable[[F], F]:
     """A decorator that declares ``table``'s flags in a command's signature (so ``--help`` shows them) and hands
     the command one ``name: bundle`` value built from them; ``leading`` is a required first flag of the bundle."""
@@ -161,13 +270,13 @@ def _bundle(name: str, bundle: type, table: dict[str, tuple[Any, Any, Any]],
     def decorate(fn: F) -> F:
         own = inspect.signature(fn, eval_str=True)
         if name not in own.parameters:
-            raise TypeError(f"{fn.__name__} needs a {name!r} parameter to receive {bundle.__name__}")
+            raise TypeError(f"{fn.__name__} needs a {name!r} parameter to receive its {name} flags")
         keyword = inspect.Parameter.KEYWORD_ONLY
         params = [p.replace(kind=keyword) for p in own.parameters.values() if p.name != name]
         if leading is not None:
             params.insert(0, inspect.Parameter(name, keyword, annotation=Annotated[leading[0], leading[1]]))
-        params += [inspect.Parameter(key, keyword, annotation=Annotated[kind, option], default=default)
-                   for key, (kind, option, default) in table.items()]
+        params += [inspect.Parameter(key, keyword, annotation=Annotated[typ, option], default=default)
+                   for key, (typ, option, default) in table.items()]
         signature = own.replace(parameters=params)
 
         @functools.wraps(fn)

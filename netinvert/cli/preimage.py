@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
 
-import typer
-
-from netinvert.cli.common import OutOpt, cli_errors, console, parse_targets, print_written
-from netinvert.cli.options import ModelOptions, model_command
+from netinvert.cli.common import OutOpt, TargetOpt, cli_errors, console, parse_targets, print_written
+from netinvert.cli.options import MethodFlags, ModelOptions, method_command, model_command
 
 
 @cli_errors
 @model_command()
-def preimage(
-    model: ModelOptions,
-    out: OutOpt,
-    target: Annotated[list[str], typer.Option("--target", "-t", help="Class name or index, or all.")],
-    max_boxes: Annotated[int, typer.Option(min=1, help="Input boxes to examine per target.")] = 4000,
-) -> None:
+@method_command("bounds")
+def preimage(model: ModelOptions, out: OutOpt, target: TargetOpt, options: MethodFlags) -> None:
     """Certified inside / uncertain input boxes for each target (models with up to 8 inputs), with a 2-D picture."""
     from rich.table import Table
 
@@ -29,7 +22,7 @@ def preimage(
     check_writable(out)
     net = model.load()
     targets = parse_targets(target, net)
-    result = invert(net, targets, None, method="bounds", max_boxes=max_boxes)
+    result = invert(net, targets, None, method="bounds", **options.for_method("bounds"))
     finish(result, out, net, command=sys.argv)
     table = Table(title=f"certified preimage on {net.name}")
     for col in ("target", "status", "inside (fraction)", "over-approximation", "boxes"):

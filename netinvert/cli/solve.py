@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from netinvert.cli.common import cli_errors
-from netinvert.cli.options import SweepOptions, sweep_command
+from netinvert.cli.options import MethodFlags, SweepOptions, method_command, sweep_command
 from netinvert.ground.errors import NetinvertError
 from netinvert.ground.output import check_writable, write_text
 from netinvert.sweeps.solve import solve_family
@@ -46,15 +46,15 @@ def _print_table(console: Console, instances: Path, rows: list[dict[str, str]]) 
 
 @cli_errors
 @sweep_command()
+@method_command("exact", notes={"timeout": "With --instances: each row's own time limit when not given."})
 def solve(
+    options: MethodFlags,
     network: Annotated[Path | None, typer.Argument(help="The network: an ONNX file (piecewise-linear) or a zoo name.")] = None,
     spec: Annotated[Path | None, typer.Argument(help="VNNLIB property: input box and output constraints.")] = None,
     instances: Annotated[
         Path | None, typer.Option(help="A VNN-COMP instances.csv (onnx,vnnlib,timeout) to solve all of.")
     ] = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds per instance (default: the CSV's, else 60).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("solve-out"),
-    alpha_steps: Annotated[int, typer.Option(help="Slope-optimization steps of alpha-CROWN (0: plain CROWN).")] = 30,
     result_file: Annotated[Path | None, typer.Option(
         help="Also write the VNN-COMP result file: sat (and the counterexample), unsat, timeout or unknown.")] = None,
     started_at: Annotated[float | None, typer.Option(
@@ -69,9 +69,9 @@ def solve(
 
     torch.set_num_threads(1)
     console = Console()
+    given = options.for_method("exact")
+    timeout = given.pop("timeout", None)
     try:
-        if timeout is not None and not timeout > 0:
-            raise NetinvertError(f"--timeout {timeout:g} must be more than 0 seconds")
         if instances is not None:
             if network is not None or spec is not None:
                 raise NetinvertError("give either NET.onnx SPEC.vnnlib or --instances CSV, not both")
@@ -79,9 +79,8 @@ def solve(
                 raise NetinvertError("--result-file, --started-at and --check are for one instance: "
                                      "give NET.onnx SPEC.vnnlib")
             runner = sweep.runner()
-            rows = solve_family(instances, timeout, out, alpha_steps,
-                                progress=lambda i, n, row: _print_row(console, i, n, row), engine=runner,
-                                command=sys.argv)
+            rows = solve_family(instances, timeout, out, progress=lambda i, n, row: _print_row(console, i, n, row),
+                                engine=runner, command=sys.argv, **given)
             _print_table(console, instances, rows)
             return
         if network is None or spec is None:
@@ -91,8 +90,8 @@ def solve(
             return
         _check_vnncomp_options(result_file, started_at)
         check_writable(out)
-        row = solve_one(network, spec, timeout if timeout is not None else 60.0, out, alpha_steps, command=sys.argv,
-                        result_file=result_file, started_at=started_at)
+        row = solve_one(network, spec, timeout, out, command=sys.argv, result_file=result_file, started_at=started_at,
+                        **given)
         console.print(
             f"{spec.name}: [bold]{row['status']}[/] ({row['stage']}, {row['seconds']} s) {row['reason']}",
             highlight=False,

@@ -96,17 +96,17 @@ class Domain:
                     f"initial inputs have shape {tuple(init.shape)}; expected {(batch, *spec.shape)}"
                 )
             init = torch.maximum(torch.minimum(init, high), low)
-        kind = self.resolved_param(spec)
+        param = self.resolved_param(spec)
         decorrelate = spec.channels == 3 if self.decorrelate is None else self.decorrelate
-        if kind == "latent":
+        if param == "latent":
             raise NetinvertError("param 'latent' needs the model's learned prior: build it with "
                                  "netinvert.domains.generative.parameterize")
-        if kind == "maco":
+        if param == "maco":
             if init is not None:
                 raise NetinvertError("param 'maco' fixes the spectrum's magnitude, so it cannot start from given "
                                      "inputs: use 'fourier' or 'pixel' with init")
             return Maco(batch, spec.shape, low, high, generator, decay=self.decay, decorrelate=decorrelate)
-        if kind == "fourier":
+        if param == "fourier":
             return Fourier(batch, spec.shape, low, high, generator, decay=self.decay, decorrelate=decorrelate, init=init)
         noise = 0.01 if len(spec.shape) == 3 else 0.5
         return Pixel(batch, spec.shape, low, high, generator, init=init, noise=noise)

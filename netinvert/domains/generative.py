@@ -49,7 +49,7 @@ LATENT_RANGE = 3.0
 CODE_WEIGHT = 1.0
 # Copies of one target (samples > 1) count as different enough below this feature cosine similarity (the
 # pixel default is 0.8): decoded images differ in shape, not texture, and pushing them to 0.8 drives codes
-# off the data (digits-mlp, 4 per class: judge 0.95 -> 1.00, Frechet distance 3.07 -> 1.52 x real-vs-real).
+# off the data (digits-mlp, 4 per class: verifier 0.95 -> 1.00, Frechet distance 3.07 -> 1.52 x real-vs-real).
 DIVERSITY_MARGIN = 0.95
 NUDGE_STEPS = 128  # pixel steps after the latent ones for items that missed the goal
 NUDGE_LR = 0.03
@@ -220,7 +220,7 @@ class Latent(nn.Module):
     def code_penalty(self, x: torch.Tensor) -> torch.Tensor:
         """Per item ``(|z| / sqrt(latent) - 1)^2``: keeps each code on the shell where draws from N(0, I) lie
         (``x``, the decoded batch, is unused). Pulling codes towards 0 instead (the prior's mode) fades the
-        images towards the data's mean: a faint "I" that the judge did not recognise."""
+        images towards the data's mean: a faint "I" that the verifier did not recognise."""
         return (self.code().norm(dim=1) / self.vae.latent**0.5 - 1).pow(2)
 
     def forward(self) -> torch.Tensor:
@@ -247,7 +247,7 @@ def resolve(model: Model, domain: Domain, targets: Sequence[Target]) -> Domain:
 def objective_targets(domain: Domain, targets: Sequence[Target]) -> list[Target]:
     """The targets a run optimizes: in latent space, class targets maximize their log-probability.
 
-    A logit grows without bound and drags the code off the prior into images no judge recognises; the
+    A logit grows without bound and drags the code off the prior into images no verifier recognises; the
     log-probability levels off once the class is certain, so the code prior then keeps the image typical
     (a MAP estimate). Items keep their targets' names; only the optimized objective changes.
     """

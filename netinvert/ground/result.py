@@ -36,6 +36,15 @@ READABLE_SCHEMAS = (1, 2)
 """Schema 1 (before kinds and files were recorded) still opens; its kind follows from its method."""
 REPORT = "report.html"
 _OWN_KEYS = ("schema", "kind", "method", "model", "items", "history", "timing", "labels", "value_range", "files")
+_RENAMED = (  # read back: result.json keys of netinvert 0.1.0 (section of the file, old name, name now)
+    ("realism", "judge", "verifier"),  # read back
+    ("realism", "judge_agreement", "verifier_agreement"),  # read back
+    ("realism", "judge_prob", "verifier_prob"),  # read back
+    ("atlas", "kind", "unit"),  # read back
+    ("options", "starts", "restarts"),  # read back
+    ("options", "stages", "phases"),  # read back
+    ("options", "kind", "pattern"),  # read back
+)
 _NO_ITEM_PICTURES = ("atlas", "leakage")
 """Kinds whose inputs are shown their own way (an atlas's sheet and units, leakage's reconstructions)."""
 
@@ -138,6 +147,7 @@ class Result:
         except (OSError, ValueError) as exc:
             raise NetinvertError(f"{folder} holds no readable netinvert result ({exc}); give a folder that a "
                                  "netinvert command wrote") from None
+        _rename_old_keys(data)
         items = []
         for raw in data.get("items", []):
             fields = dict(raw)
@@ -208,6 +218,21 @@ def _schema1_kind(data: dict[str, Any]) -> str:
     if "layer" in data and data.get("method") in ("gradient", "decoder", "hybrid"):
         return "invert"
     return _SCHEMA1_KINDS.get(str(data.get("method")), "result")
+
+
+def _rename_old_keys(data: dict[str, Any]) -> None:
+    """Give the keys a folder of an earlier netinvert wrote their names now (``_RENAMED``), in place."""
+    for section, old, new in _RENAMED:
+        part = data.get(section)
+        if isinstance(part, dict) and old in part and new not in part:
+            part[new] = part.pop(old)
+    for layer in (data.get("decoders") or {}).values():
+        if isinstance(layer, dict) and "layout" not in layer and "kind" in layer:  # read back
+            layer["layout"] = layer.pop("kind")  # read back
+    if data.get("kind") == "invert":
+        for item in data.get("items") or []:
+            if isinstance(item, dict) and "verifier_agrees" not in item and "verifier_agreement" in item:
+                item["verifier_agrees"] = item.pop("verifier_agreement")
 
 
 def _schema1_files(folder: Path) -> list[str]:

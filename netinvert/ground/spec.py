@@ -50,7 +50,7 @@ class InputSpec:
     def adopt(self, x: Array, source: InputSpec) -> Array:
         """A batch ``x`` of inputs described by ``source`` as inputs of this description: values mapped linearly
         from ``source``'s range onto this one, items reshaped to this shape (each model applies its own mean/std).
-        How a verifier reads the inputs of the model it judges."""
+        How a verifier reads the inputs of the model it verifies."""
         if (source.low, source.high) != (self.low, self.high):
             scale = (self.high - self.low) / (source.high - source.low)
             x = (x - source.low) * scale + self.low  # type: ignore[operator]

@@ -24,10 +24,10 @@ from netinvert.ground.output import write_file
 T = TypeVar("T")
 
 
-def cache_home(kind: str) -> Path:
-    """``$NETINVERT_HOME/<kind>`` (default ``~/.cache/netinvert/<kind>``)."""
+def cache_home(folder: str) -> Path:
+    """``$NETINVERT_HOME/<folder>`` (default ``~/.cache/netinvert/<folder>``)."""
     home = os.environ.get("NETINVERT_HOME")
-    return (Path(home) if home else Path.home() / ".cache" / "netinvert") / kind
+    return (Path(home) if home else Path.home() / ".cache" / "netinvert") / folder
 
 
 def first_use(path: str | os.PathLike[str], make: Callable[[], T], read: Callable[[Path], T]) -> T:

@@ -88,7 +88,7 @@ def _invert_view(result: Result, anchor: str, compact: bool) -> str:
     if pair is not None:
         parts.append(section("original beside reconstruction", img(pair, "original and reconstruction"), level=3))
     rows = [(i, item.metrics.get("psnr"), item.metrics.get("ssim"), item.metrics.get("activation_error"),
-             item.metrics.get("verifier_agreement")) for i, item in enumerate(result.items)]
+             item.metrics.get("verifier_agrees")) for i, item in enumerate(result.items)]
     parts.append(section("reconstruction quality",
                          table(["item", "PSNR dB", "SSIM", "activation error", "verifier agrees"], rows), level=3))
     parts.append(result_section(result, compact=compact))
@@ -111,7 +111,7 @@ def _leakage_view(result: Result, anchor: str, compact: bool) -> str:
 
 def _atlas_view(result: Result, anchor: str, compact: bool) -> str:
     info = result.info.get("atlas", {})
-    what = (f"<p>{esc(info.get('units', len(result.items)))} {esc(info.get('kind', 'unit'))}s of layer "
+    what = (f"<p>{esc(info.get('units', len(result.items)))} {esc(info.get('unit', 'unit'))}s of layer "
             f"<b>{esc(info.get('layer', '?'))}</b></p>")
     parts = [summary_line(result), what]
     sheet = result.files.get("atlas.png")

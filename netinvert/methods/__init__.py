@@ -1,10 +1,11 @@
 """Methods: every reverse run goes through ``invert(model, target, domain, method=...)``.
 
-Each method is one module with a ``run(model, targets, domain, **options) -> Result`` entry point and a
-``DOMAIN_FIELDS`` tuple naming the domain fields it honours (``region``: any Box or Ball; ``box``: a Box or
-an L-inf Ball only; the other names are ``Domain`` fields). ``invert`` checks the options against the
-entry point, resolves the targets and the domain once, and refuses a domain field the method would
-silently ignore, so a typo or a mismatch gets one clear message up front.
+Each method is one module with an ``Options`` dataclass (every option once: its default, range and help; see
+``netinvert.ground.options``), a ``run(model, targets, domain, **options) -> Result`` entry point that takes
+them, and a ``DOMAIN_FIELDS`` tuple naming the domain fields it honours (``region``: any Box or Ball; ``box``: a
+Box or an L-inf Ball only; the other names are ``Domain`` fields). ``invert`` checks the options against the
+dataclass, resolves the targets and the domain once, and refuses a domain field the method would silently
+ignore, so a typo, an out-of-range value or a mismatch gets one clear message up front.
 
 Methods run on the model's device (``invert(..., device=...)`` moves the model first); the methods in
 ``CPU_METHODS`` (sound solvers and NumPy linear algebra) always run on the CPU. Every result says where it
@@ -15,10 +16,10 @@ data was read, ``info["data"]`` names it and says how it was scaled into the mod
 from __future__ import annotations
 
 import importlib
-import inspect
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from types import ModuleType
 from typing import Any
 
@@ -27,6 +28,7 @@ from netinvert.domains.domain import Domain
 from netinvert.domains.sets import Ball, Box
 from netinvert.ground.device import DeviceSpec, resolve_device
 from netinvert.ground.errors import NetinvertError, choices
+from netinvert.ground.options import check, values
 from netinvert.ground.result import Result
 from netinvert.models.wrapper import Model
 from netinvert.targets.activations import Activations
@@ -51,6 +53,29 @@ CPU_METHODS = ("exact", "bounds", "analytic", "adjoint")  # NumPy, sound solvers
 REGION_ONLY = ("box",)  # methods that declare nothing take a box-shaped region and no other domain field
 
 
+def options_of(method: str) -> type[Any]:
+    """The options dataclass of ``method`` (its fields: every option's default, range and help)."""
+    if method not in METHODS:
+        raise NetinvertError(f"unknown method {method!r}: choose one of {choices(METHODS)}")
+    return importlib.import_module(METHODS[method]).Options  # type: ignore[no-any-return]
+
+
+def shared_options(method: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Those of ``values`` that ``method`` declares: a run of several methods with one set of options (a leakage
+    report) hands each method the ones it takes."""
+    names = {f.name for f in fields(options_of(method))}
+    return {name: value for name, value in values.items() if name in names}
+
+
+def check_shared(methods: Sequence[str], values: Mapping[str, Any]) -> None:
+    """Refuse an option that none of ``methods`` declares."""
+    names = {f.name for method in methods for f in fields(options_of(method))}
+    unknown = [name for name in values if name not in names]
+    if unknown:
+        raise NetinvertError(f"option `{unknown[0]}` applies to none of the methods {', '.join(methods)}: valid "
+                             f"options are {choices(sorted(names))}")
+
+
 def invert(model: Model, target: Target | list[Target], domain: Any = None, method: str = "gradient", *,
            device: DeviceSpec | None = None, **options: Any) -> Result:
     """Find inputs of ``model`` that reach ``target`` (one per target in a list) inside ``domain``.
@@ -64,19 +89,16 @@ def invert(model: Model, target: Target | list[Target], domain: Any = None, meth
     if not isinstance(model, Model):
         raise NetinvertError("model must be a netinvert Model: wrap your nn.Module with netinvert.Model or use load()")
     module = importlib.import_module(METHODS[method])
-    accepted = [name for name, p in inspect.signature(module.run).parameters.items() if p.kind is p.KEYWORD_ONLY]
-    unknown = [name for name in options if name not in accepted]
-    if unknown:
-        raise NetinvertError(f"unknown option {unknown[0]!r} for method {method}: accepted: {choices(accepted)}")
+    chosen = values(check(module.Options, options, method))
     if device is not None:
         model.to(resolve_device(device))
     targets = resolve_all(target, model)
     region = _domain_for(module, method, domain)
     if method in CPU_METHODS and model.device.type != "cpu":
         with _on_cpu(model):
-            result = module.run(model, targets, region, **options)
+            result = module.run(model, targets, region, **chosen)
     else:
-        result = module.run(model, targets, region, **options)
+        result = module.run(model, targets, region, **chosen)
     result.info.setdefault("device", "cpu" if method in CPU_METHODS else str(model.device))
     result.kind = "invert" if targets and all(isinstance(t, Activations) for t in targets) else KINDS[method]
     if isinstance(model.data, DataSplit) and model.data.scaling is not None:

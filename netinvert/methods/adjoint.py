@@ -1,6 +1,6 @@
 """Method ``adjoint``: inverse design with the neural-adjoint method (Ren, Padilla & Malof, NeurIPS 2020).
 
-For each ``Regression`` target, ``starts`` inputs are drawn from the model's training inputs (its data
+For each ``Regression`` target, ``restarts`` inputs are drawn from the model's training inputs (its data
 prior) or, when the model knows no data, uniformly from the domain box; Adam moves them all at once
 (many targets in one batch) to minimize the squared error to y plus a boundary loss that is zero
 inside the search box and grows linearly outside it, with the learning rate halved on plateaus.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from netinvert.data.simulators import SIMULATORS, simulate
 from netinvert.domains.domain import Domain
 from netinvert.domains.sets import Box
 from netinvert.ground.errors import NetinvertError
+from netinvert.ground.options import option, progress_option, seed_option, takes, threads_option
 from netinvert.ground.result import Item, Result
 from netinvert.ground.run import progress_bar, torch_threads
 from netinvert.models.wrapper import Model
@@ -41,28 +43,47 @@ PATIENCE, CUT = 10, 0.5
 PROOF_BOXES = 4000  # plateau schedule: halve the learning rate after 10 steps without 0.1 % progress
 
 
+@dataclass(frozen=True)
+class Options:
+    """The options of method ``adjoint``."""
+
+    samples: int = option(50, "Distinct solutions per target (T), ranked.", at_least=1)
+    restarts: int = option(1024, "Random starting points per target, optimized at once.", at_least=1)
+    steps: int = option(300, "Adam steps.", at_least=1)
+    lr: float = option(0.5, "Adam learning rate, in half-widths of the search box per step.", above=0.0)
+    seed: int = seed_option()
+    tolerance: float | None = option(None, "Largest output error that counts as reached.", at_least=0.0,
+                                     default_text=f"the targets' own, else {TOLERANCE}")
+    simulator: Callable[[np.ndarray], np.ndarray] | None = option(
+        None, "Re-simulates (n, d) inputs to (n, m) outputs.", cli=False, default_text="none")
+    prove: float = option(20.0, "Time to prove an unreached target unreachable.", at_least=0.0, unit="seconds")
+    threads: int | None = threads_option()
+    progress: bool | None = progress_option()
+
+
+@takes(Options)
 def run(
     model: Model,
     targets: Target | list[Target],
     domain: Domain | Box | None = None,
     *,
-    samples: int = 1,
-    starts: int = 1024,
-    steps: int = 300,
-    lr: float = 0.5,
-    seed: int = 0,
-    tolerance: float | None = None,
-    simulator: Callable[[np.ndarray], np.ndarray] | None = None,
-    prove: float = 20.0,
-    threads: int | None = None,
-    progress: bool | None = None,
+    samples: int,
+    restarts: int,
+    steps: int,
+    lr: float,
+    seed: int,
+    tolerance: float | None,
+    simulator: Callable[[np.ndarray], np.ndarray] | None,
+    prove: float,
+    threads: int | None,
+    progress: bool | None,
 ) -> Result:
     """``samples`` distinct solutions per ``Regression`` target (items ``i*samples .. i*samples+samples-1``).
 
     ``lr`` is in units of the search box's half-width per step; ``tolerance`` overrides the targets'
     own (default ``TOLERANCE``); ``simulator`` maps (n, d) inputs to (n, m) outputs for re-simulation.
     """
-    regs = _check(model, targets, samples, starts, steps, lr, prove)
+    regs = _check(model, targets, samples, restarts)
     spec = model.input_spec
     if len(spec.shape) != 1:
         raise NetinvertError(f"adjoint searches flat inputs (d,), {model.name} takes {spec.shape}: "
@@ -71,14 +92,14 @@ def run(
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     chosen, losses, errs = [], [], []
-    per_chunk = max(1, BATCH_ROWS // starts)
+    per_chunk = max(1, BATCH_ROWS // restarts)
     chunks = [regs[i : i + per_chunk] for i in range(0, len(regs), per_chunk)]
     with torch_threads(threads, model.step_work(per_chunk)), \
             progress_bar(progress, len(chunks) * steps, "adjoint search") as bar:
         task = bar.add_task("search", total=len(chunks) * steps) if bar is not None else None
         tick = (lambda: bar.advance(task)) if bar is not None and task is not None else (lambda: None)
         for chunk in chunks:
-            x, loss, err = _search(model, chunk, lo, hi, pool, starts, steps, lr, gen, tick)
+            x, loss, err = _search(model, chunk, lo, hi, pool, restarts, steps, lr, gen, tick)
             for k in range(len(chunk)):
                 keep = _distinct(x[k], _rank_key(x[k], loss[k], pool), lo, hi, samples)
                 chosen.append(x[k][keep])
@@ -101,7 +122,7 @@ def run(
         summary.append(best)
     proofs = _prove(model, regs, summary, items, samples, lo, hi, tolerance, prove)
     info: dict[str, Any] = {
-        "options": {"samples": samples, "starts": starts, "steps": steps, "lr": lr, "seed": seed,
+        "options": {"samples": samples, "restarts": restarts, "steps": steps, "lr": lr, "seed": seed,
                     "tolerance": tolerance, "simulator": _simulator_name(simulator), "prove": prove},
         "search_box": {"low": lo.tolist(), "high": hi.tolist(), "from": "training data" if pool is not None
                        else "domain"},
@@ -116,8 +137,7 @@ def run(
                   info=info, value_range=(spec.low, spec.high))
 
 
-def _check(model: Model, targets: Target | list[Target], samples: int, starts: int, steps: int, lr: float,
-           prove: float) -> list[Regression]:
+def _check(model: Model, targets: Target | list[Target], samples: int, restarts: int) -> list[Regression]:
     regs = [targets] if isinstance(targets, Target) else list(targets)
     if not regs:
         raise NetinvertError("no targets given: pass at least one Regression target")
@@ -125,9 +145,9 @@ def _check(model: Model, targets: Target | list[Target], samples: int, starts: i
         if not isinstance(t, Regression):
             raise NetinvertError(f"adjoint answers Regression targets (inverse design), not {t!r}")
         t.indices(model.num_outputs)
-    if samples < 1 or starts < samples or steps < 1 or not lr > 0 or prove < 0:
-        raise NetinvertError(f"adjoint needs samples >= 1, starts >= samples, steps >= 1, lr > 0 and prove >= 0; "
-                             f"got samples={samples}, starts={starts}, steps={steps}, lr={lr}, prove={prove}")
+    if restarts < samples:
+        raise NetinvertError(f"restarts={restarts} must be at least samples={samples}: the solutions are chosen "
+                             "among the restarts")
     return regs
 
 
@@ -149,23 +169,23 @@ def _search_box(model: Model, domain: Domain | Box | None) -> tuple[torch.Tensor
 
 
 def _search(model: Model, regs: list[Regression], lo: torch.Tensor, hi: torch.Tensor, pool: torch.Tensor | None,
-            starts: int, steps: int, lr: float, gen: torch.Generator,
+            restarts: int, steps: int, lr: float, gen: torch.Generator,
             tick: Callable[[], None]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Adam on ``starts`` candidates per target at once; returns (targets, starts, d) inputs, losses, errors."""
+    """Adam on ``restarts`` candidates per target at once; returns (targets, restarts, d) inputs, losses, errors."""
     n, d = len(regs), lo.numel()
     center, half = (hi + lo) / 2, ((hi - lo) / 2).clamp_min(1e-6)
     if pool is not None:
-        x0 = pool[torch.randint(len(pool), (n * starts,), generator=gen)]
+        x0 = pool[torch.randint(len(pool), (n * restarts,), generator=gen)]
     else:
-        x0 = lo + (hi - lo) * torch.rand((n * starts, d), generator=gen)
+        x0 = lo + (hi - lo) * torch.rand((n * restarts, d), generator=gen)
     z = ((x0 - center) / half).requires_grad_(True)
     num_outputs = model.num_outputs
     index = torch.tensor([j for t in regs for j in t.indices(num_outputs)])
     width = len(regs[0].indices(num_outputs))
     if any(len(t.indices(num_outputs)) != width for t in regs):
         raise NetinvertError("targets in one adjoint run must choose the same number of outputs")
-    cols = index.reshape(n, width).repeat_interleave(starts, 0)
-    y = torch.tensor([t.y for t in regs], dtype=torch.float32).repeat_interleave(starts, 0)
+    cols = index.reshape(n, width).repeat_interleave(restarts, 0)
+    y = torch.tensor([t.y for t in regs], dtype=torch.float32).repeat_interleave(restarts, 0)
 
     def losses(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = model(center + half * z).reshape(len(z), -1)
@@ -185,7 +205,7 @@ def _search(model: Model, regs: list[Regression], lo: torch.Tensor, hi: torch.Te
     with torch.no_grad():
         loss, err = losses(z)
         x = center + half * z
-    return x.reshape(n, starts, d), loss.reshape(n, starts), err.reshape(n, starts)
+    return x.reshape(n, restarts, d), loss.reshape(n, restarts), err.reshape(n, restarts)
 
 
 def _rank_key(x: torch.Tensor, loss: torch.Tensor, pool: torch.Tensor | None) -> torch.Tensor:

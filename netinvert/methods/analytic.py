@@ -33,12 +33,12 @@ import numpy as np
 import torch
 from scipy.linalg import cho_factor, cho_solve, solve_triangular
 from scipy.optimize import lsq_linear
-from scipy.stats import truncnorm
 from threadpoolctl import threadpool_limits
 
 from netinvert.domains.data_prior import prior_for
 from netinvert.domains.sets import Ball, Box
-from netinvert.ground.errors import NetinvertError, choices
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.options import option, seed_option, takes
 from netinvert.ground.result import Item, Result
 from netinvert.models.wrapper import Model
 from netinvert.solvers.milp.convex import polish, solve_lp, solve_qp
@@ -73,8 +73,6 @@ class _Metric:
 
 
 def _metric(model: Model, chain: Chain, lo: np.ndarray, hi: np.ndarray, metric: str | None) -> _Metric:
-    if metric not in (None, *METRICS):
-        raise NetinvertError(f"analytic metric {metric!r} is unknown: use one of {choices(METRICS)}")
     prior = prior_for(model) if metric in (None, "data") else None
     if metric == "data" and prior is None:
         raise NetinvertError(f"metric 'data' needs the training inputs of {model.name}, which it does not know: "
@@ -411,6 +409,8 @@ def sample_solutions(solution: Solution, k: int, *, seed: int = 0, steps: int = 
     and truncated to the box (hit-and-run with exact one-dimensional truncated-normal steps): with
     the ``data`` metric the samples are the data prior's draws that reach the target.
     """
+    from scipy.stats import truncnorm  # here: scipy.stats takes most of a second to import, and few runs sample
+
     if k < 1:
         raise NetinvertError(f"number of samples k={k} must be >= 1")
     layer, metric = solution._first, solution._metric
@@ -527,9 +527,24 @@ def _goal(model: Model, chain: Chain, target: Target, probability: float) -> tup
     raise NetinvertError(f"analytic supports Class and Activations targets, not {target.description!r}")
 
 
+@dataclass(frozen=True)
+class Options:
+    """The options of method ``analytic``."""
+
+    mode: str = option("pseudoinverse", "pseudoinverse (layer by layer, inside each layer's range) or transpose "
+                       "(the naive baseline).", choices=MODES)
+    metric: str | None = option(None, "Which of the inputs that reach a target: data (closest to the training "
+                                "data) or euclidean (minimum norm).", choices=METRICS,
+                                default_text="data when the model knows its data, else euclidean")
+    goal: float = option(DEFAULT_GOAL, "Class probability a class target asks for.", at_least=0.5, below=1.0)
+    samples: int = option(1, "Inputs per target: the closest and samples - 1 more from the solution set "
+                          "(pseudoinverse only).", at_least=1)
+    seed: int = seed_option()
+
+
+@takes(Options)
 def run(model: Model, targets: Target | Sequence[Target], domain: Box | Ball | None = None, *,
-        mode: str = "pseudoinverse", metric: str | None = None, goal: float = DEFAULT_GOAL, samples: int = 1,
-        seed: int = 0) -> Result:
+        mode: str, metric: str | None, goal: float, samples: int, seed: int) -> Result:
     """Invert ``model`` for each target (``Class`` or ``Activations``); one result row per input.
 
     A ``Class`` target asks for the class's probability to be ``goal`` (see
@@ -541,12 +556,8 @@ def run(model: Model, targets: Target | Sequence[Target], domain: Box | Ball | N
     every layer's system was met exactly; ``not-reached``: the closest reachable input is
     returned and ``residual`` (pre-activation units at the target layer) says how far it is.
     """
-    if mode not in MODES:
-        raise NetinvertError(f"analytic mode {mode!r} is unknown: use one of {choices(MODES)}")
-    if not 0.5 <= goal < 1.0:
-        raise NetinvertError(f"`goal` {goal} must be in [0.5, 1), e.g. 0.99")
-    if samples < 1 or (samples > 1 and mode == "transpose"):
-        raise NetinvertError(f"samples={samples}: give >= 1 (and 1 for the transpose baseline)")
+    if samples > 1 and mode == "transpose":
+        raise NetinvertError(f"samples={samples}: the transpose baseline gives one input per target: use samples=1")
     targets = [targets] if isinstance(targets, Target) else list(targets)
     t0 = time.perf_counter()
     chain = read_chain(model)

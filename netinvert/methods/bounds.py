@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from netinvert.ground.errors import NetinvertError
+from netinvert.ground.options import option, takes
 from netinvert.ground.output import write_file
 from netinvert.ground.page import png_bytes
 from netinvert.ground.result import Item, Result
@@ -34,8 +36,18 @@ def _volume(boxes: np.ndarray) -> float:
     return float(np.prod(boxes[:, 1] - boxes[:, 0], axis=1).sum()) if len(boxes) else 0.0
 
 
+@dataclass(frozen=True)
+class Options:
+    """The options of method ``bounds``."""
+
+    max_boxes: int = option(4000, "Input boxes to examine per target.", at_least=1)
+    plot: str | os.PathLike[str] | None = option(None, "Also draw the boxes of a 2-D input into this PNG.",
+                                                 cli=False, keyed=False, default_text="no file")
+
+
+@takes(Options)
 def run(
-    model: Any, targets: Any, domain: Any = None, *, max_boxes: int = 4000, plot: str | os.PathLike[str] | None = None
+    model: Any, targets: Any, domain: Any = None, *, max_boxes: int, plot: str | os.PathLike[str] | None
 ) -> Result:
     """``invert(model, targets, domain, method="bounds")``: one item per target with certified volumes.
 

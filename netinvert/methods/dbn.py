@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from netinvert.domains.sets import Box
 from netinvert.ground.errors import NetinvertError
+from netinvert.ground.options import goal_option, option, seed_option, takes, threads_option
 from netinvert.ground.result import Result
 from netinvert.ground.run import torch_threads
 from netinvert.models.dbn import DBN
@@ -25,8 +27,20 @@ from netinvert.targets.units import Class
 DOMAIN_FIELDS: tuple[str, ...] = ()
 
 
-def run(model: Model, targets: Target | Sequence[Target], domain: Box | None = None, *, samples: int = 16,
-        gibbs_steps: int = 200, goal: float = DEFAULT_GOAL, seed: int = 0, threads: int | None = None) -> Result:
+@dataclass(frozen=True)
+class Options:
+    """The options of method ``dbn``."""
+
+    samples: int = option(16, "Generated inputs per class target.", at_least=1)
+    gibbs_steps: int = option(200, "Alternating Gibbs steps in the top RBM.", at_least=0)
+    goal: float = goal_option(DEFAULT_GOAL)
+    seed: int = seed_option()
+    threads: int | None = threads_option()
+
+
+@takes(Options)
+def run(model: Model, targets: Target | Sequence[Target], domain: Box | None = None, *, samples: int,
+        gibbs_steps: int, goal: float, seed: int, threads: int | None) -> Result:
     """``samples`` generated inputs per class target; status ``found`` when the DBN itself gives the class
     probability >= ``goal`` and ranks it first."""
     if not isinstance(model.module, DBN):
@@ -34,10 +48,6 @@ def run(model: Model, targets: Target | Sequence[Target], domain: Box | None = N
                              f"{type(model.module).__name__}")
     if domain is not None and domain != Box():
         raise NetinvertError("method dbn samples from the net's own distribution: it takes no domain")
-    if samples < 1 or gibbs_steps < 0:
-        raise NetinvertError(f"samples={samples}, gibbs_steps={gibbs_steps}: give samples >= 1 and gibbs_steps >= 0")
-    if not 0 < goal < 1:
-        raise NetinvertError(f"goal={goal} must be a probability in (0, 1), e.g. 0.99")
     targets = [targets] if isinstance(targets, Target) else list(targets)
     classes = []
     for t in targets:

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from netinvert.data.sources import DataSplit, load_source
 from netinvert.domains.domain import Domain
 from netinvert.domains.sets import Ball, Box
 from netinvert.ground.errors import NetinvertError
+from netinvert.ground.options import option, progress_option, seed_option, takes, threads_option
 from netinvert.ground.result import Result
 from netinvert.ground.run import progress_bar, torch_threads
 from netinvert.ground.store import cache_home, first_use, load_network, save_network
@@ -51,11 +53,11 @@ class Decoder(nn.Module):
         layer_shape_ = tuple(config["layer_shape"])
         input_shape = tuple(config["input_shape"])
         self.low, self.high = float(config["low"]), float(config["high"])
-        stat_shape = (layer_shape_[0], 1, 1) if config["kind"] == "conv" else layer_shape_
+        stat_shape = (layer_shape_[0], 1, 1) if config["layout"] == "conv" else layer_shape_
         self.register_buffer("act_mean", torch.zeros(stat_shape))
         self.register_buffer("act_std", torch.ones(stat_shape))
         width = int(config["width"])
-        if config["kind"] == "conv":
+        if config["layout"] == "conv":
             c, cin = layer_shape_[0], input_shape[0]
             half = max(8, width // 2)
             stride, kernel = _upsampling(layer_shape_[1:], input_shape[1:])
@@ -102,7 +104,7 @@ def build(model: Model, layer: str, width: int | None = None) -> Decoder:
     spec = model.input_spec
     conv = len(shape) == 3 and len(spec.shape) == 3
     config = {"layer": layer, "layer_shape": list(shape), "input_shape": list(spec.shape), "low": spec.low,
-              "high": spec.high, "kind": "conv" if conv else "mlp", "width": width or (32 if conv else 512)}
+              "high": spec.high, "layout": "conv" if conv else "mlp", "width": width or (32 if conv else 512)}
     return Decoder(config)
 
 
@@ -128,7 +130,7 @@ def train(model: Model, layer: str, x_train: np.ndarray | torch.Tensor, *, epoch
         torch.manual_seed(seed)
         decoder = build(model, layer, width).to(device)
         acts = torch.cat([capture_activations(model, layer, x[i : i + 512]) for i in range(0, len(x), 512)]).float()
-        dims = (0, 2, 3) if decoder.config["kind"] == "conv" else (0,)
+        dims = (0, 2, 3) if decoder.config["layout"] == "conv" else (0,)
         decoder.act_mean.copy_(acts.mean(dims, keepdim=True)[0])
         decoder.act_std.copy_(acts.std(dims, keepdim=True)[0].clamp_min(1e-3 * float(acts.std()) + 1e-8))
         gen = torch.Generator().manual_seed(seed)
@@ -168,6 +170,8 @@ def save(decoder: Decoder, path: str | os.PathLike[str]) -> Path:
 def load(path: str | os.PathLike[str]) -> Decoder:
     """Read a decoder written by ``save``."""
     config, state = load_network(path, "decoder", FORMAT_VERSION, "retrain it")
+    if "layout" not in config:
+        config["layout"] = config.pop("kind")  # read back: decoders cached by netinvert 0.1.0
     decoder = Decoder(config)
     decoder.load_state_dict(state)
     return decoder.eval()
@@ -206,9 +210,37 @@ def decoder_for(model: Model, layer: str, data: DataSplit, *, retrain: bool = Fa
     return make() if retrain else first_use(path, make, load)
 
 
+def data_option() -> Any:
+    return option(None, "The data to train decoders on: a DataSplit or a --data string.", cli=False,
+                  default_text="the model's own")
+
+
+def decoder_option() -> Any:
+    return option(None, "Trained decoders to use: one, or one per layer.", cli=False,
+                  default_text="cached, else trained")
+
+
+def epochs_option() -> Any:
+    return option(None, "Decoder training epochs.", at_least=1,
+                  default_text=f"{TRAIN_SAMPLES:,} samples seen, 5 to 30 epochs")
+
+
+@dataclass(frozen=True)
+class Options:
+    """The options of method ``decoder``."""
+
+    data: DataSplit | str | None = data_option()
+    decoder: Decoder | dict[str, Decoder] | None = decoder_option()
+    epochs: int | None = epochs_option()
+    seed: int = seed_option()
+    threads: int | None = threads_option()
+    progress: bool | None = progress_option()
+
+
+@takes(Options)
 def run(model: Model, targets: Target | list[Target], domain: Domain | Box | Ball | None = None, *,
-        data: DataSplit | str | None = None, decoder: Decoder | dict[str, Decoder] | None = None,
-        epochs: int | None = None, seed: int = 0, threads: int | None = None, progress: bool | None = None) -> Result:
+        data: DataSplit | str | None, decoder: Decoder | dict[str, Decoder] | None, epochs: int | None, seed: int,
+        threads: int | None, progress: bool | None) -> Result:
     """Invert ``Activations`` targets with one decoder pass per layer (clipped to the domain's box).
 
     Decoders come from ``decoder`` (one, or one per layer), else from the cache or fresh training on
@@ -235,7 +267,7 @@ def run(model: Model, targets: Target | list[Target], domain: Domain | Box | Bal
     total = time.perf_counter() - start
     result = Result(method="decoder", model=model.name, inputs=inputs, outputs=outputs, items=scored,
                     timing={"total_s": total, "decoder_s": fit_s, "invert_s": total - fit_s},
-                    info={"decoders": {k: {key: d.config.get(key) for key in ("kind", "width", "epochs", "data",
+                    info={"decoders": {k: {key: d.config.get(key) for key in ("layout", "width", "epochs", "data",
                                                                               "train_mse", "train_seconds")}
                                        for k, d in decoders.items()},
                           "options": {"data": data_key, "epochs": epochs, "seed": seed, "threads": threads}},

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from netinvert.ground.options import option, progress_option, seed_option, takes
 from netinvert.ground.result import Item, Result
 from netinvert.ground.run import time_limit_progress
 from netinvert.solvers.bounds import graph as gbm
@@ -587,16 +588,28 @@ def _item(name: str, out: CaseOutcome) -> Item:
     return Item(name, out.status, out.reason, metrics)
 
 
+@dataclass(frozen=True)
+class Options:
+    """The options of method ``exact``."""
+
+    timeout: float = option(60.0, "Time for each target's search.", above=0.0, unit="seconds")
+    alpha_steps: int = option(30, "Slope-optimization steps of alpha-CROWN (0: plain CROWN).", at_least=0)
+    lp_tighten: bool = option(False, "Tighten intermediate bounds by LP before the MILP.")
+    seed: int = seed_option()
+    progress: bool | None = progress_option()
+
+
+@takes(Options)
 def run(
     model: Any,
     targets: Any,
     domain: Any = None,
     *,
-    timeout: float = 60.0,
-    alpha_steps: int = 30,
-    lp_tighten: bool = False,
-    seed: int = 0,
-    progress: bool | None = None,
+    timeout: float,
+    alpha_steps: int,
+    lp_tighten: bool,
+    seed: int,
+    progress: bool | None,
 ) -> Result:
     """``invert(model, targets, domain, method="exact")``: one item per target (``OutputSet`` or ``Class``).
 

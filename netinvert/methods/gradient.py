@@ -8,8 +8,8 @@ targets in the batch. The final inputs are re-scored by a plain forward pass wit
 Two schedules: ``imagine`` (one run with the domain's parameterization, transforms and priors)
 and ``inversion``, the regularized maximum-likelihood attack for ``Activations`` targets:
 minimize the normalized activation error plus a total-variation prior, in pixel space, without
-random transforms, from a constant mid-gray image (or a given start), in stages chosen by the
-layer's depth (each stage restarts Adam from the previous stage's inputs). ``auto`` picks
+random transforms, from a constant mid-gray image (or a given start), in phases chosen by the
+layer's depth (each phase starts Adam again from the previous phase's inputs). ``auto`` picks
 ``inversion`` when every target is ``Activations`` and no domain is given.
 """
 
@@ -30,7 +30,8 @@ from netinvert.domains.data_prior import prior_for
 from netinvert.domains.domain import Domain
 from netinvert.domains.sets import Ball, Box
 from netinvert.ground.device import PRECISIONS, autocast, split_on_oom
-from netinvert.ground.errors import NetinvertError, choices
+from netinvert.ground.errors import NetinvertError
+from netinvert.ground.options import goal_option, option, progress_option, seed_option, takes, threads_option
 from netinvert.ground.result import Result
 from netinvert.ground.run import progress_bar, torch_threads
 from netinvert.models.wrapper import Model
@@ -60,46 +61,46 @@ Penalty = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 
 
 @dataclass(frozen=True)
-class Stage:
-    """One stage of the inversion schedule: Adam ``steps`` at learning rate ``lr`` with TV weight ``tv``."""
+class Phase:
+    """One phase of the inversion schedule: Adam ``steps`` at learning rate ``lr`` with TV weight ``tv``."""
 
     steps: int
     lr: float
     tv: float
 
 
-def schedule_for(model: Model, layer: str, steps: int | None = None) -> list[Stage]:
-    """Stages for inverting ``layer``: light prior for depth <= 1, stronger TV for deeper layers.
+def schedule_for(model: Model, layer: str, steps: int | None = None) -> list[Phase]:
+    """Phases for inverting ``layer``: light prior for depth <= 1, stronger TV for deeper layers.
 
     ``steps`` rescales the total number of steps (the default schedule has about 1000).
     """
     if model.layer_depth(layer) <= 1:
-        stages = [Stage(400, 0.1, 1e-3), Stage(400, 0.03, 1e-5), Stage(300, 0.01, 0.0)]
+        phases = [Phase(400, 0.1, 1e-3), Phase(400, 0.03, 1e-5), Phase(300, 0.01, 0.0)]
     else:
-        stages = [Stage(400, 0.1, 3e-3), Stage(400, 0.03, 1e-3), Stage(200, 0.01, 3e-4)]
+        phases = [Phase(400, 0.1, 3e-3), Phase(400, 0.03, 1e-3), Phase(200, 0.01, 3e-4)]
     if steps is None:
-        return stages
-    if steps < len(stages):
-        raise NetinvertError(f"steps={steps} must be >= {len(stages)}")
-    total = sum(s.steps for s in stages)
-    return [Stage(max(1, round(s.steps * steps / total)), s.lr, s.tv) for s in stages]
+        return phases
+    if steps < len(phases):
+        raise NetinvertError(f"steps={steps} must be >= {len(phases)}")
+    total = sum(p.steps for p in phases)
+    return [Phase(max(1, round(p.steps * steps / total)), p.lr, p.tv) for p in phases]
 
 
 def _unit_gather(targets: list[Target], device: torch.device
                  ) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor] | None:
-    """A single gather when every target is the same kind of unit target on one layer, else ``None``."""
-    kinds = {(type(t), getattr(t, "layer", None), getattr(t, "log_prob", False)) for t in targets}
-    if len(kinds) != 1:
+    """A single gather when every target is a unit target of one type on one layer, else ``None``."""
+    groups = {(type(t), getattr(t, "layer", None), getattr(t, "log_prob", False)) for t in targets}
+    if len(groups) != 1:
         return None
-    kind, layer, log_prob = kinds.pop()
+    target_type, layer, log_prob = groups.pop()
     index = torch.tensor([int(getattr(t, "index", 0)) for t in targets], device=device)[:, None]
     # squeeze, not [:, 0]: its backward is a view, where a select's allocates and fills a zero tensor per step
-    if kind is Class and not log_prob:
+    if target_type is Class and not log_prob:
         return lambda outputs, acts: (outputs if outputs.dim() == 2 else outputs.flatten(1)).gather(1, index).squeeze(1)
-    if kind is Channel:
+    if target_type is Channel:
         return lambda outputs, acts: (acts[layer].flatten(2).mean(2) if acts[layer].dim() >= 3
                                       else acts[layer].flatten(1)).gather(1, index).squeeze(1)
-    if kind is Neuron:
+    if target_type is Neuron:
         def neuron(outputs: torch.Tensor, acts: dict[str, torch.Tensor]) -> torch.Tensor:
             a = acts[layer]
             flat = a[:, :, a.shape[2] // 2, a.shape[3] // 2] if a.dim() == 4 else a.flatten(1)
@@ -115,7 +116,7 @@ def _batched_objective(targets: list[Target], device: torch.device
     fast = _unit_gather(targets, device)
     if fast is not None:
         return fast
-    batched = getattr(type(targets[0]), "batched", None)  # a target class may batch its own kind
+    batched = getattr(type(targets[0]), "batched", None)  # a target class may batch its own targets
     if batched is not None and all(type(t) is type(targets[0]) for t in targets):
         fast = batched(targets)
         if fast is not None:
@@ -142,26 +143,52 @@ def item_seeds(targets: list[Target], seed: int, copies: int = 1) -> list[int]:
             for i, t in enumerate(targets)]
 
 
+@dataclass(frozen=True)
+class Options:
+    """The options of method ``gradient``."""
+
+    schedule: str = option("auto", "imagine (one run with the domain's priors), inversion (the layer-depth schedule "
+                           "for Activations targets) or auto (inversion for Activations targets without a domain).",
+                           choices=SCHEDULES)
+    steps: int | None = option(None, "Optimization steps.", at_least=1,
+                               default_text=f"{IMAGINE_STEPS}; inversion: the layer's schedule of about 1000")
+    lr: float = option(0.1, "Adam learning rate.", above=0.0)
+    samples: int = option(1, "Distinct inputs per target, pushed apart by the diversity prior.", at_least=1)
+    goal: float = goal_option(DEFAULT_GOAL)
+    early_stop: bool = option(True, "Let each class target stop once reached (after the priors act).")
+    check_every: int = option(16, "Steps between two early-stop checks.", at_least=1)
+    batch_size: int | None = option(None, "Targets per batch.", at_least=1, default_text="all at once")
+    seed: int = seed_option()
+    threads: int | None = threads_option()
+    progress: bool | None = progress_option()
+    penalties: list[Penalty] | None = option(None, "Extra per-item loss terms f(x, acts) -> (B,).", cli=False)
+    penalty_layers: tuple[str, ...] = option((), "The layers the penalties read.", cli=False)
+    precision: str = option("float32", "The forward pass's precision: float32, or float16 (GPU) / bfloat16 under "
+                            "autocast.", choices=tuple(PRECISIONS))
+    restarts: int = option(1, "Runs from different seeds; per item, keep the one the model scores best.", at_least=1)
+
+
+@takes(Options)
 def run(
     model: Model,
     targets: Target | list[Target],
     domain: Domain | None = None,
     *,
-    schedule: str = "auto",
-    steps: int | None = None,
-    lr: float = 0.1,
-    samples: int = 1,
-    goal: float = DEFAULT_GOAL,
-    early_stop: bool = True,
-    check_every: int = 16,
-    batch_size: int | None = None,
-    seed: int = 0,
-    threads: int | None = None,
-    progress: bool | None = None,
-    penalties: list[Penalty] | None = None,
-    penalty_layers: tuple[str, ...] = (),
-    precision: str = "float32",
-    restarts: int = 1,
+    schedule: str,
+    steps: int | None,
+    lr: float,
+    samples: int,
+    goal: float,
+    early_stop: bool,
+    check_every: int,
+    batch_size: int | None,
+    seed: int,
+    threads: int | None,
+    progress: bool | None,
+    penalties: list[Penalty] | None,
+    penalty_layers: tuple[str, ...],
+    precision: str,
+    restarts: int,
 ) -> Result:
     """Optimize one input per target (``samples`` per target); returns a scored ``Result``.
 
@@ -180,21 +207,6 @@ def run(
     memory is split in halves and the run goes on (``info["notes"]`` says so). ``restarts=R`` runs the imagine
     schedule R times from different seeds and keeps, per item, the run the model scores best (see ``best_of``).
     """
-    if schedule not in SCHEDULES:
-        raise NetinvertError(f"schedule={schedule!r} is unknown: use one of {choices(SCHEDULES)}")
-    if not 0 < goal < 1:
-        raise NetinvertError(f"goal={goal} must be a probability in (0, 1), e.g. 0.99")
-    if steps is not None and steps < 1:
-        raise NetinvertError(f"steps={steps} must be >= 1")
-    if lr <= 0:
-        raise NetinvertError(f"lr={lr} must be > 0")
-    if batch_size is not None and batch_size < 1:
-        raise NetinvertError(f"batch size {batch_size} must be >= 1")
-    if not isinstance(restarts, int) or restarts < 1:
-        raise NetinvertError(f"restarts={restarts!r} must be a whole number >= 1 (runs per target)")
-    diverse.check(samples)
-    if precision not in PRECISIONS:
-        raise NetinvertError(f"precision={precision!r} is unknown: use one of {choices(PRECISIONS)}")
     autocast(precision, model.device)  # refuses float16 on the CPU up front
     resolved = resolve_all(targets, model)
     if schedule == "auto":
@@ -216,8 +228,8 @@ def run(
 def best_of(runs: list[Result]) -> Result:
     """Per item, the run the model scores best: found before not found, then the larger logit margin (class
     targets) or activation (unit targets). Copies of a target (``samples``) are chosen one by one: runs
-    start from different seeds, so the copies stay distinct. The judge (the verifier) never selects: it is
-    the evaluation.
+    start from different seeds, so the copies stay distinct. The verifier never selects: it is the
+    evaluation.
     """
     first = runs[0]
 
@@ -255,12 +267,12 @@ def _inversion(model: Model, targets: list[Target], domain: Domain | None, optio
     inputs = refine(model, targets, init.to(model.dtype), steps=options["steps"], region=region,
                     seed=options["seed"], progress=progress)
     outputs, scored = score(model, targets, inputs)
-    stages = {layer: [vars(s) for s in schedule_for(model, layer, options["steps"])]
+    phases = {layer: [vars(p) for p in schedule_for(model, layer, options["steps"])]
               for layer in dict.fromkeys(t.layer for t in targets)}  # type: ignore[attr-defined]
     result = Result(method="gradient", model=model.name, inputs=inputs, outputs=outputs, items=scored,
                     timing={"total_s": time.perf_counter() - start},
                     info={"options": {**options, "init": "given" if domain is not None and domain.init is not None
-                                      else "gray", "stages": stages}},
+                                      else "gray", "phases": phases}},
                     value_range=(model.input_spec.low, model.input_spec.high))
     return add_errors(result, targets)  # type: ignore[arg-type]
 
@@ -272,10 +284,10 @@ def refine(model: Model, targets: list[Target], init: torch.Tensor, *, steps: in
     for layer in dict.fromkeys(t.layer for t in targets):  # type: ignore[attr-defined]
         rows = [i for i, t in enumerate(targets) if t.layer == layer]  # type: ignore[attr-defined]
         x = init[rows]
-        for i, stage in enumerate(schedule_for(model, layer, steps)):
-            domain = Domain(region=region, param="pixel", transforms=None, tv=stage.tv, bn_prior=0.0,
+        for i, phase in enumerate(schedule_for(model, layer, steps)):
+            domain = Domain(region=region, param="pixel", transforms=None, tv=phase.tv, bn_prior=0.0,
                             data_prior=0.0, init=x)
-            options = {"steps": stage.steps, "lr": stage.lr, "samples": 1, "goal": 0.99, "early_stop": False,
+            options = {"steps": phase.steps, "lr": phase.lr, "samples": 1, "goal": 0.99, "early_stop": False,
                        "check_every": 16, "batch_size": None, "seed": seed + i, "threads": None,
                        "precision": "float32"}
             x = _imagine(model, [targets[r] for r in rows], domain, options, progress, [], ()).inputs

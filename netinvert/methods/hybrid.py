@@ -9,10 +9,12 @@ a far better solution than from gray on lossy layers (LeNet ReLU2: about 45 dB a
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from netinvert.data.sources import DataSplit
 from netinvert.domains.domain import Domain
 from netinvert.domains.sets import Box
+from netinvert.ground.options import option, progress_option, seed_option, takes, threads_option
 from netinvert.ground.result import Result
 from netinvert.ground.run import torch_threads
 from netinvert.methods import decoder as decoder_method
@@ -25,10 +27,24 @@ from netinvert.targets.scoring import score
 DOMAIN_FIELDS = ("region",)
 
 
+@dataclass(frozen=True)
+class Options:
+    """The options of method ``hybrid``."""
+
+    data: DataSplit | str | None = decoder_method.data_option()
+    decoder: decoder_method.Decoder | dict[str, decoder_method.Decoder] | None = decoder_method.decoder_option()
+    steps: int | None = option(None, "Gradient refinement steps in all.", at_least=1,
+                               default_text="the layer's schedule of about 1000")
+    epochs: int | None = decoder_method.epochs_option()
+    seed: int = seed_option()
+    threads: int | None = threads_option()
+    progress: bool | None = progress_option()
+
+
+@takes(Options)
 def run(model: Model, targets: Target | list[Target], domain: Domain | None = None, *,
-        data: DataSplit | str | None = None, decoder: decoder_method.Decoder | dict[str, decoder_method.Decoder]
-        | None = None, steps: int | None = None, epochs: int | None = None, seed: int = 0,
-        threads: int | None = None, progress: bool | None = None) -> Result:
+        data: DataSplit | str | None, decoder: decoder_method.Decoder | dict[str, decoder_method.Decoder] | None,
+        steps: int | None, epochs: int | None, seed: int, threads: int | None, progress: bool | None) -> Result:
     """Decode each ``Activations`` target, then refine by gradient (``steps`` scales the schedule)."""
     items = activation_targets(targets)
     start = time.perf_counter()

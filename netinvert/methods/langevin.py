@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 
 from netinvert.domains.data_prior import GaussianPrior, prior_for
 from netinvert.domains.domain import Domain
 from netinvert.ground.errors import NetinvertError
+from netinvert.ground.options import goal_option, option, progress_option, seed_option, takes, threads_option
 from netinvert.ground.result import Result
 from netinvert.ground.run import progress_bar, torch_threads
 from netinvert.models.wrapper import Model
@@ -44,20 +46,38 @@ def pairwise_diversity(x: torch.Tensor, span: float) -> float:
     return float(d.sum() / (n * (n - 1)))
 
 
+@dataclass(frozen=True)
+class Options:
+    """The options of method ``langevin``."""
+
+    samples: int = option(8, "Chains (distinct inputs) per class target.", at_least=1)
+    steps: int = option(400, "Langevin steps.", at_least=1)
+    step_size: float = option(0.05, "The step eps, in the prior's whitened units.", above=0.0)
+    temperature: float = option(0.05, "The temperature T of p(x | y) ∝ exp(log p(y | x) / T) · prior(x).",
+                                above=0.0)
+    polish: float = option(0.2, "The last fraction of the steps, without noise, that lifts each chain over the "
+                           "goal.", at_least=0.0, below=1.0)
+    goal: float = goal_option(DEFAULT_GOAL)
+    seed: int = seed_option()
+    threads: int | None = threads_option()
+    progress: bool | None = progress_option()
+
+
+@takes(Options)
 def run(
     model: Model,
     targets: Target | list[Target],
     domain: Domain | None = None,
     *,
-    samples: int = 8,
-    steps: int = 400,
-    step_size: float = 0.05,
-    temperature: float = 0.05,
-    polish: float = 0.2,
-    goal: float = DEFAULT_GOAL,
-    seed: int = 0,
-    threads: int | None = None,
-    progress: bool | None = None,
+    samples: int,
+    steps: int,
+    step_size: float,
+    temperature: float,
+    polish: float,
+    goal: float,
+    seed: int,
+    threads: int | None,
+    progress: bool | None,
 ) -> Result:
     """``samples`` chains per class target; ``step_size`` is eps in the prior's whitened units.
 
@@ -67,12 +87,6 @@ def run(
     resolved = resolve_all(targets, model)
     if not all(isinstance(t, Class) for t in resolved):
         raise NetinvertError("langevin samples class targets (p(x | y)); use the gradient method for units")
-    if samples < 1 or steps < 1 or temperature <= 0 or step_size <= 0:
-        raise NetinvertError("langevin needs samples >= 1, steps >= 1, step_size > 0 and temperature > 0")
-    if not 0 <= polish < 1:
-        raise NetinvertError(f"polish={polish} must be a fraction of the steps in [0, 1), e.g. 0.2")
-    if not 0 < goal < 1:
-        raise NetinvertError(f"goal={goal} must be a probability in (0, 1), e.g. 0.99")
     domain = domain or Domain()
     spec = model.input_spec
     device, dtype = model.device, model.dtype

@@ -14,12 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
-KINDS = ("Softmax", "LogSoftmax")
+SOFTMAX_TYPES = ("Softmax", "LogSoftmax")
 log = logging.getLogger(__name__)
 
 
-def kind(module: nn.Module) -> str:
-    """The layer's kind: the ONNX op type for imported graphs, else the class name."""
+def layer_type(module: nn.Module) -> str:
+    """The layer's type: the ONNX op type for imported graphs, else the class name."""
     return str(getattr(module, "op_type", type(module).__name__))
 
 
@@ -29,7 +29,7 @@ def find_final_softmax(module: nn.Module, example: torch.Tensor) -> str | None:
     handles = []
     try:
         for name, layer in module.named_modules():
-            if name and kind(layer) in KINDS and not isinstance(layer, torch.jit.ScriptModule):
+            if name and layer_type(layer) in SOFTMAX_TYPES and not isinstance(layer, torch.jit.ScriptModule):
                 handles.append(layer.register_forward_hook(
                     lambda _m, _i, out, name=name: outputs.__setitem__(name, out)))
         if not handles:

@@ -110,7 +110,7 @@ def _load_file(path: Path, *, arch: str | None, arch_kwargs: Mapping[str, Any] |
                default_shape: tuple[int, ...] | None = None) -> Model:
     """``default_shape`` is the input shape when neither ``input_shape`` nor the file says one."""
     shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
-    kind, module, inferred = _read(path, arch, arch_kwargs, trust_pickle, shape)
+    file_format, module, inferred = _read(path, arch, arch_kwargs, trust_pickle, shape)
     if shape is None:
         shape = inferred or _infer_linear_shape(module) or default_shape
     if shape is None:
@@ -119,7 +119,7 @@ def _load_file(path: Path, *, arch: str | None, arch_kwargs: Mapping[str, Any] |
         raise NetinvertError(f"`input_range` needs two numbers low,high (e.g. 0,255), got {len(input_range)}")
     low, high = (float(input_range[0]), float(input_range[1])) if input_range is not None else (0.0, 1.0)
     spec = InputSpec(shape, low, high, _floats(mean), _floats(std))
-    info: dict[str, Any] = {"source": str(path), "format": kind}
+    info: dict[str, Any] = {"source": str(path), "format": file_format}
     if arch is not None:
         info["arch"] = arch
     name = path.name[: -len(".onnx.gz")] if path.name.lower().endswith(".onnx.gz") else path.stem
@@ -388,20 +388,20 @@ def _load_weights(module: nn.Module, state: dict[str, torch.Tensor], path: Path,
 # --------------------------------------------------------------------------- input description
 def _shape_hint(module: nn.Module) -> str:
     first = next((m for m in module.modules() if not list(m.children()) and list(m.parameters(recurse=False))), None)
-    kind = getattr(first, "original_name", type(first).__name__) if first is not None else None
+    first_type = getattr(first, "original_name", type(first).__name__) if first is not None else None
     weight = getattr(first, "weight", None) if first is not None else None
-    if kind in ("Conv2d", "Conv1d", "Conv3d") and isinstance(weight, torch.Tensor):
+    if first_type in ("Conv2d", "Conv1d", "Conv3d") and isinstance(weight, torch.Tensor):
         channels = weight.shape[1] * int(getattr(first, "groups", 1))
-        spatial = {"Conv1d": "L", "Conv2d": "H,W", "Conv3d": "D,H,W"}[kind]
-        return f"its first layer is a {kind} on {channels} channels; pass `input_shape` {channels},{spatial}"
+        spatial = {"Conv1d": "L", "Conv2d": "H,W", "Conv3d": "D,H,W"}[first_type]
+        return f"its first layer is a {first_type} on {channels} channels; pass `input_shape` {channels},{spatial}"
     return "the file does not say; pass `input_shape` (without the batch dimension, e.g. 1,28,28)"
 
 
 def _infer_linear_shape(module: nn.Module) -> tuple[int, ...] | None:
     first = next((m for m in module.modules() if not list(m.children()) and list(m.parameters(recurse=False))), None)
-    kind = getattr(first, "original_name", type(first).__name__) if first is not None else None
+    first_type = getattr(first, "original_name", type(first).__name__) if first is not None else None
     weight = getattr(first, "weight", None) if first is not None else None
-    if kind == "Linear" and isinstance(weight, torch.Tensor) and weight.dim() == 2:
+    if first_type == "Linear" and isinstance(weight, torch.Tensor) and weight.dim() == 2:
         return (int(weight.shape[1]),)
     return None
 
@@ -432,8 +432,8 @@ def _why_unreadable(path: Path, exc: BaseException) -> str:
     """Name what the file is when torch.load's own message says nothing useful (a text file gives '101')."""
     head = path.read_bytes()[:64]
     if head and not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):
-        kind = "text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "data"
-        return (f"it is {kind}, not a torch.save archive or pickle (it starts with {head[:24]!r}); "
+        what = "text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "data"
+        return (f"it is {what}, not a torch.save archive or pickle (it starts with {head[:24]!r}); "
                 "give a .pt/.pth state dict, TorchScript, .safetensors or .onnx file")
     return _first_line(exc)
 

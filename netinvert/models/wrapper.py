@@ -19,6 +19,7 @@ from netinvert.data.sources import FORMS, DataSplit, fit_split
 from netinvert.ground.device import DeviceSpec, module_device, resolve_device
 from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.spec import InputSpec
+from netinvert.models.final_softmax import layer_type
 
 OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", "none")
 
@@ -57,7 +58,7 @@ class LayerInfo:
     or for an ONNX node a constant weight matrix) and whether it is a leaf."""
 
     name: str
-    kind: str
+    layer_type: str
     shape: tuple[int, ...] | None
     order: int | None
     weighted: bool
@@ -72,7 +73,7 @@ class Model(nn.Module):
     ``logits_layer`` names that layer and its input is returned). ``output_activation`` says how
     outputs become class probabilities: ``softmax`` (default), ``sigmoid`` (independent
     units, as in the classic sigmoid MLP) or ``none`` (regression). ``verifier`` is an independent model that
-    scores results, with an input description of its own (``judge`` maps inputs into it). ``data`` is the
+    scores results, with an input description of its own (``outputs_for`` maps inputs into it). ``data`` is the
     model's data: a ``DataSplit`` or a loader returning one, read once on first use and fitted to the input
     description (it enables data priors, decoders and held-out inputs). The layer table is probed once, on
     first use, and cached. ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``) moves the network there;
@@ -146,9 +147,9 @@ class Model(nn.Module):
             handle.remove()
         return logits[-1]
 
-    def judge(self, x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    def outputs_for(self, x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
         """Outputs for inputs ``x`` described by ``spec``, another model's description: how a verifier scores the
-        inputs of the model it judges, mapped into its own range and shape first (``InputSpec.adopt``)."""
+        inputs of the model it verifies, mapped into its own range and shape first (``InputSpec.adopt``)."""
         return self(self.input_spec.adopt(x, spec))
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
@@ -227,7 +228,7 @@ class Model(nn.Module):
             for h in handles:
                 h.remove()
         first = {name: i for i, name in reversed(list(enumerate(runs)))}
-        return {name: LayerInfo(name, str(getattr(m, "op_type", type(m).__name__)), shapes.get(name), first.get(name),
+        return {name: LayerInfo(name, layer_type(m), shapes.get(name), first.get(name),
                                 any(True for _ in m.parameters(recurse=False)) or getattr(m, "weighted", False) is True,
                                 not any(True for _ in m.children()))
                 for name, m in named}

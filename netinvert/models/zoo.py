@@ -231,8 +231,8 @@ def _entry(name: str) -> ZooEntry:
 def _data_key(entry: ZooEntry, data: str | None) -> tuple[str, Callable[[int], Dataset]]:
     if data is None:
         return entry.dataset, DATASETS[entry.dataset]
-    kind, _, where = data.partition(":")
-    if kind not in entry.data_options or not where:
+    scheme, _, where = data.partition(":")
+    if scheme not in entry.data_options or not where:
         allowed = ", ".join(f"{k}:DIR" for k in entry.data_options) or "none (it trains on its built-in data)"
         raise NetinvertError(f"--data {data!r} does not fit {entry.name}: allowed: {allowed}")
     from netinvert.data.mnist import load_mnist

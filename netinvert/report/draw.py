@@ -23,6 +23,7 @@ from torch import nn
 from netinvert.ground.output import write_file
 from netinvert.ground.page import png_bytes
 from netinvert.ground.result import Result
+from netinvert.models.final_softmax import layer_type
 from netinvert.models.wrapper import Model
 
 MAX_UNITS = 32
@@ -125,9 +126,8 @@ def layer_rows(model: Model) -> list[dict[str, Any]]:
     for name, module in model.module.named_modules():
         if not name or list(module.children()):
             continue
-        kind = getattr(module, "op_type", type(module).__name__)
         params = sum(p.numel() for p in module.parameters(recurse=False))
-        rows.append({"layer": name, "type": str(kind), "output_shape": list(shapes.get(name, ())),
+        rows.append({"layer": name, "type": layer_type(module), "output_shape": list(shapes.get(name, ())),
                      "parameters": int(params)})
     return rows
 
@@ -138,7 +138,7 @@ class Step:
     parameter count and the earlier steps whose outputs it reads."""
 
     name: str
-    kind: str
+    layer_type: str
     shape: tuple[int, ...]
     parameters: int
     reads: tuple[int, ...]
@@ -157,7 +157,7 @@ def flow(model: Model) -> list[Step]:
         steps = [start]
         for name, reads, writes in model.module.flow():
             module = model.module.get_submodule(name)
-            steps.append(Step(name, table[name].kind, tuple(shapes.get(name, ())),
+            steps.append(Step(name, table[name].layer_type, tuple(shapes.get(name, ())),
                               sum(p.numel() for p in module.parameters()),
                               tuple(dict.fromkeys(made[v] for v in reads if v in made))))
             made.update({v: len(steps) - 1 for v in writes})
@@ -240,7 +240,7 @@ def layer_figure(model: Model, steps: list[Step]) -> Any:
     from matplotlib.figure import Figure
     from matplotlib.patches import FancyBboxPatch
 
-    labels = [f"{s.name}  {s.kind}  {'x'.join(map(str, s.shape)) or '-'}".replace("    ", "  ") for s in steps]
+    labels = [f"{s.name}  {s.layer_type}  {'x'.join(map(str, s.shape)) or '-'}".replace("    ", "  ") for s in steps]
     counts = [f"{s.parameters:,} params" if s.parameters else "" for s in steps]
     jumps = skips(steps)
     lanes = _lanes(jumps)
@@ -261,7 +261,7 @@ def layer_figure(model: Model, steps: list[Step]) -> Any:
     fig.text(0.5, 1 - 0.2 / height, title, ha="center", va="center", fontsize=9)
     for k, (step, label, count, w) in enumerate(zip(steps, labels, counts, boxes, strict=True)):
         y = -k * ROW
-        fill = "#e6e6e6" if not step.kind else "#f6e7c8" if step.kind == "op" else "#dbe9f6"
+        fill = "#e6e6e6" if not step.layer_type else "#f6e7c8" if step.layer_type == "op" else "#dbe9f6"
         ax.add_patch(FancyBboxPatch((-w / 2, y - 0.15), w, 0.3, boxstyle="round,pad=0.02", fc=fill, ec="#3a6ea5"))
         ax.text(0, y, label, ha="center", va="center", fontsize=8)
         if count:
@@ -299,7 +299,8 @@ def draw_result(model: Model) -> Result:
 
 
 def draw(model: Model, path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Draw ``model`` into the PNG ``path``; returns what was drawn (``kind`` node-link or layers, the layers)."""
+    """Draw ``model`` into the PNG ``path``; returns what was drawn: the ``diagram`` (node-link or layers) and the
+    layers."""
     result = draw_result(model)
     write_file(Path(path), lambda tmp: tmp.write_bytes(result.files[NETWORK_PNG]))
-    return {"kind": result.info["diagram"], "layers": result.info["layers"]}
+    return {"diagram": result.info["diagram"], "layers": result.info["layers"]}

@@ -34,11 +34,11 @@ def quality(model: Model, original: torch.Tensor, reconstruction: torch.Tensor) 
     out["ssim"] = ssim(reconstruction, original, span).tolist() if _ssim_ok(original) else [None] * len(original)
     verifier = model.verifier
     if verifier is None:
-        out["verifier_agreement"] = [None] * len(original)
+        out["verifier_agrees"] = [None] * len(original)
     else:
-        a = verifier.judge(original, spec).reshape(len(original), -1).argmax(1)
-        b = verifier.judge(reconstruction, spec).reshape(len(original), -1).argmax(1)
-        out["verifier_agreement"] = (a == b).tolist()
+        a = verifier.outputs_for(original, spec).reshape(len(original), -1).argmax(1)
+        b = verifier.outputs_for(reconstruction, spec).reshape(len(original), -1).argmax(1)
+        out["verifier_agrees"] = (a == b).tolist()
     return out
 
 

@@ -9,11 +9,15 @@ are merged into ``OUT/targets.csv``.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from netinvert.ground.errors import NetinvertError
+from netinvert.ground.options import check
+from netinvert.ground.options import values as as_keywords
 from netinvert.ground.output import write_text
+from netinvert.methods import options_of
 from netinvert.models.wrapper import Model
 from netinvert.sweeps.runner import merged_rows, rows_csv, run_sweep
 from netinvert.sweeps.task import ModelSource, Plan, Record, Task
@@ -43,8 +47,9 @@ def read_targets(path: Path) -> list[list[float]]:
 
 
 def design_task(model: ModelSource, y: list[float], outputs: list[int] | None, simulator: str | None, folder: str,
-                options: dict[str, Any]) -> dict[str, Any]:
-    """One target of a design sweep, as a runner task: the adjoint search, its folder saved, its summary row."""
+                options: Any) -> dict[str, Any]:
+    """One target of a design sweep, as a runner task: the adjoint search with ``options`` (method ``adjoint``'s), its
+    folder saved, its summary row."""
     import torch
 
     from netinvert.data.simulators import get_simulator
@@ -54,31 +59,29 @@ def design_task(model: ModelSource, y: list[float], outputs: list[int] | None, s
 
     net = model.load()
     sim = get_simulator(simulator) if simulator is not None else None
-    result = invert(net, [Regression(y, outputs)], None, method="adjoint", simulator=sim,
-                    threads=torch.get_num_threads(), **options)  # the engine's count per task
+    chosen = replace(options, simulator=sim, threads=torch.get_num_threads())  # the engine's count per task
+    result = invert(net, [Regression(y, outputs)], None, method="adjoint", **as_keywords(chosen))
     finish(result, folder, net)
     summary = result.info["targets"][0]
     resim = [m for m in result.metric("resim_mse") if m is not None and math.isfinite(m)]
-    return {"target": summary["target"], "found": summary["found"], "samples": options["samples"],
+    return {"target": summary["target"], "found": summary["found"], "samples": options.samples,
             "residual": summary["residual"], "best_surrogate_mse": min(result.metric("surrogate_mse")),
             "best_resim_mse": min(resim) if resim else float("nan"), "proof": summary.get("proof", ""),
             "folder": folder}
 
 
 def design_tasks(model: Model, source: str, load_options: dict[str, Any], targets: list[list[float]], out: Path, *,
-                 outputs: list[int] | None = None, simulator: str | None = None, samples: int = 50,
-                 starts: int = 1024, steps: int = 300, lr: float = 0.5, tolerance: float | None = None,
-                 prove: float = 20.0, seed: int = 0) -> list[Task]:
-    """One runner task per target, each saving into ``out/tNNNNN``; a target of the wrong length is refused up front."""
+                 outputs: list[int] | None = None, simulator: str | None = None, **options: Any) -> list[Task]:
+    """One runner task per target, each saving into ``out/tNNNNN``, keyed by method ``adjoint``'s ``options`` (every
+    field, defaults included; the simulator by its name); a target of the wrong length is refused up front."""
+    settings = check(options_of("adjoint"), options, "adjoint")
     want = len(outputs) if outputs is not None else model.num_outputs
     for n, y in enumerate(targets, start=1):
         if len(y) != want:
             raise NetinvertError(f"target {n} gives {len(y)} values but the model has {want} outputs"
                                  + (" (as picked by --outputs)" if outputs is not None else ""))
-    options = {"samples": samples, "starts": starts, "steps": steps, "lr": lr, "tolerance": tolerance,
-               "prove": prove, "seed": seed}
     plan = Plan(design_task, {"model": ModelSource(source, load_options), "outputs": outputs, "simulator": simulator,
-                              "options": options}, unkeyed=("folder",))
+                              "options": settings}, unkeyed=("folder",))
     return [plan.task({"y": y, "folder": str(out / f"t{i:05d}")}, f"y={','.join(f'{v:g}' for v in y)}")
             for i, y in enumerate(targets)]
 

@@ -41,7 +41,7 @@ POLL_S = 0.05
 RAY_START_S = 60.0  # allowance for a Ray worker to start before a task's own watchdog is running
 RAY_CONNECT_S = 3.0  # how long a --ray-address may take to accept a connection before it counts as unreachable
 PR_SET_PDEATHSIG = 1  # linux/prctl.h: ask for a signal when the thread that started this process ends
-Outcome = tuple[str, dict[str, Any], str, float]  # state, row, message, seconds
+Outcome = tuple[str, dict[str, Any], str, float]  # status, row, message, seconds
 Report = Callable[[Task, Record], None]
 
 
@@ -92,8 +92,8 @@ def make_engine(name: str = "local", *, jobs: int = 1, ray_address: str | None =
 
 
 def _record(task: Task, out: Outcome, engine: str, engine_s: float) -> Record:
-    state, row, message, seconds = out
-    return Record(task.key, task.label, state, row, message, seconds, max(engine_s, 0.0), engine)
+    status, row, message, seconds = out
+    return Record(task.key, task.label, status, row, message, seconds, max(engine_s, 0.0), engine)
 
 
 def _timeout_record(task: Task, engine: str) -> Record:

@@ -10,7 +10,7 @@ A sweep whose tasks are pieces of one answer (the batches of an atlas, the pairs
 records the options they share in ``FOLDER/sweep/options.json``, and a rerun with other options is refused
 instead of mixing pieces made two ways.
 
-Each record has a ``state``: ``done`` (the function returned its row), ``timeout`` (killed past its
+Each record has a ``status``: ``done`` (the function returned its row), ``timeout`` (killed past its
 time limit; its status is ``unknown``) or ``error`` (it raised; the message is kept). Errors are
 tried again on a rerun; done and timed-out tasks are not.
 """
@@ -33,7 +33,7 @@ from netinvert.sweeps.task import Record, Task
 
 RECORDS = "sweep"
 OPTIONS = "options.json"
-STATES = ("done", "timeout", "error")
+TASK_STATUSES = ("done", "timeout", "error")
 LINE_SECONDS = 10.0  # how often progress lines are printed when stderr is not a terminal
 log = logging.getLogger("netinvert")
 
@@ -51,7 +51,7 @@ def read_records(folder: str | os.PathLike[str]) -> dict[str, Record]:
             record = Record.from_json(json.loads(path.read_text()))
         except (OSError, ValueError, KeyError):
             continue
-        if record.state in STATES:
+        if record.status in TASK_STATUSES:
             records[record.key] = record
     return records
 
@@ -59,7 +59,7 @@ def read_records(folder: str | os.PathLike[str]) -> dict[str, Record]:
 def finished(folder: str | os.PathLike[str], tasks: Sequence[Task]) -> dict[str, Record]:
     """The records of ``tasks`` that a rerun keeps (``done`` and ``timeout``), by key."""
     keys = {t.key for t in tasks}
-    return {k: r for k, r in read_records(folder).items() if k in keys and r.state != "error"}
+    return {k: r for k, r in read_records(folder).items() if k in keys and r.status != "error"}
 
 
 def open_folder(folder: str | os.PathLike[str], options: Mapping[str, Any] | None = None, what: str = "sweep") -> Path:
@@ -156,7 +156,7 @@ def _progress_line(description: str, done: int, total: int, start: float, last: 
 
 def summary(records: Sequence[Record]) -> str:
     """``3 done, 1 timeout, 1 error`` for a sweep's records."""
-    counts = {s: sum(r.state == s for r in records) for s in STATES}
+    counts = {s: sum(r.status == s for r in records) for s in TASK_STATUSES}
     return ", ".join(f"{n} {s}" for s, n in counts.items() if n)
 
 
@@ -179,6 +179,8 @@ def safe_name(name: str) -> str:
 
 
 def merged_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
-    """One row per record: the task's own row, with its ``state`` and, for one that failed, its message."""
-    return [{"task": r.label, "state": r.state, **r.row, "message": r.message, "seconds": round(r.seconds, 3)}
+    """One row per record: the task's own row, with its ``status`` (the task's, over any its row holds) and, for one
+    that failed, its message."""
+    return [{"task": r.label, "status": r.status, **{k: v for k, v in r.row.items() if k != "status"},
+             "message": r.message, "seconds": round(r.seconds, 3)}
             for r in records]

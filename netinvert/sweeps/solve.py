@@ -14,19 +14,20 @@ import io
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from netinvert.ground.errors import NetinvertError
+from netinvert.ground.options import values
 from netinvert.ground.output import write_text
 from netinvert.ground.result import Item, Result
 from netinvert.report.finish import finish
 from netinvert.sweeps.runner import finished, run_sweep
 from netinvert.sweeps.task import Plan, Record, Task
-from netinvert.tasks.solve import Row, solve_instance, solve_one
+from netinvert.tasks.solve import Row, exact_options, solve_instance, solve_one
 
 RESULT_FIELDS = ("onnx", "vnnlib", "status", "stage", "seconds", "reason")
 
@@ -74,36 +75,42 @@ def read_instances(path: Path) -> list[Instance]:
     return rows
 
 
-def solve_task(onnx: Path, vnnlib: Path, timeout: float, folder: str, alpha_steps: int = 30) -> Row:
-    """One family row as a runner task: :func:`solve_one`, its folder saved, its CSV row."""
-    return solve_one(onnx, vnnlib, timeout, Path(folder), alpha_steps)
+def solve_task(onnx: Path, vnnlib: Path, folder: str, options: Any) -> Row:
+    """One family row as a runner task: :func:`solve_one` with method ``exact``'s ``options`` (its time limit the
+    row's), its folder saved, its CSV row."""
+    rest = {name: value for name, value in values(options).items() if name not in ("timeout", "progress")}
+    return solve_one(onnx, vnnlib, options.timeout, Path(folder), **rest)
 
 
-def instance_task(onnx: str, vnnlib: str, timeout: float, alpha_steps: int = 30) -> Row:
-    """An instance as a runner task that writes no folder (benchmarks): status, stage, reason, seconds, search."""
+def instance_task(onnx: str, vnnlib: str, timeout: float, **options: Any) -> Row:
+    """An instance as a runner task that writes no folder (benchmarks): status, stage, reason, seconds, search;
+    ``options``: method ``exact``'s."""
     t0 = time.perf_counter()
-    result = solve_instance(onnx, vnnlib, timeout, alpha_steps=alpha_steps)
+    result = solve_instance(onnx, vnnlib, timeout, **options)
     item = result.items[0]
     return {"status": item.status, "stage": str(item.metrics.get("stage", "")), "reason": item.reason,
             "seconds": time.perf_counter() - t0,
             "search": ",".join(sorted({c.get("search", "") for c in result.info.get("certificates", [])}))}
 
 
-def family_tasks(rows: list[Instance], timeout: float | None, out: Path, alpha_steps: int = 30) -> list[Task | None]:
-    """One task per good row (``None`` for a malformed one), keyed by the bytes of its two files and its options.
+def family_tasks(rows: list[Instance], timeout: float | None, out: Path, **options: Any) -> list[Task | None]:
+    """One task per good row (``None`` for a malformed one), keyed by the bytes of its two files and method
+    ``exact``'s options (every field, defaults included), its time limit ``timeout`` or else the row's own.
 
     The runner's time limit is the instance's plus a margin for loading, so the solver normally answers
     ``unknown`` itself; the runner kills only a task stuck past that.
     """
-    plan = Plan(solve_task, {"alpha_steps": alpha_steps}, unkeyed=("folder",))
+    settings = exact_options(timeout, options)
+    plan = Plan(solve_task, {}, unkeyed=("folder",))
     tasks: list[Task | None] = []
     for i, inst in enumerate(rows):
         if inst.error:
             tasks.append(None)
             continue
-        t = timeout if timeout is not None else (inst.timeout if inst.timeout == inst.timeout else 60.0)
+        t = timeout if timeout is not None else (inst.timeout if inst.timeout == inst.timeout else settings.timeout)
         folder = out / f"{i:03d}_{inst.onnx.stem}_{inst.vnnlib.stem}"
-        tasks.append(plan.task({"onnx": inst.onnx, "vnnlib": inst.vnnlib, "timeout": t, "folder": str(folder)},
+        tasks.append(plan.task({"onnx": inst.onnx, "vnnlib": inst.vnnlib, "folder": str(folder),
+                                "options": replace(settings, timeout=t)},
                                f"{inst.onnx.name} {inst.vnnlib.name}", timeout=t * 1.25 + 10.0))
     return tasks
 
@@ -113,16 +120,17 @@ def family_row(inst: Instance, record: Record | None) -> Row:
     base = {"onnx": str(inst.onnx), "vnnlib": str(inst.vnnlib)}
     if record is None:
         return {**base, "status": "error", "stage": "", "seconds": "0.00", "reason": inst.error}
-    if record.state == "done":
+    if record.status == "done":
         return {**record.row, **base}
-    status = "unknown" if record.state == "timeout" else "error"
+    status = "unknown" if record.status == "timeout" else "error"
     return {**base, "status": status, "stage": "", "seconds": f"{record.seconds:.2f}", "reason": record.message}
 
 
-def solve_family(instances: Path, timeout: float | None, out: Path, alpha_steps: int = 30,
+def solve_family(instances: Path, timeout: float | None, out: Path,
                  progress: Callable[[int, int, Row], None] | None = None, *, engine: Any = None,
-                 command: Sequence[str] | None = None) -> list[Row]:
-    """Solve every row of ``instances`` not yet answered in ``out``; all rows, in file order.
+                 command: Sequence[str] | None = None, **options: Any) -> list[Row]:
+    """Solve every row of ``instances`` not yet answered in ``out``; all rows, in file order. ``timeout`` (default:
+    each row's own, else method ``exact``'s) and ``options``: method ``exact``'s.
 
     Each row is a task of :func:`netinvert.sweeps.runner.run_sweep` (``engine``: local processes or Ray),
     so a rerun resumes by the content of each row's files (however their paths are spelled), rows
@@ -132,7 +140,7 @@ def solve_family(instances: Path, timeout: float | None, out: Path, alpha_steps:
     line it records).
     """
     rows = read_instances(instances)
-    tasks = family_tasks(rows, timeout, out, alpha_steps)
+    tasks = family_tasks(rows, timeout, out, **options)
     unique = list({t.key: t for t in tasks if t is not None}.values())
     known = finished(out, unique)
     table_path = out / "results.csv"

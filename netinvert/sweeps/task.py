@@ -49,7 +49,7 @@ class Record:
 
     key: str
     label: str
-    state: str
+    status: str
     row: dict[str, Any] = field(default_factory=dict)
     message: str = ""
     seconds: float = 0.0
@@ -57,12 +57,13 @@ class Record:
     engine: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "label": self.label, "state": self.state, "row": self.row, "message": self.message,
+        return {"key": self.key, "label": self.label, "status": self.status, "row": self.row, "message": self.message,
                 "seconds": self.seconds, "engine_s": self.engine_s, "engine": self.engine}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Record:
-        return cls(key=str(data["key"]), label=str(data.get("label", "")), state=str(data["state"]),
+        status = data["status"] if "status" in data else data["state"]  # read back: records of netinvert 0.1.0
+        return cls(key=str(data["key"]), label=str(data.get("label", "")), status=str(status),
                    row=dict(data.get("row") or {}), message=str(data.get("message", "")),
                    seconds=float(data.get("seconds", 0.0)), engine_s=float(data.get("engine_s", 0.0)),
                    engine=str(data.get("engine", "")))
@@ -109,7 +110,8 @@ class Plan:
 
 def material(value: Any) -> Any:
     """What a task key hashes for one argument: plain values as they are, a ``Path`` by its file's bytes, a
-    loaded model by its weights, input description and data, arrays by their bytes, data classes field by field.
+    loaded model by its weights, input description and data, arrays by their bytes, data classes field by field
+    (a method's options by the fields that decide answers: not its threads or progress bar).
 
     A value of any other type is refused (a key must not depend on where an object happens to live in memory).
     """
@@ -133,8 +135,12 @@ def material(value: Any) -> Any:
     if isinstance(value, DataSplit):
         return {"data": value.key}  # the key names the data stably (decoder caches rely on it too)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {"type": type(value).__name__,
-                **{f.name: material(getattr(value, f.name)) for f in dataclasses.fields(value)}}
+        every = dataclasses.fields(value)
+        kept = [f for f in every if "option" not in f.metadata or f.metadata["option"].keyed]
+        name = type(value).__name__
+        if any("option" in f.metadata for f in every):  # a method's options, named with the method: gradient.Options
+            name = f"{type(value).__module__.rsplit('.', 1)[-1]}.{name}"
+        return {"type": name, **{f.name: material(getattr(value, f.name)) for f in kept}}
     raise TypeError(f"a sweep task cannot be keyed by a {type(value).__name__}: pass plain values, paths, "
                     "arrays, data classes or models")
 
@@ -180,9 +186,10 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     return _DIGESTS[cache]
 
 
-def task_key(kind: str, files: Iterable[str | os.PathLike[str]] = (), **options: Any) -> str:
-    """The content hash of a hand-made task: its kind, the bytes of its ``files`` (in order) and its ``options``."""
-    return _digest({"kind": kind, "files": [file_digest(f) for f in files], "options": material(options)})
+def task_key(name: str, files: Iterable[str | os.PathLike[str]] = (), **options: Any) -> str:
+    """The content hash of a hand-made task: its name, the bytes of its ``files`` (in order) and its ``options``."""
+    return _digest({"kind": name,  # read back: the field's name in keys of netinvert 0.1.0, so stored sweeps resume
+                    "files": [file_digest(f) for f in files], "options": material(options)})
 
 
 def model_key(source: str, load_options: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -48,7 +48,7 @@ def score(model: Model, targets: list[Target], inputs: torch.Tensor,
     logits = outputs.reshape(outputs.shape[0], -1)
     probs = model.probabilities(logits)
     verifier = model.verifier
-    v_probs = (verifier.probabilities(verifier.judge(inputs, model.input_spec).reshape(inputs.shape[0], -1))
+    v_probs = (verifier.probabilities(verifier.outputs_for(inputs, model.input_spec).reshape(inputs.shape[0], -1))
                if verifier is not None else None)
     reference = _data_max(model, targets)
     items = []

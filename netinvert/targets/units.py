@@ -27,8 +27,8 @@ class Class(Target):
 
     @property
     def description(self) -> str:  # type: ignore[override]
-        kind = "log p" if self.log_prob else "class"
-        return f"{kind} {self.name if self.name is not None else self.index}"
+        word = "log p" if self.log_prob else "class"
+        return f"{word} {self.name if self.name is not None else self.index}"
 
     def objective(self, outputs: torch.Tensor, acts: Acts) -> torch.Tensor:
         k = self._k()

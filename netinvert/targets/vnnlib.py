@@ -221,12 +221,12 @@ def parse_vnnlib(text: str, source: str = "<vnnlib>") -> Spec:
         rows, rhs = [], []
         for (coeffs, const), tok in clause:
             coeffs = {v: c for v, c in coeffs.items() if c != 0.0}
-            kinds = {v[0] for v in coeffs}
+            sides = {v[0] for v in coeffs}
             if not coeffs:
                 if const > 0:
                     lo[:] = np.inf  # a false constant constraint: this clause is empty
                 continue
-            if kinds == {"X"}:
+            if sides == {"X"}:
                 if len(coeffs) != 1:
                     raise reader.fail(
                         tok,
@@ -238,7 +238,7 @@ def parse_vnnlib(text: str, source: str = "<vnnlib>") -> Spec:
                     hi[v[1]] = min(hi[v[1]], bound)
                 else:
                     lo[v[1]] = max(lo[v[1]], bound)
-            elif kinds == {"Y"}:
+            elif sides == {"Y"}:
                 row = np.zeros(n_out)
                 for v, c in coeffs.items():
                     row[v[1]] = c
@@ -270,15 +270,15 @@ def parse_vnnlib(text: str, source: str = "<vnnlib>") -> Spec:
     return Spec(n_in, n_out, tuple(cases), source)
 
 
-def _count(reader: _Reader, kind: str, source: str) -> int:
-    idx = sorted(i for k, i in reader.declared if k == kind)
-    name = "input" if kind == "X" else "output"
+def _count(reader: _Reader, side: str, source: str) -> int:
+    idx = sorted(i for k, i in reader.declared if k == side)
+    name = "input" if side == "X" else "output"
     if not idx:
-        raise NetinvertError(f"{source}: no {name} variable is declared: add (declare-const {kind}_0 Real)")
+        raise NetinvertError(f"{source}: no {name} variable is declared: add (declare-const {side}_0 Real)")
     if idx != list(range(len(idx))):
         missing = next(i for i in range(len(idx) + 1) if i not in idx)
         raise NetinvertError(
-            f"{source}: {name} variables must be {kind}_0..{kind}_{idx[-1]}, but {kind}_{missing} is not declared"
+            f"{source}: {name} variables must be {side}_0..{side}_{idx[-1]}, but {side}_{missing} is not declared"
         )
     return len(idx)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import torch
 
 from netinvert.domains.domain import Domain
 from netinvert.ground.errors import NetinvertError
+from netinvert.ground.options import values
 from netinvert.ground.output import write_file
 from netinvert.ground.page import png_bytes
 from netinvert.ground.result import Item, Result
@@ -35,17 +36,17 @@ BATCHES = "batches"
 
 @dataclass(frozen=True)
 class LayerUnits:
-    """The units of a layer: ``channel`` or ``neuron``, and how many."""
+    """The units of a layer: what a unit is (``channel`` or ``neuron``), and how many."""
 
     layer: str
-    kind: str
+    unit: str
     count: int
 
 
 def units(model: Model, layer: str) -> list[Target]:
     """One target per unit of ``layer``: ``Channel`` for outputs with positions (C, ...), else ``Neuron``."""
     plan = layer_units(model, layer)
-    make = Channel if plan.kind == "channel" else Neuron
+    make = Channel if plan.unit == "channel" else Neuron
     return [make(layer, i) for i in range(plan.count)]
 
 
@@ -60,14 +61,13 @@ def layer_units(model: Model, layer: str) -> LayerUnits:
     return LayerUnits(layer, "neuron", int(shape[0]))
 
 
-def render_batch(model: Model, layer: str, domain: Domain, first: int, batch_size: int, steps: int, lr: float,
-                 seed: int, threads: int | None, folder: str) -> dict[str, Any]:
-    """Render units ``first .. first + batch_size`` of ``layer`` (seed ``seed + first``) into ``folder``: their PNGs,
-    then ``batches/bNNNNNN.npz`` (units, inputs, item scores, seconds); returns the batch's row."""
-    targets = units(model, layer)[first : first + batch_size]
+def render_batch(model: Model, layer: str, domain: Domain, first: int, options: Any, folder: str) -> dict[str, Any]:
+    """Render units ``first ..`` of ``layer`` (a batch of ``options.batch_size``) with method ``gradient``'s
+    ``options`` (its seed plus ``first``) into ``folder``: their PNGs, then ``batches/bNNNNNN.npz`` (units, inputs,
+    item scores, seconds); returns the batch's row."""
+    targets = units(model, layer)[first : first + options.batch_size]
     t0 = time.perf_counter()
-    part = invert(model, targets, domain, method="gradient", schedule="imagine", steps=steps, lr=lr,
-                  seed=seed + first, threads=threads, early_stop=False, progress=False)
+    part = invert(model, targets, domain, method="gradient", **values(replace(options, seed=options.seed + first)))
     seconds = time.perf_counter() - t0
     out = Path(folder)
     unit_ids = np.arange(first, first + len(part.items))
@@ -107,9 +107,9 @@ def assemble(folder: Path, model: Model, layer: str, batches: list[str], options
         method="atlas", model=model.name, inputs=inputs, outputs=outputs, items=items,
         timing={"total_s": seconds, "render_s": render_s, "units_rendered_now": rendered,
                 "units_per_s": plan.count / render_s if render_s > 0 else 0.0},
-        info={"atlas": {"layer": plan.layer, "kind": plan.kind, "units": plan.count, "resumed_units": resumed},
+        info={"atlas": {"layer": plan.layer, "unit": plan.unit, "units": plan.count, "resumed_units": resumed},
               "options": options},
-        labels=[f"{plan.kind} {u}" for u in range(plan.count)],
+        labels=[f"{plan.unit} {u}" for u in range(plan.count)],
         value_range=(model.input_spec.low, model.input_spec.high), kind="atlas",
     )
     if model.input_spec.is_image:

@@ -8,7 +8,7 @@ writes the rows. The resumable command is :mod:`netinvert.sweeps.leakage`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -18,7 +18,9 @@ from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.images import grid_image
 from netinvert.ground.page import png_bytes
 from netinvert.ground.result import Item, Result, npy_bytes
-from netinvert.methods import invert
+from netinvert.ground.options import check
+from netinvert.ground.options import values as as_keywords
+from netinvert.methods import check_shared, invert, options_of, shared_options
 from netinvert.models.wrapper import Model
 from netinvert.report.leakage import mean, quality
 from netinvert.targets.activations import capture_activations, targets_for
@@ -33,23 +35,13 @@ def check_methods(methods: Sequence[str]) -> None:
             raise NetinvertError(f"unknown inversion method {m!r}: choose one of {choices(INVERSION_METHODS)}")
 
 
-def options_for(method: str, *, data: DataSplit | None = None, steps: int | None = None, seed: int = 0,
-                threads: int | None = None, progress: bool | None = None) -> dict[str, Any]:
-    """The ``invert()`` options of one inversion method (``decoder`` takes no steps, ``gradient`` no data)."""
-    options: dict[str, Any] = {"seed": seed, "threads": threads, "progress": progress}
-    if method != "decoder":
-        options["steps"] = steps
-    if method != "gradient" and data is not None:
-        options["data"] = data
-    return options
-
-
 def reconstruct(model: Model, layer: str, *, original: torch.Tensor | None = None,
                 activations: torch.Tensor | None = None, method: str = "hybrid", metric: str = "mse",
-                steps: int | None = None, seed: int = 0, threads: int | None = None) -> Result:
-    """Inputs of ``model`` whose ``layer`` activations match those of ``original`` (or the given ``activations``).
+                **options: Any) -> Result:
+    """Inputs of ``model`` whose ``layer`` activations match those of ``original`` (or the given ``activations``),
+    found by ``method`` with its ``options``.
 
-    With an original, every item is scored against it (``psnr``, ``ssim``, ``verifier_agreement``) and the
+    With an original, every item is scored against it (``psnr``, ``ssim``, ``verifier_agrees``) and the
     result's files hold ``original.npy`` and, for pictures, ``comparison.png`` (originals over reconstructions).
     """
     check_methods([method])
@@ -57,14 +49,13 @@ def reconstruct(model: Model, layer: str, *, original: torch.Tensor | None = Non
     if (original is None) == (activations is None):
         raise NetinvertError("give the original input or the activations of the layer, one of the two")
     values = capture_activations(model, layer, original) if original is not None else activations
-    result = invert(model, targets_for(model, layer, values, metric), None, method=method,
-                    **options_for(method, steps=steps, seed=seed, threads=threads))
+    result = invert(model, targets_for(model, layer, values, metric), None, method=method, **options)
     result.info["layer"] = layer
     if original is None:
         return result
     q = quality(model, original, result.inputs)
     for i, item in enumerate(result.items):
-        item.metrics.update(psnr=q["psnr"][i], ssim=q["ssim"][i], verifier_agreement=q["verifier_agreement"][i])
+        item.metrics.update(psnr=q["psnr"][i], ssim=q["ssim"][i], verifier_agrees=q["verifier_agrees"][i])
     n = len(original)
     result.labels = ["reconstruction"] if n == 1 else [f"reconstruction {i}" for i in range(n)]
     result.files["original.npy"] = npy_bytes(original)
@@ -77,17 +68,20 @@ def reconstruct(model: Model, layer: str, *, original: torch.Tensor | None = Non
 
 
 def evaluate(model: Model, layers: Sequence[str], methods: Sequence[str], data: DataSplit | None = None, *,
-             count: int = 64, steps: int | None = None, seed: int = 0, threads: int | None = None,
+             count: int = 64, options: Mapping[str, Any] | None = None,
              log: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Invert the first ``count`` held-out inputs at every layer with every method; one row per pair, layers in
     network order.
 
-    ``data``: the split to take held-out inputs from and train decoders on (default: the model's own). The
-    resumable report over a folder, on local processes or Ray, is :func:`netinvert.sweeps.leakage.leakage_sweep`.
+    ``data``: the split to take held-out inputs from and train decoders on (default: the model's own).
+    ``options``: option values for the methods, each taking those its options declare (:func:`pair_options`).
+    The resumable report over a folder, on local processes or Ray, is
+    :func:`netinvert.sweeps.leakage.leakage_sweep`.
     """
     check_methods(methods)
     if count < 1:
         raise NetinvertError(f"count={count} must be >= 1")
+    check_shared(methods, options or {})
     for layer in layers:
         model.get_layer(layer)
     split = data if data is not None else model.data_split()
@@ -97,23 +91,30 @@ def evaluate(model: Model, layers: Sequence[str], methods: Sequence[str], data: 
     for layer in sorted(layers, key=names.index):
         values = capture_activations(model, layer, x)
         for method in methods:
-            row, _ = invert_pair(model, layer, method, x, values, split, steps=steps, seed=seed, threads=threads)
+            row, _ = invert_pair(model, layer, method, x, values, split, pair_options(method, options or {}))
             rows.append(row)
             if log is not None:
                 log(row)
     return rows
 
 
-def invert_pair(model: Model, layer: str, method: str, x: torch.Tensor, values: torch.Tensor, split: DataSplit, *,
-         steps: int | None, seed: int, threads: int | None) -> tuple[dict[str, Any], torch.Tensor]:
-    """Reconstruct ``x`` from its ``values`` at ``layer`` with ``method``: the scored row and the reconstructions."""
+def pair_options(method: str, options: Mapping[str, Any]) -> Any:
+    """The options of ``method`` for one pair: those of ``options`` it declares, and no progress bar; its data is
+    the pair's own (:func:`invert_pair`)."""
+    return check(options_of(method), {**shared_options(method, options), "progress": False}, method)
+
+
+def invert_pair(model: Model, layer: str, method: str, x: torch.Tensor, values: torch.Tensor, split: DataSplit,
+                options: Any) -> tuple[dict[str, Any], torch.Tensor]:
+    """Reconstruct ``x`` from its ``values`` at ``layer`` with ``method`` and its ``options`` (a decoder trains on
+    ``split``): the scored row and the reconstructions."""
     start = time.perf_counter()
-    result = invert(model, targets_for(model, layer, values), None, method=method,
-                    **options_for(method, data=split, steps=steps, seed=seed, threads=threads, progress=False))
+    chosen = shared_options(method, {**as_keywords(options), "data": split})
+    result = invert(model, targets_for(model, layer, values), None, method=method, **chosen)
     seconds = time.perf_counter() - start
     q = quality(model, x, result.inputs)
     row = {"layer": layer, "method": method, "depth": model.layer_depth(layer), "psnr": mean(q["psnr"]),
-           "ssim": mean(q["ssim"]), "verifier_agreement": mean(q["verifier_agreement"]),
+           "ssim": mean(q["ssim"]), "verifier_agreement": mean(q["verifier_agrees"]),
            "activation_error": mean(result.metric("activation_error")), "seconds": seconds, "count": len(x)}
     return row, result.inputs
 

@@ -1,6 +1,6 @@
 """Hidden-unit patterns of fully connected nets, in input space.
 
-Two kinds for every unit of a ``Linear`` or activation layer:
+Two patterns for every unit of a ``Linear`` or activation layer:
 
 * ``weights``: the unit's incoming weights composed back to the pixels through every earlier
   ``Linear`` layer (activations and biases skipped): row ``j`` of ``W_l ... W_1``. Signed.
@@ -28,7 +28,7 @@ from netinvert.models.wrapper import Model
 from netinvert.solvers.network.chain import Chain, input_bounds, layer_position, layer_value, read_chain
 from netinvert.targets.activations import Activations
 
-KINDS = ("weights", "backprojected")
+PATTERNS = ("weights", "backprojected")
 
 
 def _projection(chain: Chain, stage: int) -> np.ndarray:
@@ -38,23 +38,23 @@ def _projection(chain: Chain, stage: int) -> np.ndarray:
     return m
 
 
-def _check(kind: str) -> None:
-    if kind not in KINDS:
-        raise NetinvertError(f"pattern kind {kind!r} is unknown: use one of {choices(KINDS)}")
+def _check(pattern: str) -> None:
+    if pattern not in PATTERNS:
+        raise NetinvertError(f"pattern {pattern!r} is unknown: use one of {choices(PATTERNS)}")
 
 
-def unit_patterns(model: Model, layer: str, kind: str = "weights", *, level: float | None = None,
+def unit_patterns(model: Model, layer: str, pattern: str = "weights", *, level: float | None = None,
                   domain: Box | Ball | None = None, metric: str | None = None) -> torch.Tensor:
     """One input-space pattern per unit of ``layer``: a tensor (units, *input_shape).
 
     ``metric`` (``backprojected`` only) picks the input as in
     :func:`netinvert.methods.analytic.solve_layerwise`.
     """
-    _check(kind)
+    _check(pattern)
     chain = _fully_connected(model)
     stage, where = layer_position(model, chain, layer)
     shape = model.input_spec.shape
-    if kind == "weights":
+    if pattern == "weights":
         return torch.from_numpy(_projection(chain, stage)).float().reshape(-1, *shape)
     lo, hi = input_bounds(model, domain)
     x_ref = np.clip(chain.ref, lo, hi)
@@ -73,14 +73,14 @@ def unit_patterns(model: Model, layer: str, kind: str = "weights", *, level: flo
 
 
 def activity_pattern(model: Model, layer: str, activities: torch.Tensor | np.ndarray | Sequence[float],
-                     kind: str = "weights", *, domain: Box | Ball | None = None,
+                     pattern: str = "weights", *, domain: Box | Ball | None = None,
                      metric: str | None = None) -> torch.Tensor:
     """The input-space pattern (*input_shape) of a whole activity vector of ``layer``."""
-    _check(kind)
+    _check(pattern)
     chain = _fully_connected(model)
     position = layer_position(model, chain, layer)
     v = layer_value(activities, chain, position, layer)
-    if kind == "backprojected":
+    if pattern == "backprojected":
         return _backprojected(model, [Activations(layer, torch.from_numpy(v))], domain, metric)[0]
     return torch.from_numpy(v @ _projection(chain, position[0])).float().reshape(model.input_spec.shape)
 
@@ -108,20 +108,20 @@ def _fully_connected(model: Model) -> Chain:
                              "`netinvert atlas`") from None
 
 
-def patterns_result(model: Model, layer: str, kind: str = "weights") -> Result:
+def patterns_result(model: Model, layer: str, pattern: str = "weights") -> Result:
     """Every unit's pattern as a :class:`Result`: one item per unit, inputs ready to show (signed weight patterns
     mapped to [0, 1] around 0.5), the raw patterns in its file ``patterns.npy``."""
-    found = unit_patterns(model, layer, kind)
-    shown = for_display(found) if kind == "weights" else found
+    found = unit_patterns(model, layer, pattern)
+    shown = for_display(found) if pattern == "weights" else found
     with torch.no_grad():
-        outputs = model(found) if kind == "backprojected" else torch.empty(0)
+        outputs = model(found) if pattern == "backprojected" else torch.empty(0)
     flat = found.reshape(found.shape[0], -1)
     items = [Item(f"{layer}:{j}", "found", metrics={"unit": j, "norm": float(flat[j].norm())})
              for j in range(found.shape[0])]
-    value_range = (0.0, 1.0) if kind == "weights" else (model.input_spec.low, model.input_spec.high)
+    value_range = (0.0, 1.0) if pattern == "weights" else (model.input_spec.low, model.input_spec.high)
     result = Result(method="patterns", model=model.name, inputs=shown, outputs=outputs, items=items,
-                    info={"layer": layer, "patterns": kind, "units": int(found.shape[0]),
-                          "input_shape": list(model.input_spec.shape), "options": {"layer": layer, "kind": kind}},
+                    info={"layer": layer, "patterns": pattern, "units": int(found.shape[0]),
+                          "input_shape": list(model.input_spec.shape), "options": {"layer": layer, "pattern": pattern}},
                     labels=[item.target for item in items], value_range=value_range, kind="patterns",
                     files={"patterns.npy": npy_bytes(found)})
     return result

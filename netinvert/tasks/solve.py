@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from netinvert.domains.sets import Box
 from netinvert.ground.errors import NetinvertError
+from netinvert.ground.options import check, values
 from netinvert.ground.output import write_text
 from netinvert.ground.result import Item, Result
 from netinvert.ground.run import time_limit_progress
-from netinvert.methods import invert
+from netinvert.methods import invert, options_of
 from netinvert.models.load import load
 from netinvert.models.wrapper import Model
 from netinvert.report.finish import finish
@@ -57,15 +60,16 @@ def check_instance(onnx_path: str | Path, vnnlib_path: str | Path) -> str:
             f"{len(spec.cases)} input box{'es' if len(spec.cases) != 1 else ''}")
 
 
-def solve_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float = 60.0, *, alpha_steps: int = 30,
-                   lp_tighten: bool = False, seed: int = 0, spent: float = 0.0) -> Result:
+def solve_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float | None = None, *,
+                   spent: float = 0.0, **options: Any) -> Result:
     """Answer an ONNX + VNNLIB instance: one item, found if any input box reaches its output set.
 
-    ``spent``: seconds of ``timeout`` used up before the call (a harness's start, :func:`solve_one`); an instance
-    with no time left is still read, and answered ``unknown`` (time limit).
+    ``timeout`` (default: method ``exact``'s) and ``options`` are method ``exact``'s options for the instance as a
+    whole. ``spent``: seconds of ``timeout`` used up before the call (a harness's start, :func:`solve_one`); an
+    instance with no time left is still read, and answered ``unknown`` (time limit).
     """
-    if not timeout > 0:
-        raise NetinvertError(f"`timeout` {timeout:g} must be more than 0 seconds")
+    settings = exact_options(timeout, options)
+    timeout = settings.timeout
     t0 = time.perf_counter()
     budget = timeout - spent
     model, spec = read_instance(onnx_path, vnnlib_path)
@@ -79,8 +83,7 @@ def solve_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: floa
             status, reason = "unknown", "time limit"
             break
         box = Box(torch.from_numpy(case.lo), torch.from_numpy(case.hi))
-        res = invert(model, case.output, box, method="exact", timeout=left, alpha_steps=alpha_steps,
-                     lp_tighten=lp_tighten, seed=seed, progress=False)
+        res = invert(model, case.output, box, method="exact", **values(replace(settings, timeout=left, progress=False)))
         answers.append(res)
         if res.items[0].status == "found":
             status, reason = "found", ""
@@ -106,6 +109,12 @@ def solve_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: floa
                   info={"status": status, "network": str(onnx_path), "spec": str(vnnlib_path), "cases": len(spec.cases),
                         "time_limit": budget, "certificates": [r.info["certificates"][0] for r in answers]},
                   kind="solve", files=files)
+
+
+def exact_options(timeout: float | None, options: Mapping[str, Any]) -> Any:
+    """Method ``exact``'s options for an instance: ``options`` and ``timeout`` (``None``: the method's default)."""
+    given = {**options, **({"timeout": timeout} if timeout is not None else {})}
+    return check(options_of("exact"), given, "exact")
 
 
 def _check_outputs(spec: Spec, n_out: int, vnnlib_path: str | Path, net: str) -> None:
@@ -142,20 +151,21 @@ def vnncomp_answer(result: Result) -> str:
     return "timeout\n" if "time limit" in item.reason else "unknown\n"
 
 
-def solve_one(onnx_path: Path, vnnlib_path: Path, timeout: float, out: Path, alpha_steps: int = 30,
-              progress: bool | None = None, command: Sequence[str] | None = None, *,
-              result_file: Path | None = None, started_at: float | None = None) -> Row:
+def solve_one(onnx_path: Path, vnnlib_path: Path, timeout: float | None, out: Path, progress: bool | None = None,
+              command: Sequence[str] | None = None, *, result_file: Path | None = None,
+              started_at: float | None = None, **options: Any) -> Row:
     """Solve one instance, save its folder (with ``counterexample.txt`` when found) and return its CSV row.
 
-    ``progress``: the time used against the limit while it runs (see ``time_limit_progress``); ``command``: the
-    command line to record with the result. ``result_file``: also write the VNN-COMP result file there
-    (:func:`vnncomp_answer`), before the folder. ``started_at``: the Unix time ``timeout`` counts from (a
-    harness's start, so that the interpreter's start and reading the files count too); the search then gets
-    what is left of it, less :data:`FINISH_RESERVE`.
+    ``timeout`` and ``options``: method ``exact``'s (:func:`solve_instance`). ``progress``: the time used against the
+    limit while it runs (see ``time_limit_progress``); ``command``: the command line to record with the result.
+    ``result_file``: also write the VNN-COMP result file there (:func:`vnncomp_answer`), before the folder.
+    ``started_at``: the Unix time ``timeout`` counts from (a harness's start, so that the interpreter's start and
+    reading the files count too); the search then gets what is left of it, less :data:`FINISH_RESERVE`.
     """
+    timeout = exact_options(timeout, options).timeout
     spent = time.time() - started_at + FINISH_RESERVE if started_at is not None else 0.0
     with time_limit_progress(progress, max(timeout - spent, 0.0), f"solving {Path(vnnlib_path).name}"):
-        result = solve_instance(onnx_path, vnnlib_path, timeout, alpha_steps=alpha_steps, spent=spent)
+        result = solve_instance(onnx_path, vnnlib_path, timeout, spent=spent, **options)
     item = result.items[0]
     if result_file is not None:
         write_text(result_file, vnncomp_answer(result))

@@ -28,7 +28,7 @@ class Builder(Protocol):
 
     def shape(self, i: int) -> tuple[int, ...]: ...
     def fail(self, label: str, what: str) -> NetinvertError: ...
-    def act(self, i: int, kind: str, label: str) -> int: ...
+    def act(self, i: int, function: str, label: str) -> int: ...
     def linear(self, i: int, w: np.ndarray, b: np.ndarray | None, label: str) -> int: ...
     def conv(self, i: int, w: np.ndarray, b: np.ndarray | None, stride: tuple[int, int], pads: Pads,
              dilation: tuple[int, int], groups: int, label: str) -> int: ...
@@ -80,11 +80,13 @@ def identity(b: Builder, n: Node, args: list[Any], label: str) -> int:
     return _data(args)
 
 
-def activation(kind: str) -> Build:
+def activation(function: str) -> Build:
+    """The activation node of ``function`` (``relu``, ``sigmoid``, ...)."""
+
     def build(b: Builder, n: Node, args: list[Any], label: str) -> int:
-        if kind == "softplus" and n.attrs:
+        if function == "softplus" and n.attrs:
             raise b.fail(label, "has attributes: only Softplus without attributes is supported")
-        return b.act(_data(args), kind, label)
+        return b.act(_data(args), function, label)
 
     return build
 
