@@ -23,7 +23,7 @@ from netinvert.domains.sets import Ball
 from netinvert.ground.output import write_json
 from netinvert.methods import invert
 from netinvert.models.wrapper import InputSpec, Model
-from netinvert.solvers import graph_bounds as gbm
+from netinvert.solvers.bounds import graph as gbm
 from netinvert.solvers.problem import network_of
 from netinvert.targets.output_set import OutputSet
 

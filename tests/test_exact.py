@@ -25,11 +25,11 @@ from netinvert.ground.errors import NetinvertError
 from netinvert.ground.spec import InputSpec
 from netinvert.methods import exact, invert
 from netinvert.models.wrapper import Model
-from netinvert.solvers import linear_bounds as lb
-from netinvert.solvers.bab import Tuning, bab
-from netinvert.solvers.milp import lp_tighten
-from netinvert.solvers.piecewise import from_onnx, from_torch
+from netinvert.solvers.bounds import dense as lb
+from netinvert.solvers.milp.dense import lp_tighten
+from netinvert.solvers.network.read import from_onnx, from_torch
 from netinvert.solvers.problem import torch_checker
+from netinvert.solvers.search.bab import Tuning, bab
 from netinvert.targets.output_set import OutputSet
 from netinvert.targets.units import Class
 from netinvert.targets.vnnlib import read_vnnlib
@@ -70,7 +70,7 @@ def _deep_net(rng: np.random.Generator, sizes: list[int]) -> nn.Sequential:
 
 
 def _deep_case(rng: np.random.Generator, sizes: list[int]) -> tuple:
-    """A random ``_deep_net`` read as a PLNet over [-1, 1]^n: the net, its layers, the box and its CROWN bounds."""
+    """A random ``_deep_net`` read as a dense chain over [-1, 1]^n: the net, its layers, the box and its CROWN bounds."""
     net = from_torch(_deep_net(rng, sizes), (sizes[0],))
     layers = lb.layers_of(net)
     lo, hi = -np.ones(sizes[0]), np.ones(sizes[0])
@@ -366,7 +366,7 @@ def test_branch_and_bound_stage_with_several_disjuncts() -> None:
 def test_branch_and_bound_agrees_with_milp_on_wider_nets() -> None:
     """Nets too wide for pattern enumeration: every branch-and-bound verdict (many batched splits,
     several branching candidates, warm-started float32 optimization, float64 decision) must match the MILP."""
-    from netinvert.solvers.milp import solve_disjunct
+    from netinvert.solvers.milp.dense import solve_disjunct
 
     rng = np.random.default_rng(5)
     verdicts = {"none": 0, "found": 0, "unknown": 0}
@@ -418,7 +418,7 @@ def _pre_activation_ranges(layers: list, xs: np.ndarray) -> list[tuple[np.ndarra
 
 
 def test_sign_refinement_is_sound_and_fixes_neurons_the_relaxation_cannot() -> None:
-    from netinvert.solvers.refine import refine
+    from netinvert.solvers.search.refine import refine
 
     rng = np.random.default_rng(3)
     fixed = 0
@@ -439,7 +439,7 @@ def test_sign_refinement_is_sound_and_fixes_neurons_the_relaxation_cannot() -> N
 
 
 def test_sign_proofs_cut_short_still_narrow_bounds_soundly() -> None:
-    from netinvert.solvers.refine import refine
+    from netinvert.solvers.search.refine import refine
 
     rng = np.random.default_rng(5)
     sizes = [6, 24, 24, 24, 24, 2]
@@ -500,7 +500,7 @@ def test_resumed_branch_and_bound_reaches_the_same_verdict_as_one_long_run() -> 
 def test_batched_searches_match_separate_ones_across_budgeted_rounds() -> None:
     """``bab_many``: problems that share batches, stop at their budgets and resume must reach the
     verdicts of separate long runs; a problem whose search was dropped is never reported refuted."""
-    from netinvert.solvers.bab import bab_many
+    from netinvert.solvers.search.bab import bab_many
 
     rng = np.random.default_rng(14)
     sizes = [4, 12, 12, 10, 3]
@@ -545,10 +545,10 @@ def test_highs_prints_nothing() -> None:
 
     code = (
         "import numpy as np, torch\n"
-        "from netinvert.solvers import linear_bounds as lb\n"
-        "from netinvert.solvers.convex import solve_lp\n"
-        "from netinvert.solvers.milp import solve_disjunct\n"
-        "from netinvert.solvers.piecewise import from_torch\n"
+        "from netinvert.solvers.bounds import dense as lb\n"
+        "from netinvert.solvers.milp.convex import solve_lp\n"
+        "from netinvert.solvers.milp.dense import solve_disjunct\n"
+        "from netinvert.solvers.network.read import from_torch\n"
         "torch.manual_seed(0)\n"
         "m = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))\n"
         "layers = lb.layers_of(from_torch(m, (2,)))\n"

@@ -22,13 +22,13 @@ from netinvert.ground.errors import NetinvertError
 from netinvert.methods import exact, invert
 from netinvert.models.load import load
 from netinvert.models.wrapper import InputSpec, Model
-from netinvert.solvers import graph_bounds as gbm
-from netinvert.solvers.graph import GraphNet
-from netinvert.solvers.graph_bab import graph_bab
-from netinvert.solvers.graph_milp import solve_graph_disjunct
-from netinvert.solvers.graph_read import graph_from_onnx, graph_from_torch
-from netinvert.solvers.piecewise import PLNet
+from netinvert.solvers.bounds import graph as gbm
+from netinvert.solvers.milp.graph import solve_graph_disjunct
+from netinvert.solvers.network.fx import graph_from_torch
+from netinvert.solvers.network.graph import GraphNet
+from netinvert.solvers.network.onnx import graph_from_onnx
 from netinvert.solvers.problem import network_of, torch_checker
+from netinvert.solvers.search.graph_bab import graph_bab
 from netinvert.targets.output_set import OutputSet
 
 torch.set_num_threads(1)
@@ -85,12 +85,23 @@ class FlattenMid(nn.Module):
         return self.fc2(torch.relu(self.conv(h)).reshape(-1, 32))
 
 
+class MaxPooled(nn.Module):
+    """Max-pooling over 3x3 windows with padding: groups of 4, 6 and 9 cells (odd ones pair a cell with itself)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.pool, self.fc = nn.Conv2d(1, 2, 3, padding=1), nn.MaxPool2d(3, stride=2, padding=1), nn.Linear(18, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(torch.relu(self.c(x))).flatten(1))
+
+
 def conv_net(act: type[nn.Module]) -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 3, 3, stride=2, padding=1), act(), nn.Conv2d(3, 4, 3, padding=1), act(),
                          nn.Flatten(), nn.Linear(36, 3))
 
 
-NETS = {"residual": Residual, "concat": Concat, "avgpool": Pooled, "flatten-mid": FlattenMid,
+NETS = {"residual": Residual, "concat": Concat, "avgpool": Pooled, "flatten-mid": FlattenMid, "maxpool": MaxPooled,
         "conv-relu": lambda: conv_net(nn.ReLU), "conv-sigmoid": lambda: conv_net(nn.Sigmoid),
         "residual-tanh": lambda: Residual(nn.Tanh)}
 
@@ -156,10 +167,11 @@ def test_fx_trace_and_onnx_export_give_the_same_bounds(kind: str, tmp_path: Path
     torch.testing.assert_close(fx_low, onnx_low, rtol=1e-6, atol=1e-6)
     model = load(path, input_shape=SHAPE)
     net = network_of(model)  # the ONNX model through the solver's own reader
-    assert isinstance(net, GraphNet) or kind == "conv-sigmoid"
+    assert net.dense is None or kind == "conv-sigmoid"
 
 
-@pytest.mark.parametrize("kind", ["residual", "concat", "avgpool", "flatten-mid", "conv-relu", "conv-sigmoid"])
+@pytest.mark.parametrize("kind", ["residual", "concat", "avgpool", "flatten-mid", "maxpool", "conv-relu",
+                                  "conv-sigmoid"])
 def test_solve_is_never_contradicted_by_sampling(kind: str) -> None:
     """Output sets placed around the sampled range: some reachable, some not; none answered wrongly."""
     rng = np.random.default_rng(7 + len(kind))
@@ -222,9 +234,9 @@ def test_graph_branch_and_bound_agrees_with_the_milp(kind: str) -> None:
 def test_models_route_small_chains_to_the_dense_path_and_graphs_to_the_graph() -> None:
     chain = Model(conv_net(nn.ReLU), InputSpec(SHAPE, low=0.0, high=1.0, mean=(0.5,), std=(0.25,)), name="c")
     resid = Model(_module("residual", 4), InputSpec(SHAPE, low=0.0, high=1.0, mean=(0.5,), std=(0.25,)), name="r")
-    assert isinstance(network_of(chain), PLNet)
+    assert network_of(chain).dense is not None
     net = network_of(resid)
-    assert isinstance(net, GraphNet)
+    assert net.dense is None
     xs = np.random.default_rng(0).uniform(0, 1, (5, N_IN))
     with torch.no_grad():
         ref = resid(torch.as_tensor(xs, dtype=torch.float32).reshape(-1, *SHAPE)).numpy()
@@ -242,13 +254,40 @@ def test_models_route_small_chains_to_the_dense_path_and_graphs_to_the_graph() -
 
     plain = Model(Plain(), InputSpec((3,), low=0.0, high=1.0), name="plain")
     dense = network_of(plain)
-    assert isinstance(dense, PLNet) and dense.hidden_sizes == [5]
+    assert dense.dense is not None and dense.hidden_sizes == [5]
     with torch.no_grad():
         np.testing.assert_allclose(dense.forward(xs[:, :3]), plain(torch.as_tensor(xs[:, :3]).float()).numpy(), atol=1e-5)
     for kind in ("conv-relu", "conv-sigmoid", "flatten-mid"):  # composed chains equal their graphs
         g = graph_from_torch(_module(kind, 6), SHAPE)
         if g.is_chain():
-            np.testing.assert_allclose(g.as_plnet().forward(xs), g.forward(xs), atol=1e-10)
+            np.testing.assert_allclose(g.composed().forward(xs), g.forward(xs), atol=1e-10)
+
+
+def test_max_pooling_is_exact_in_the_graph_and_in_its_dense_chain() -> None:
+    """The ReLU tournament of max-pooling is read into the graph (ONNX and fx), stays a chain, and its dense
+    chain computes the module; both forms give the same answers, never contradicted by sampling."""
+    rng = np.random.default_rng(4)
+    module = _module("maxpool", 4)
+    graph = graph_from_torch(module, SHAPE)
+    dense = network_of(Model(module, InputSpec(SHAPE, low=0.0, high=1.0), name="pool"))
+    assert graph.dense is None and graph.is_chain() and dense.dense is not None
+    check = torch_checker(module, SHAPE)
+    seen = set()
+    for trial, frac in enumerate([-2.0, -0.3, 0.05]):
+        x0 = rng.uniform(0.2, 0.8, N_IN)
+        lo, hi = x0 - 0.1, x0 + 0.1
+        xs = np.vstack([rng.uniform(lo, hi, size=(20000, N_IN)), lo, hi])
+        ys = _outputs(module, xs)
+        np.testing.assert_allclose(dense.forward(xs), ys, atol=1e-9)
+        np.testing.assert_allclose(graph.forward(xs), ys, atol=1e-9)
+        a = rng.normal(size=(1, ys.shape[1]))
+        v = (ys @ a.T)[:, 0]
+        target = OutputSet.linear(a, np.array([v.min() + frac * (v.max() - v.min())]))
+        answers = {exact.solve_case(net, lo, hi, target, check, timeout=10, seed=trial).status for net in (graph, dense)}
+        assert len(answers) == 1 and answers != {"unknown"}, (trial, answers)
+        assert answers == {"found"} or not target.contains(ys).any(), trial
+        seen |= answers
+    assert seen == {"found", "none-exists"}, seen
 
 
 def test_unsupported_layers_get_one_clear_error(tmp_path: Path) -> None:
@@ -308,7 +347,7 @@ def test_preimage_bounds_on_a_residual_net_are_sound() -> None:
 
     torch.manual_seed(5)
     model = Model(ResMLP().eval(), InputSpec((2,), low=-1.0, high=1.0), name="resmlp")
-    assert isinstance(network_of(model), GraphNet)
+    assert network_of(model).dense is None
     g = np.linspace(-1, 1, 121)
     pts = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
     with torch.no_grad():
@@ -336,7 +375,7 @@ def test_linear_nodes_transpose_as_their_autograd_adjoints() -> None:
     """Backward propagation passes each linear node through its adjoint: conv (groups, dilation,
     stride, asymmetric pads) via conv_transpose2d and average pooling (with and without padded cells
     counted) equal autograd's vector-Jacobian products."""
-    from netinvert.solvers.graph import GNode, apply, transpose
+    from netinvert.solvers.network.graph import GNode, apply, transpose
 
     torch.manual_seed(0)
     conv = {"w": torch.randn(6, 2, 3, 3, dtype=torch.float64), "b": torch.randn(6, dtype=torch.float64),
@@ -354,9 +393,9 @@ def test_linear_nodes_transpose_as_their_autograd_adjoints() -> None:
         torch.testing.assert_close(back[0], grad)
 
 
-def test_constant_first_matmul_falls_back_to_the_chain_reader(tmp_path: Path) -> None:
-    """``MatMul(W, x)`` on a 1-D input (VNN-COMP's test_small layout): the graph reader refuses it in one
-    line instead of comparing an array with a node id, and the chain reader takes the network."""
+def test_constant_first_matmul_on_a_1d_input_is_read(tmp_path: Path) -> None:
+    """``MatMul(W, x)`` on a 1-D input (VNN-COMP's test_small layout) is read as a linear node; on a 2-D input
+    it is refused in one line naming the op instead of comparing an array with a node id."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
@@ -372,10 +411,12 @@ def test_constant_first_matmul_falls_back_to_the_chain_reader(tmp_path: Path) ->
         [numpy_helper.from_array(a, n) for a, n in ((w0, "W0"), (b0, "B0"), (w1, "W1"), (b1, "B1"))])
     path = tmp_path / "const_first.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2
+    graph.input[0].type.tensor_type.shape.dim.add().dim_value = 2
     with pytest.raises(NetinvertError, match="MatMul"):
-        graph_from_onnx(onnx.load(path), str(path))
+        graph_from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), "wide.onnx")
     net = network_of(load(path))
-    assert isinstance(net, PLNet)
+    assert net.dense is not None
     session = ort.InferenceSession(str(path))
     xs = rng.uniform(-1, 1, size=(16, 2)).astype(np.float32)
     want = np.stack([session.run(None, {"x": x})[0] for x in xs])

@@ -13,11 +13,11 @@ from torch import nn
 
 from netinvert.ground.errors import NetinvertError
 from netinvert.methods import exact
-from netinvert.solvers import linear_bounds as lb
-from netinvert.solvers import smooth
-from netinvert.solvers.input_split import split_search
-from netinvert.solvers.piecewise import from_torch
+from netinvert.solvers.bounds import dense as lb
+from netinvert.solvers.bounds import smooth
+from netinvert.solvers.network.read import from_torch
 from netinvert.solvers.problem import torch_checker
+from netinvert.solvers.search.input_split import split_search
 from netinvert.targets.output_set import OutputSet
 
 torch.set_num_threads(1)
@@ -187,7 +187,7 @@ def test_onnx_sigmoid_tanh_softplus_read_like_onnxruntime(tmp_path) -> None:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from netinvert.solvers.piecewise import from_onnx
+    from netinvert.solvers.network.read import from_onnx
 
     rng = np.random.default_rng(4)
     shapes = {"w1": (3, 6), "b1": (6,), "w2": (6, 5), "w3": (5, 4), "w4": (4, 2)}

@@ -13,11 +13,11 @@ import torch
 from torch import nn
 
 from netinvert.methods import exact
-from netinvert.solvers import neuron_split as ns
-from netinvert.solvers import smooth
-from netinvert.solvers.attack import pgd
-from netinvert.solvers.piecewise import from_torch
+from netinvert.solvers.bounds import smooth
+from netinvert.solvers.network.read import from_torch
 from netinvert.solvers.problem import torch_checker
+from netinvert.solvers.search import neuron_split as ns
+from netinvert.solvers.search.attack import pgd
 from netinvert.targets.output_set import OutputSet
 
 torch.set_num_threads(1)

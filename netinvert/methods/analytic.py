@@ -41,8 +41,9 @@ from netinvert.ground.errors import NetinvertError
 from netinvert.ground.options import option, seed_option, takes
 from netinvert.ground.result import Item, Result
 from netinvert.models.wrapper import Model
-from netinvert.solvers.chain import EPS, RANGES, Chain, Stage, input_bounds, layer_position, layer_value, read_chain
-from netinvert.solvers.convex import polish, solve_lp, solve_qp
+from netinvert.solvers.milp.convex import polish, solve_lp, solve_qp
+from netinvert.solvers.network.chain import (EPS, RANGES, AffineStage, Chain, input_bounds, layer_position, layer_value,
+                                             read_chain)
 from netinvert.targets.activations import Activations
 from netinvert.targets.base import Target
 from netinvert.targets.scoring import DEFAULT_GOAL, score
@@ -145,7 +146,7 @@ def _solve_layer(layer: _Layer) -> None:
     layer.reachable = layer.residual <= _TOL * scale
 
 
-def _invert_activation(st: Stage, value: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def _invert_activation(st: AffineStage, value: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Pre-activation target for a post-activation ``value``: (z, equality mask, range residual).
 
     Rows outside the mask are ReLU zeros, whose pre-activation need only be <= 0. Values outside
@@ -183,7 +184,7 @@ class _Goal:
     clip: float = 0.0
 
     @staticmethod
-    def of_value(st_index: int, st: Stage, where: str, value: np.ndarray) -> _Goal:
+    def of_value(st_index: int, st: AffineStage, where: str, value: np.ndarray) -> _Goal:
         """The goal "this layer's activation (``post``) or pre-activation (``pre``) equals ``value``"."""
         if where == "post":
             z, eq, clip = _invert_activation(st, value)
@@ -192,7 +193,7 @@ class _Goal:
         eye = np.eye(value.size)
         return _Goal(st_index, eye[eq], z[eq], eye[~eq], z[~eq], clip)
 
-    def rows(self, st: Stage) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def rows(self, st: AffineStage) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The goal as rows on the stage's input ``h`` (``z = W h + b``)."""
         return (self.c_eq @ st.weight, self.d_eq - self.c_eq @ st.bias,
                 self.c_le @ st.weight, self.d_le - self.c_le @ st.bias)

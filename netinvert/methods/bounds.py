@@ -26,8 +26,8 @@ from netinvert.ground.options import option, takes
 from netinvert.ground.output import write_file
 from netinvert.ground.page import png_bytes
 from netinvert.ground.result import Item, Result
-from netinvert.solvers.input_split import preimage_search
 from netinvert.solvers.problem import as_output_set, box_of, checker_of, joined, network_of
+from netinvert.solvers.search.input_split import preimage_search
 
 MAX_DIM = 8
 

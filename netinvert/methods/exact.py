@@ -21,16 +21,18 @@ import torch
 from netinvert.ground.options import option, progress_option, seed_option, takes
 from netinvert.ground.result import Item, Result
 from netinvert.ground.run import time_limit_progress
-from netinvert.solvers import graph_bounds as gbm
-from netinvert.solvers import linear_bounds as lb
-from netinvert.solvers import milp, smooth
-from netinvert.solvers import neuron_split as ns
-from netinvert.solvers.attack import pgd
-from netinvert.solvers.bab import BabOutcome, bab
-from netinvert.solvers.graph import GraphNet
-from netinvert.solvers.graph_bab import graph_bab
-from netinvert.solvers.graph_milp import MAX_ENTRIES, dense_entries, solve_graph_disjunct
-from netinvert.solvers.input_split import (
+from netinvert.solvers.bounds import graph as gbm
+from netinvert.solvers.bounds import dense as lb
+from netinvert.solvers.bounds import smooth
+from netinvert.solvers.milp import dense as milp
+from netinvert.solvers.milp.graph import MAX_ENTRIES, dense_entries, solve_graph_disjunct
+from netinvert.solvers.network.graph import GraphNet
+from netinvert.solvers.problem import Checker, as_output_set, box_of, checker_of, joined, network_of
+from netinvert.solvers.search import neuron_split as ns
+from netinvert.solvers.search.attack import pgd
+from netinvert.solvers.search.bab import BabOutcome, bab
+from netinvert.solvers.search.graph_bab import graph_bab
+from netinvert.solvers.search.input_split import (
     MAX_INPUTS,
     MIN_UNSTABLE,
     REFUTE,
@@ -38,9 +40,7 @@ from netinvert.solvers.input_split import (
     root_bounds,
     split_search,
 )
-from netinvert.solvers.piecewise import PLNet
-from netinvert.solvers.problem import Checker, Network, as_output_set, box_of, checker_of, joined, network_of
-from netinvert.solvers.refine import refine
+from netinvert.solvers.search.refine import refine
 from netinvert.targets.output_set import OutputSet
 
 STRICT = 1e-6  # a found input must satisfy A y <= b - STRICT in float32 and float64
@@ -81,7 +81,7 @@ def _finisher(t0: float, stats: dict[str, Any],
     return done
 
 
-def _corner_points(net: Network, lo: np.ndarray, hi: np.ndarray, target: OutputSet, check: Checker) -> Found | None:
+def _corner_points(net: GraphNet, lo: np.ndarray, hi: np.ndarray, target: OutputSet, check: Checker) -> Found | None:
     """The box centre or one of its two extreme corners when it reaches ``target`` (one forward pass for all three)."""
     points = np.stack([0.5 * (lo + hi), lo, hi])
     for x in points[target.violations(net.forward(points)) < 0]:
@@ -110,7 +110,7 @@ def _stacked_rows(target: OutputSet) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return rows_a, rows_b, owner
 
 
-def _point_test(net: Network, one: OutputSet) -> Callable[[np.ndarray], np.ndarray]:
+def _point_test(net: GraphNet, one: OutputSet) -> Callable[[np.ndarray], np.ndarray]:
     """Which inputs (rows of ``xs``) reach the single-disjunct set ``one`` with the strict margin."""
     return lambda xs: one.violations(net.forward(xs)) <= -STRICT
 
@@ -140,7 +140,7 @@ def _accept(
 
 
 def solve_case(
-    net: Network,
+    net: GraphNet,
     lo: np.ndarray,
     hi: np.ndarray,
     target: OutputSet,
@@ -170,9 +170,10 @@ def solve_case(
 
     ``input_split`` (None: ``prefer_input_split`` decides) replaces all of this by branch-and-bound
     on the input box; it is the only search for networks with smooth activations.
-    A ``GraphNet`` (residual, concatenating or large convolutional networks) takes ``graph_case``.
+    A network without a dense chain (residual, concatenating or large convolutional graphs) takes
+    ``graph_case``.
     """
-    if isinstance(net, GraphNet):
+    if net.dense is None:
         return graph_case(net, lo, hi, target, check, timeout=timeout, attack_seconds=attack_seconds,
                           alpha_steps=alpha_steps, threads=threads, seed=seed, input_split=input_split)
     t0 = time.perf_counter()
@@ -316,7 +317,7 @@ def solve_case(
 
 
 def _split_case(
-    net: PLNet,
+    net: GraphNet,
     lo: np.ndarray,
     hi: np.ndarray,
     target: OutputSet,
@@ -350,7 +351,7 @@ def _split_case(
 
 
 def _neuron_split_case(
-    net: PLNet,
+    net: GraphNet,
     lo: np.ndarray,
     hi: np.ndarray,
     target: OutputSet,
@@ -427,7 +428,7 @@ def _neuron_split_case(
 
 
 def _split_disjuncts(
-    net: Network,
+    net: GraphNet,
     lo: np.ndarray,
     hi: np.ndarray,
     target: OutputSet,

@@ -1,7 +1,7 @@
 """A model, a domain and a target as the problem the exact solvers take.
 
-The solvers work on a network (the dense chain ``PLNet``, or the ``GraphNet`` of residual,
-concatenating and convolutional graphs), a flat float64 input box and an ``OutputSet``; every candidate input is re-checked on the original network by a ``Checker``. This
+The solvers work on a network (a ``GraphNet``, whose small feed-forward chains carry their dense
+form), a flat float64 input box and an ``OutputSet``; every candidate input is re-checked on the original network by a ``Checker``. This
 module derives those from a :class:`~netinvert.models.wrapper.Model`: an ONNX model gives its
 network and its onnxruntime re-check from the graph it carries (the file is not read again), any
 other model from its module.
@@ -22,15 +22,13 @@ from netinvert.domains.sets import Ball, Box
 from netinvert.ground.errors import NetinvertError
 from netinvert.models.onnx import OnnxModule
 from netinvert.models.wrapper import Model
-from netinvert.solvers.graph import GraphNet
-from netinvert.solvers.graph_read import graph_from_onnx, graph_from_torch
-from netinvert.solvers.piecewise import ACTIVATIONS, PLNet, from_onnx_model, from_torch
+from netinvert.solvers.network.graph import GraphNet
+from netinvert.solvers.network.onnx import graph_from_onnx
+from netinvert.solvers.network.read import choose_network, from_torch, input_affine, normalized
 from netinvert.targets.output_set import OutputSet
 from netinvert.targets.regression import Regression
 from netinvert.targets.units import Class
 
-Network = PLNet | GraphNet
-DENSE_LIMIT = 5e6  # chains whose dense matrices need more entries than this are solved as graphs
 Checker = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # flat inputs -> (float32 outputs, float64 outputs)
 
 
@@ -62,118 +60,54 @@ def as_output_set(model: Model, target: Any, num_outputs: int) -> tuple[OutputSe
                          f"not {type(target).__name__}")
 
 
-def joined(net: Network, check: Checker, target: OutputSet) -> tuple[Network, Checker, OutputSet]:
+def joined(net: GraphNet, check: Checker, target: OutputSet) -> tuple[GraphNet, Checker, OutputSet]:
     """The problem of a set whose rows read the input too (``target.num_inputs`` > 0): the network with
-    its flat input appended to its outputs (as a graph), the re-check likewise, and the set over both.
+    its flat input appended to its outputs, the re-check likewise, and the set over both.
     Any other set comes back as it is."""
     if not target.num_inputs:
         return net, check, target
     if target.num_inputs != net.num_inputs:
         raise NetinvertError(f"output set reads {target.num_inputs} inputs but {net.name} has {net.num_inputs}")
-    graph = net if isinstance(net, GraphNet) else GraphNet.of_chain(net)
 
     def check_joined(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         y32, y64 = check(x)
         flat = np.asarray(x, dtype=np.float64).reshape(len(y32), -1)
         return np.hstack([y32, flat]), np.hstack([y64, flat])
 
-    return graph.with_inputs(), check_joined, target.joined()
+    return net.with_inputs(), check_joined, target.joined()
 
 
-def network_of(model: Model) -> Network:
-    """The network of ``model``, input normalization folded into the first layer.
-
-    Feed-forward chains whose dense form is small (``DENSE_LIMIT`` matrix entries) become a
-    ``PLNet`` (the fast path: dense layers, ReLU branch-and-bound, MILP); residual adds,
-    concatenations, average pooling and large convolutional networks a ``GraphNet``. An ONNX
-    model's network comes from the graph it carries and is kept in ``model.info`` (a model loaded
-    from a file does not change); any other model's is read from its module each time.
-    """
+def network_of(model: Model) -> GraphNet:
+    """The network of ``model`` in the form the solvers take (``choose_network``), input normalization
+    folded into it. An ONNX model's network comes from the graph it carries and is kept in
+    ``model.info`` (a model loaded from a file does not change); any other model's is read from its
+    module each time."""
     spec = model.input_spec
     if not isinstance(model.module, OnnxModule):
-        module = model.module
-        return choose_network(
-            lambda: _normalized(model, graph_from_torch(module, spec.shape, name=model.name)),
-            lambda: from_torch(module, spec.shape, mean=spec.mean, std=spec.std, name=model.name))
-    if "piecewise" not in model.info:
-        onnx_module = model.module
-        model.info["piecewise"] = choose_network(
-            lambda: _normalized(model, _sized(model, graph_from_onnx(onnx_module.proto, onnx_module.source))),
-            lambda: _onnx_network(model, onnx_module))
-    return model.info["piecewise"]
+        return from_torch(model.module, spec.shape, mean=spec.mean, std=spec.std, name=model.name)
+    if "network" not in model.info:
+        net = graph_from_onnx(model.module)
+        n = int(np.prod(spec.shape))
+        if net.num_inputs != n:
+            raise NetinvertError(f"{model.module.source} takes {net.num_inputs} inputs but the model's input shape "
+                                 f"{spec.shape} has {n}")
+        model.info["network"] = choose_network(normalized(net, input_affine(spec.shape, spec.mean, spec.std)))
+    return model.info["network"]
 
 
-def choose_network(graph: Callable[[], GraphNet], chain: Callable[[], PLNet]) -> Network:
-    """The dense chain when the network is a small chain (from the chain reader, or composed from
-    the graph when only the graph reader reads it, e.g. a custom module's forward; max-pooling only
-    the chain reader reads), else the graph (also for chains with activations the dense form lacks:
-    sin, cos, powers). When neither reads it, the graph reader's error."""
-    try:
-        g = graph()
-    except NetinvertError as exc:
-        try:
-            return chain()
-        except NetinvertError:
-            raise exc from None
-    if g.is_chain() and g.dense_cost() <= DENSE_LIMIT and set(g.kinds) <= set(ACTIVATIONS):
-        try:
-            return chain()
-        except NetinvertError:  # a chain the dense reader cannot read (a custom module's forward)
-            return g.as_plnet()
-    return g
-
-
-def _sized(model: Model, net: GraphNet) -> GraphNet:
-    n = int(np.prod(model.input_spec.shape))
-    if net.num_inputs != n:
-        raise NetinvertError(f"{net.info.get('source', model.name)} takes {net.num_inputs} inputs but the model's "
-                             f"input shape {model.input_spec.shape} has {n}")
-    return net
-
-
-def _normalized(model: Model, net: GraphNet) -> GraphNet:
-    scale, shift = _input_affine(model)
-    return net if scale is None or shift is None else net.with_input_affine(scale, shift)
-
-
-def _onnx_network(model: Model, module: OnnxModule) -> PLNet:
-    spec = model.input_spec
-    net = from_onnx_model(module.proto, module.source)
-    n = int(np.prod(spec.shape))
-    if net.num_inputs != n:
-        raise NetinvertError(
-            f"{module.source} takes {net.num_inputs} inputs but the model's input shape {spec.shape} has {n}"
-        )
-    scale, shift = _input_affine(model)
-    return net if scale is None or shift is None else net.with_input_affine(scale, shift)
-
-
-def _input_affine(model: Model) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Flat ``1 / std`` and ``-mean / std`` of the model's input normalization (None, None without one)."""
-    spec = model.input_spec
-    if not (spec.mean or spec.std):
-        return None, None
-    n = int(np.prod(spec.shape))
-    channels = spec.shape[0] if len(spec.shape) == 3 else 1
-    mean = np.broadcast_to(np.asarray(spec.mean or (0.0,), dtype=np.float64), (channels,))
-    std = np.broadcast_to(np.asarray(spec.std or (1.0,), dtype=np.float64), (channels,))
-    per = n // channels
-    return np.repeat(1.0 / std, per), np.repeat(-mean / std, per)
-
-
-def checker_of(model: Model, net: Network) -> Checker:
+def checker_of(model: Model, net: GraphNet) -> Checker:
     """The re-check of candidate inputs: onnxruntime for ONNX models, the module itself otherwise."""
     if isinstance(model.module, OnnxModule):
-        scale, shift = _input_affine(model)
-        return onnx_checker(model.module, net, scale, shift)
+        spec = model.input_spec
+        return onnx_checker(model.module, net, input_affine(spec.shape, spec.mean, spec.std))
     return torch_checker(model, model.input_spec.shape)
 
 
-def onnx_checker(module: OnnxModule, net: Network, scale: np.ndarray | None = None,
-                 shift: np.ndarray | None = None) -> Checker:
+def onnx_checker(module: OnnxModule, net: GraphNet, affine: tuple[np.ndarray, np.ndarray] | None = None
+                 ) -> Checker:
     """Re-check with onnxruntime on the module's graph (float32) and the float64 evaluation of ``net``.
 
-    ``scale``/``shift`` are the model's input normalization (the graph takes normalized inputs).
+    ``affine`` is the model's input normalization (``input_affine``: the graph takes normalized inputs).
     """
     import onnxruntime as ort
 
@@ -184,7 +118,7 @@ def onnx_checker(module: OnnxModule, net: Network, scale: np.ndarray | None = No
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
 
     def check(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        fed = x if scale is None or shift is None else x * scale + shift
+        fed = x if affine is None else x * affine[0] + affine[1]
         y32 = np.stack([sess.run(None, {inp.name: r.astype(np.float32).reshape(shape)})[0].reshape(-1) for r in fed])
         return y32.astype(np.float64), net.forward(x)
 

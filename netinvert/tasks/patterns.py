@@ -25,7 +25,7 @@ from netinvert.ground.errors import NetinvertError, choices
 from netinvert.ground.result import Item, Result, npy_bytes
 from netinvert.methods import invert
 from netinvert.models.wrapper import Model
-from netinvert.solvers.chain import Chain, input_bounds, layer_position, layer_value, read_chain
+from netinvert.solvers.network.chain import Chain, input_bounds, layer_position, layer_value, read_chain
 from netinvert.targets.activations import Activations
 
 PATTERNS = ("weights", "backprojected")

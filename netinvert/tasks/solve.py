@@ -27,7 +27,6 @@ from netinvert.methods import invert, options_of
 from netinvert.models.load import load
 from netinvert.models.wrapper import Model
 from netinvert.report.finish import finish
-from netinvert.solvers.graph import GraphNet
 from netinvert.solvers.problem import network_of
 from netinvert.targets.vnnlib import Spec, read_vnnlib
 
@@ -57,7 +56,7 @@ def check_instance(onnx_path: str | Path, vnnlib_path: str | Path) -> str:
     model, spec = read_instance(onnx_path, vnnlib_path)
     net = network_of(model)
     return (f"{Path(onnx_path).name}: {spec.num_inputs} inputs, {spec.num_outputs} outputs, "
-            f"read as a {'graph' if isinstance(net, GraphNet) else 'chain'}; {Path(vnnlib_path).name}: "
+            f"read as a {'graph' if net.dense is None else 'chain'}; {Path(vnnlib_path).name}: "
             f"{len(spec.cases)} input box{'es' if len(spec.cases) != 1 else ''}")
 
 

@@ -5,7 +5,8 @@ name), so forward hooks and layer listings work as on any PyTorch model. Initial
 nodes and subgraphs of constants are folded once at import time into buffers (they follow
 ``.double()`` / ``.to(device)``). Shape subgraphs that read the input's shape (Shape -> Gather ->
 Concat -> Reshape, as torch and tf2onnx export them) run eagerly on every forward. The op table
-is :mod:`netinvert.models.onnx.ops`.
+is :mod:`netinvert.models.onnx.ops`; ``OnnxModule.ops`` lists the nodes with their constants, which is
+what the exact solvers read (the only parse of the file).
 
 Graphs with a fixed batch of 1 (or no batch dimension at all) still take any batch. A fixed-batch-1
 graph is first tried on the whole batch: most exporters write batch 1 without any op depending on it,
@@ -81,8 +82,8 @@ class OnnxModule(nn.Module):
     ``batch_mode`` is ``dynamic`` (the graph batches itself), ``one`` (fixed batch 1: a larger batch
     runs whole when that gives the per-item outputs, ``batches`` says whether it does, else item by
     item) or ``none`` (the graph input has no batch dimension).
-    ``proto`` is the parsed graph itself, so readers that need the ONNX form (the exact solvers'
-    piecewise-linear reader, the onnxruntime re-check) never read the file again.
+    ``proto`` is the parsed graph itself, so the onnxruntime re-check never reads the file again;
+    ``input_dims`` is the graph input's declared shape (unknown sizes as 1).
     """
 
     def __init__(self, model: onnx.ModelProto, *, source: str = "model.onnx",
@@ -101,6 +102,8 @@ class OnnxModule(nn.Module):
             raise NetinvertError(f"{source} has {len(real_inputs)} graph inputs ({names}): netinvert inverts "
                                  "single-input models; export the model with one input tensor")
         self.input_name = real_inputs[0].name
+        self.input_dims = tuple(d.dim_value if d.dim_value > 0 else 1
+                                for d in real_inputs[0].type.tensor_type.shape.dim) or (1,)
         self.output_name = graph.output[0].name
         self.batch_mode, self.item_shape = _batch_layout(real_inputs[0], input_shape, source)
         nodes = _toposort(graph, set(consts) | {self.input_name}, source)
@@ -128,6 +131,12 @@ class OnnxModule(nn.Module):
     def flow(self) -> list[tuple[str, list[str], list[str]]]:
         """Each node that runs, in order: its submodule name, the values it reads and the values it writes."""
         return [(name, list(ins), list(outs)) for name, ins, outs in self._plan]
+
+    def ops(self) -> tuple[list[tuple[Node, list[str], list[str]]], dict[str, Tensor]]:
+        """The nodes that depend on the input, in order, with the values each reads and writes, and the
+        constants they read (initializers and constant subgraphs, folded)."""
+        nodes = [(self._modules[name], list(ins), list(outs)) for name, ins, outs in self._plan]
+        return nodes, {value: getattr(self, buf) for value, buf in self._consts.items()}  # type: ignore[misc]
 
     def _unique_name(self, raw: str, used: set[str]) -> str:
         base = re.sub(r"\W+", "_", raw).strip("_") or "node"
@@ -278,19 +287,22 @@ def _dims_text(dims: list[int | None]) -> str:
 
 
 def _toposort(graph: onnx.GraphProto, available: set[str], source: str) -> list[onnx.NodeProto]:
-    """Nodes in an order where every input is computed first (ONNX requires it; some files break it)."""
+    """Nodes in an order where every input is computed first (ONNX requires it; some files break it): the
+    file's order where it allows."""
     ready, pending, order = set(available) | {""}, list(graph.node), []
     while pending:
-        rest = [n for n in pending if not all(i in ready for i in n.input)]
-        done = [n for n in pending if all(i in ready for i in n.input)]
-        if not done:
+        rest = []
+        for n in pending:
+            if all(i in ready for i in n.input):
+                order.append(n)
+                ready.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
             node = rest[0]
             missing = [i for i in node.input if i not in ready]
             raise NetinvertError(f"{source}: node {node.name!r} ({node.op_type}) reads {', '.join(missing)}, "
                                  "which no node, initializer or input produces; the file is malformed")
-        for n in done:
-            order.append(n)
-            ready.update(n.output)
         pending = rest
     return order
 

@@ -1,15 +1,17 @@
-"""The ONNX op table: one torch function per ONNX op type, and the module that runs one node.
+"""The ONNX op table (``OPS``): per ONNX op type, its torch function (loading) and how it becomes nodes of
+the exact solvers' graph (verification, :mod:`.verify`), so a new op is added in one place; and the
+module that runs one node.
 
-Each op takes the node (its attributes, opset and the float dtype of the current forward) and the
-list of its input tensors (``None`` for omitted optional inputs) and returns a tensor or a tuple.
-:mod:`netinvert.models.onnx.graph` reads the graph and wires the nodes.
+Each torch function takes the node (its attributes, opset and the float dtype of the current
+forward) and the list of its input tensors (``None`` for omitted optional inputs) and returns a
+tensor or a tuple. :mod:`netinvert.models.onnx.graph` reads the graph and wires the nodes.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import onnx
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from netinvert.ground.errors import NetinvertError
+from netinvert.models.onnx import verify as v
 
 Tensor = torch.Tensor
 Outputs = Tensor | tuple[Tensor, ...]
@@ -59,7 +62,7 @@ class Node(nn.Module):
 
     def run_op(self, inputs: list[Tensor | None]) -> Outputs:
         """The op on these inputs, as they are (no per-item loop)."""
-        return OPS[self.op_type](self, inputs)
+        return OPS[self.op_type].run(self, inputs)
 
     def forward(self, *inputs: Tensor | None, dtype: torch.dtype = torch.float32,
                 items: ItemRunner | None = None) -> Outputs:
@@ -716,71 +719,89 @@ def _lp_norm(n: Node, xs: list) -> Tensor:
     return F.normalize(x, p=float(n.attr("p", 2)), dim=_axis(int(n.attr("axis", -1)), x.dim()), eps=0.0)
 
 
-OPS: dict[str, Callable[[Node, list], Outputs]] = {
-    "Conv": _conv, "ConvTranspose": _conv_transpose, "Gemm": _gemm, "MatMul": _binary(torch.matmul),
-    "Add": _binary(torch.add), "Sub": _binary(torch.sub), "Mul": _binary(torch.mul), "Div": _div, "Pow": _pow,
-    "Mod": _mod, "Sqrt": _unary(torch.sqrt), "Exp": _unary(torch.exp), "Log": _unary(torch.log),
-    "Neg": _unary(torch.neg), "Abs": _unary(torch.abs), "Reciprocal": _unary(torch.reciprocal),
-    "Floor": _unary(torch.floor), "Ceil": _unary(torch.ceil), "Round": _unary(torch.round),
-    "Sign": _unary(torch.sign), "Sin": _unary(torch.sin), "Cos": _unary(torch.cos), "Tan": _unary(torch.tan),
-    "Asin": _unary(torch.asin), "Acos": _unary(torch.acos), "Atan": _unary(torch.atan),
-    "Sinh": _unary(torch.sinh), "Cosh": _unary(torch.cosh), "Erf": _unary(torch.erf),
-    "Relu": _unary(F.relu), "Sigmoid": _unary(torch.sigmoid), "Tanh": _unary(torch.tanh),
-    "Softplus": _unary(F.softplus), "Softsign": _unary(F.softsign), "Mish": _unary(F.mish),
-    "LeakyRelu": lambda n, xs: F.leaky_relu(xs[0], float(n.attr("alpha", 0.01))),
-    "PRelu": lambda n, xs: torch.where(xs[0] < 0, xs[0] * xs[1], xs[0]),
-    "Elu": lambda n, xs: F.elu(xs[0], float(n.attr("alpha", 1.0))),
-    "Celu": lambda n, xs: F.celu(xs[0], float(n.attr("alpha", 1.0))),
-    "ThresholdedRelu": lambda n, xs: torch.where(xs[0] > float(n.attr("alpha", 1.0)), xs[0],
-                                                 torch.zeros_like(xs[0])),
-    "Selu": _selu, "HardSigmoid": _hard_sigmoid,
-    "HardSwish": lambda n, xs: xs[0] * torch.clamp(xs[0] / 6 + 0.5, 0, 1),
-    "Gelu": _gelu, "Shrink": _shrink, "Clip": _clip,
-    "Softmax": _softmax_like(torch.softmax), "LogSoftmax": _softmax_like(torch.log_softmax),
-    "Hardmax": _softmax_like(_hardmax),
-    "MaxPool": _max_pool, "AveragePool": _avg_pool,
-    "GlobalAveragePool": lambda n, xs: xs[0].mean(tuple(range(2, xs[0].dim())), keepdim=True),
-    "GlobalMaxPool": lambda n, xs: xs[0].amax(tuple(range(2, xs[0].dim())), keepdim=True),
-    "BatchNormalization": _batch_norm,
-    "InstanceNormalization": lambda n, xs: F.instance_norm(xs[0], weight=xs[1], bias=xs[2],
-                                                           eps=float(n.attr("epsilon", 1e-5))),
-    "LayerNormalization": _layer_norm, "GroupNormalization": _group_norm, "LRN": _lrn,
-    "LpNormalization": _lp_norm,
-    "Flatten": _flatten, "Reshape": _reshape,
-    "Transpose": lambda n, xs: xs[0].permute(*(n.attr("perm") or range(xs[0].dim() - 1, -1, -1))),
-    "Squeeze": _squeeze, "Unsqueeze": _unsqueeze,
-    "Concat": lambda n, xs: torch.cat([x for x in xs if x is not None], _axis(int(n.attr("axis")), xs[0].dim())),
-    "Split": _split, "Slice": _slice, "Gather": _gather, "GatherElements": _gather_elements,
-    "Shape": _shape, "Size": lambda n, xs: torch.tensor(xs[0].numel(), dtype=torch.int64, device=xs[0].device),
-    "Constant": _constant, "ConstantOfShape": _constant_of_shape, "Identity": _unary(lambda x: x),
-    "Dropout": _dropout,
-    "Cast": lambda n, xs: xs[0].to(_cast_dtype(n, int(n.attr("to")))),
-    "CastLike": lambda n, xs: xs[0].to(xs[1].dtype),
-    "Pad": _pad,
-    "ReduceMean": _reduce(lambda x, d, k: x.mean(d, keepdim=k), 18),
-    "ReduceSum": _reduce(lambda x, d, k: x.sum(d, keepdim=k), 13),
-    "ReduceMax": _reduce(lambda x, d, k: x.amax(d, keepdim=k), 18),
-    "ReduceMin": _reduce(lambda x, d, k: x.amin(d, keepdim=k), 18),
-    "ReduceProd": _reduce(lambda x, d, k: _prod(x, d, k), 18),
-    "ReduceL1": _reduce(lambda x, d, k: x.abs().sum(d, keepdim=k), 18),
-    "ReduceL2": _reduce(lambda x, d, k: (x * x).sum(d, keepdim=k).sqrt(), 18),
-    "ReduceSumSquare": _reduce(lambda x, d, k: (x * x).sum(d, keepdim=k), 18),
-    "ReduceLogSumExp": _reduce(lambda x, d, k: torch.logsumexp(x, d, keepdim=k), 18),
-    "ReduceLogSum": _reduce(lambda x, d, k: x.sum(d, keepdim=k).log(), 18),
-    "ArgMax": _arg_reduce(True), "ArgMin": _arg_reduce(False),
-    "Resize": _resize, "Upsample": _resize,
-    "Expand": _expand, "Tile": lambda n, xs: xs[0].repeat(*(_ints(xs[1]) or [])),
-    "Where": lambda n, xs: torch.where(xs[0].bool(), xs[1], xs[2]),
-    "Equal": _binary(torch.eq), "Less": _binary(torch.lt), "LessOrEqual": _binary(torch.le),
-    "Greater": _binary(torch.gt), "GreaterOrEqual": _binary(torch.ge),
-    "And": _binary(torch.logical_and), "Or": _binary(torch.logical_or), "Xor": _binary(torch.logical_xor),
-    "Not": _unary(torch.logical_not), "IsNaN": _unary(torch.isnan),
-    "Min": _variadic(torch.minimum), "Max": _variadic(torch.maximum), "Sum": _variadic(torch.add),
-    "Mean": lambda n, xs: _variadic(torch.add)(n, xs) / len(xs),
-    "Einsum": lambda n, xs: torch.einsum(n.attr("equation"), *xs),
-    "DepthToSpace": _depth_to_space, "SpaceToDepth": _space_to_depth, "TopK": _topk, "CumSum": _cumsum,
-    "Trilu": _trilu, "Range": _range, "NonZero": lambda n, xs: torch.nonzero(xs[0]).t(),
+class Op(NamedTuple):
+    """One ONNX op: how it runs on torch tensors (loading) and how it becomes nodes of the exact solvers'
+    graph (verification, :mod:`.verify`; ``None`` where the exact methods refuse it)."""
+
+    run: Callable[[Node, list], Outputs]
+    verify: Callable[..., Any] | None = None
+
+
+# The op table: the ops the exact methods read come first (their order is the one error messages list).
+OPS: dict[str, Op] = {
+    "Gemm": Op(_gemm, v.gemm), "MatMul": Op(_binary(torch.matmul), v.matmul), "Conv": Op(_conv, v.conv),
+    "ConvTranspose": Op(_conv_transpose, v.conv_transpose),
+    "Relu": Op(_unary(F.relu), v.activation("relu")), "Sigmoid": Op(_unary(torch.sigmoid), v.activation("sigmoid")),
+    "Tanh": Op(_unary(torch.tanh), v.activation("tanh")), "Softplus": Op(_unary(F.softplus), v.activation("softplus")),
+    "Sin": Op(_unary(torch.sin), v.activation("sin")), "Cos": Op(_unary(torch.cos), v.activation("cos")),
+    "LeakyRelu": Op(lambda n, xs: F.leaky_relu(xs[0], float(n.attr("alpha", 0.01))), v.leaky_relu),
+    "PRelu": Op(lambda n, xs: torch.where(xs[0] < 0, xs[0] * xs[1], xs[0]), v.prelu),
+    "Pow": Op(_pow, v.power), "Add": Op(_binary(torch.add), v.add_sub), "Sub": Op(_binary(torch.sub), v.add_sub),
+    "Mul": Op(_binary(torch.mul), v.mul_div), "Div": Op(_div, v.mul_div), "Neg": Op(_unary(torch.neg), v.neg),
+    "Concat": Op(lambda n, xs: torch.cat([x for x in xs if x is not None], _axis(int(n.attr("axis")), xs[0].dim())),
+                 v.concat),
+    "MaxPool": Op(_max_pool, v.max_pool), "AveragePool": Op(_avg_pool, v.average_pool),
+    "GlobalAveragePool": Op(lambda n, xs: xs[0].mean(tuple(range(2, xs[0].dim())), keepdim=True),
+                            v.global_average_pool),
+    "ReduceSum": Op(_reduce(lambda x, d, k: x.sum(d, keepdim=k), 13), v.reduce),
+    "ReduceMean": Op(_reduce(lambda x, d, k: x.mean(d, keepdim=k), 18), v.reduce),
+    "Flatten": Op(_flatten, v.flatten), "Reshape": Op(_reshape, v.reshape),
+    "Squeeze": Op(_squeeze, v.move), "Unsqueeze": Op(_unsqueeze, v.move),
+    "Transpose": Op(lambda n, xs: xs[0].permute(*(n.attr("perm") or range(xs[0].dim() - 1, -1, -1))), v.move),
+    "Slice": Op(_slice, v.move), "Split": Op(_split, v.move), "Gather": Op(_gather, v.move),
+    "Expand": Op(_expand, v.move), "Tile": Op(lambda n, xs: xs[0].repeat(*(_ints(xs[1]) or [])), v.move),
+    "Resize": Op(_resize, v.move), "Upsample": Op(_resize, v.move), "DepthToSpace": Op(_depth_to_space, v.move),
+    "SpaceToDepth": Op(_space_to_depth, v.move), "Shape": Op(_shape, v.move),
+    "BatchNormalization": Op(_batch_norm, v.batch_norm), "Identity": Op(_unary(lambda x: x), v.identity),
+    "Dropout": Op(_dropout, v.identity),
+    # loading only
+    "Mod": Op(_mod), "Sqrt": Op(_unary(torch.sqrt)), "Exp": Op(_unary(torch.exp)), "Log": Op(_unary(torch.log)),
+    "Abs": Op(_unary(torch.abs)), "Reciprocal": Op(_unary(torch.reciprocal)),
+    "Floor": Op(_unary(torch.floor)), "Ceil": Op(_unary(torch.ceil)), "Round": Op(_unary(torch.round)),
+    "Sign": Op(_unary(torch.sign)), "Tan": Op(_unary(torch.tan)),
+    "Asin": Op(_unary(torch.asin)), "Acos": Op(_unary(torch.acos)), "Atan": Op(_unary(torch.atan)),
+    "Sinh": Op(_unary(torch.sinh)), "Cosh": Op(_unary(torch.cosh)), "Erf": Op(_unary(torch.erf)),
+    "Softsign": Op(_unary(F.softsign)), "Mish": Op(_unary(F.mish)),
+    "Elu": Op(lambda n, xs: F.elu(xs[0], float(n.attr("alpha", 1.0)))),
+    "Celu": Op(lambda n, xs: F.celu(xs[0], float(n.attr("alpha", 1.0)))),
+    "ThresholdedRelu": Op(lambda n, xs: torch.where(xs[0] > float(n.attr("alpha", 1.0)), xs[0],
+                                                    torch.zeros_like(xs[0]))),
+    "Selu": Op(_selu), "HardSigmoid": Op(_hard_sigmoid),
+    "HardSwish": Op(lambda n, xs: xs[0] * torch.clamp(xs[0] / 6 + 0.5, 0, 1)),
+    "Gelu": Op(_gelu), "Shrink": Op(_shrink), "Clip": Op(_clip),
+    "Softmax": Op(_softmax_like(torch.softmax)), "LogSoftmax": Op(_softmax_like(torch.log_softmax)),
+    "Hardmax": Op(_softmax_like(_hardmax)),
+    "GlobalMaxPool": Op(lambda n, xs: xs[0].amax(tuple(range(2, xs[0].dim())), keepdim=True)),
+    "InstanceNormalization": Op(lambda n, xs: F.instance_norm(xs[0], weight=xs[1], bias=xs[2],
+                                                              eps=float(n.attr("epsilon", 1e-5)))),
+    "LayerNormalization": Op(_layer_norm), "GroupNormalization": Op(_group_norm), "LRN": Op(_lrn),
+    "LpNormalization": Op(_lp_norm), "GatherElements": Op(_gather_elements),
+    "Size": Op(lambda n, xs: torch.tensor(xs[0].numel(), dtype=torch.int64, device=xs[0].device)),
+    "Constant": Op(_constant), "ConstantOfShape": Op(_constant_of_shape),
+    "Cast": Op(lambda n, xs: xs[0].to(_cast_dtype(n, int(n.attr("to"))))),
+    "CastLike": Op(lambda n, xs: xs[0].to(xs[1].dtype)),
+    "Pad": Op(_pad),
+    "ReduceMax": Op(_reduce(lambda x, d, k: x.amax(d, keepdim=k), 18)),
+    "ReduceMin": Op(_reduce(lambda x, d, k: x.amin(d, keepdim=k), 18)),
+    "ReduceProd": Op(_reduce(lambda x, d, k: _prod(x, d, k), 18)),
+    "ReduceL1": Op(_reduce(lambda x, d, k: x.abs().sum(d, keepdim=k), 18)),
+    "ReduceL2": Op(_reduce(lambda x, d, k: (x * x).sum(d, keepdim=k).sqrt(), 18)),
+    "ReduceSumSquare": Op(_reduce(lambda x, d, k: (x * x).sum(d, keepdim=k), 18)),
+    "ReduceLogSumExp": Op(_reduce(lambda x, d, k: torch.logsumexp(x, d, keepdim=k), 18)),
+    "ReduceLogSum": Op(_reduce(lambda x, d, k: x.sum(d, keepdim=k).log(), 18)),
+    "ArgMax": Op(_arg_reduce(True)), "ArgMin": Op(_arg_reduce(False)),
+    "Where": Op(lambda n, xs: torch.where(xs[0].bool(), xs[1], xs[2])),
+    "Equal": Op(_binary(torch.eq)), "Less": Op(_binary(torch.lt)), "LessOrEqual": Op(_binary(torch.le)),
+    "Greater": Op(_binary(torch.gt)), "GreaterOrEqual": Op(_binary(torch.ge)),
+    "And": Op(_binary(torch.logical_and)), "Or": Op(_binary(torch.logical_or)),
+    "Xor": Op(_binary(torch.logical_xor)), "Not": Op(_unary(torch.logical_not)), "IsNaN": Op(_unary(torch.isnan)),
+    "Min": Op(_variadic(torch.minimum)), "Max": Op(_variadic(torch.maximum)), "Sum": Op(_variadic(torch.add)),
+    "Mean": Op(lambda n, xs: _variadic(torch.add)(n, xs) / len(xs)),
+    "Einsum": Op(lambda n, xs: torch.einsum(n.attr("equation"), *xs)),
+    "TopK": Op(_topk), "CumSum": Op(_cumsum), "Trilu": Op(_trilu), "Range": Op(_range),
+    "NonZero": Op(lambda n, xs: torch.nonzero(xs[0]).t()),
 }
+VERIFIED = tuple(name for name, op in OPS.items() if op.verify is not None)  # the ops exact methods read
 
 
 def _prod(x: Tensor, dims: tuple[int, ...], keep: bool) -> Tensor:

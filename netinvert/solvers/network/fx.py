@@ -18,11 +18,11 @@ from torch import nn
 
 from netinvert.ground.errors import NetinvertError
 from netinvert.models.architectures import AppendBias
-from netinvert.solvers.graph import GraphNet
-from netinvert.solvers.graph_build import DT, Build
+from netinvert.solvers.network.build import DT, Build
+from netinvert.solvers.network.graph import GraphNet
 
-GRAPH_TORCH = ("Linear, Conv2d, ReLU, ConvTranspose2d, LeakyReLU, PReLU, Sigmoid, Tanh, Softplus (beta=1), "
-               "BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d (dividing), Upsample (nearest), Flatten, Identity, "
+GRAPH_TORCH = ("Linear, Conv2d, ReLU, Sigmoid, Tanh, Softplus (beta=1), ConvTranspose2d, LeakyReLU, PReLU, "
+               "BatchNorm1d/2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d (dividing), Upsample (nearest), Flatten, Identity, "
                "Dropout, AppendBias; +, -, * and / by constants, x * x, ** by an integer, torch.cat/stack, "
                "flatten/reshape/view, indexing and slicing, split/chunk, permute/transpose/squeeze/unsqueeze, "
                "sum/mean over dims, relu/leaky_relu/sigmoid/tanh/sin/cos, avg_pool2d and interpolate (nearest)")
@@ -125,9 +125,9 @@ def _torch_module(b: Build, mod: nn.Module, i: Any, label: str) -> int:
     if isinstance(mod, (nn.Identity, nn.Dropout)):
         return i
     if isinstance(mod, nn.ReLU):
-        return b.add("act", (i,), b.shape(i), label, kind="relu")
+        return b.act(i, "relu", label)
     if isinstance(mod, (nn.Sigmoid, nn.Tanh)) or (isinstance(mod, nn.Softplus) and mod.beta == 1):
-        return b.add("act", (i,), b.shape(i), label, kind=type(mod).__name__.lower())
+        return b.act(i, type(mod).__name__.lower(), label)
     if isinstance(mod, nn.LeakyReLU):
         return b.leaky(i, mod.negative_slope, label)
     if isinstance(mod, nn.PReLU):
@@ -154,6 +154,11 @@ def _torch_module(b: Build, mod: nn.Module, i: Any, label: str) -> int:
         shift = (num(mod.bias) if mod.bias is not None else 0.0) - mean * s
         tail = (1,) * (len(b.shape(i)) - 1)
         return b.scale(i, np.broadcast_to(s, var.shape).reshape(-1, *tail), shift.reshape(-1, *tail), label)
+    if isinstance(mod, nn.MaxPool2d):
+        if _pair(mod.dilation) != (1, 1) or mod.ceil_mode or mod.return_indices:
+            raise b.fail(label, "uses dilation, ceil_mode or return_indices, which are not supported")
+        k, (ph, pw) = _pair(mod.kernel_size), _pair(mod.padding)
+        return b.maxpool(i, k, _pair(mod.stride or k), (pw, pw, ph, ph), label)
     if isinstance(mod, nn.AvgPool2d):
         if mod.ceil_mode or mod.divisor_override:
             raise b.fail(label, "uses ceil_mode or divisor_override, which are not supported")
@@ -219,7 +224,7 @@ def _torch_call(b: Build, fn: Any, args: list[Any], kw: dict[str, Any], label: s
     if fn == "contiguous":
         return args[0]
     if fn in _ACT_FN and node(args[0]):
-        return b.add("act", (args[0],), b.shape(args[0]), label, kind=_ACT_FN[fn])
+        return b.act(args[0], _ACT_FN[fn], label)
     if fn in (F.leaky_relu, "leaky_relu") and node(args[0]):
         return b.leaky(args[0], args[1] if len(args) > 1 else kw.get("negative_slope", 0.01), label)
     if fn in _NEG and node(args[0]):

@@ -2,8 +2,8 @@
 a point of one reaches the output set (``split_search``); or until every box is refuted or proved
 inside the set, within a box budget (``preimage_search``, the certified preimage of ``method="bounds"``).
 
-Both bound batches of boxes at once with CROWN (``rows_bounder``: ``smooth.crown`` for chains
-with ReLU, sigmoid, tanh, softplus; ``graph_bounds.crown`` for graphs), refute a box when some row
+Both bound batches of boxes at once with CROWN (``rows_bounder``: ``smooth.crown`` on the dense chain
+of a chain with ReLU, sigmoid, tanh, softplus; ``bounds.graph.crown`` on other graphs), refute a box when some row
 of a disjunct ``a @ y <= b`` has a positive lower bound or the rows' linear lower bounds cannot
 all be <= 0 at once (``_joint``), and halve a box left open along ``split_dimension`` (the largest
 sensitivity ``|coefficient| * width`` summed over the rows, as nnenum and alpha-beta-CROWN's ACAS
@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from netinvert.solvers import graph_bounds, smooth
-from netinvert.solvers.attack import descend, forward_of
-from netinvert.solvers.graph import GraphNet
-from netinvert.solvers.piecewise import PLNet
+from netinvert.solvers.bounds import graph as graph_bounds
+from netinvert.solvers.bounds import smooth
+from netinvert.solvers.network.graph import GraphNet
+from netinvert.solvers.search.attack import descend, forward_of
 from netinvert.targets.output_set import OutputSet
 
 Bounder = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
@@ -42,10 +42,10 @@ ATTACKED, ATTACK_STEPS = 32, 12  # per round, the boxes with the lowest bounds g
 ATTACK_ROUNDS, ATTACK_EVERY = 16, 4
 
 
-def rows_bounder(net: PLNet | GraphNet, deadline: float = float("inf")) -> Bounder:
+def rows_bounder(net: GraphNet, deadline: float = float("inf")) -> Bounder:
     """CROWN on a batch of boxes for either network form: ``(lo, hi, a, b) -> (val, coef, offset)``,
     the rows' lower bounds (B, m) and the linear lower bounds ``coef @ x + offset`` behind them."""
-    if isinstance(net, GraphNet):
+    if net.dense is None:
         return lambda lo, hi, a, b: graph_bounds.crown(net, lo, hi, a, b, deadline=deadline)[1:]
     layers, kinds = smooth.layers_and_kinds(net)
 
@@ -57,7 +57,7 @@ def rows_bounder(net: PLNet | GraphNet, deadline: float = float("inf")) -> Bound
     return bound
 
 
-def prefer_input_split(net: PLNet | GraphNet, lo: np.ndarray, hi: np.ndarray) -> bool:
+def prefer_input_split(net: GraphNet, lo: np.ndarray, hi: np.ndarray) -> bool:
     """Split the input, not the neurons, when at most ``MAX_INPUTS`` inputs are free: for smooth networks
     always, for ReLU networks when CROWN leaves at least ``MIN_UNSTABLE`` neurons unstable on the whole box."""
     if int(np.sum(hi > lo)) > MAX_INPUTS:
@@ -65,7 +65,7 @@ def prefer_input_split(net: PLNet | GraphNet, lo: np.ndarray, hi: np.ndarray) ->
     if not net.piecewise:
         return True
     lo_t, hi_t = _box(net, lo, hi)
-    if isinstance(net, GraphNet):
+    if net.dense is None:
         with torch.no_grad():
             return sum(graph_bounds.bounds(net, lo_t, hi_t).unstable()) >= MIN_UNSTABLE
     layers, kinds = smooth.layers_and_kinds(net)
@@ -75,11 +75,10 @@ def prefer_input_split(net: PLNet | GraphNet, lo: np.ndarray, hi: np.ndarray) ->
     return sum(int(((l < 0) & (u > 0)).sum()) for l, u in pre) >= MIN_UNSTABLE
 
 
-def _box(net: PLNet | GraphNet, lo: np.ndarray, hi: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def _box(net: GraphNet, lo: np.ndarray, hi: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """The box as float64 tensors (1, n_in) on the network's device."""
-    dev = net.device if isinstance(net, GraphNet) else torch.device("cpu")
-    return (torch.as_tensor(lo, dtype=smooth.DT, device=dev)[None],
-            torch.as_tensor(hi, dtype=smooth.DT, device=dev)[None])
+    return (torch.as_tensor(lo, dtype=smooth.DT, device=net.device)[None],
+            torch.as_tensor(hi, dtype=smooth.DT, device=net.device)[None])
 
 
 @dataclass
@@ -91,7 +90,7 @@ class SplitOutcome:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def root_bounds(net: PLNet | GraphNet, lo: np.ndarray, hi: np.ndarray, a: np.ndarray, b: np.ndarray,
+def root_bounds(net: GraphNet, lo: np.ndarray, hi: np.ndarray, a: np.ndarray, b: np.ndarray,
                 deadline: float = float("inf")) -> np.ndarray:
     """CROWN lower bounds of the rows ``a @ y - b`` over the whole box (m,)."""
     lo_t, hi_t = _box(net, lo, hi)
@@ -102,7 +101,7 @@ def root_bounds(net: PLNet | GraphNet, lo: np.ndarray, hi: np.ndarray, a: np.nda
 
 
 def split_search(
-    net: PLNet | GraphNet,
+    net: GraphNet,
     lo: np.ndarray,
     hi: np.ndarray,
     a: np.ndarray,
@@ -186,7 +185,7 @@ class Preimage:
 
 
 def preimage_search(
-    net: PLNet | GraphNet, lo: np.ndarray, hi: np.ndarray, target: OutputSet, *, max_boxes: int = 4000,
+    net: GraphNet, lo: np.ndarray, hi: np.ndarray, target: OutputSet, *, max_boxes: int = 4000,
     batch: int = 512,
 ) -> Preimage:
     """Split [lo, hi] into boxes outside, inside or uncertain for the union of ``target``'s disjuncts.

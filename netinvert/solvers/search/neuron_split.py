@@ -32,9 +32,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from netinvert.solvers.adam import Adam
-from netinvert.solvers.attack import descend, forward_layers
-from netinvert.solvers.smooth import NARROW, SLACK, act, relax, slope, tangent_limit
+from netinvert.solvers.bounds.adam import Adam
+from netinvert.solvers.bounds.smooth import NARROW, SLACK, relax, slope, tangent_limit
+from netinvert.solvers.network.graph import act, forward_layers
+from netinvert.solvers.search.attack import descend
 
 DT = torch.float64
 Layers = list[tuple[torch.Tensor, torch.Tensor]]

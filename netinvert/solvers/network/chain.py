@@ -5,6 +5,12 @@ ReLU, leaky ReLU, identity); ``Flatten``/``Identity``/``Dropout`` are no-ops and
 is a fixed input feature equal to 1. The input normalization is folded into the first stage, and
 the chain is checked against the model's own forward. The analytic method inverts this chain and
 the unit patterns project through it.
+
+It is not the exact solvers' network (``graph.py``, whose dense chain composes every stretch between
+activations): it keeps the model's own named layers (a target names one: ``positions``), each
+``Linear`` its own stage (consecutive ones get an identity activation between them, never composed),
+a leaky ReLU as one invertible activation (the graph writes it as a ReLU and a skip) and an
+activation after the last layer, all of which inverting stage by stage needs.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ EPS = 1e-6  # hidden sigmoid/tanh targets stay this far inside the open range (|
 
 
 @dataclass
-class Stage:
+class AffineStage:
     """One affine map of the previous stage's output (or the raw input) followed by an activation."""
 
     linear: str
@@ -68,7 +74,7 @@ class Stage:
 class Chain:
     """The stages in order, where each named layer sits, and the input's reference point."""
 
-    stages: list[Stage]
+    stages: list[AffineStage]
     positions: dict[str, tuple[int, str]]  # layer name -> (stage, "pre" | "post")
     ref: np.ndarray  # raw input whose normalized value is 0: the input layer's reference point
 
@@ -131,7 +137,7 @@ def read_chain(model: Model) -> Chain:
     mean, std = _normalization(model, dim)
     module = model.module
     leaves = _leaves(module) if list(module.children()) else [("(model)", module)]
-    stages: list[Stage] = []
+    stages: list[AffineStage] = []
     positions: dict[str, tuple[int, str]] = {}
     # pending affine map from the last anchor (input or previous stage output): v -> [scale*v + shift, 1...]
     scale, shift, appended, width = 1.0 / std, -mean / std, 0, dim
@@ -148,7 +154,7 @@ def read_chain(model: Model) -> Chain:
                                      "right before an activation")
         else:
             name, weight, bias = pending_linear
-        stages.append(Stage(name, act_name, act, weight, bias, slope))
+        stages.append(AffineStage(name, act_name, act, weight, bias, slope))
         if pending_linear is not None:
             positions[name] = (len(stages) - 1, "pre")
         if act_name:

@@ -1,5 +1,5 @@
-"""A computation-graph form of a network for the exact solvers: residual adds, concatenations,
-average pooling, reshapes anywhere, and convolutions kept as convolutions.
+"""The one network form of the exact solvers: a computation graph (residual adds, concatenations,
+average pooling, reshapes anywhere, convolutions kept as convolutions), and its dense chain.
 
 ``GraphNet`` is a list of ``GNode`` in topological order (node 0 is the input). Every node's
 value has a per-item ``shape`` (ONNX graphs keep their leading batch-1 dimension in it, PyTorch
@@ -9,25 +9,86 @@ transpose (``transpose``): bound propagation runs backward through a convolution
 transposed convolution (``convt``) runs backward through ``conv2d``; ``gather`` (every output
 element is one input element: slices, splits, transposes, nearest-neighbour upsampling) through a
 scatter-add; ``sum`` (a reduction over axes) through a broadcast.
-The readers are ``graph_read.py`` (ONNX) and ``graph_fx.py`` (``torch.fx`` traces), the bounds in
-``graph_bounds.py``.
+
+A feed-forward chain (every activation reads a linear function of the activation before it) is
+the graph's fast special case: ``composed`` writes each stretch of linear nodes between
+activations as one dense ``linear`` node, and ``dense`` reads such a graph as its ``DenseForm``
+(weight matrices and activation kinds), which the dense bounds, ReLU branch-and-bound, sign
+refinement, the MILP and neuron splitting take. The readers are ``onnx.py`` and ``fx.py``
+(builder ``build.py``), the choice of form ``read.py``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from netinvert.solvers.piecewise import PLNet
-from netinvert.solvers.smooth import act
-
 OPS = ("input", "linear", "conv", "convt", "act", "add", "concat", "avgpool", "reshape", "scale", "append", "gather",
        "sum")
 LINEAR_OPS = ("linear", "conv", "convt", "add", "concat", "avgpool", "reshape", "scale", "append", "gather", "sum")
+DENSE_KINDS = ("relu", "sigmoid", "tanh", "softplus")  # the activations of the dense chain
+
+
+def act(kind: str, z: torch.Tensor) -> torch.Tensor:
+    """The activation ``kind`` on a tensor (relu, sigmoid, tanh, softplus, sin, cos, pow<p>)."""
+    if kind == "relu":
+        return torch.relu(z)
+    if kind == "sigmoid":
+        return torch.sigmoid(z)
+    if kind == "tanh":
+        return torch.tanh(z)
+    if kind == "sin":
+        return torch.sin(z)
+    if kind == "cos":
+        return torch.cos(z)
+    if kind.startswith("pow"):
+        return z ** power(kind)
+    return F.softplus(z, beta=1.0, threshold=1e9)
+
+
+def power(kind: str) -> int:
+    """The integer exponent of a ``pow<p>`` kind (``pow2``: x ** 2)."""
+    return int(kind[3:])
+
+
+@dataclass
+class DenseForm:
+    """A chain ``x -> W_1 x + b_1 -> f_1 -> ... -> W_L z + b_L`` (float64): ``kinds[i]`` is the activation
+    after layer ``i`` (``DENSE_KINDS``); only all-ReLU chains are piecewise-linear (MILP, ReLU branch-and-bound)."""
+
+    weights: list[np.ndarray]
+    biases: list[np.ndarray]
+    kinds: list[str]
+
+    @property
+    def piecewise(self) -> bool:
+        return all(k == "relu" for k in self.kinds)
+
+    def layers(self, dtype: torch.dtype = torch.float64) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The (weight, bias) pairs as tensors of ``dtype``."""
+        return [(torch.as_tensor(w, dtype=dtype), torch.as_tensor(b, dtype=dtype))
+                for w, b in zip(self.weights, self.biases)]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Outputs (N, n_out) for flat inputs (N, n_in), in float64."""
+        xt = torch.as_tensor(np.asarray(x, dtype=np.float64)).reshape(-1, self.weights[0].shape[1])
+        return forward_layers(self.layers(), xt, self.kinds).numpy()
+
+
+def forward_layers(layers: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor,
+                   kinds: list[str] | None = None) -> torch.Tensor:
+    """A dense chain given as (weight, bias) pairs, ReLU (or ``kinds[i]``) between them, on a batch of inputs."""
+    z = x
+    for i, (w, b) in enumerate(layers):
+        z = z @ w.T + b
+        if i < len(layers) - 1:
+            z = torch.relu(z) if kinds is None else act(kinds[i], z)
+    return z
 
 
 @dataclass
@@ -59,7 +120,7 @@ class GraphNet:
     name: str = "network"
     info: dict[str, Any] = field(default_factory=dict)
 
-    # ------------------------------------------------------------------ the PLNet-like surface
+    # ------------------------------------------------------------------ sizes and kinds
     @property
     def input_shape(self) -> tuple[int, ...]:
         return self.nodes[0].shape
@@ -142,7 +203,9 @@ class GraphNet:
         return out.reshape(x.shape[0], -1)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Outputs (N, num_outputs) for flat inputs (N, num_inputs), in float64 (numpy, as ``PLNet``)."""
+        """Outputs (N, num_outputs) for flat inputs (N, num_inputs), in float64 (numpy)."""
+        if self.dense is not None:
+            return self.dense.forward(x)
         xt = torch.as_tensor(np.asarray(x, dtype=np.float64), device=self.device).reshape(-1, self.num_inputs)
         with torch.no_grad():
             return self.torch_forward(xt).cpu().numpy()
@@ -179,22 +242,24 @@ class GraphNet:
                  GNode("concat", (n, n + 1), (self.num_outputs + self.num_inputs,), {"axis": 0}, "outputs and input")]
         return GraphNet(nodes, self.name, {k: v for k, v in self.info.items() if not k.startswith("_")})
 
-    @staticmethod
-    def of_chain(net: PLNet) -> GraphNet:
-        """The dense chain ``net`` as a graph: its affine layers as linear nodes, its activations as act nodes."""
-        nodes = [GNode("input", (), tuple(net.input_shape)), GNode("reshape", (0,), (net.num_inputs,), {}, "flatten")]
-        kinds = net.kinds
-        for i, (w, b) in enumerate(zip(net.weights, net.biases)):
-            nodes.append(GNode("linear", (len(nodes) - 1,), (w.shape[0],),
-                               {"w": torch.as_tensor(w, dtype=torch.float64), "b": torch.as_tensor(b, dtype=torch.float64)},
-                               f"layer {i}"))
-            if i < len(net.weights) - 1:
-                nodes.append(GNode("act", (len(nodes) - 1,), (w.shape[0],), {"kind": kinds[i]}, kinds[i]))
-        return GraphNet(nodes, net.name, {k: v for k, v in net.info.items() if not k.startswith("_")})
+    def is_chain(self) -> bool:
+        """Whether every activation reads a linear function of the activation before it (or of the input)
+        and the output one of the last: then each stretch between activations is one affine map. Average
+        pooling keeps a network a graph (its pooling is cheaper than the dense matrix it would become)."""
+        layer, last = [0] * len(self.nodes), 0
+        for j, n in enumerate(self.nodes[1:], 1):
+            sources = {layer[i] for i in n.inputs}
+            if len(sources) != 1 or (n.op == "act" and sources != {last}) or n.op == "avgpool":
+                return False
+            if n.op == "act":
+                layer[j] = last = j
+            else:
+                layer[j] = sources.pop()
+        return layer[-1] == last
 
     def dense_cost(self) -> float:
-        """Matrix entries the dense chain form would need (``piecewise``): per stretch between
-        activations, its output size times its input size, summed."""
+        """Matrix entries the composed chain would need: per stretch between activations, its output size
+        times its input size, summed."""
         total, seg_in = 0.0, float(self.num_inputs)
         for n in self.nodes[1:]:
             if n.op == "act":
@@ -202,35 +267,52 @@ class GraphNet:
                 seg_in = float(n.size)
         return total + seg_in * self.num_outputs
 
-    def as_plnet(self) -> PLNet:
-        """The dense chain form of a graph that ``is_chain``: each stretch of linear nodes between
-        activations composed into one matrix (its columns pushed through the nodes)."""
-        w = torch.eye(self.num_inputs, dtype=torch.float64)
-        b = torch.zeros(self.num_inputs, dtype=torch.float64)
-        shape = self.input_shape
-        weights, biases, kinds = [], [], []
+    def composed(self) -> GraphNet:
+        """The graph of a chain (``is_chain``) with each stretch of linear nodes between activations written
+        as one dense ``linear`` node (the columns of its matrix pushed through the stretch), on flat values."""
         net = self.to("cpu")
-        for node in net.nodes[1:]:
-            if node.op == "act":
-                weights.append(w.numpy())
-                biases.append(b.numpy())
-                kinds.append(node.p["kind"])
-                w, b = torch.eye(node.size, dtype=torch.float64), torch.zeros(node.size, dtype=torch.float64)
-            else:
-                with torch.no_grad():
-                    cols = w.T.reshape(-1, *shape)
-                    zero = apply(node, [torch.zeros(1, *shape, dtype=torch.float64)], net.nodes)
-                    b = apply(node, [b.reshape(1, *shape)], net.nodes).reshape(-1)
-                    w = (apply(node, [cols], net.nodes) - zero).reshape(cols.shape[0], -1).T.contiguous()
-            shape = node.shape
-        kinds = kinds if any(k != "relu" for k in kinds) else []
-        return PLNet([*weights, w.numpy()], [*biases, b.numpy()], self.input_shape, self.name,
-                     {k: v for k, v in self.info.items() if not k.startswith("_")}, kinds)
+        nodes = [GNode("input", (), self.input_shape, {}, "input")]
+        if len(self.input_shape) > 1:
+            nodes.append(GNode("reshape", (0,), (self.num_inputs,), {}, "flatten"))
 
-    def is_chain(self) -> bool:
-        """Whether every node reads only the node before it (no branches, no joins)."""
-        return all(n.inputs == (i,) for i, n in enumerate(self.nodes[1:])) and all(
-            n.op not in ("add", "concat", "avgpool") for n in self.nodes)
+        def basis(n: int, shape: tuple[int, ...]) -> torch.Tensor:  # the unit vectors and zero, as a batch
+            return torch.cat([torch.eye(n, dtype=torch.float64), torch.zeros(1, n, dtype=torch.float64)]).reshape(
+                n + 1, *shape)
+
+        def close(value: torch.Tensor, label: str) -> None:  # the stretch so far as one linear node
+            n = value.shape[0] - 1
+            flat = value.reshape(n + 1, -1)
+            w, b = (flat[:n] - flat[n]).T.contiguous(), flat[n].clone()
+            nodes.append(GNode("linear", (len(nodes) - 1,), (w.shape[0],), {"w": w, "b": b}, label))
+
+        values = {0: basis(self.num_inputs, self.input_shape)}
+        with torch.no_grad():
+            for j, node in enumerate(net.nodes[1:], 1):
+                if node.op != "act":
+                    values[j] = apply(node, [values[i] for i in node.inputs], net.nodes)
+                    continue
+                close(values[node.inputs[0]], net.nodes[node.inputs[0]].label)
+                nodes.append(GNode("act", (len(nodes) - 1,), (node.size,), {"kind": node.p["kind"]}, node.label))
+                values = {j: basis(node.size, node.shape)}
+            close(values[len(net.nodes) - 1], net.nodes[-1].label)
+        return GraphNet(nodes, self.name, {k: v for k, v in self.info.items() if not k.startswith("_")})
+
+    @cached_property
+    def dense(self) -> DenseForm | None:
+        """The dense chain of a composed graph (flat input, then linear and activation nodes in turn, each
+        reading the one before, ending with a linear node; activations of ``DENSE_KINDS``), else None."""
+        body = self.nodes[1:]
+        if body and body[0].op == "reshape" and len(body[0].shape) == 1:
+            body = body[1:]
+        ops = [n.op for n in body]
+        if (len(ops) % 2 == 0 or ops[0::2] != ["linear"] * len(ops[0::2]) or ops[1::2] != ["act"] * len(ops[1::2])
+                or any(n.inputs != (i,) for i, n in enumerate(self.nodes[1:]))
+                or any(len(n.shape) != 1 for n in body) or any(n.p["kind"] not in DENSE_KINDS for n in body[1::2])):
+            return None
+        linears = [(n.p["w"].detach().double().cpu().numpy(), n.p.get("b")) for n in body[0::2]]
+        return DenseForm([w for w, _ in linears],
+                         [np.zeros(w.shape[0]) if b is None else b.detach().double().cpu().numpy() for w, b in linears],
+                         [n.p["kind"] for n in body[1::2]])
 
 
 def apply(node: GNode, xs: list[Any], nodes: list[GNode]) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""The builder the ``GraphNet`` readers share (``graph_read.py`` for ONNX, ``graph_fx.py`` for
-``torch.fx``): one method per kind of node, with its shape checks, and the final clean-up.
+"""The builder the ``GraphNet`` readers share (``onnx.py``, through the op table's verification
+functions in ``models/onnx/verify.py``, and ``fx.py`` for ``torch.fx``): one method per kind of node,
+with its shape checks, and the final clean-up. Max-pooling is written with ReLUs.
 
 BatchNorm and other per-channel affine maps become ``scale`` nodes and are folded into the
 convolution or linear layer before them when nothing else reads it; nodes the output does not
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from netinvert.ground.errors import NetinvertError
-from netinvert.solvers.graph import GNode, GraphNet
+from netinvert.solvers.network.graph import GNode, GraphNet
 
 DT = torch.float64
 
@@ -41,6 +42,9 @@ class Build:
         return NetinvertError(f"{self.where}: {label} {what}")
 
     # -------------------------------------------------------------- shared op builders
+    def act(self, i: int, kind: str, label: str) -> int:
+        return self.add("act", (i,), self.shape(i), label, kind=kind)
+
     def linear(self, i: int, w: np.ndarray, b: np.ndarray | None, label: str) -> int:
         shape = self.shape(i)
         if shape[-1] != w.shape[1]:
@@ -128,7 +132,7 @@ class Build:
         """``leaky(z) = (1 - slope) relu(z) + slope z``: a ReLU and an affine skip, so the ReLU machinery
         (MILP, branch-and-bound, alpha-CROWN) takes it and CROWN's relaxation is leaky ReLU's own."""
         slope = np.asarray(slope, dtype=np.float64)
-        relu = self.add("act", (i,), self.shape(i), label, kind="relu")
+        relu = self.act(i, "relu", label)
         if slope.size == 1:
             return self.add2(self.scale(relu, 1.0 - slope.reshape(()), 0.0, label), i, float(slope.reshape(())),
                              label)
@@ -140,7 +144,7 @@ class Build:
             raise self.fail(label, f"raises to the power {', '.join(f'{v:g}' for v in e)}; exact methods "
                                    "support constant integer exponents >= 1")
         p = int(e[0])
-        return i if p == 1 else self.add("act", (i,), self.shape(i), label, kind=f"pow{p}")
+        return i if p == 1 else self.act(i, f"pow{p}", label)
 
     def convt(self, i: int, w: np.ndarray, b: np.ndarray | None, stride: tuple[int, int],
               pads: tuple[int, int, int, int], dilation: tuple[int, int], groups: int,
@@ -156,6 +160,36 @@ class Build:
         return self.add("convt", (i,), (*shape[:-3], w.shape[1] * groups, h, wd), label, w=self.t(w),
                         b=None if b is None else self.t(b), stride=stride, pads=pads, dilation=dilation,
                         groups=groups, output_padding=output_padding)
+
+    def maxpool(self, i: int, kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, int, int, int],
+                label: str) -> int:
+        """Exact 2-D max-pooling (``pads``: left, right, top, bottom; padded cells never win) by a tournament
+        of pairs, each round one ReLU layer: ``max(a, b) = relu(a - b) + relu(b) - relu(-b)``. Every value
+        passes through the round's ReLUs, so a chain stays a chain (its dense form keeps it exact); a
+        group with an odd count pairs its last cell with itself."""
+        shape = self.shape(i)
+        if len(shape) < 3:
+            raise self.fail(label, f"pools a tensor of shape {shape}: it needs (C, H, W)")
+        *lead, h, w = shape
+        left, right, top, bottom = pads
+        oh, ow = (h + top + bottom - kernel[0]) // stride[0] + 1, (w + left + right - kernel[1]) // stride[1] + 1
+        groups = [[(ch * h + y) * w + x for y in range(r * stride[0] - top, r * stride[0] - top + kernel[0])
+                   for x in range(c * stride[1] - left, c * stride[1] - left + kernel[1]) if 0 <= y < h and 0 <= x < w]
+                  for ch in range(int(np.prod(lead))) for r in range(oh) for c in range(ow)]
+        cur = i  # the node whose flat elements ``groups`` index
+        while any(len(g) > 1 for g in groups):
+            pairs = [[(g[k], g[min(k + 1, len(g) - 1)]) for k in range(0, len(g), 2)] for g in groups]
+            firsts = [a for p in pairs for a, _ in p]
+            first = self.gather(cur, np.array(firsts, dtype=np.float64), label)
+            second = self.gather(cur, np.array([b for p in pairs for _, b in p], dtype=np.float64), label)
+            diff = self.add2(first, second, -1.0, label)
+            pre = self.concat([diff, second, self.add2(diff, first, -1.0, label)], 0, label)  # a - b, b, -b
+            relu, n = self.act(pre, "relu", label), len(firsts)
+            part = [self.gather(relu, np.arange(k * n, (k + 1) * n, dtype=np.float64), label) for k in range(3)]
+            cur = self.add2(self.add2(part[0], part[1], 1.0, label), part[2], -1.0, label)
+            starts = np.cumsum([0] + [len(p) for p in pairs])
+            groups = [list(range(s, e)) for s, e in zip(starts[:-1], starts[1:])]
+        return self.gather(cur, np.array([g[0] for g in groups], dtype=np.float64).reshape(*lead, oh, ow), label)
 
     def finish(self, out: Any, name: str, info: dict[str, Any]) -> GraphNet:
         if not isinstance(out, int) or out == 0 and len(self.nodes) == 1:

@@ -1,11 +1,17 @@
-"""Sound bounds on a ``PLNet`` over an input box: interval arithmetic, CROWN back-substitution
-(with optimizable lower ReLU slopes, alpha-CROWN style). LP tightening with HiGHS lives beside the
-MILP in ``milp.py``.
+"""Sound bounds on a dense ReLU chain (``GraphNet.dense``) over an input box: interval arithmetic,
+CROWN back-substitution (with optimizable lower ReLU slopes, alpha-CROWN style). LP tightening with
+HiGHS lives beside the MILP in ``milp/dense.py``.
 
 All bounds are computed in float64. Pre-activation bounds of hidden layer ``k`` are ``lower[k]``,
 ``upper[k]``; a neuron with ``lower >= 0`` or ``upper <= 0`` is *stable* and needs no integer
 variable. Functions take a batch of boxes ``(B, n_in)`` so branch-and-bound can bound many
 sub-problems at once; ``splits`` clamps split neurons (``+1`` active, ``-1`` inactive).
+
+The same CROWN runs over any graph in ``graph.py`` (node by node, convolutions through their
+transposes). This dense form stays separate because the ReLU branch-and-bound and the sign
+refinement bound hundreds of sub-domains per batch, each with its own split clamps, slopes and
+beta multipliers: one batched matrix product per layer, which the graph pass cannot match.
+``smooth.py`` holds the dense CROWN for any activation (input splitting).
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ from dataclasses import dataclass
 import torch
 
 from netinvert.ground.errors import NetinvertError
-from netinvert.solvers.adam import Adam
-from netinvert.solvers.piecewise import PLNet
+from netinvert.solvers.bounds.adam import Adam
+from netinvert.solvers.network.graph import GraphNet
 
 DT = torch.float64
 
@@ -38,14 +44,15 @@ class Bounds:
         return Bounds([l[idx] for l in self.lower], [u[idx] for u in self.upper])
 
 
-def layers_of(net: PLNet) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The float64 layers of an all-ReLU network (everything in this module assumes ReLUs)."""
+def layers_of(net: GraphNet) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The float64 layers of an all-ReLU dense chain (everything in this module assumes ReLUs)."""
     if not net.piecewise:
         raise NetinvertError(
             f"{net.name} has {', '.join(sorted(set(net.kinds) - {'relu'}))} activations: this needs an all-ReLU "
-            "network (smooth activations are bounded by solvers.smooth and searched by input splitting)"
+            "network (smooth activations are bounded by solvers.bounds.smooth and searched by input or neuron splitting)"
         )
-    return net.torch_layers(DT)
+    assert net.dense is not None, "a dense chain (GraphNet.composed)"
+    return net.dense.layers(DT)
 
 
 def interval(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: torch.Tensor, hi: torch.Tensor) -> Bounds:

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from netinvert.solvers import linear_bounds as lb
-from netinvert.solvers.attack import forward_layers
-from netinvert.solvers.bab import Proofs, Tuning, bab_many
+from netinvert.solvers.bounds import dense as lb
+from netinvert.solvers.network.graph import forward_layers
+from netinvert.solvers.search.bab import Proofs, Tuning, bab_many
 
 
 def guess_signs(

@@ -12,7 +12,7 @@ import highspy
 import numpy as np
 from scipy.optimize import lsq_linear
 
-from netinvert.solvers.highs import quiet_highs
+from netinvert.solvers.milp.highs import quiet_highs
 
 
 def _highs_model(a_eq: np.ndarray, b_eq: np.ndarray, a_le: np.ndarray, b_le: np.ndarray, lo: np.ndarray,

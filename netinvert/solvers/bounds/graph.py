@@ -14,6 +14,8 @@ near the ``deadline``) until the ``deadline``: neurons not
 reached by then keep their interval bounds, which are sound too. A pre-activation that is an
 affine function of the (box-shaped) input has exact interval bounds and gets no CROWN pass.
 Everything is float64 and batched over boxes ``(B, n_in)``; tensors follow ``lo``'s device.
+A network with a dense chain (``GraphNet.dense``) takes the dense passes instead (``dense.py``,
+``smooth.py``: batched matrix products, split clamps and multipliers for branch-and-bound).
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from dataclasses import dataclass
 
 import torch
 
-from netinvert.solvers.adam import Adam
-from netinvert.solvers.graph import GNode, GraphNet, apply, transpose
-from netinvert.solvers.smooth import NARROW, Line, image, relax
+from netinvert.solvers.bounds.adam import Adam
+from netinvert.solvers.bounds.smooth import NARROW, Line, image, relax
+from netinvert.solvers.network.graph import GNode, GraphNet, apply, transpose
 
 DT = torch.float64
 MEMORY = 256 * 2**20  # bytes of coefficients one chunk of intermediate rows may hold

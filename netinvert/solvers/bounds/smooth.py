@@ -1,6 +1,6 @@
 """Sound linear relaxations of activation functions and CROWN bounds for networks mixing them.
 
-Every activation of ``ACTIVATIONS`` is monotone increasing, so its interval image is
+Every activation of the dense chain (``DENSE_KINDS``) is monotone increasing, so its interval image is
 ``[f(l), f(u)]``. Its CROWN relaxation on ``[l, u]`` is a pair of lines
 ``al z + cl <= f(z) <= au z + cu``:
 
@@ -33,7 +33,7 @@ import math
 
 import torch
 
-from netinvert.solvers.piecewise import PLNet
+from netinvert.solvers.network.graph import GraphNet, act, power
 
 DT = torch.float64
 SLACK = 1e-9
@@ -44,23 +44,6 @@ Line = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # al, cl, 
 NONMONOTONE = ("sin", "cos")  # with the even powers ``pow<p>``: their image on [l, u] is not [f(l), f(u)]
 TWO_PI = 2 * math.pi
 GOLDEN, GOLDEN_STEPS = (math.sqrt(5) - 1) / 2, 24  # golden-section search for the slopes of sin and odd powers
-
-
-def act(kind: str, z: torch.Tensor) -> torch.Tensor:
-    """The activation ``kind`` on a tensor."""
-    if kind == "relu":
-        return torch.relu(z)
-    if kind == "sigmoid":
-        return torch.sigmoid(z)
-    if kind == "tanh":
-        return torch.tanh(z)
-    if kind == "sin":
-        return torch.sin(z)
-    if kind == "cos":
-        return torch.cos(z)
-    if kind.startswith("pow"):
-        return z ** power(kind)
-    return torch.nn.functional.softplus(z, beta=1.0, threshold=1e9)
 
 
 def slope(kind: str, z: torch.Tensor) -> torch.Tensor:
@@ -157,11 +140,6 @@ def relax(kind: str, l: torch.Tensor, u: torch.Tensor,
     cl = torch.where(narrow, act(kind, l), cl) - SLACK * scale
     cu = torch.where(narrow, act(kind, u), cu) + SLACK * scale
     return al, cl, au, cu
-
-
-def power(kind: str) -> int:
-    """The integer exponent of a ``pow<p>`` kind (``pow2``: x ** 2)."""
-    return int(kind[3:])
 
 
 def _curve_scale(kind: str, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -349,6 +327,7 @@ def crown(
     return pre, torch.maximum(val, box), coef, offset
 
 
-def layers_and_kinds(net: PLNet) -> tuple[Layers, list[str]]:
-    """The network's float64 (weight, bias) pairs and its activation kinds."""
-    return net.torch_layers(DT), net.kinds
+def layers_and_kinds(net: GraphNet) -> tuple[Layers, list[str]]:
+    """The float64 (weight, bias) pairs and the activation kinds of a network's dense chain."""
+    assert net.dense is not None, "a dense chain (GraphNet.composed)"
+    return net.dense.layers(DT), net.dense.kinds

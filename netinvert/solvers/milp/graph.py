@@ -17,9 +17,9 @@ import highspy
 import numpy as np
 import torch
 
-from netinvert.solvers.graph import GraphNet, transpose
-from netinvert.solvers.graph_bounds import GraphBounds
-from netinvert.solvers.milp import MilpModel, MilpOutcome, minimize_violation
+from netinvert.solvers.bounds.graph import GraphBounds
+from netinvert.solvers.milp.dense import MilpModel, MilpOutcome, minimize_violation
+from netinvert.solvers.network.graph import GraphNet, transpose
 
 MAX_ENTRIES = 4_000_000
 _INF = highspy.kHighsInf

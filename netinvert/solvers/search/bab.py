@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from netinvert.solvers import linear_bounds as lb
-from netinvert.solvers.adam import Adam
+from netinvert.solvers.bounds import dense as lb
+from netinvert.solvers.bounds.adam import Adam
 
 WORK = torch.float32  # dtype of the slope / multiplier optimization (the deciding pass is float64)
 SAFETY = 1e-7  # a row refutes a sub-domain only when its float64 bound exceeds this

@@ -2,13 +2,14 @@
 
 A sub-domain fixes the sign of some ReLU inputs: ``+1`` clamps the neuron's lower bound to 0,
 ``-1`` its upper bound. Each round pops up to ``batch`` sub-domains (lowest parent bound
-first), re-bounds all of them at once (``graph_bounds.bounds`` with the clamped bounds as the
+first), re-bounds all of them at once (``bounds.graph.bounds`` with the clamped bounds as the
 start, so the later layers see the splits; intermediate CROWN for at most a fifth of the time left) and refutes
 those where a row of ``a @ y <= b`` has a positive lower bound or a clamped interval is empty.
 The minimizing corner of each row's linear bound and the box centre are tried as candidates. An
 open sub-domain is split on the unstable neuron whose relaxation costs the rows most: the upper
 line's intercept ``-l u / (u - l)`` times the rows' negative coefficients on it (BaBSR's score). Without split multipliers (beta-CROWN) a sub-domain with every ReLU fixed
 may stay open: the search is sound, not complete; such sub-domains are counted as ``stuck``.
+Dense chains take ``bab.py`` instead (batched beta-CROWN on dense layers).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from netinvert.solvers import graph_bounds as gbm
-from netinvert.solvers.graph import GraphNet
+from netinvert.solvers.bounds import graph as gbm
+from netinvert.solvers.network.graph import GraphNet
 
 REFUTE = 1e-9
 

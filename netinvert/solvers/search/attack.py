@@ -11,37 +11,24 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from netinvert.solvers.graph import GraphNet
-from netinvert.solvers.piecewise import PLNet
-from netinvert.solvers.smooth import act
+from netinvert.solvers.network.graph import GraphNet, forward_layers
 from netinvert.targets.output_set import OutputSet
 
 
 FINAL_STEP = 1e-3  # signed-gradient steps shrink geometrically from a quarter of the box to this fraction of that
 
 
-def forward_layers(
-    layers: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor, kinds: list[str] | None = None
-) -> torch.Tensor:
-    """The network given as (weight, bias) pairs, ReLU (or ``kinds[i]``) between them, on a batch of inputs."""
-    z = x
-    for i, (w, b) in enumerate(layers):
-        z = z @ w.T + b
-        if i < len(layers) - 1:
-            z = torch.relu(z) if kinds is None else act(kinds[i], z)
-    return z
-
-
-def forward_of(net: PLNet | GraphNet, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The network as a differentiable function of flat inputs (B, n_in) in ``dtype``."""
-    if isinstance(net, GraphNet):
+def forward_of(net: GraphNet, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The network as a differentiable function of flat inputs (B, n_in) in ``dtype`` (its dense chain's
+    layers when it has one)."""
+    if net.dense is None:
         return net.cast(dtype).torch_forward
-    layers, kinds = net.torch_layers(dtype), net.kinds
+    layers, kinds = net.dense.layers(dtype), net.dense.kinds
     return lambda x: forward_layers(layers, x, kinds)
 
 
 def pgd(
-    net: PLNet | GraphNet,
+    net: GraphNet,
     lo: np.ndarray,
     hi: np.ndarray,
     target: OutputSet,
@@ -67,7 +54,7 @@ def pgd(
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     fwd = forward_of(net, torch.float32)
-    dev = net.device if isinstance(net, GraphNet) else torch.device("cpu")
+    dev = net.device
     lo_t = torch.as_tensor(lo, dtype=torch.float32, device=dev)
     hi_t = torch.as_tensor(hi, dtype=torch.float32, device=dev)
     width = hi_t - lo_t

@@ -1,10 +1,13 @@
-"""The exact mixed-integer encoding of a ``PLNet`` for HiGHS.
+"""The exact mixed-integer encoding of a dense ReLU chain (``GraphNet.dense``) for HiGHS.
 
 Variables: inputs ``x`` in their box, pre-activations ``z_k`` within their proven bounds, and for
 each *unstable* ReLU a post-activation ``a`` and a binary ``d`` with the big-M constraints
 ``a >= z, a <= z - l (1 - d), a <= u d`` (``l``, ``u`` from the bounds). Stable neurons need no
 binary: active ones are their pre-activation, inactive ones are zero. With ``integer=False`` the
 same model is the LP (triangle) relaxation, which :func:`lp_tighten` uses to tighten bounds.
+``MilpModel`` and ``minimize_violation`` serve the graph encoding (``graph.py``) too; that one writes
+a column per value and equality rows per node from its transpose, while this one reads the dense
+matrices and drops the columns of stable neurons, which keeps the ``mnist_fc`` MILPs small.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import highspy
 import numpy as np
 import torch
 
-from netinvert.solvers.highs import quiet_highs
-from netinvert.solvers.linear_bounds import Bounds
+from netinvert.solvers.bounds.dense import Bounds
+from netinvert.solvers.milp.highs import quiet_highs
 
 _INF = highspy.kHighsInf
 
