@@ -28,6 +28,7 @@ from netinvert.models.wrapper import Model
 from netinvert.solvers.bounds import dense as lb
 from netinvert.solvers.milp.dense import lp_tighten
 from netinvert.solvers.network.read import from_onnx, from_torch
+from netinvert.solvers.problem import STRICT
 from netinvert.solvers.problem import torch_checker
 from netinvert.solvers.search.bab import Tuning, bab
 from netinvert.targets.output_set import OutputSet
@@ -154,7 +155,7 @@ def test_random_relu_networks_never_contradict_sampling_or_enumeration() -> None
             a,
             b,
             np.zeros(len(b), dtype=int),
-            lambda xs, t=target, f=net.forward: t.violations(f(xs)) <= -exact.STRICT,
+            lambda xs, t=target, f=net.forward: t.violations(f(xs)) <= -STRICT,
             time_limit=10,
         )
         seen_bab[tree.status] += 1
@@ -163,7 +164,7 @@ def test_random_relu_networks_never_contradict_sampling_or_enumeration() -> None
         if enum_min > 1e-6:  # on tiny nets an unreachable set is always refuted
             assert tree.status == "none", (trial, tree.reason)
         if tree.status == "found":
-            assert target.contains(net.forward(tree.x[None]), exact.STRICT)[0] and enum_min < 0
+            assert target.contains(net.forward(tree.x[None]), STRICT)[0] and enum_min < 0
         if out.status == "none-exists":
             assert not target.contains(ys).any(), f"trial {trial}: sampling found a point after none-exists"
             assert enum_min > -1e-7, f"trial {trial}: an activation pattern reaches the set (min {enum_min})"
@@ -173,8 +174,8 @@ def test_random_relu_networks_never_contradict_sampling_or_enumeration() -> None
             with torch.no_grad():
                 y = module.double()(torch.as_tensor(x)[None]).numpy()
                 module.float()
-            assert target.contains(y, exact.STRICT)[0]
-            assert enum_min <= -exact.STRICT + 1e-9
+            assert target.contains(y, STRICT)[0]
+            assert enum_min <= -STRICT + 1e-9
     assert seen["found"] >= 5 and seen["none-exists"] >= 5, seen  # both answers were exercised
     assert seen_bab["none"] >= 5 and seen_bab["found"] >= 3, seen_bab
 
@@ -359,7 +360,7 @@ def test_branch_and_bound_stage_with_several_disjuncts() -> None:
             with torch.no_grad():
                 y = module.double()(torch.as_tensor(out.x.astype(np.float64))[None]).numpy()
                 module.float()
-            assert target.contains(y, exact.STRICT)[0]
+            assert target.contains(y, STRICT)[0]
     assert "bab" in stages, stages
 
 
@@ -391,7 +392,7 @@ def test_branch_and_bound_agrees_with_milp_on_wider_nets() -> None:
             a,
             b,
             np.zeros(1, dtype=int),
-            lambda xs, t=target, f=net.forward: t.violations(f(xs)) <= -exact.STRICT,
+            lambda xs, t=target, f=net.forward: t.violations(f(xs)) <= -STRICT,
             time_limit=30,  # decided in about a second; the room is for a loaded machine
             tuning=Tuning(batch=8),
         )
@@ -401,7 +402,7 @@ def test_branch_and_bound_agrees_with_milp_on_wider_nets() -> None:
         if tree.status == "none":
             assert milp.status == "none", f"trial {trial}: branch-and-bound refuted a set the MILP reaches"
         if tree.status == "found":
-            assert target.contains(net.forward(tree.x[None]), exact.STRICT)[0]
+            assert target.contains(net.forward(tree.x[None]), STRICT)[0]
             assert milp.status == "found", f"trial {trial}"
     assert verdicts["none"] >= 2 and verdicts["found"] >= 1, verdicts
     assert split > 100  # the refutations needed real splitting
@@ -484,7 +485,7 @@ def test_resumed_branch_and_bound_reaches_the_same_verdict_as_one_long_run() -> 
     target = OutputSet.linear(a, b)
 
     def is_point(xs: np.ndarray) -> np.ndarray:
-        return target.violations(net.forward(xs)) <= -exact.STRICT
+        return target.violations(net.forward(xs)) <= -STRICT
 
     args = (layers, lo, hi, root, a, b, np.zeros(1, dtype=int), is_point)
     whole = bab(*args, time_limit=30, tuning=Tuning(batch=4))
@@ -513,7 +514,7 @@ def test_batched_searches_match_separate_ones_across_budgeted_rounds() -> None:
 
     def reaches(xs: np.ndarray, problems: np.ndarray) -> np.ndarray:
         y = net.forward(xs)
-        return np.einsum("nj,nj->n", y, a[problems, 0]) - b[problems, 0] <= -exact.STRICT
+        return np.einsum("nj,nj->n", y, a[problems, 0]) - b[problems, 0] <= -STRICT
 
     separate = [
         bab(layers, lo, hi, root, a[p], b[p], owner, lambda xs, p=p: reaches(xs, np.full(len(xs), p)), time_limit=20)

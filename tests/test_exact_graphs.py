@@ -27,7 +27,7 @@ from netinvert.solvers.milp.graph import solve_graph_disjunct
 from netinvert.solvers.network.fx import graph_from_torch
 from netinvert.solvers.network.graph import GraphNet
 from netinvert.solvers.network.onnx import graph_from_onnx
-from netinvert.solvers.problem import network_of, torch_checker
+from netinvert.solvers.problem import STRICT, network_of, torch_checker
 from netinvert.solvers.search.graph_bab import graph_bab
 from netinvert.targets.output_set import OutputSet
 
@@ -195,7 +195,7 @@ def test_solve_is_never_contradicted_by_sampling(kind: str) -> None:
             assert not target.contains(ys).any(), f"{kind} trial {trial}: refuted a sampled point"
         elif out.status == "found":
             assert np.all(out.x >= lo) and np.all(out.x <= hi)
-            assert target.contains(_outputs(module, out.x.astype(np.float64)[None]), exact.STRICT)[0]
+            assert target.contains(_outputs(module, out.x.astype(np.float64)[None]), STRICT)[0]
     assert seen["found"] >= 1 and seen["none-exists"] >= 1, seen
     if net.piecewise:  # small ReLU graphs are decided by the MILP
         assert seen["unknown"] == 0, seen
@@ -218,7 +218,7 @@ def test_graph_branch_and_bound_agrees_with_the_milp(kind: str) -> None:
         b = np.array([v.min() + frac * (v.max() - v.min())])
         target = OutputSet.linear(a, b)
         gb = gbm.bounds(net, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None])
-        tree = graph_bab(net, lo, hi, gb, a, b, lambda z, t=target: t.violations(net.forward(z)) <= -exact.STRICT,
+        tree = graph_bab(net, lo, hi, gb, a, b, lambda z, t=target: t.violations(net.forward(z)) <= -STRICT,
                          time_limit=5)
         milp = solve_graph_disjunct(net, lo, hi, gb, a, b, t_lower=-1e3, time_limit=20)
         verdicts[tree.status] += 1
@@ -227,7 +227,7 @@ def test_graph_branch_and_bound_agrees_with_the_milp(kind: str) -> None:
             assert milp.status == "none" and not target.contains(ys).any()
         if tree.status == "found":
             assert milp.status == "found"
-            assert target.contains(_outputs(module, tree.x[None]), exact.STRICT)[0]
+            assert target.contains(_outputs(module, tree.x[None]), STRICT)[0]
     assert verdicts["none"] >= 1 and verdicts["found"] >= 1 and split >= 3, (verdicts, split)  # real splits
 
 

@@ -16,7 +16,7 @@ from netinvert.methods import exact
 from netinvert.solvers.bounds import dense as lb
 from netinvert.solvers.bounds import smooth
 from netinvert.solvers.network.read import from_torch
-from netinvert.solvers.problem import torch_checker
+from netinvert.solvers.problem import STRICT, torch_checker
 from netinvert.solvers.search.input_split import split_search
 from netinvert.targets.output_set import OutputSet
 
@@ -132,7 +132,7 @@ def test_input_split_never_contradicts_sampling(kind: str) -> None:
             assert not target.contains(ys).any(), f"{kind} trial {trial}: refuted a sampled point"
         elif out.status == "found":
             assert np.all(out.x >= lo) and np.all(out.x <= hi)
-            assert target.contains(_outputs(module, out.x.astype(np.float64)[None]), exact.STRICT)[0]
+            assert target.contains(_outputs(module, out.x.astype(np.float64)[None]), STRICT)[0]
         else:  # undecided in time: allowed, not wrong (steep nets need very small boxes)
             assert out.reason == "time limit", out.reason
     assert seen["found"] >= 2 and seen["none-exists"] >= 2 and seen["unknown"] <= 2, seen
@@ -155,7 +155,7 @@ def test_sigmoid_net_known_reachable_and_unreachable_sets() -> None:
     # just above the sampled maximum: only splitting the box decides it
     beyond = OutputSet.linear(np.array([[-1.0, *[0.0] * (net.num_outputs - 1)]]), np.array([-(top + 0.002)]))
     res = split_search(
-        net, lo, hi, *beyond.disjuncts[0], lambda x: beyond.contains(net.forward(x), exact.STRICT), time_limit=30
+        net, lo, hi, *beyond.disjuncts[0], lambda x: beyond.contains(net.forward(x), STRICT), time_limit=30
     )
     assert res.status in ("none", "found") and res.stats["boxes"] > 1, res.stats
     if res.status == "found":  # the sampled maximum missed a higher point

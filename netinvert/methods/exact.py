@@ -27,7 +27,8 @@ from netinvert.solvers.bounds import smooth
 from netinvert.solvers.milp import dense as milp
 from netinvert.solvers.milp.graph import MAX_ENTRIES, dense_entries, solve_graph_disjunct
 from netinvert.solvers.network.graph import GraphNet
-from netinvert.solvers.problem import Checker, as_output_set, box_of, checker_of, joined, network_of
+from netinvert.solvers.problem import Checker, Found, accept, as_output_set, box_of, checker_of, joined, network_of
+from netinvert.solvers.problem import point_test, stacked_rows
 from netinvert.solvers.search import neuron_split as ns
 from netinvert.solvers.search.attack import pgd
 from netinvert.solvers.search.bab import BabOutcome, bab
@@ -43,7 +44,6 @@ from netinvert.solvers.search.input_split import (
 from netinvert.solvers.search.refine import refine
 from netinvert.targets.output_set import OutputSet
 
-STRICT = 1e-6  # a found input must satisfy A y <= b - STRICT in float32 and float64
 # Before input splitting (which attacks every box it keeps), the up-front attack stops after this many rounds
 # of fresh starts without progress instead of spending its whole budget on a property that holds.
 ATTACK_PATIENCE = 2
@@ -61,9 +61,6 @@ class CaseOutcome:
     margin: float = float("nan")
     seconds: float = 0.0
     stats: dict[str, Any] = field(default_factory=dict)
-
-
-Found = tuple[np.ndarray, np.ndarray, float]
 
 
 def _finisher(t0: float, stats: dict[str, Any],
@@ -85,7 +82,7 @@ def _corner_points(net: GraphNet, lo: np.ndarray, hi: np.ndarray, target: Output
     """The box centre or one of its two extreme corners when it reaches ``target`` (one forward pass for all three)."""
     points = np.stack([0.5 * (lo + hi), lo, hi])
     for x in points[target.violations(net.forward(points)) < 0]:
-        if (ok := _accept(x, lo, hi, target, check)) is not None:
+        if (ok := accept(x, lo, hi, target, check)) is not None:
             return ok
     return None
 
@@ -100,43 +97,6 @@ def _patience(lo: np.ndarray, hi: np.ndarray) -> int | None:
     """``ATTACK_PATIENCE`` for a box with at most ``MAX_INPUTS`` free inputs, where the search after the attack
     (the MILP or input splitting, both complete there) finds what the attack would find late; else none."""
     return ATTACK_PATIENCE if int(np.sum(hi > lo)) <= MAX_INPUTS else None
-
-
-def _stacked_rows(target: OutputSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every disjunct's rows ``A y <= b`` stacked, and the disjunct each row belongs to."""
-    rows_a = np.vstack([a for a, _ in target.disjuncts])
-    rows_b = np.concatenate([b for _, b in target.disjuncts])
-    owner = np.concatenate([[i] * a.shape[0] for i, (a, _) in enumerate(target.disjuncts)])
-    return rows_a, rows_b, owner
-
-
-def _point_test(net: GraphNet, one: OutputSet) -> Callable[[np.ndarray], np.ndarray]:
-    """Which inputs (rows of ``xs``) reach the single-disjunct set ``one`` with the strict margin."""
-    return lambda xs: one.violations(net.forward(xs)) <= -STRICT
-
-
-def _float32_in_box(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Round to float32 without leaving the box (a float32 value may round past a float64 bound)."""
-    x32 = np.clip(x, lo, hi).astype(np.float32)
-    over = x32.astype(np.float64) > hi
-    x32[over] = np.nextafter(x32[over], np.float32(-np.inf))
-    under = x32.astype(np.float64) < lo
-    x32[under] = np.nextafter(x32[under], np.float32(np.inf))
-    return x32
-
-
-def _accept(
-    x: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: OutputSet, check: Checker
-) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """The float32 input, its float64 outputs and margin when it satisfies ``target`` in both precisions."""
-    x32 = _float32_in_box(x, lo, hi)
-    if np.any(x32 < lo) or np.any(x32 > hi):
-        return None
-    y32, y64 = check(x32[None].astype(np.float64))
-    v = max(float(target.violations(y32)[0]), float(target.violations(y64)[0]))
-    if v <= -STRICT:
-        return x32, y64[0], -v
-    return None
 
 
 def solve_case(
@@ -199,7 +159,7 @@ def solve_case(
         bounds = lb.crown(layers, lo_t, hi_t)
     stats["unstable_interval"] = lb.interval(layers, lo_t, hi_t).unstable()
     stats["unstable_crown"] = bounds.unstable()
-    rows_a, rows_b, owner = _stacked_rows(target)
+    rows_a, rows_b, owner = stacked_rows(target)
     a_t, b_t = torch.as_tensor(rows_a, dtype=lb.DT), torch.as_tensor(rows_b, dtype=lb.DT)
     with torch.no_grad():
         row_lb = lb.spec_lower(layers, bounds, a_t, b_t, lo_t, hi_t)[0].numpy()
@@ -212,7 +172,7 @@ def solve_case(
     x, v = pgd(net, lo, hi, target, time_limit=min(budget, max(left(), 0.0)), seed=seed,
                patience=_patience(lo, hi))
     stats["attack_violation"] = v
-    if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
+    if v < 0 and (ok := accept(x, lo, hi, target, check)) is not None:
         return done("found", "attack", found=ok)
 
     def alpha_pass(start: lb.Bounds, steps: int) -> tuple[lb.Bounds, list[torch.Tensor] | None, np.ndarray, list[int]]:
@@ -267,7 +227,7 @@ def solve_case(
                 if alphas is not None:  # slopes were optimized for the rows open before alpha-CROWN
                     sub_alphas = [al[:, np.searchsorted(alpha_rows, rows)] for al in alphas]
 
-                is_point = _point_test(net, one)
+                is_point = point_test(net, one)
                 zeros = np.zeros(len(rows), dtype=int)
                 res = bab(
                     layers,
@@ -284,7 +244,7 @@ def solve_case(
                 )
                 runs[i] = res
                 if res.status == "found" and res.x is not None:
-                    if (ok := _accept(res.x, lo, hi, one, check)) is not None:
+                    if (ok := accept(res.x, lo, hi, one, check)) is not None:
                         stats["bab"] = record()
                         return done("found", "bab", found=ok)
                     undecided.append(i)
@@ -304,10 +264,10 @@ def solve_case(
         out = milp.solve_disjunct(layers, lo, hi, bounds, a, b, t_lower=t_low, time_limit=left(), threads=threads)
         stats["milp"].append({"disjunct": i, "status": out.status, "seconds": out.seconds, "binaries": out.binaries})
         if out.status == "found" and out.x is not None:
-            ok = _accept(out.x, lo, hi, one, check)
+            ok = accept(out.x, lo, hi, one, check)
             if ok is None:  # a tie at the decision boundary: polish with gradient steps from the MILP point
                 xr, vr = pgd(net, lo, hi, one, restarts=4, steps=40, time_limit=min(2.0, max(left(), 0.1)), start=out.x)
-                ok = _accept(xr, lo, hi, one, check) if vr < 0 else None
+                ok = accept(xr, lo, hi, one, check) if vr < 0 else None
             if ok is not None:
                 return done("found", "milp", found=ok)
             return done("unknown", "milp", "the MILP point fails the re-check on the original network (a tie)")
@@ -331,23 +291,65 @@ def _split_case(
     """``solve_case`` by input splitting: CROWN on the whole box, the attack, then ``split_search``
     on each open disjunct (worst-bounded first), each with the time left."""
     t0 = time.perf_counter()
-    left = lambda: timeout - (time.perf_counter() - t0)
+    budget = attack_seconds if attack_seconds is not None else _attack_budget(timeout, True)
+    opened = _bounds_then_attack(net, lo, hi, target, check, t0, t0 + timeout, budget, seed, stats, done,
+                                 patience=ATTACK_PATIENCE)
+    if isinstance(opened, CaseOutcome):
+        return opened
+    open_ = sorted(opened.disjuncts, key=lambda i: float(np.max(opened.row_lb[opened.owner == i])))
+    return _split_disjuncts(net, lo, hi, target, open_, check, t0 + timeout, stats, done)
+
+
+@dataclass
+class _Open:
+    """What CROWN and the first attack leave: the open disjuncts, the stacked rows (``rows_a y <= rows_b``,
+    their disjunct ``owner``, CROWN's lower bound ``row_lb`` on each row's violation) and the attack's point."""
+
+    disjuncts: list[int]
+    rows_a: np.ndarray
+    rows_b: np.ndarray
+    owner: np.ndarray
+    row_lb: np.ndarray
+    x: np.ndarray
+
+
+def _mark(stats: dict[str, Any], t0: float, stage: str) -> None:
+    """Record the seconds since ``t0`` at the end of ``stage`` (the certificate's ``elapsed``)."""
+    stats.setdefault("elapsed", {})[stage] = round(time.perf_counter() - t0, 3)
+
+
+def _bounds_then_attack(
+    net: GraphNet,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    target: OutputSet,
+    check: Checker,
+    t0: float,
+    deadline: float,
+    budget: float,
+    seed: int,
+    stats: dict[str, Any],
+    done: Callable[..., CaseOutcome],
+    **attack: Any,
+) -> CaseOutcome | _Open:
+    """CROWN on every row over the whole box, then at most half a second (of ``budget``) of attack on the
+    disjuncts it leaves open: the outcome when either decides, else what stays open."""
     stats["activations"] = sorted(set(net.kinds))
-    rows_a, rows_b, owner = _stacked_rows(target)
+    rows_a, rows_b, owner = stacked_rows(target)
     row_lb = root_bounds(net, lo, hi, rows_a, rows_b)
     open_ = [i for i in range(len(target.disjuncts)) if not np.any(row_lb[owner == i] > REFUTE)]
     stats["refuted_by_crown"] = len(target.disjuncts) - len(open_)
+    _mark(stats, t0, "bounds")
     if not open_:
         return done("none-exists", "bounds")
-    budget = attack_seconds if attack_seconds is not None else _attack_budget(timeout, True)
     rest = OutputSet(tuple(target.disjuncts[i] for i in open_), target.num_outputs)
-    x, v = pgd(net, lo, hi, rest, time_limit=min(budget, 0.5, max(left(), 0.0)), seed=seed,
-               patience=ATTACK_PATIENCE)
+    x, v = pgd(net, lo, hi, rest, time_limit=min(budget, 0.5, max(deadline - time.perf_counter(), 0.0)), seed=seed,
+               **attack)
     stats["attack_violation"] = v
-    if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
+    if v < 0 and (ok := accept(x, lo, hi, target, check)) is not None:
         return done("found", "attack", found=ok)
-    open_.sort(key=lambda i: float(np.max(row_lb[owner == i])))
-    return _split_disjuncts(net, lo, hi, target, open_, check, t0 + timeout, stats, done)
+    _mark(stats, t0, "attack")
+    return _Open(open_, rows_a, rows_b, owner, row_lb, x)
 
 
 def _neuron_split_case(
@@ -369,28 +371,15 @@ def _neuron_split_case(
     t0 = time.perf_counter()
     deadline = t0 + timeout
     left = lambda: deadline - time.perf_counter()
-    stats["activations"] = sorted(set(net.kinds))
-
-    def mark(stage: str) -> None:  # seconds since the start at the end of each stage
-        stats.setdefault("elapsed", {})[stage] = round(time.perf_counter() - t0, 3)
-
+    budget = attack_seconds if attack_seconds is not None else min(max(0.05 * timeout, 0.5), 5.0)
+    # half a second of attack first, the rest of its budget after alpha-CROWN (on what alpha-CROWN leaves open)
+    opened = _bounds_then_attack(net, lo, hi, target, check, t0, deadline, budget, seed, stats, done)
+    if isinstance(opened, CaseOutcome):
+        return opened
+    open_, rows_a, rows_b, owner, row_lb, x = (opened.disjuncts, opened.rows_a, opened.rows_b, opened.owner,
+                                               opened.row_lb, opened.x)
     layers, kinds = smooth.layers_and_kinds(net)
     lo_t, hi_t = torch.as_tensor(lo, dtype=ns.DT)[None], torch.as_tensor(hi, dtype=ns.DT)[None]
-    rows_a, rows_b, owner = _stacked_rows(target)
-    row_lb = root_bounds(net, lo, hi, rows_a, rows_b)
-    open_ = [i for i in range(len(target.disjuncts)) if not np.any(row_lb[owner == i] > REFUTE)]
-    stats["refuted_by_crown"] = len(target.disjuncts) - len(open_)
-    mark("bounds")
-    if not open_:
-        return done("none-exists", "bounds")
-    budget = attack_seconds if attack_seconds is not None else min(max(0.05 * timeout, 0.5), 5.0)
-    rest = OutputSet(tuple(target.disjuncts[i] for i in open_), target.num_outputs)
-    # half a second of attack first, the rest of its budget after alpha-CROWN (on what alpha-CROWN leaves open)
-    x, v = pgd(net, lo, hi, rest, time_limit=min(budget, 0.5, max(left(), 0.0)), seed=seed)
-    stats["attack_violation"] = v
-    if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
-        return done("found", "attack", found=ok)
-    mark("attack")
     spent = time.perf_counter() - t0 - stats["elapsed"]["bounds"]
     keep = np.isin(owner, open_)
     pre, spec = ns.alpha_bounds(layers, kinds, lo_t, hi_t, torch.as_tensor(rows_a[keep]),
@@ -398,7 +387,7 @@ def _neuron_split_case(
     row_lb[keep] = np.maximum(row_lb[keep], spec[0].numpy())
     still = [i for i in open_ if not np.any(row_lb[owner == i] > REFUTE)]
     stats["refuted_by_alpha"] = len(open_) - len(still)
-    mark("alpha")
+    _mark(stats, t0, "alpha")
     open_ = sorted(still, key=lambda i: float(np.max(row_lb[owner == i])))
     if not open_:
         return done("none-exists", "bounds")
@@ -406,20 +395,20 @@ def _neuron_split_case(
         rest = OutputSet(tuple(target.disjuncts[i] for i in open_), target.num_outputs)
         x, v = pgd(net, lo, hi, rest, time_limit=min(budget - spent, max(left(), 0.0)), seed=seed + 1, start=x)
         stats["attack_violation"] = min(v, stats["attack_violation"])
-        if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
+        if v < 0 and (ok := accept(x, lo, hi, target, check)) is not None:
             return done("found", "attack", found=ok)
-        mark("attack_after_alpha")
+        _mark(stats, t0, "attack_after_alpha")
     stats["neuron_split"] = []
     for i in open_:
         if left() <= 0:
             return done("unknown", "neuron-split", "time limit")
         a, b = target.disjuncts[i]
         one = OutputSet(((a, b),), target.num_outputs)
-        search = ns.NeuronSplitSearch(layers, kinds, lo, hi, pre, a, b, _point_test(net, one), deadline=deadline)
+        search = ns.NeuronSplitSearch(layers, kinds, lo, hi, pre, a, b, point_test(net, one), deadline=deadline)
         res = search.run(left())
         stats["neuron_split"].append({"disjunct": i, "status": res.status, **res.stats})
         if res.status == "found" and res.x is not None:
-            if (ok := _accept(res.x, lo, hi, one, check)) is not None:
+            if (ok := accept(res.x, lo, hi, one, check)) is not None:
                 return done("found", "neuron-split", found=ok)
             return done("unknown", "neuron-split", "a point fails the re-check on the original network (a tie)")
         if res.status == "open":
@@ -447,11 +436,11 @@ def _split_disjuncts(
         a, b = target.disjuncts[i]
         one = OutputSet(((a, b),), target.num_outputs)
 
-        is_point = _point_test(net, one)
+        is_point = point_test(net, one)
         res = split_search(net, lo, hi, a, b, is_point, time_limit=left())
         stats["input_split"].append({"disjunct": i, "status": res.status, **res.stats})
         if res.status == "found" and res.x is not None:
-            if (ok := _accept(res.x, lo, hi, one, check)) is not None:
+            if (ok := accept(res.x, lo, hi, one, check)) is not None:
                 return done("found", "input-split", found=ok)
             return done("unknown", "input-split", "a point fails the re-check on the original network (a tie)")
         if res.status == "open":
@@ -484,26 +473,22 @@ def graph_case(
     left = lambda: deadline - time.perf_counter()
     stats: dict[str, Any] = {"network": "graph", "nodes": len(net.nodes), "hidden": net.hidden_sizes,
                              "disjuncts": len(target.disjuncts), "activations": sorted(set(net.kinds))}
-
-    def mark(stage: str) -> None:  # seconds since the start at the end of each stage
-        stats.setdefault("elapsed", {})[stage] = round(time.perf_counter() - t0, 3)
-
-    done = _finisher(t0, stats, on_end=lambda: mark("end"))
+    done = _finisher(t0, stats, on_end=lambda: _mark(stats, t0, "end"))
     if (ok := _corner_points(net, lo, hi, target, check)) is not None:
         return done("found", "points", found=ok)
-    mark("points")
+    _mark(stats, t0, "points")
     if left() <= 0:
         return done("unknown", "points", "time limit")
     dev = net.device
     lo_t = torch.as_tensor(lo, dtype=gbm.DT, device=dev)[None]
     hi_t = torch.as_tensor(hi, dtype=gbm.DT, device=dev)[None]
-    rows_a, rows_b, owner = _stacked_rows(target)
+    rows_a, rows_b, owner = stacked_rows(target)
     a_t, b_t = torch.as_tensor(rows_a, dtype=gbm.DT, device=dev), torch.as_tensor(rows_b, dtype=gbm.DT, device=dev)
     with torch.no_grad():
         gb = gbm.bounds(net, lo_t, hi_t, deadline=t0 + 0.4 * timeout)
         row_lb = gbm.spec_rows(net, gb, lo_t, hi_t, a_t, b_t)[0][0].cpu().numpy()
     stats.update(unstable_crown=gb.unstable(), crown_rows=gb.crown_rows, interval_rows=gb.skipped_rows)
-    mark("bounds")
+    _mark(stats, t0, "bounds")
     open_ = [i for i in range(len(target.disjuncts)) if not np.any(row_lb[owner == i] > REFUTE)]
     stats["refuted_by_crown"] = len(target.disjuncts) - len(open_)
     if not open_:
@@ -516,9 +501,9 @@ def graph_case(
     rest = OutputSet(tuple(target.disjuncts[i] for i in open_), target.num_outputs)
     x, v = pgd(net, lo, hi, rest, time_limit=min(budget, max(left(), 0.0)), seed=seed, patience=_patience(lo, hi))
     stats["attack_violation"] = v
-    if v < 0 and (ok := _accept(x, lo, hi, target, check)) is not None:
+    if v < 0 and (ok := accept(x, lo, hi, target, check)) is not None:
         return done("found", "attack", found=ok)
-    mark("attack")
+    _mark(stats, t0, "attack")
     if alpha_steps > 0 and net.piecewise and left() > 0:
         keep = np.isin(owner, open_)
         best = gbm.alpha_rows(net, gb, lo_t, hi_t, a_t[keep], b_t[keep], steps=alpha_steps,
@@ -549,10 +534,10 @@ def graph_case(
                                    time_limit=left(), threads=threads)
         stats["milp"].append({"disjunct": i, "status": out.status, "seconds": out.seconds, "binaries": out.binaries})
         if out.status == "found" and out.x is not None:
-            ok = _accept(out.x, lo, hi, one, check)
+            ok = accept(out.x, lo, hi, one, check)
             if ok is None:
                 xr, vr = pgd(net, lo, hi, one, restarts=4, steps=40, time_limit=min(2.0, max(left(), 0.1)), start=out.x)
-                ok = _accept(xr, lo, hi, one, check) if vr < 0 else None
+                ok = accept(xr, lo, hi, one, check) if vr < 0 else None
             if ok is not None:
                 return done("found", "milp", found=ok)
             return done("unknown", "milp", "the MILP point fails the re-check on the original network (a tie)")
@@ -582,11 +567,11 @@ def _graph_bab_disjuncts(
         a, b = target.disjuncts[i]
         one = OutputSet(((a, b),), target.num_outputs)
 
-        is_point = _point_test(net, one)
+        is_point = point_test(net, one)
         res = graph_bab(net, lo, hi, gb, a, b, is_point, time_limit=left)
         stats["bab"].append({"disjunct": i, "status": res.status, **res.stats})
         if res.status == "found" and res.x is not None:
-            if (ok := _accept(res.x, lo, hi, one, check)) is not None:
+            if (ok := accept(res.x, lo, hi, one, check)) is not None:
                 return done("found", "bab", found=ok)
             return done("unknown", "bab", "a point fails the re-check on the original network (a tie)")
         if res.status == "open":

@@ -1,7 +1,8 @@
 """A model, a domain and a target as the problem the exact solvers take.
 
 The solvers work on a network (a ``GraphNet``, whose small feed-forward chains carry their dense
-form), a flat float64 input box and an ``OutputSet``; every candidate input is re-checked on the original network by a ``Checker``. This
+form), a flat float64 input box and an ``OutputSet``; every candidate input is re-checked on the original
+network by a ``Checker`` and accepted (``accept``) only when it reaches the set in float32 and float64. This
 module derives those from a :class:`~netinvert.models.wrapper.Model`: an ONNX model gives its
 network and its onnxruntime re-check from the graph it carries (the file is not read again), any
 other model from its module.
@@ -30,6 +31,8 @@ from netinvert.targets.regression import Regression
 from netinvert.targets.units import Class
 
 Checker = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # flat inputs -> (float32 outputs, float64 outputs)
+Found = tuple[np.ndarray, np.ndarray, float]  # a found input in float32, its float64 outputs, its margin
+STRICT = 1e-6  # a found input must satisfy A y <= b - STRICT in float32 and float64
 
 
 def box_of(model: Model, domain: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -137,3 +140,40 @@ def torch_checker(module: torch.nn.Module, input_shape: tuple[int, ...]) -> Chec
         return y32, y64
 
     return check
+
+
+def stacked_rows(target: OutputSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every disjunct's rows ``A y <= b`` stacked, and the disjunct each row belongs to."""
+    rows_a = np.vstack([a for a, _ in target.disjuncts])
+    rows_b = np.concatenate([b for _, b in target.disjuncts])
+    owner = np.concatenate([[i] * a.shape[0] for i, (a, _) in enumerate(target.disjuncts)])
+    return rows_a, rows_b, owner
+
+
+def point_test(net: GraphNet, one: OutputSet) -> Callable[[np.ndarray], np.ndarray]:
+    """Which inputs (rows of ``xs``) reach the single-disjunct set ``one`` with the strict margin."""
+    return lambda xs: one.violations(net.forward(xs)) <= -STRICT
+
+
+def float32_in_box(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Round to float32 without leaving the box (a float32 value may round past a float64 bound)."""
+    x32 = np.clip(x, lo, hi).astype(np.float32)
+    over = x32.astype(np.float64) > hi
+    x32[over] = np.nextafter(x32[over], np.float32(-np.inf))
+    under = x32.astype(np.float64) < lo
+    x32[under] = np.nextafter(x32[under], np.float32(np.inf))
+    return x32
+
+
+def accept(
+    x: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: OutputSet, check: Checker
+) -> Found | None:
+    """The float32 input, its float64 outputs and margin when it satisfies ``target`` in both precisions."""
+    x32 = float32_in_box(x, lo, hi)
+    if np.any(x32 < lo) or np.any(x32 > hi):
+        return None
+    y32, y64 = check(x32[None].astype(np.float64))
+    v = max(float(target.violations(y32)[0]), float(target.violations(y64)[0]))
+    if v <= -STRICT:
+        return x32, y64[0], -v
+    return None
