@@ -67,6 +67,7 @@ def test_reachable_output_target_is_reached(sigmoid_mlp: Model) -> None:
     assert item.metrics["activation_error"] < 1e-6
 
 
+@pytest.mark.slow
 def test_unreachable_target_returns_closest_with_residual() -> None:
     """A 10-unit bottleneck cannot produce an arbitrary 25-unit pattern: least squares, honest residual."""
     model = _sigmoid_mlp(hidden=(10, 25), seed=3)
@@ -102,6 +103,7 @@ def test_sampled_solutions_all_reach_the_target_and_differ(sigmoid_mlp: Model) -
     assert float((w @ (sol.min_norm.double().reshape(-1) - sol.x.double().reshape(-1))).abs().max()) < 1e-5
 
 
+@pytest.mark.slow
 def test_status_is_honest_on_unreachable_class_targets(sigmoid_mlp: Model) -> None:
     """A random net cannot output p=0.9 for every class: items say not-reached and carry the miss."""
     result = analytic.run(sigmoid_mlp, [Class(k) for k in range(3)], goal=0.9)

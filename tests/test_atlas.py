@@ -160,6 +160,7 @@ def test_every_option_that_changes_the_pictures_is_in_the_resume_key(zoo, model,
         render(other, "fc", tmp_path / "b", batch_size=5, steps=4)
 
 
+@pytest.mark.slow
 def test_killed_atlas_command_resumes(model, tmp_path: Path):
     """A real interruption: SIGINT to the CLI after its first batch, then the same command completes the atlas."""
     torch.save(model.module.state_dict(), tmp_path / "net.pt")

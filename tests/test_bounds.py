@@ -46,6 +46,7 @@ def _in_boxes(pts: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inside.all(axis=2).any(axis=1)
 
 
+@pytest.mark.slow
 def test_preimage_is_sound_and_tight(moons: Model, tmp_path) -> None:
     res = bounds.run(moons, [Class(0, margin=0.5)], Box(), max_boxes=3000, plot=tmp_path / "moons.png")
     pre = res.info["preimage"][0]

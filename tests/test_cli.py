@@ -14,6 +14,7 @@ from netinvert.cli.main import app
 runner = CliRunner()
 
 
+@pytest.mark.slow
 def test_imagine_writes_the_result_folder(tmp_path, zoo):
     zoo("digits-cnn")
     out = tmp_path / "run"
@@ -26,6 +27,7 @@ def test_imagine_writes_the_result_folder(tmp_path, zoo):
     assert (out / "grid.png").exists() and (out / "inputs.npy").exists()
 
 
+@pytest.mark.slow
 def test_imagine_named_class_of_roman(tmp_path, zoo):
     zoo("roman-mlp")
     result = runner.invoke(app, ["imagine", "-m", "roman-mlp", "-t", "X", "-o", str(tmp_path / "x")])
@@ -74,6 +76,7 @@ def test_layers_and_zoo_list(zoo):
     assert listing.exit_code == 0 and "roman-mlp" in listing.output and "yes" in listing.output
 
 
+@pytest.mark.slow
 def test_console_script_is_installed():
     proc = subprocess.run([sys.executable, "-m", "netinvert.cli.main", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "imagine" in proc.stdout
@@ -117,6 +120,7 @@ def test_every_model_command_takes_the_same_model_options(command):
     assert "<bool>" not in result.output
 
 
+@pytest.mark.slow
 def test_version_and_module_entry_point():
     import netinvert
 
@@ -125,6 +129,7 @@ def test_version_and_module_entry_point():
     assert proc.stdout.strip() == f"netinvert {netinvert.__version__}"
 
 
+@pytest.mark.slow
 def test_a_saved_result_reopens_and_a_rerun_replaces_the_folder(tmp_path, zoo):
     from netinvert import Result
 
@@ -284,6 +289,7 @@ def test_every_command_refuses_a_read_only_out_folder_in_one_line(tmp_path, zoo,
     assert not any(ro.iterdir())
 
 
+@pytest.mark.slow
 def test_report_into_a_folder_under_a_file_is_one_line(tmp_path, zoo):
     zoo("digits-mlp")
     done = tmp_path / "done"

@@ -113,6 +113,7 @@ def test_solutions_differ_from_each_other(zoo):
     assert np.all(np.array(res.metric("resim_mse")) < 1e-2)
 
 
+@pytest.mark.slow
 def test_target_beyond_the_arms_reach_is_unreachable(zoo):
     model = zoo("arm")
     box = Box(torch.tensor([-0.5, -1.0, -1.0, -1.0]), torch.tensor([0.5, 1.0, 1.0, 1.0]))  # a box keeps it quick

@@ -144,11 +144,13 @@ def test_device_flag_on_imagine_and_layers(tmp_path):
     assert bad.exit_code == 2 and "device 'tpu' is unknown" in bad.output, bad.output
 
 
+@pytest.mark.slow
 def test_cpu_only_methods_record_where_they_ran(zoo):
     result = invert(zoo("digits-mlp"), Class(4), method="analytic", samples=1)
     assert result.info["device"] == "cpu"
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_runs_small_on_the_cpu(tmp_path):
     import subprocess
     import sys

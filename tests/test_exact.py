@@ -40,6 +40,7 @@ torch.set_num_threads(1)
 
 
 # ------------------------------------------------------------------------------------------ known answers
+@pytest.mark.slow
 def test_known_family_statuses(known_family: Path) -> None:
     """Every answer of the generated family is right, and dense sampling agrees with every none-exists."""
     rng = np.random.default_rng(0)
@@ -125,6 +126,7 @@ def _pattern_minimum(module: nn.Sequential, lo: np.ndarray, hi: np.ndarray, a: n
     return best
 
 
+@pytest.mark.slow
 def test_random_relu_networks_never_contradict_sampling_or_enumeration() -> None:
     rng = np.random.default_rng(7)
     seen = {"found": 0, "none-exists": 0}
@@ -326,11 +328,13 @@ def test_unsupported_ops_and_modules_are_named(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ CLI
+@pytest.mark.slow
 def test_cli_solve_writes_result_and_counterexample(known_family: Path, tmp_path: Path) -> None:
     check_solve_command(known_family, tmp_path, {"sat": "sat.onnx", "prop": "prop.vnnlib", "nano": "nano.onnx"},
                         [want for _, _, want in FAMILY])
 
 
+@pytest.mark.slow
 def test_branch_and_bound_stage_with_several_disjuncts() -> None:
     rng = np.random.default_rng(11)
     stages = set()
@@ -364,6 +368,7 @@ def test_branch_and_bound_stage_with_several_disjuncts() -> None:
     assert "bab" in stages, stages
 
 
+@pytest.mark.slow
 def test_branch_and_bound_agrees_with_milp_on_wider_nets() -> None:
     """Nets too wide for pattern enumeration: every branch-and-bound verdict (many batched splits,
     several branching candidates, warm-started float32 optimization, float64 decision) must match the MILP."""
@@ -418,6 +423,7 @@ def _pre_activation_ranges(layers: list, xs: np.ndarray) -> list[tuple[np.ndarra
     return out
 
 
+@pytest.mark.slow
 def test_sign_refinement_is_sound_and_fixes_neurons_the_relaxation_cannot() -> None:
     from netinvert.solvers.search.refine import refine
 
@@ -498,6 +504,7 @@ def test_resumed_branch_and_bound_reaches_the_same_verdict_as_one_long_run() -> 
         assert part.stats["domains"] == whole.stats["domains"]  # the same tree, explored in pieces
 
 
+@pytest.mark.slow
 def test_batched_searches_match_separate_ones_across_budgeted_rounds() -> None:
     """``bab_many``: problems that share batches, stop at their budgets and resume must reach the
     verdicts of separate long runs; a problem whose search was dropped is never reported refuted."""
@@ -538,6 +545,7 @@ def test_batched_searches_match_separate_ones_across_budgeted_rounds() -> None:
     assert opened and all(cut.status(p) == "open" and cut.lowest_bound(p) == -np.inf for p in opened)
 
 
+@pytest.mark.slow
 def test_highs_prints_nothing() -> None:
     """HiGHS's banner and log stay out of the output (issue 19 item 18): a fresh process builds and solves
     both HiGHS models netinvert uses (the MILP encoding and the convex LP) and prints nothing."""
@@ -563,6 +571,7 @@ def test_highs_prints_nothing() -> None:
     assert run.stdout == "", run.stdout
 
 
+@pytest.mark.slow
 def test_cli_solve_family_records_bad_rows_and_resumes_by_resolved_path(tmp_path: Path, known_family: Path) -> None:
     """Issue 19 item 17: a bad row is recorded as ``error`` with its message and the family goes on;
     a rerun that spells the same files differently resumes instead of solving them again."""

@@ -172,6 +172,7 @@ def test_fx_trace_and_onnx_export_give_the_same_bounds(kind: str, tmp_path: Path
 
 @pytest.mark.parametrize("kind", ["residual", "concat", "avgpool", "flatten-mid", "maxpool", "conv-relu",
                                   "conv-sigmoid"])
+@pytest.mark.slow
 def test_solve_is_never_contradicted_by_sampling(kind: str) -> None:
     """Output sets placed around the sampled range: some reachable, some not; none answered wrongly."""
     rng = np.random.default_rng(7 + len(kind))
@@ -201,6 +202,7 @@ def test_solve_is_never_contradicted_by_sampling(kind: str) -> None:
         assert seen["unknown"] == 0, seen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["residual", "concat", "conv-relu"])
 def test_graph_branch_and_bound_agrees_with_the_milp(kind: str) -> None:
     """ReLU splits on graphs (for those too large for the MILP): every verdict matches the MILP's."""

@@ -245,6 +245,7 @@ def test_bounds_never_exclude_a_sampled_output(kind: str, tmp_path: Path) -> Non
                 assert np.all(up - low <= 3 * spread + 1e-6), (kind, up - low, spread)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(NETS))
 def test_exact_answers_from_onnx_are_never_contradicted_by_sampling(kind: str, tmp_path: Path) -> None:
     """``invert(..., method="exact")`` on the ONNX model: output sets placed around the sampled range;

@@ -107,6 +107,7 @@ def test_relu_machinery_refuses_smooth_networks() -> None:
         lb.layers_of(net)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sigmoid", "tanh", "relu"])
 def test_input_split_never_contradicts_sampling(kind: str) -> None:
     """Output sets placed around the sampled range, so some are reachable, some not, some near ties;

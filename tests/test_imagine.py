@@ -63,6 +63,7 @@ def _hook_count(model: Model) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.module.modules())
 
 
+@pytest.mark.slow
 def test_hooks_never_accumulate_even_on_error(zoo):
     model = zoo("digits-cnn")
     before = _hook_count(model)
@@ -86,6 +87,7 @@ def test_results_are_deterministic_for_a_seed(zoo):
     assert not torch.equal(r1.inputs, r3.inputs)
 
 
+@pytest.mark.slow
 def test_batches_keep_target_order_and_early_stop(zoo):
     model = zoo("digits-mlp")
     targets = [Class(k) for k in (7, 2, 9, 0)]
@@ -215,6 +217,7 @@ def test_zoo_trains_on_real_mnist(tmp_path, monkeypatch):
     assert model.training_inputs().shape == (8000, 1, 28, 28)
 
 
+@pytest.mark.slow
 def test_a_target_alone_equals_the_same_target_in_a_batch_and_its_picture_is_verified(zoo):
     """Issue 19.2: `imagine -t X` alone stopped after ~100 steps (model p 0.99, verifier p 0.00)."""
     model = zoo("roman-mlp")

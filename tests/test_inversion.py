@@ -90,6 +90,7 @@ def test_activations_target_scores_zero_at_the_original_and_checks_shapes(cnn, h
     assert load_activations(str(good), cnn, "pool").shape == (2, 3, 12, 12)
 
 
+@pytest.mark.slow
 def test_gradient_inverts_the_first_conv_layer_far_above_the_mean_image(cnn, held):
     assert cnn.layer_depth("conv") == 1 and cnn.layer_depth("fc") == 2
     result = invert_method(cnn, targets_for(cnn, "conv", capture_activations(cnn, "conv", held)))
@@ -217,6 +218,7 @@ def test_invert_command_reports_bad_input_in_one_line(tmp_path, cnn):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_leakage_command_writes_table_plot_and_json(tmp_path):
     out = tmp_path / "leak"
     res = CliRunner().invoke(_app(), ["leakage", "--model", "digits-cnn", "--layers", "fc,conv", "--methods",

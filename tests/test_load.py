@@ -100,6 +100,7 @@ def _reference(trained: Trained) -> torch.Tensor:
         return trained.net(trained.x_test)
 
 
+@pytest.mark.slow
 def test_the_trained_network_really_classifies_digits(trained: Trained) -> None:
     assert trained.accuracy > 0.9
 

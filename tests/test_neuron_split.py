@@ -83,6 +83,7 @@ def _pre_activations(module: nn.Sequential, xs: np.ndarray) -> list[np.ndarray]:
 MIXES = [["sigmoid"] * 3, ["tanh"] * 3, ["softplus", "sigmoid"], ["relu", "tanh", "sigmoid"]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mix", MIXES, ids=["-".join(m) for m in MIXES])
 def test_alpha_bounds_contain_sampled_values_and_beat_crown(mix: list[str]) -> None:
     rng = np.random.default_rng(len(mix) * 7 + len(mix[0]))
@@ -107,6 +108,7 @@ def test_alpha_bounds_contain_sampled_values_and_beat_crown(mix: list[str]) -> N
     assert gained >= 4, gained  # optimized lines are tighter than CROWN's, not merely as tight
 
 
+@pytest.mark.slow
 def test_sub_domain_bounds_hold_on_the_inputs_that_meet_their_splits() -> None:
     """After some rounds of splitting, every sampled input whose pre-activations lie in a sub-domain's
     intervals has its row value at or above that sub-domain's bound (the split multipliers included)."""

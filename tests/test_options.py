@@ -65,6 +65,7 @@ def test_invert_refuses_a_bad_option_in_one_line_before_any_work(tiny, method, o
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
+@pytest.mark.slow
 def test_langevin_on_the_command_line_has_the_python_defaults(tmp_path, zoo):
     """``imagine --method langevin`` once ran the gradient flags' 1024 steps and 1 sample; Python's are 400 and 8."""
     zoo("digits-mlp")
@@ -78,6 +79,7 @@ def test_langevin_on_the_command_line_has_the_python_defaults(tmp_path, zoo):
     assert len(saved["items"]) == 8
 
 
+@pytest.mark.slow
 def test_design_gives_as_many_solutions_in_python_as_on_the_command_line(tmp_path, zoo):
     model = zoo("arm")
     fast = ["--restarts", "64", "--steps", "5", "--prove", "0", "--simulator", "arm"]

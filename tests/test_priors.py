@@ -96,6 +96,7 @@ def nets() -> dict[str, object]:
             "checked": Model(net, SPEC, name="bn-resnet", verifier=Model(ver, SPEC, name="verifier"))}
 
 
+@pytest.mark.slow
 def test_bn_layers_found_and_hooks_always_come_off(nets):
     model = nets["model"]
     assert bn_prior.bn_layers(model) == ["bn", "block.bn1", "block.bn2"]
@@ -185,6 +186,7 @@ def test_bn_prior_lowers_bn_statistics_distance(nets):
     assert (d_on < d_off).all()
 
 
+@pytest.mark.slow
 def test_imagine_with_user_verifier_reaches_targets_and_verifier_agrees(nets, tmp_path: Path):
     from netinvert.cli.main import app
 
@@ -208,6 +210,7 @@ def test_imagine_with_user_verifier_reaches_targets_and_verifier_agrees(nets, tm
     assert all(it["verifier_prob"] is None and "no independent verifier" in it["verifier_note"] for it in items)
 
 
+@pytest.mark.slow
 def test_bn_prior_raises_verifier_agreement(nets):
     model = nets["checked"]
     targets = [Class(k) for k in range(10)]
@@ -225,6 +228,7 @@ def _pixel_distances(inputs: torch.Tensor, k: int) -> torch.Tensor:
     return d[:, i, j]
 
 
+@pytest.mark.slow
 def test_diversity_gives_k_distinct_images_that_all_reach_the_target(nets):
     model = nets["checked"]
     targets = [Class(3), Class(7)]

@@ -89,6 +89,7 @@ def _agreement(model: Model, x_unit: torch.Tensor, labels: torch.Tensor) -> floa
 
 
 # ------------------------------------------------------------------------------------------- data scaling
+@pytest.mark.slow
 def test_mnist_data_is_scaled_into_a_0_255_models_range(nets: Nets) -> None:
     """Issue 25.1: `--data mnist:DIR` stayed in [0, 1] for a model whose range is 0..255."""
     model = load(str(nets.bytes_file), data=f"mnist:{MNIST}", **BYTES)
@@ -228,6 +229,7 @@ def test_an_onnx_verifier_measures_realism(nets: Nets, tmp_path: Path, model_is:
     assert "TorchScript hides its layers" in blind["not_measured"]
 
 
+@pytest.mark.slow
 def test_imagine_with_an_onnx_verifier_and_data_saves_and_reports_realism(nets: Nets, tmp_path: Path) -> None:
     out = tmp_path / "imagine"
     run = CliRunner().invoke(app, ["imagine", "-m", str(nets.bytes_file), "--input-range", "0,255",

@@ -87,6 +87,7 @@ def page_of(folder: Path) -> tuple[_Page, str]:
     return parse(html)
 
 
+@pytest.mark.slow
 def test_every_command_writes_a_readable_page_with_its_footer(runs):
     for kind, folder in runs.items():
         _, text = page_of(folder)
@@ -399,6 +400,7 @@ def test_draw_keeps_long_names_whole_and_shows_skip_connections(tmp_path):
     assert _text_clashes(node_link_figure(wide, dense_layers(wide))) == []
 
 
+@pytest.mark.slow
 def test_warp_of_a_regression_network_shows_its_output_value(zoo):
     from netinvert.report.warp import warp_result
 

@@ -62,6 +62,7 @@ def test_plan_keys_every_argument_but_those_that_change_no_answer(tmp_path: Path
         plan.task({"x": object()}, "")
 
 
+@pytest.mark.slow
 def test_crash_is_an_error_with_its_message_timeout_is_apart_and_the_rest_finish(tmp_path: Path) -> None:
     log = tmp_path / "log"
     tasks = square_tasks(5, str(log), crash_on=2)
@@ -79,6 +80,7 @@ def test_crash_is_an_error_with_its_message_timeout_is_apart_and_the_rest_finish
     assert sorted(_lines(log)) == [0, 1, 3, 4]  # finished and timed-out tasks are not run again; the error is retried
 
 
+@pytest.mark.slow
 def test_sweep_killed_mid_way_resumes_with_nothing_lost_and_nothing_done_twice(tmp_path: Path) -> None:
     n, out, log = 12, tmp_path / "out", tmp_path / "log"
     code = ("from sweep_tasks import square_tasks\n"
@@ -232,6 +234,7 @@ def test_ray_engine_without_ray_says_how_to_install_it(monkeypatch: pytest.Monke
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_an_unreachable_ray_address_is_one_line_and_writes_nothing(tmp_path: Path, known_family: Path) -> None:
     """Issue 25 item 5: an unreachable --ray-address printed Ray's warnings for tens of seconds and left an empty
     results.csv; it is refused in one line before anything is written."""
@@ -259,6 +262,7 @@ def test_engine_options_are_checked_up_front(tmp_path: Path) -> None:
         run_sweep(square_tasks(2, str(tmp_path / "log")) * 2, tmp_path / "out", progress=False)
 
 
+@pytest.mark.slow
 def test_atlas_layers_sweep_command(tmp_path: Path) -> None:
     from netinvert.cli.atlas import atlas
 
@@ -276,6 +280,7 @@ def test_atlas_layers_sweep_command(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "give one layer with --layer or several" in r.output
 
 
+@pytest.mark.slow
 def test_atlas_layers_finish_each_layer_with_its_command_and_resume_under_another_command_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each layer of an atlas sweep is finished (report.finish) with the command line, which is not part of the
@@ -303,6 +308,7 @@ def test_atlas_layers_finish_each_layer_with_its_command_and_resume_under_anothe
     assert Result.load(out / "fc3").info["command"] == ["netinvert", *args]  # finished once, not rendered again
 
 
+@pytest.mark.slow
 def test_design_over_a_targets_file(tmp_path: Path, zoo) -> None:
     from netinvert.cli.design import design
 

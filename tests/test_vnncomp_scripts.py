@@ -142,6 +142,7 @@ def test_result_file_text_per_status() -> None:
     assert answer("unknown", "a box too small to split stays undecided") == "unknown\n"
 
 
+@pytest.mark.slow
 def test_building_the_solvers_network_counts_against_the_time_limit(family: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The solvers' form of the network (0.7 s for a 784-input net with 1600 neurons) is built on the instance's
     clock: with 3 s added to building it, a 4 s instance that runs out of time still ends near 4 s, not 7 s."""

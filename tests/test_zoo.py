@@ -8,10 +8,13 @@ import stat
 import time
 from pathlib import Path
 
+import pytest
+
 from netinvert.ground.store import first_use
 from netinvert.models.zoo import cache_path, load_zoo
 
 
+@pytest.mark.slow
 def test_first_use_training_reports_each_epoch_and_caches_readable_weights(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("NETINVERT_HOME", str(tmp_path))
     with caplog.at_level(logging.INFO, logger="netinvert"):
