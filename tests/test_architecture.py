@@ -111,15 +111,11 @@ def test_no_file_is_too_long_to_read(limit):
 
 # --- one name per idea: the glossary in docs/architecture.md -----------------------------------------------------
 ROOT = PACKAGE.parent
-# The solvers are being restructured (issue 26.3: one network representation, solvers/ in subfolders); until that
-# lands they keep their own words (`kinds` of activations, `Stage` of a chain, `state` of a search), and
-# methods/exact.py reads them. The lead removes this exemption when 26.3 is merged.
-PENDING_26_3 = ("solvers/", "methods/exact.py")
 READ_BACK = "read back"  # a line marked so reads a name that earlier versions wrote (old result.json keys)
 
 
 def _code_files() -> list[Path]:
-    return sorted(p for p in PACKAGE.rglob("*.py") if not str(p.relative_to(PACKAGE)).startswith(PENDING_26_3))
+    return sorted(PACKAGE.rglob("*.py"))
 
 
 def _retired_in_code(path: Path) -> list[str]:

@@ -24,7 +24,7 @@ torch.set_num_threads(1)
 ACTS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "softplus": nn.Softplus, "relu": nn.ReLU}
 
 
-def _net(rng: np.random.Generator, kind: str, n_in: int, out_act: bool = False) -> nn.Sequential:
+def _net(rng: np.random.Generator, activation: str, n_in: int, out_act: bool = False) -> nn.Sequential:
     sizes = [n_in, int(rng.integers(3, 9)), int(rng.integers(3, 9)), int(rng.integers(2, 4))]
     mods: list[nn.Module] = []
     for i in range(len(sizes) - 1):
@@ -32,7 +32,7 @@ def _net(rng: np.random.Generator, kind: str, n_in: int, out_act: bool = False) 
         with torch.no_grad():
             lin.weight.copy_(torch.as_tensor(rng.normal(size=lin.weight.shape) * 1.5))
             lin.bias.copy_(torch.as_tensor(rng.normal(size=lin.bias.shape)))
-        mods += [lin, ACTS[kind]()]
+        mods += [lin, ACTS[activation]()]
     return nn.Sequential(*(mods if out_act else mods[:-1]))
 
 
@@ -47,45 +47,46 @@ def _samples(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, n: int = 
     return np.vstack([rng.uniform(lo, hi, size=(n, lo.size)), corners])
 
 
-@pytest.mark.parametrize("kind", ["sigmoid", "tanh", "softplus", "relu"])
-def test_relaxation_lines_bound_the_activation(kind: str) -> None:
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "softplus", "relu"])
+def test_relaxation_lines_bound_the_activation(activation: str) -> None:
     gen = torch.Generator().manual_seed(0)
     l = torch.randn(4000, generator=gen, dtype=torch.float64) * 5
     u = l + torch.rand(4000, generator=gen, dtype=torch.float64) ** 3 * 12
-    al, cl, au, cu = smooth.relax(kind, l, u)
+    al, cl, au, cu = smooth.relax(activation, l, u)
     z = l[:, None] + torch.rand(4000, 300, generator=gen, dtype=torch.float64) * (u - l)[:, None]
     z = torch.cat([z, l[:, None], u[:, None]], dim=1)
-    f = smooth.act(kind, z)
+    f = smooth.act(activation, z)
     assert float((al[:, None] * z + cl[:, None] - f).max()) <= 0.0
     assert float((f - au[:, None] * z - cu[:, None]).max()) <= 1e-14
     assert float((au - al).abs().max()) < 10  # lines, not vacuous bounds
 
 
-@pytest.mark.parametrize("kind", ["sigmoid", "tanh", "softplus", "relu"])
-def test_crown_bounds_never_exclude_sampled_values(kind: str) -> None:
-    rng = np.random.default_rng({"sigmoid": 1, "tanh": 2, "softplus": 3, "relu": 4}[kind])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "softplus", "relu"])
+def test_crown_bounds_never_exclude_sampled_values(activation: str) -> None:
+    rng = np.random.default_rng({"sigmoid": 1, "tanh": 2, "softplus": 3, "relu": 4}[activation])
     for trial in range(6):
         n_in = int(rng.integers(2, 6))
-        module = _net(rng, kind, n_in, out_act=trial % 2 == 1)
+        module = _net(rng, activation, n_in, out_act=trial % 2 == 1)
         net = from_torch(module, (n_in,))
         centre = rng.normal(size=n_in)
         lo, hi = centre - rng.uniform(0.05, 1.5, n_in), centre + rng.uniform(0.05, 1.5, n_in)
         xs = _samples(rng, lo, hi)
         ys = _outputs(module, xs)
         a = rng.normal(size=(4, ys.shape[1]))
-        layers, kinds = smooth.layers_and_kinds(net)
+        layers, activations = smooth.layers_and_activations(net)
         lo_t, hi_t = torch.as_tensor(lo)[None], torch.as_tensor(hi)[None]
-        pre, val, *_ = smooth.crown(layers, kinds, lo_t, hi_t, torch.as_tensor(a), torch.zeros(4, dtype=torch.float64))
-        assert np.all((ys @ a.T).min(axis=0) >= val[0].numpy() - 1e-9), (kind, trial)
+        pre, val, *_ = smooth.crown(layers, activations, lo_t, hi_t, torch.as_tensor(a),
+                                    torch.zeros(4, dtype=torch.float64))
+        assert np.all((ys @ a.T).min(axis=0) >= val[0].numpy() - 1e-9), (activation, trial)
         z = torch.as_tensor(xs)
-        for (w, b), (l, u), k in zip(layers[:-1], pre, kinds):
+        for (w, b), (l, u), k in zip(layers[:-1], pre, activations):
             z = z @ w.T + b
-            assert bool((z >= l - 1e-9).all() and (z <= u + 1e-9).all()), (kind, trial)
+            assert bool((z >= l - 1e-9).all() and (z <= u + 1e-9).all()), (activation, trial)
             z = smooth.act(k, z)
         near = torch.as_tensor(centre)[None]  # and not vacuous: near-exact on a small box
-        _, tight, *_ = smooth.crown(layers, kinds, near - 1e-3, near + 1e-3, torch.as_tensor(a), torch.zeros(4))
+        _, tight, *_ = smooth.crown(layers, activations, near - 1e-3, near + 1e-3, torch.as_tensor(a), torch.zeros(4))
         y0 = _outputs(module, centre[None]) @ a.T
-        assert np.all(y0[0] - tight[0].numpy() <= 0.05 * (1 + np.abs(y0[0]))), (kind, trial)
+        assert np.all(y0[0] - tight[0].numpy() <= 0.05 * (1 + np.abs(y0[0]))), (activation, trial)
 
 
 def test_crown_is_at_least_as_tight_as_the_relu_solver() -> None:
@@ -97,7 +98,7 @@ def test_crown_is_at_least_as_tight_as_the_relu_solver() -> None:
     layers = lb.layers_of(net)
     lo_t, hi_t = torch.as_tensor(lo)[None], torch.as_tensor(hi)[None]
     ref = lb.spec_lower(layers, lb.crown(layers, lo_t, hi_t), torch.as_tensor(a), torch.zeros(3), lo_t, hi_t)
-    _, val, *_ = smooth.crown(*smooth.layers_and_kinds(net), lo_t, hi_t, torch.as_tensor(a), torch.zeros(3))
+    _, val, *_ = smooth.crown(*smooth.layers_and_activations(net), lo_t, hi_t, torch.as_tensor(a), torch.zeros(3))
     assert np.all(val.numpy() >= ref.numpy() - 1e-9)  # the same CROWN, and intervals where they are better
 
 
@@ -108,15 +109,15 @@ def test_relu_machinery_refuses_smooth_networks() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["sigmoid", "tanh", "relu"])
-def test_input_split_never_contradicts_sampling(kind: str) -> None:
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
+def test_input_split_never_contradicts_sampling(activation: str) -> None:
     """Output sets placed around the sampled range, so some are reachable, some not, some near ties;
     a few may stay undecided at the time limit, none may be answered wrongly."""
-    rng = np.random.default_rng({"sigmoid": 11, "tanh": 12, "relu": 13}[kind])
+    rng = np.random.default_rng({"sigmoid": 11, "tanh": 12, "relu": 13}[activation])
     seen = {"found": 0, "none-exists": 0, "unknown": 0}
     for trial in range(10):
         n_in = int(rng.integers(2, 6))
-        module = _net(rng, kind, n_in, out_act=trial % 3 == 2)
+        module = _net(rng, activation, n_in, out_act=trial % 3 == 2)
         lo, hi = -np.ones(n_in), np.ones(n_in)
         xs = _samples(rng, lo, hi, 40000)
         ys = _outputs(module, xs)
@@ -130,7 +131,7 @@ def test_input_split_never_contradicts_sampling(kind: str) -> None:
         seen[out.status] += 1
         assert out.stats["search"] == "input-split"
         if out.status == "none-exists":
-            assert not target.contains(ys).any(), f"{kind} trial {trial}: refuted a sampled point"
+            assert not target.contains(ys).any(), f"{activation} trial {trial}: refuted a sampled point"
         elif out.status == "found":
             assert np.all(out.x >= lo) and np.all(out.x <= hi)
             assert target.contains(_outputs(module, out.x.astype(np.float64)[None]), STRICT)[0]
@@ -216,7 +217,7 @@ def test_onnx_sigmoid_tanh_softplus_read_like_onnxruntime(tmp_path) -> None:
     path = tmp_path / "smooth.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
     net = from_onnx(path)
-    assert net.kinds == ["sigmoid", "tanh", "softplus"] and not net.piecewise
+    assert net.activations == ["sigmoid", "tanh", "softplus"] and not net.piecewise
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     xs = rng.uniform(-2, 2, size=(50, 3))
     ref = np.stack([sess.run(None, {"x": x[None].astype(np.float32)})[0][0] for x in xs])

@@ -32,26 +32,26 @@ def _intervals(gen: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor
     return l, u
 
 
-@pytest.mark.parametrize("kind", ["sigmoid", "tanh", "softplus", "relu"])
-def test_every_parameter_gives_lines_that_bound_the_activation(kind: str) -> None:
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "softplus", "relu"])
+def test_every_parameter_gives_lines_that_bound_the_activation(activation: str) -> None:
     gen = torch.Generator().manual_seed(1)
     l, u = _intervals(gen, 3000)
-    rel = ns.relaxation(kind, l[None], u[None])
+    rel = ns.relaxation(activation, l[None], u[None])
     z = l[:, None] + torch.rand(3000, 200, generator=gen, dtype=torch.float64) * (u - l)[:, None]
     z = torch.cat([z, l[:, None], u[:, None]], dim=1)
-    f = smooth.act(kind, z)
-    tol = 1e-12 if kind == "relu" else 0.0  # ReLU's lines carry no slack: only the rounding of this check
+    f = smooth.act(activation, z)
+    tol = 1e-12 if activation == "relu" else 0.0  # ReLU's lines carry no slack: only the rounding of this check
     for t in (torch.zeros(1, 1, 3000), torch.ones(1, 1, 3000), torch.rand(1, 1, 3000, generator=gen)):
         t = t.to(torch.float64)
         al, cl, au, cu = (x[0, 0] if x.dim() == 3 else x[0] for x in rel.lines(t, t))
-        assert float((al[:, None] * z + cl[:, None] - f).max()) <= tol, kind
-        assert float((f - au[:, None] * z - cu[:, None]).max()) <= tol, kind
-    assert bool(rel.free_lo.any()) and (kind == "relu" or kind == "softplus" or bool(rel.free_up.any()))
+        assert float((al[:, None] * z + cl[:, None] - f).max()) <= tol, activation
+        assert float((f - au[:, None] * z - cu[:, None]).max()) <= tol, activation
+    assert bool(rel.free_lo.any()) and (activation == "relu" or activation == "softplus" or bool(rel.free_up.any()))
 
 
-def _chain(rng: np.random.Generator, kinds: list[str], n_in: int, width: int = 12, n_out: int = 3,
+def _chain(rng: np.random.Generator, activations: list[str], n_in: int, width: int = 12, n_out: int = 3,
            gain: float = 4.0) -> nn.Sequential:
-    sizes = [n_in, *[width] * len(kinds), n_out]
+    sizes = [n_in, *[width] * len(activations), n_out]
     mods: list[nn.Module] = []
     for i in range(len(sizes) - 1):
         lin = nn.Linear(sizes[i], sizes[i + 1])
@@ -59,8 +59,8 @@ def _chain(rng: np.random.Generator, kinds: list[str], n_in: int, width: int = 1
             lin.weight.copy_(torch.as_tensor(rng.normal(size=lin.weight.shape) * gain / np.sqrt(sizes[i])))
             lin.bias.copy_(torch.as_tensor(rng.normal(size=lin.bias.shape)))
         mods.append(lin)
-        if i < len(kinds):
-            mods.append(ACTS[kinds[i]]())
+        if i < len(activations):
+            mods.append(ACTS[activations[i]]())
     return nn.Sequential(*mods).double()
 
 
@@ -91,18 +91,18 @@ def test_alpha_bounds_contain_sampled_values_and_beat_crown(mix: list[str]) -> N
     for _ in range(4):
         n_in = 20
         module = _chain(rng, mix, n_in)
-        layers, kinds = smooth.layers_and_kinds(from_torch(module, (n_in,)))
+        layers, activations = smooth.layers_and_activations(from_torch(module, (n_in,)))
         x0 = rng.normal(size=n_in)
         lo, hi = x0 - 0.3, x0 + 0.3
         xs = _samples(rng, lo, hi)
         zs = _pre_activations(module, xs)
         a = torch.as_tensor(rng.normal(size=(4, 3)))
         lo_t, hi_t = torch.as_tensor(lo)[None], torch.as_tensor(hi)[None]
-        pre, spec = ns.alpha_bounds(layers, kinds, lo_t, hi_t, a, torch.zeros(4, dtype=torch.float64), steps=25)
+        pre, spec = ns.alpha_bounds(layers, activations, lo_t, hi_t, a, torch.zeros(4, dtype=torch.float64), steps=25)
         for (l, u), z in zip(pre, zs):
             assert np.all(z >= l[0].numpy() - 1e-9) and np.all(z <= u[0].numpy() + 1e-9)
         assert np.all((zs[-1] @ a.numpy().T).min(axis=0) >= spec[0].numpy() - 1e-9)
-        _, crown, *_ = smooth.crown(layers, kinds, lo_t, hi_t, a, torch.zeros(4, dtype=torch.float64))
+        _, crown, *_ = smooth.crown(layers, activations, lo_t, hi_t, a, torch.zeros(4, dtype=torch.float64))
         assert np.all(spec[0].numpy() >= crown[0].numpy() - 1e-9)
         gained += int(np.sum(spec[0].numpy() > crown[0].numpy() + 1e-3))
     assert gained >= 4, gained  # optimized lines are tighter than CROWN's, not merely as tight
@@ -114,9 +114,9 @@ def test_sub_domain_bounds_hold_on_the_inputs_that_meet_their_splits() -> None:
     intervals has its row value at or above that sub-domain's bound (the split multipliers included)."""
     rng = np.random.default_rng(3)
     checked = 0
-    for kinds_ in (["sigmoid"] * 3, ["tanh", "softplus", "tanh"]):
-        module = _chain(rng, kinds_, 20)
-        layers, kinds = smooth.layers_and_kinds(from_torch(module, (20,)))
+    for activations_ in (["sigmoid"] * 3, ["tanh", "softplus", "tanh"]):
+        module = _chain(rng, activations_, 20)
+        layers, activations = smooth.layers_and_activations(from_torch(module, (20,)))
         x0 = rng.normal(size=20)
         lo, hi = x0 - 0.4, x0 + 0.4
         xs = _samples(rng, lo, hi, 40000)
@@ -125,8 +125,8 @@ def test_sub_domain_bounds_hold_on_the_inputs_that_meet_their_splits() -> None:
         vals = zs[-1] @ a.T
         b = np.quantile(vals, 0.02, axis=0)  # reachable: the search keeps splitting (no candidate counts here)
         lo_t, hi_t = torch.as_tensor(lo)[None], torch.as_tensor(hi)[None]
-        pre, _ = ns.intermediate(layers, kinds, lo_t, hi_t)
-        search = ns.NeuronSplitSearch(layers, kinds, lo, hi, pre, a, b, lambda x: np.zeros(len(x), dtype=bool),
+        pre, _ = ns.intermediate(layers, activations, lo_t, hi_t)
+        search = ns.NeuronSplitSearch(layers, activations, lo, hi, pre, a, b, lambda x: np.zeros(len(x), dtype=bool),
                                       batch=16, steps=6)
         search.run(3.0)
         pool = search.pool
@@ -144,25 +144,25 @@ def test_sub_domain_bounds_hold_on_the_inputs_that_meet_their_splits() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["sigmoid", "tanh"])
-def test_exact_on_many_inputs_splits_neurons_and_is_never_contradicted(kind: str) -> None:
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+def test_exact_on_many_inputs_splits_neurons_and_is_never_contradicted(activation: str) -> None:
     """Thresholds between alpha-CROWN's bound and the best value an attack reaches (so the bounds alone cannot
     decide), and just above the attack's value (reachable): verdicts never contradict sampling or the network,
     and the split search proves some that the bounds alone leave open."""
-    rng = np.random.default_rng({"sigmoid": 11, "tanh": 12}[kind])
-    eps, gain = {"sigmoid": (0.12, 4.0), "tanh": (0.08, 2.0)}[kind]
+    rng = np.random.default_rng({"sigmoid": 11, "tanh": 12}[activation])
+    eps, gain = {"sigmoid": (0.12, 4.0), "tanh": (0.08, 2.0)}[activation]
     a = np.array([[1.0, -1.0]])
     verdicts = {"found": 0, "none-exists": 0, "unknown": 0}
     by_splits = 0
     for trial in range(6):
-        module = _chain(rng, [kind] * 3, 24, width=10, n_out=2, gain=gain)
+        module = _chain(rng, [activation] * 3, 24, width=10, n_out=2, gain=gain)
         net = from_torch(module, (24,))
-        layers, kinds = smooth.layers_and_kinds(net)
+        layers, activations = smooth.layers_and_activations(net)
         check = torch_checker(copy.deepcopy(module).float(), (24,))
         x0 = rng.normal(size=24)
         lo, hi = x0 - eps, x0 + eps
         far = 1e6  # a threshold no input reaches: the bound and the attack run their full course
-        _, bound = ns.alpha_bounds(layers, kinds, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None],
+        _, bound = ns.alpha_bounds(layers, activations, torch.as_tensor(lo)[None], torch.as_tensor(hi)[None],
                                    torch.as_tensor(a), torch.full((1,), far, dtype=torch.float64), steps=30)
         low = float(bound[0, 0]) + far
         _, best = pgd(net, lo, hi, OutputSet.linear(a, np.full(1, -far)), time_limit=1.0, seed=trial)

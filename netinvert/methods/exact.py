@@ -334,7 +334,7 @@ def _bounds_then_attack(
 ) -> CaseOutcome | _Open:
     """CROWN on every row over the whole box, then at most half a second (of ``budget``) of attack on the
     disjuncts it leaves open: the outcome when either decides, else what stays open."""
-    stats["activations"] = sorted(set(net.kinds))
+    stats["activations"] = sorted(set(net.activations))
     rows_a, rows_b, owner = stacked_rows(target)
     row_lb = root_bounds(net, lo, hi, rows_a, rows_b)
     open_ = [i for i in range(len(target.disjuncts)) if not np.any(row_lb[owner == i] > REFUTE)]
@@ -378,11 +378,11 @@ def _neuron_split_case(
         return opened
     open_, rows_a, rows_b, owner, row_lb, x = (opened.disjuncts, opened.rows_a, opened.rows_b, opened.owner,
                                                opened.row_lb, opened.x)
-    layers, kinds = smooth.layers_and_kinds(net)
+    layers, activations = smooth.layers_and_activations(net)
     lo_t, hi_t = torch.as_tensor(lo, dtype=ns.DT)[None], torch.as_tensor(hi, dtype=ns.DT)[None]
     spent = time.perf_counter() - t0 - stats["elapsed"]["bounds"]
     keep = np.isin(owner, open_)
-    pre, spec = ns.alpha_bounds(layers, kinds, lo_t, hi_t, torch.as_tensor(rows_a[keep]),
+    pre, spec = ns.alpha_bounds(layers, activations, lo_t, hi_t, torch.as_tensor(rows_a[keep]),
                                 torch.as_tensor(rows_b[keep]), steps=alpha_steps, deadline=t0 + 0.5 * timeout)
     row_lb[keep] = np.maximum(row_lb[keep], spec[0].numpy())
     still = [i for i in open_ if not np.any(row_lb[owner == i] > REFUTE)]
@@ -404,7 +404,7 @@ def _neuron_split_case(
             return done("unknown", "neuron-split", "time limit")
         a, b = target.disjuncts[i]
         one = OutputSet(((a, b),), target.num_outputs)
-        search = ns.NeuronSplitSearch(layers, kinds, lo, hi, pre, a, b, point_test(net, one), deadline=deadline)
+        search = ns.NeuronSplitSearch(layers, activations, lo, hi, pre, a, b, point_test(net, one), deadline=deadline)
         res = search.run(left())
         stats["neuron_split"].append({"disjunct": i, "status": res.status, **res.stats})
         if res.status == "found" and res.x is not None:
@@ -472,7 +472,7 @@ def graph_case(
     deadline = t0 + timeout
     left = lambda: deadline - time.perf_counter()
     stats: dict[str, Any] = {"network": "graph", "nodes": len(net.nodes), "hidden": net.hidden_sizes,
-                             "disjuncts": len(target.disjuncts), "activations": sorted(set(net.kinds))}
+                             "disjuncts": len(target.disjuncts), "activations": sorted(set(net.activations))}
     done = _finisher(t0, stats, on_end=lambda: _mark(stats, t0, "end"))
     if (ok := _corner_points(net, lo, hi, target, check)) is not None:
         return done("found", "points", found=ok)

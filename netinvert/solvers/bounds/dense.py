@@ -48,7 +48,7 @@ def layers_of(net: GraphNet) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The float64 layers of an all-ReLU dense chain (everything in this module assumes ReLUs)."""
     if not net.piecewise:
         raise NetinvertError(
-            f"{net.name} has {', '.join(sorted(set(net.kinds) - {'relu'}))} activations: this needs an all-ReLU "
+            f"{net.name} has {', '.join(sorted(set(net.activations) - {'relu'}))} activations: this needs an all-ReLU "
             "network (smooth activations are bounded by solvers.bounds.smooth and searched by input or neuron splitting)"
         )
     assert net.dense is not None, "a dense chain (GraphNet.composed)"

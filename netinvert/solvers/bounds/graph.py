@@ -163,11 +163,11 @@ def bounds(net: GraphNet, lo: torch.Tensor, hi: torch.Tensor, *, deadline: float
             if start is not None and j in start.pre:
                 l, u = torch.maximum(l, start.pre[j][0]), torch.minimum(u, start.pre[j][1])
             if use_crown and not exact[src]:
-                l, u, done, left = _crown_rows(net, src, node.p["kind"], l, u, lines, lo, hi, deadline)
+                l, u, done, left = _crown_rows(net, src, node.p["activation"], l, u, lines, lo, hi, deadline)
                 crowned, skipped = crowned + done, skipped + left
             pre[j] = (l, u)
-            lines[j] = relax(node.p["kind"], l, u)
-            ivals[j] = image(node.p["kind"], l, u)
+            lines[j] = relax(node.p["activation"], l, u)
+            ivals[j] = image(node.p["activation"], l, u)
         for i in node.inputs:  # intervals nobody reads any more are dropped
             if last_read[i] == j and i != 0:
                 ivals[i] = None
@@ -177,13 +177,13 @@ def bounds(net: GraphNet, lo: torch.Tensor, hi: torch.Tensor, *, deadline: float
                        crowned, skipped)
 
 
-def _crown_rows(net: GraphNet, src: int, kind: str, l: torch.Tensor, u: torch.Tensor, lines: dict[int, Line],
+def _crown_rows(net: GraphNet, src: int, activation: str, l: torch.Tensor, u: torch.Tensor, lines: dict[int, Line],
                 lo: torch.Tensor, hi: torch.Tensor, deadline: float
                 ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """CROWN bounds of node ``src``'s neurons that the intervals leave open, chunk by chunk."""
     bsz = lo.shape[0]
     lf, uf = l.reshape(bsz, -1), u.reshape(bsz, -1)
-    need = ((lf < 0) & (uf > 0)) if kind == "relu" else (uf - lf) > NARROW
+    need = ((lf < 0) & (uf > 0)) if activation == "relu" else (uf - lf) > NARROW
     idx = need.any(dim=0).nonzero().flatten()
     if not len(idx):
         return l, u, 0, 0
@@ -245,7 +245,7 @@ def alpha_rows(net: GraphNet, gb: GraphBounds, lo: torch.Tensor, hi: torch.Tenso
     with torch.no_grad():
         best = spec_rows(net, gb, lo, hi, a, b)[0]
     m = best.shape[1]
-    relus = [j for j in gb.lines if net.nodes[j].p["kind"] == "relu"]
+    relus = [j for j in gb.lines if net.nodes[j].p["activation"] == "relu"]
     if not relus or steps <= 0:
         return best
     alphas = {j: gb.lines[j][0].unsqueeze(1).expand(-1, m, *gb.lines[j][0].shape[1:]).clone().requires_grad_(True)

@@ -1,6 +1,6 @@
 """Sound linear relaxations of activation functions and CROWN bounds for networks mixing them.
 
-Every activation of the dense chain (``DENSE_KINDS``) is monotone increasing, so its interval image is
+Every activation of the dense chain (``DENSE_ACTIVATIONS``) is monotone increasing, so its interval image is
 ``[f(l), f(u)]``. Its CROWN relaxation on ``[l, u]`` is a pair of lines
 ``al z + cl <= f(z) <= au z + cu``:
 
@@ -46,42 +46,42 @@ TWO_PI = 2 * math.pi
 GOLDEN, GOLDEN_STEPS = (math.sqrt(5) - 1) / 2, 24  # golden-section search for the slopes of sin and odd powers
 
 
-def slope(kind: str, z: torch.Tensor) -> torch.Tensor:
-    """The derivative of the activation ``kind`` (sigmoid, tanh, softplus, sin, cos, pow<p>)."""
-    if kind == "sigmoid":
+def slope(activation: str, z: torch.Tensor) -> torch.Tensor:
+    """The derivative of ``activation`` (sigmoid, tanh, softplus, sin, cos, pow<p>)."""
+    if activation == "sigmoid":
         s = torch.sigmoid(z)
         return s * (1 - s)
-    if kind == "tanh":
+    if activation == "tanh":
         return 1 - torch.tanh(z) ** 2
-    if kind == "sin":
+    if activation == "sin":
         return torch.cos(z)
-    if kind == "cos":
+    if activation == "cos":
         return -torch.sin(z)
-    if kind.startswith("pow"):
-        return power(kind) * z ** (power(kind) - 1)
+    if activation.startswith("pow"):
+        return power(activation) * z ** (power(activation) - 1)
     return torch.sigmoid(z)  # softplus
 
 
-def _secant(kind: str, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    fl, fu = act(kind, l), act(kind, u)
+def _secant(activation: str, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    fl, fu = act(activation, l), act(activation, u)
     a = (fu - fl) / (u - l).clamp_min(NARROW)
     return a, fl - a * l
 
 
-def _tangent(kind: str, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    a = slope(kind, d)
-    return a, act(kind, d) - a * d
+def _tangent(activation: str, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    a = slope(activation, d)
+    return a, act(activation, d) - a * d
 
 
-def tangent_limit(kind: str, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For the S-shaped ``kind`` on [l, u] with l < 0: the point ``d >= 0`` whose tangent passes through
+def tangent_limit(activation: str, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For the S-shaped ``activation`` on [l, u] with l < 0: the point ``d >= 0`` whose tangent passes through
     ``(l, f(l))`` (bisection, rounded up so that the tangent stays at or above f on [l, u]), and whether it lies
     within [0, u]. Every tangent at a point from ``d`` to ``u`` is an upper line on [l, u]."""
-    fl = act(kind, l)
+    fl = act(activation, l)
 
     def gap(d: torch.Tensor) -> torch.Tensor:  # <= 0: the tangent at d is at or above f(l) at l
-        f = act(kind, d)
-        df = f * (1 - f) if kind == "sigmoid" else 1 - f * f  # the slope, from the value (sigmoid, tanh)
+        f = act(activation, d)
+        df = f * (1 - f) if activation == "sigmoid" else 1 - f * f  # the slope, from the value (sigmoid, tanh)
         return df * (d - l) - f + fl
 
     lo_d, hi_d = torch.zeros_like(u), u.clamp_min(0)
@@ -93,81 +93,81 @@ def tangent_limit(kind: str, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Te
     return hi_d, gap(u.clamp_min(0)) <= 0
 
 
-def _s_upper(kind: str, l: torch.Tensor, u: torch.Tensor,
+def _s_upper(activation: str, l: torch.Tensor, u: torch.Tensor,
              limit: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """An upper line of the S-shaped ``kind`` on [l, u] (see the module docstring); ``limit`` is
-    ``tangent_limit(kind, l, u)`` when the caller has it."""
-    sa, sc = _secant(kind, l, u)
-    ta, tc = _tangent(kind, (l + u) / 2)
+    """An upper line of the S-shaped ``activation`` on [l, u] (see the module docstring); ``limit`` is
+    ``tangent_limit(activation, l, u)`` when the caller has it."""
+    sa, sc = _secant(activation, l, u)
+    ta, tc = _tangent(activation, (l + u) / 2)
     if limit is None:  # only the intervals across 0 need the bisection (it cut a tanh search's time by 40%)
         across = (l < 0) & (u > 0)
         d, within = torch.zeros_like(l), torch.zeros_like(l, dtype=torch.bool)
         if bool(across.any()):
-            d[across], within[across] = tangent_limit(kind, l[across], u[across])
+            d[across], within[across] = tangent_limit(activation, l[across], u[across])
     else:
         d, within = limit
-    da, dc = _tangent(kind, d)
+    da, dc = _tangent(activation, d)
     cross_secant = ~within  # the tangent point lies beyond u: the secant stays above
     a = torch.where(u <= 0, sa, torch.where(l >= 0, ta, torch.where(cross_secant, sa, da)))
     c = torch.where(u <= 0, sc, torch.where(l >= 0, tc, torch.where(cross_secant, sc, dc)))
     return a, c
 
 
-def relax(kind: str, l: torch.Tensor, u: torch.Tensor,
+def relax(activation: str, l: torch.Tensor, u: torch.Tensor,
           limits: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None) -> Line:
     """Lines ``al z + cl <= f(z) <= au z + cu`` valid on [l, u] (element-wise). For sigmoid and tanh,
     ``limits`` are ``tangent_limit`` on [l, u] and on the mirrored [-u, -l] when the caller has them."""
-    if kind in NONMONOTONE or kind.startswith("pow"):
-        return _relax_curved(kind, l, u)
+    if activation in NONMONOTONE or activation.startswith("pow"):
+        return _relax_curved(activation, l, u)
     zero = torch.zeros_like(l)
-    if kind == "relu":
+    if activation == "relu":
         active, unstable = (l >= 0).to(l.dtype), (l < 0) & (u > 0)
         up = u / (u - l).clamp_min(1e-30)
         al = torch.where(unstable, (u > -l).to(l.dtype), active)
         au = torch.where(unstable, up, active)
         return al, zero, au, torch.where(unstable, -l * up, zero)
-    if kind == "softplus":
-        au, cu = _secant(kind, l, u)
-        al, cl = _tangent(kind, (l + u) / 2)
-        scale = 1 + act(kind, u).abs()
+    if activation == "softplus":
+        au, cu = _secant(activation, l, u)
+        al, cl = _tangent(activation, (l + u) / 2)
+        scale = 1 + act(activation, u).abs()
     else:
-        au, cu = _s_upper(kind, l, u, None if limits is None else limits[0])
-        ma, mc = _s_upper(kind, -u, -l, None if limits is None else limits[1])
-        al, cl = ma, 2 * act(kind, zero) - mc
+        au, cu = _s_upper(activation, l, u, None if limits is None else limits[0])
+        ma, mc = _s_upper(activation, -u, -l, None if limits is None else limits[1])
+        al, cl = ma, 2 * act(activation, zero) - mc
         scale = torch.ones_like(l)
     narrow = (u - l) < NARROW
     al, au = torch.where(narrow, zero, al), torch.where(narrow, zero, au)
-    cl = torch.where(narrow, act(kind, l), cl) - SLACK * scale
-    cu = torch.where(narrow, act(kind, u), cu) + SLACK * scale
+    cl = torch.where(narrow, act(activation, l), cl) - SLACK * scale
+    cu = torch.where(narrow, act(activation, u), cu) + SLACK * scale
     return al, cl, au, cu
 
 
-def _curve_scale(kind: str, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """The size of the values a line of ``kind`` on [l, u] adds up (its slack is ``SLACK`` times this)."""
-    if kind.startswith("pow"):
-        return (power(kind) + 1) * (1 + torch.maximum(l.abs(), u.abs())) ** power(kind)
+def _curve_scale(activation: str, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The size of the values a line of ``activation`` on [l, u] adds up (its slack is ``SLACK`` times this)."""
+    if activation.startswith("pow"):
+        return (power(activation) + 1) * (1 + torch.maximum(l.abs(), u.abs())) ** power(activation)
     return 1 + l.abs() + u.abs()
 
 
-def image(kind: str, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bounds of ``f([l, u])`` (element-wise): ``[f(l), f(u)]`` for the monotone kinds; for sin, cos
+def image(activation: str, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds of ``f([l, u])`` (element-wise): ``[f(l), f(u)]`` for the monotone activations; for sin, cos
     and even powers the extrema inside the interval count too (with the lines' slack)."""
-    if kind == "cos":  # cos z = sin(z + pi / 2)
+    if activation == "cos":  # cos z = sin(z + pi / 2)
         return image("sin", l + math.pi / 2, u + math.pi / 2)
-    if kind == "sin":
-        s = SLACK * _curve_scale(kind, l, u)
+    if activation == "sin":
+        s = SLACK * _curve_scale(activation, l, u)
         fl, fu = torch.sin(l), torch.sin(u)
         top = torch.where(_crosses(l, u, math.pi / 2), torch.ones_like(l), torch.maximum(fl, fu))
         bottom = torch.where(_crosses(l, u, -math.pi / 2), -torch.ones_like(l), torch.minimum(fl, fu))
         return (bottom - s).clamp_min(-1.0), (top + s).clamp_max(1.0)
-    if kind.startswith("pow"):
-        s = SLACK * _curve_scale(kind, l, u)
-        fl, fu = act(kind, l), act(kind, u)
-        if power(kind) % 2:
+    if activation.startswith("pow"):
+        s = SLACK * _curve_scale(activation, l, u)
+        fl, fu = act(activation, l), act(activation, u)
+        if power(activation) % 2:
             return fl - s, fu + s
         low = torch.where((l < 0) & (u > 0), torch.zeros_like(l), torch.minimum(fl, fu))
         return (low - s).clamp_min(0.0), torch.maximum(fl, fu) + s
-    return act(kind, l), act(kind, u)
+    return act(activation, l), act(activation, u)
 
 
 def _crosses(l: torch.Tensor, u: torch.Tensor, phase: float) -> torch.Tensor:
@@ -175,23 +175,23 @@ def _crosses(l: torch.Tensor, u: torch.Tensor, phase: float) -> torch.Tensor:
     return torch.ceil((l - phase) / TWO_PI) <= torch.floor((u - phase) / TWO_PI)
 
 
-def _peak(kind: str, a: torch.Tensor, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def _peak(activation: str, a: torch.Tensor, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """``max f(z) - a z`` over [l, u] for sin or an odd power, from the end points and the interior
     local maxima that can win: for sin those at ``acos(a) + 2 k pi`` (the first one in [l, u] when
     ``a >= 0``, the last one when ``a <= 0``; both are tried), for ``z ** p`` the one at
     ``-(a / p) ** (1 / (p - 1))``. A point computed slightly off is still inside [l, u] after
     clamping, and off by rounding it loses only a second-order amount (the slack covers it)."""
-    if kind == "sin":
+    if activation == "sin":
         r = torch.acos(a.clamp(-1.0, 1.0))
         inner = [r + TWO_PI * torch.ceil((l - r) / TWO_PI), r + TWO_PI * torch.floor((u - r) / TWO_PI)]
     else:
-        p = power(kind)
+        p = power(activation)
         inner = [-((a.clamp_min(0.0) / p) ** (1.0 / (p - 1)))]
     points = [l, u, *(torch.minimum(torch.maximum(z, l), u) for z in inner)]
-    return torch.stack([act(kind, z) - a * z for z in points]).amax(0)
+    return torch.stack([act(activation, z) - a * z for z in points]).amax(0)
 
 
-def _upper_curved(kind: str, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _upper_curved(activation: str, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """An upper line ``a z + peak(a)`` of sin or an odd power on [l, u]. Every slope gives a sound
     line (``_peak``); the slope is the one, within the range of ``f'`` on [l, u] (where the best
     lies), that minimizes the line's value at the midpoint, ``a * mid + peak(a)``: a convex function
@@ -199,27 +199,27 @@ def _upper_curved(kind: str, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Te
     On a concave stretch this is the midpoint tangent, on a convex one the secant, over several
     periods of sin the constant 1; so where [l, u] holds no inflection point ``k pi`` of sin, those are
     taken directly and only the other intervals are searched."""
-    if kind == "sin":
+    if activation == "sin":
         half = torch.floor(l / math.pi)
         even = half == torch.floor(u / math.pi)  # sin keeps one curvature on [l, u]
         if bool(even.any()):
             concave = torch.remainder(half, 2) == 0
-            a = torch.where(concave, torch.cos((l + u) / 2), _secant(kind, l, u)[0])
+            a = torch.where(concave, torch.cos((l + u) / 2), _secant(activation, l, u)[0])
             if bool((~even).any()):
-                a[~even] = _best_slope(kind, l[~even], u[~even])
-            return a, _peak(kind, a, l, u)
-    a = _best_slope(kind, l, u)
-    return a, _peak(kind, a, l, u)
+                a[~even] = _best_slope(activation, l[~even], u[~even])
+            return a, _peak(activation, a, l, u)
+    a = _best_slope(activation, l, u)
+    return a, _peak(activation, a, l, u)
 
 
-def _best_slope(kind: str, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def _best_slope(activation: str, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """The slope of ``_upper_curved``'s line by golden-section search (see there)."""
     mid = (l + u) / 2
-    if kind == "sin":
+    if activation == "sin":
         a_lo, a_hi = image("cos", l, u)
     else:
-        a_lo, a_hi = (power(kind) * v for v in image(f"pow{power(kind) - 1}", l, u))
-    value = lambda a: a * mid + _peak(kind, a, l, u)
+        a_lo, a_hi = (power(activation) * v for v in image(f"pow{power(activation) - 1}", l, u))
+    value = lambda a: a * mid + _peak(activation, a, l, u)
     x1, x2 = a_hi - GOLDEN * (a_hi - a_lo), a_lo + GOLDEN * (a_hi - a_lo)
     f1, f2 = value(x1), value(x2)
     for _ in range(GOLDEN_STEPS):
@@ -230,27 +230,27 @@ def _best_slope(kind: str, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         x1, x2, f1, f2 = (torch.where(left, new, x2), torch.where(left, x1, new),
                           torch.where(left, f_new, f2), torch.where(left, f1, f_new))
     a = torch.where(f1 <= f2, x1, x2)
-    for other in (torch.zeros_like(a), _secant(kind, l, u)[0]):  # exact where the search ends near them
+    for other in (torch.zeros_like(a), _secant(activation, l, u)[0]):  # exact where the search ends near them
         a = torch.where(value(other) < value(a), other, a)
     return a
 
 
-def _relax_curved(kind: str, l: torch.Tensor, u: torch.Tensor) -> Line:
+def _relax_curved(activation: str, l: torch.Tensor, u: torch.Tensor) -> Line:
     """``relax`` for sin, cos and integer powers (see the module docstring)."""
-    if kind == "cos":  # cos z = sin(z + pi / 2): the lines of sin on the shifted interval
+    if activation == "cos":  # cos z = sin(z + pi / 2): the lines of sin on the shifted interval
         al, cl, au, cu = _relax_curved("sin", l + math.pi / 2, u + math.pi / 2)
         return al, cl + al * (math.pi / 2), au, cu + au * (math.pi / 2)
-    if kind.startswith("pow") and power(kind) % 2 == 0:  # convex
-        au, cu = _secant(kind, l, u)
-        al, cl = _tangent(kind, (l + u) / 2)
+    if activation.startswith("pow") and power(activation) % 2 == 0:  # convex
+        au, cu = _secant(activation, l, u)
+        al, cl = _tangent(activation, (l + u) / 2)
     else:  # sin and odd powers are odd functions: the lower line is the mirrored interval's upper line
-        au, cu = _upper_curved(kind, l, u)
-        ma, mc = _upper_curved(kind, -u, -l)
+        au, cu = _upper_curved(activation, l, u)
+        ma, mc = _upper_curved(activation, -u, -l)
         al, cl = ma, -mc
-    low, high = image(kind, l, u)
+    low, high = image(activation, l, u)
     narrow = (u - l) < NARROW
     zero = torch.zeros_like(l)
-    slack = SLACK * _curve_scale(kind, l, u)
+    slack = SLACK * _curve_scale(activation, l, u)
     return (torch.where(narrow, zero, al), torch.where(narrow, low, cl - slack),
             torch.where(narrow, zero, au), torch.where(narrow, high, cu + slack))
 
@@ -279,7 +279,7 @@ def backsub(
 
 def crown(
     layers: Layers,
-    kinds: list[str],
+    activations: list[str],
     lo: torch.Tensor,
     hi: torch.Tensor,
     a: torch.Tensor,
@@ -303,7 +303,7 @@ def crown(
         l = a_lo @ wp.T + a_hi @ wn.T + bias
         u = a_hi @ wp.T + a_lo @ wn.T + bias
         if k > 0:
-            need = ((l < 0) & (u > 0)) if kinds[k] == "relu" else (u - l) > NARROW
+            need = ((l < 0) & (u > 0)) if activations[k] == "relu" else (u - l) > NARROW
             idx = need.any(dim=0).nonzero().flatten()
             if len(idx):
                 r = len(idx)
@@ -314,8 +314,8 @@ def crown(
                 l[:, idx] = torch.maximum(both[:, :r], l[:, idx])
                 u[:, idx] = torch.minimum(-both[:, r:], u[:, idx])
         pre.append((l, u))
-        lines.append(relax(kinds[k], l, u))
-        a_lo, a_hi = act(kinds[k], l), act(kinds[k], u)
+        lines.append(relax(activations[k], l, u))
+        a_lo, a_hi = act(activations[k], l), act(activations[k], u)
     lam = a.expand(bsz, *a.shape[-2:]) if a.dim() == 2 else a
     c = -(b.expand(bsz, b.shape[-1]) if b.dim() == 1 else b)
     val, coef = backsub(layers, lines, len(layers) - 1, lam, c, lo, hi)
@@ -327,7 +327,7 @@ def crown(
     return pre, torch.maximum(val, box), coef, offset
 
 
-def layers_and_kinds(net: GraphNet) -> tuple[Layers, list[str]]:
-    """The float64 (weight, bias) pairs and the activation kinds of a network's dense chain."""
+def layers_and_activations(net: GraphNet) -> tuple[Layers, list[str]]:
+    """The float64 (weight, bias) pairs and the activations of a network's dense chain."""
     assert net.dense is not None, "a dense chain (GraphNet.composed)"
-    return net.dense.layers(DT), net.dense.kinds
+    return net.dense.layers(DT), net.dense.activations

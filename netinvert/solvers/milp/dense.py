@@ -32,7 +32,7 @@ class MilpModel:
         self.lower: list[float] = []
         self.upper: list[float] = []
         self.integer: list[int] = []
-        self.starts = [0]
+        self.row_start = [0]
         self.index: list[int] = []
         self.value: list[float] = []
         self.row_lo: list[float] = []
@@ -48,7 +48,7 @@ class MilpModel:
         keep = val != 0
         self.index.extend(np.asarray(idx)[keep].tolist())
         self.value.extend(np.asarray(val)[keep].tolist())
-        self.starts.append(len(self.index))
+        self.row_start.append(len(self.index))
         self.row_lo.append(lo)
         self.row_hi.append(hi)
 
@@ -66,7 +66,7 @@ class MilpModel:
         lp.row_lower_ = np.array(self.row_lo)
         lp.row_upper_ = np.array(self.row_hi)
         lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
-        lp.a_matrix_.start_ = np.array(self.starts, dtype=np.int32)
+        lp.a_matrix_.start_ = np.array(self.row_start, dtype=np.int32)
         lp.a_matrix_.index_ = np.array(self.index, dtype=np.int32)
         lp.a_matrix_.value_ = np.array(self.value)
         if self.integer:

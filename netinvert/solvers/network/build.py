@@ -42,8 +42,8 @@ class Build:
         return NetinvertError(f"{self.where}: {label} {what}")
 
     # -------------------------------------------------------------- shared op builders
-    def act(self, i: int, kind: str, label: str) -> int:
-        return self.add("act", (i,), self.shape(i), label, kind=kind)
+    def act(self, i: int, activation: str, label: str) -> int:
+        return self.add("act", (i,), self.shape(i), label, activation=activation)
 
     def linear(self, i: int, w: np.ndarray, b: np.ndarray | None, label: str) -> int:
         shape = self.shape(i)
@@ -187,8 +187,8 @@ class Build:
             relu, n = self.act(pre, "relu", label), len(firsts)
             part = [self.gather(relu, np.arange(k * n, (k + 1) * n, dtype=np.float64), label) for k in range(3)]
             cur = self.add2(self.add2(part[0], part[1], 1.0, label), part[2], -1.0, label)
-            starts = np.cumsum([0] + [len(p) for p in pairs])
-            groups = [list(range(s, e)) for s, e in zip(starts[:-1], starts[1:])]
+            offsets = np.cumsum([0] + [len(p) for p in pairs])
+            groups = [list(range(s, e)) for s, e in zip(offsets[:-1], offsets[1:])]
         return self.gather(cur, np.array([g[0] for g in groups], dtype=np.float64).reshape(*lead, oh, ow), label)
 
     def finish(self, out: Any, name: str, info: dict[str, Any]) -> GraphNet:

@@ -13,7 +13,7 @@ scatter-add; ``sum`` (a reduction over axes) through a broadcast.
 A feed-forward chain (every activation reads a linear function of the activation before it) is
 the graph's fast special case: ``composed`` writes each stretch of linear nodes between
 activations as one dense ``linear`` node, and ``dense`` reads such a graph as its ``DenseForm``
-(weight matrices and activation kinds), which the dense bounds, ReLU branch-and-bound, sign
+(weight matrices and activations), which the dense bounds, ReLU branch-and-bound, sign
 refinement, the MILP and neuron splitting take. The readers are ``onnx.py`` and ``fx.py``
 (builder ``build.py``), the choice of form ``read.py``.
 """
@@ -31,43 +31,44 @@ import torch.nn.functional as F
 OPS = ("input", "linear", "conv", "convt", "act", "add", "concat", "avgpool", "reshape", "scale", "append", "gather",
        "sum")
 LINEAR_OPS = ("linear", "conv", "convt", "add", "concat", "avgpool", "reshape", "scale", "append", "gather", "sum")
-DENSE_KINDS = ("relu", "sigmoid", "tanh", "softplus")  # the activations of the dense chain
+DENSE_ACTIVATIONS = ("relu", "sigmoid", "tanh", "softplus")  # the activations of the dense chain
 
 
-def act(kind: str, z: torch.Tensor) -> torch.Tensor:
-    """The activation ``kind`` on a tensor (relu, sigmoid, tanh, softplus, sin, cos, pow<p>)."""
-    if kind == "relu":
+def act(activation: str, z: torch.Tensor) -> torch.Tensor:
+    """``activation`` on a tensor (relu, sigmoid, tanh, softplus, sin, cos, pow<p>)."""
+    if activation == "relu":
         return torch.relu(z)
-    if kind == "sigmoid":
+    if activation == "sigmoid":
         return torch.sigmoid(z)
-    if kind == "tanh":
+    if activation == "tanh":
         return torch.tanh(z)
-    if kind == "sin":
+    if activation == "sin":
         return torch.sin(z)
-    if kind == "cos":
+    if activation == "cos":
         return torch.cos(z)
-    if kind.startswith("pow"):
-        return z ** power(kind)
+    if activation.startswith("pow"):
+        return z ** power(activation)
     return F.softplus(z, beta=1.0, threshold=1e9)
 
 
-def power(kind: str) -> int:
-    """The integer exponent of a ``pow<p>`` kind (``pow2``: x ** 2)."""
-    return int(kind[3:])
+def power(activation: str) -> int:
+    """The integer exponent of a ``pow<p>`` activation (``pow2``: x ** 2)."""
+    return int(activation[3:])
 
 
 @dataclass
 class DenseForm:
-    """A chain ``x -> W_1 x + b_1 -> f_1 -> ... -> W_L z + b_L`` (float64): ``kinds[i]`` is the activation
-    after layer ``i`` (``DENSE_KINDS``); only all-ReLU chains are piecewise-linear (MILP, ReLU branch-and-bound)."""
+    """A chain ``x -> W_1 x + b_1 -> f_1 -> ... -> W_L z + b_L`` (float64): ``activations[i]`` is the activation
+    after layer ``i`` (``DENSE_ACTIVATIONS``); only all-ReLU chains are piecewise-linear (MILP, ReLU
+    branch-and-bound)."""
 
     weights: list[np.ndarray]
     biases: list[np.ndarray]
-    kinds: list[str]
+    activations: list[str]
 
     @property
     def piecewise(self) -> bool:
-        return all(k == "relu" for k in self.kinds)
+        return all(k == "relu" for k in self.activations)
 
     def layers(self, dtype: torch.dtype = torch.float64) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The (weight, bias) pairs as tensors of ``dtype``."""
@@ -77,17 +78,17 @@ class DenseForm:
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Outputs (N, n_out) for flat inputs (N, n_in), in float64."""
         xt = torch.as_tensor(np.asarray(x, dtype=np.float64)).reshape(-1, self.weights[0].shape[1])
-        return forward_layers(self.layers(), xt, self.kinds).numpy()
+        return forward_layers(self.layers(), xt, self.activations).numpy()
 
 
 def forward_layers(layers: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor,
-                   kinds: list[str] | None = None) -> torch.Tensor:
-    """A dense chain given as (weight, bias) pairs, ReLU (or ``kinds[i]``) between them, on a batch of inputs."""
+                   activations: list[str] | None = None) -> torch.Tensor:
+    """A dense chain given as (weight, bias) pairs, ReLU (or ``activations[i]``) between them, on a batch of inputs."""
     z = x
     for i, (w, b) in enumerate(layers):
         z = z @ w.T + b
         if i < len(layers) - 1:
-            z = torch.relu(z) if kinds is None else act(kinds[i], z)
+            z = torch.relu(z) if activations is None else act(activations[i], z)
     return z
 
 
@@ -120,7 +121,7 @@ class GraphNet:
     name: str = "network"
     info: dict[str, Any] = field(default_factory=dict)
 
-    # ------------------------------------------------------------------ sizes and kinds
+    # ------------------------------------------------------------------ sizes and activations
     @property
     def input_shape(self) -> tuple[int, ...]:
         return self.nodes[0].shape
@@ -139,12 +140,12 @@ class GraphNet:
         return [i for i, n in enumerate(self.nodes) if n.op == "act"]
 
     @property
-    def kinds(self) -> list[str]:
-        return [self.nodes[i].p["kind"] for i in self.acts]
+    def activations(self) -> list[str]:
+        return [self.nodes[i].p["activation"] for i in self.acts]
 
     @property
     def piecewise(self) -> bool:
-        return all(k == "relu" for k in self.kinds)
+        return all(k == "relu" for k in self.activations)
 
     @property
     def hidden_sizes(self) -> list[int]:
@@ -292,7 +293,8 @@ class GraphNet:
                     values[j] = apply(node, [values[i] for i in node.inputs], net.nodes)
                     continue
                 close(values[node.inputs[0]], net.nodes[node.inputs[0]].label)
-                nodes.append(GNode("act", (len(nodes) - 1,), (node.size,), {"kind": node.p["kind"]}, node.label))
+                nodes.append(GNode("act", (len(nodes) - 1,), (node.size,), {"activation": node.p["activation"]},
+                                   node.label))
                 values = {j: basis(node.size, node.shape)}
             close(values[len(net.nodes) - 1], net.nodes[-1].label)
         return GraphNet(nodes, self.name, {k: v for k, v in self.info.items() if not k.startswith("_")})
@@ -300,19 +302,20 @@ class GraphNet:
     @cached_property
     def dense(self) -> DenseForm | None:
         """The dense chain of a composed graph (flat input, then linear and activation nodes in turn, each
-        reading the one before, ending with a linear node; activations of ``DENSE_KINDS``), else None."""
+        reading the one before, ending with a linear node; activations of ``DENSE_ACTIVATIONS``), else None."""
         body = self.nodes[1:]
         if body and body[0].op == "reshape" and len(body[0].shape) == 1:
             body = body[1:]
         ops = [n.op for n in body]
         if (len(ops) % 2 == 0 or ops[0::2] != ["linear"] * len(ops[0::2]) or ops[1::2] != ["act"] * len(ops[1::2])
                 or any(n.inputs != (i,) for i, n in enumerate(self.nodes[1:]))
-                or any(len(n.shape) != 1 for n in body) or any(n.p["kind"] not in DENSE_KINDS for n in body[1::2])):
+                or any(len(n.shape) != 1 for n in body)
+                or any(n.p["activation"] not in DENSE_ACTIVATIONS for n in body[1::2])):
             return None
         linears = [(n.p["w"].detach().double().cpu().numpy(), n.p.get("b")) for n in body[0::2]]
         return DenseForm([w for w, _ in linears],
                          [np.zeros(w.shape[0]) if b is None else b.detach().double().cpu().numpy() for w, b in linears],
-                         [n.p["kind"] for n in body[1::2]])
+                         [n.p["activation"] for n in body[1::2]])
 
 
 def apply(node: GNode, xs: list[Any], nodes: list[GNode]) -> torch.Tensor:
@@ -321,7 +324,7 @@ def apply(node: GNode, xs: list[Any], nodes: list[GNode]) -> torch.Tensor:
     x = xs[0]
     bsz = x.shape[0]
     if op == "act":
-        return act(p["kind"], x)
+        return act(p["activation"], x)
     if op == "linear":
         y = x @ p["w"].T
         return y + p["b"] if p.get("b") is not None else y

@@ -10,7 +10,7 @@ from torch import nn
 
 from netinvert.models.onnx import load_onnx
 from netinvert.solvers.network.fx import graph_from_torch
-from netinvert.solvers.network.graph import DENSE_KINDS, GraphNet
+from netinvert.solvers.network.graph import DENSE_ACTIVATIONS, GraphNet
 from netinvert.solvers.network.onnx import graph_from_onnx
 
 DENSE_LIMIT = 5e6  # chains whose dense matrices need more entries than this keep their graph form
@@ -21,7 +21,7 @@ def choose_network(net: GraphNet) -> GraphNet:
     entries composed into its dense chain (the fast path: dense bounds, ReLU branch-and-bound, sign
     refinement, the MILP, neuron splitting), any other graph as it is (also chains with sin, cos or
     powers, which the dense chain lacks)."""
-    if net.is_chain() and net.dense_cost() <= DENSE_LIMIT and set(net.kinds) <= set(DENSE_KINDS):
+    if net.is_chain() and net.dense_cost() <= DENSE_LIMIT and set(net.activations) <= set(DENSE_ACTIVATIONS):
         return net.composed()
     return net
 

@@ -23,8 +23,8 @@ def forward_of(net: GraphNet, dtype: torch.dtype) -> Callable[[torch.Tensor], to
     layers when it has one)."""
     if net.dense is None:
         return net.cast(dtype).torch_forward
-    layers, kinds = net.dense.layers(dtype), net.dense.kinds
-    return lambda x: forward_layers(layers, x, kinds)
+    layers, activations = net.dense.layers(dtype), net.dense.activations
+    return lambda x: forward_layers(layers, x, activations)
 
 
 def pgd(

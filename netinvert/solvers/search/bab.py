@@ -217,16 +217,16 @@ def bab_many(
     masks = [torch.as_tensor(owner == d) for d in range(int(owner.max()) + 1)]
     spec = _Spec(layers, a, b, lo, hi)
     if resume is not None:
-        state, stack = resume, resume.open_domains
+        proofs, stack = resume, resume.open_domains
         t0 -= resume.seconds
         time_limit += resume.seconds
     else:
         stack = _root(spec, root, alphas, masks, tuning.candidates, n_prob)
-        state = Proofs(stack, [0] * n_prob, [0] * n_prob, [0] * n_prob, [None] * n_prob)
+        proofs = Proofs(stack, [0] * n_prob, [0] * n_prob, [0] * n_prob, [None] * n_prob)
     spent = torch.zeros(n_prob, dtype=torch.long)  # sub-domains bounded per problem in this call
     cap = torch.as_tensor(np.minimum(budget, 2**62), dtype=torch.long)
     parked: list[_Domains] = []  # sub-domains of problems past their budget
-    found = torch.as_tensor([x is not None for x in state.found])
+    found = torch.as_tensor([x is not None for x in proofs.found])
     while len(stack) and time.perf_counter() - t0 <= time_limit:
         cur = stack.pop(min(tuning.batch, len(stack)))
         if bool(found.any()):
@@ -239,13 +239,13 @@ def bab_many(
         if not bool(ok.all()):
             for j in (~ok).nonzero().flatten().tolist():  # every ReLU fixed: the sub-domain is one LP
                 p = int(cur.f["pid"][0][j])
-                if state.stuck[p] or found[p]:  # its verdict is settled: 'open' or 'found'
+                if proofs.stuck[p] or found[p]:  # its verdict is settled: 'open' or 'found'
                     continue
                 pattern = [(l[j] >= 0).numpy() for l in cur.f["l"]]
                 x, refuted = _fixed_pattern(layers, lo, hi, pattern, a[p], b[p], owner)
                 if x is not None and bool(is_point(x[None], np.array([p]))[0]):
-                    state.found[p], found[p] = x, True
-                state.stuck[p] += int(not refuted and not found[p])
+                    proofs.found[p], found[p] = x, True
+                proofs.stuck[p] += int(not refuted and not found[p])
             cur = cur.select((ok & ~found[cur.f["pid"][0]]).nonzero().flatten())
             layer, idx, ok = cur.f["split"]
         if not len(cur):
@@ -275,9 +275,9 @@ def bab_many(
         refuted = torch.stack([(val[:, msk] > SAFETY).any(dim=1) for msk in masks], dim=1).all(dim=1) | empty
         alive = (~refuted).nonzero().flatten()
         for p in counts.nonzero().flatten().tolist():
-            state.domains[p] += int(counts[p])
+            proofs.domains[p] += int(counts[p])
         for p in pid[refuted].tolist():
-            state.refuted[p] += 1
+            proofs.refuted[p] += 1
         if len(alive):
             worst = _weakest_row(val[alive], masks)
             lam_in = coeffs[-1][alive, worst]
@@ -285,8 +285,8 @@ def bab_many(
             hit = is_point(xs, pid[alive].numpy())
             for j in np.flatnonzero(hit).tolist():
                 p = int(pid[alive[j]])
-                if state.found[p] is None:
-                    state.found[p], found[p] = xs[j], True
+                if proofs.found[p] is None:
+                    proofs.found[p], found[p] = xs[j], True
             keep = ~found[pid[alive]]
             alive, worst = alive[keep], worst[keep]
         if len(alive):
@@ -295,17 +295,17 @@ def bab_many(
             with torch.no_grad():
                 nxt.f["split"] = _choose(spec, nxt, sub, worst, masks, tuning.candidates)
             stack.push(nxt)
-        state.max_open = max(state.max_open, len(stack))
-        state.max_open_mb = max(state.max_open_mb, stack.nbytes() / 2**20)
+        proofs.max_open = max(proofs.max_open, len(stack))
+        proofs.max_open_mb = max(proofs.max_open_mb, stack.nbytes() / 2**20)
     for extra in parked:
         stack.push(extra)
     if bool(found.any()):
         stack = stack.select((~found[stack.f["pid"][0]]).nonzero().flatten())
     vals = stack.f["val"][0]
-    state.quality = torch.stack([vals[:, msk].max(dim=1).values for msk in masks], dim=1).min(dim=1).values
-    state.open_domains = stack
-    state.seconds = time.perf_counter() - t0
-    return state
+    proofs.quality = torch.stack([vals[:, msk].max(dim=1).values for msk in masks], dim=1).min(dim=1).values
+    proofs.open_domains = stack
+    proofs.seconds = time.perf_counter() - t0
+    return proofs
 
 
 def _root(

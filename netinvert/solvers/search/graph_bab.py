@@ -48,7 +48,7 @@ def graph_bab(net: GraphNet, lo: np.ndarray, hi: np.ndarray, root: gbm.GraphBoun
     hi_t = torch.as_tensor(hi, dtype=gbm.DT, device=dev)[None]
     a_t = torch.as_tensor(a, dtype=gbm.DT, device=dev)
     b_t = torch.as_tensor(b, dtype=gbm.DT, device=dev)
-    relus = [j for j in root.pre if net.nodes[j].p["kind"] == "relu"]
+    relus = [j for j in root.pre if net.nodes[j].p["activation"] == "relu"]
     sizes = [net.nodes[j].size for j in relus]
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     base_l = torch.cat([root.pre[j][0].reshape(1, -1) for j in relus], 1)

@@ -47,12 +47,12 @@ def rows_bounder(net: GraphNet, deadline: float = float("inf")) -> Bounder:
     the rows' lower bounds (B, m) and the linear lower bounds ``coef @ x + offset`` behind them."""
     if net.dense is None:
         return lambda lo, hi, a, b: graph_bounds.crown(net, lo, hi, a, b, deadline=deadline)[1:]
-    layers, kinds = smooth.layers_and_kinds(net)
+    layers, activations = smooth.layers_and_activations(net)
 
     def bound(lo: torch.Tensor, hi: torch.Tensor, a: torch.Tensor, b: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            return smooth.crown(layers, kinds, lo, hi, a, b)[1:]
+            return smooth.crown(layers, activations, lo, hi, a, b)[1:]
 
     return bound
 
@@ -68,10 +68,10 @@ def prefer_input_split(net: GraphNet, lo: np.ndarray, hi: np.ndarray) -> bool:
     if net.dense is None:
         with torch.no_grad():
             return sum(graph_bounds.bounds(net, lo_t, hi_t).unstable()) >= MIN_UNSTABLE
-    layers, kinds = smooth.layers_and_kinds(net)
+    layers, activations = smooth.layers_and_activations(net)
     empty = torch.zeros(0, net.num_outputs, dtype=smooth.DT)
     with torch.no_grad():
-        pre, *_ = smooth.crown(layers, kinds, lo_t, hi_t, empty, torch.zeros(0, dtype=smooth.DT))
+        pre, *_ = smooth.crown(layers, activations, lo_t, hi_t, empty, torch.zeros(0, dtype=smooth.DT))
     return sum(int(((l < 0) & (u > 0)).sum()) for l, u in pre) >= MIN_UNSTABLE
 
 

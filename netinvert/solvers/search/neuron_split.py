@@ -51,7 +51,7 @@ class Relax:
     """The relaxation of one hidden layer under bounds ``[l, u]`` (B, n): CROWN's fixed lines, and where a
     line may move, the range ``[*0, *1]`` of its tangent point (ReLU: of its lower slope)."""
 
-    kind: str
+    activation: str
     l: torch.Tensor
     u: torch.Tensor
     fixed: Line
@@ -68,21 +68,21 @@ class Relax:
         al, cl, au, cu = (t.unsqueeze(1) for t in self.fixed)
         if tl is not None and bool(self.free_lo.any()):
             free = self.free_lo.unsqueeze(1)
-            if self.kind == "relu":
+            if self.activation == "relu":
                 sl, il = tl, torch.zeros_like(tl)
             else:
-                sl, il = _tangent(self.kind, self.lo0.unsqueeze(1) + (self.lo1 - self.lo0).unsqueeze(1) * tl)
+                sl, il = _tangent(self.activation, self.lo0.unsqueeze(1) + (self.lo1 - self.lo0).unsqueeze(1) * tl)
                 il = il - SLACK * self._scale().unsqueeze(1)
             al, cl = torch.where(free, sl, al), torch.where(free, il, cl)
         if tu is not None and bool(self.free_up.any()):
             free = self.free_up.unsqueeze(1)
-            su, iu = _tangent(self.kind, self.up0.unsqueeze(1) + (self.up1 - self.up0).unsqueeze(1) * tu)
+            su, iu = _tangent(self.activation, self.up0.unsqueeze(1) + (self.up1 - self.up0).unsqueeze(1) * tu)
             au, cu = torch.where(free, su, au), torch.where(free, iu + SLACK * self._scale().unsqueeze(1), cu)
         return al, cl, au, cu
 
     def start(self, m: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Initial parameters (B, m, n): CROWN's choice for ReLU, the middle of the range otherwise."""
-        if self.kind == "relu":
+        if self.activation == "relu":
             tl = (self.u > -self.l).to(self.l.dtype)
         else:
             tl = torch.full_like(self.l, 0.5)
@@ -92,7 +92,7 @@ class Relax:
 
     def take(self, idx: torch.Tensor) -> Relax:
         """The relaxation of the boxes ``idx`` of the batch."""
-        return Relax(self.kind, *(t[idx] for t in (self.l, self.u)), tuple(t[idx] for t in self.fixed),
+        return Relax(self.activation, *(t[idx] for t in (self.l, self.u)), tuple(t[idx] for t in self.fixed),
                      *(t[idx] for t in (self.free_lo, self.lo0, self.lo1, self.free_up, self.up0, self.up1)))
 
     def put(self, rows: torch.Tensor, cols: torch.Tensor, other: Relax) -> None:
@@ -103,28 +103,29 @@ class Relax:
             mine[rows, cols] = theirs[:, 0]
 
     def _scale(self) -> torch.Tensor:
-        return 1 + act(self.kind, self.u).abs() if self.kind == "softplus" else torch.ones_like(self.u)
+        return 1 + act(self.activation, self.u).abs() if self.activation == "softplus" else torch.ones_like(self.u)
 
 
-def _tangent(kind: str, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    a = slope(kind, d)
-    return a, act(kind, d) - a * d
+def _tangent(activation: str, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    a = slope(activation, d)
+    return a, act(activation, d) - a * d
 
 
-def relaxation(kind: str, l: torch.Tensor, u: torch.Tensor) -> Relax:
-    """The relaxation of activation ``kind`` on ``[l, u]`` with the ranges of its movable lines."""
-    limits = (tangent_limit(kind, l, u), tangent_limit(kind, -u, -l)) if kind in ("sigmoid", "tanh") else None
-    fixed = relax(kind, l, u, limits)
+def relaxation(activation: str, l: torch.Tensor, u: torch.Tensor) -> Relax:
+    """The relaxation of ``activation`` on ``[l, u]`` with the ranges of its movable lines."""
+    s_shaped = activation in ("sigmoid", "tanh")
+    limits = (tangent_limit(activation, l, u), tangent_limit(activation, -u, -l)) if s_shaped else None
+    fixed = relax(activation, l, u, limits)
     none = torch.zeros_like(l, dtype=torch.bool)
     zero = torch.zeros_like(l)
     wide = (u - l) >= NARROW
-    if kind == "relu":
+    if activation == "relu":
         unstable = (l < 0) & (u > 0)
-        return Relax(kind, l, u, fixed, unstable, zero, torch.ones_like(l), none, zero, zero)
-    if kind == "softplus":
-        return Relax(kind, l, u, fixed, wide, l, u, none, zero, zero)
-    if kind not in ("sigmoid", "tanh"):
-        return Relax(kind, l, u, fixed, none, zero, zero, none, zero, zero)
+        return Relax(activation, l, u, fixed, unstable, zero, torch.ones_like(l), none, zero, zero)
+    if activation == "softplus":
+        return Relax(activation, l, u, fixed, wide, l, u, none, zero, zero)
+    if activation not in ("sigmoid", "tanh"):
+        return Relax(activation, l, u, fixed, none, zero, zero, none, zero, zero)
     # upper line: concave side anywhere in [l, u]; across 0 from the tangent through (l, f(l)) up to u
     assert limits is not None
     (d_up, up_ok), (d_lo, lo_ok) = limits
@@ -133,7 +134,7 @@ def relaxation(kind: str, l: torch.Tensor, u: torch.Tensor) -> Relax:
     # lower line, mirrored: convex side anywhere in [l, u]; across 0 from l up to minus the mirrored limit
     free_lo = wide & ((u <= 0) | ((l < 0) & (u > 0) & lo_ok))
     lo1 = torch.where(u <= 0, u, -d_lo)
-    return Relax(kind, l, u, fixed, free_lo, l, torch.maximum(lo1, l), free_up, torch.minimum(up0, u), u)
+    return Relax(activation, l, u, fixed, free_lo, l, torch.maximum(lo1, l), free_up, torch.minimum(up0, u), u)
 
 
 # ------------------------------------------------------------------------------------------- back-substitution
@@ -199,9 +200,9 @@ def _rows(n: int, idx: torch.Tensor, bsz: int, dtype: torch.dtype) -> torch.Tens
     return torch.cat([sel, -sel]).expand(bsz, 2 * len(idx), -1)
 
 
-def _need(kind: str, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def _need(activation: str, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Neurons (any box of the batch) whose bounds back-substitution may tighten usefully."""
-    need = ((l < 0) & (u > 0)) if kind == "relu" else (u - l) > NARROW
+    need = ((l < 0) & (u > 0)) if activation == "relu" else (u - l) > NARROW
     return need.any(dim=0).nonzero().flatten()
 
 
@@ -216,7 +217,7 @@ class RowParams:
 
 def intermediate(
     layers: Layers,
-    kinds: list[str],
+    activations: list[str],
     lo: torch.Tensor,
     hi: torch.Tensor,
     params: dict[int, RowParams] | None = None,
@@ -238,7 +239,7 @@ def intermediate(
             l, u = torch.maximum(l, start[k][0]), torch.minimum(u, start[k][1])
         if k > 0:
             own = params.get(k) if params is not None else None
-            idx = own.rows if own is not None and own.rows is not None else _need(kinds[k], l, u)
+            idx = own.rows if own is not None and own.rows is not None else _need(activations[k], l, u)
             if len(idx):
                 r = len(idx)
                 both, _ = backsub(layers, rel, k, _rows(w.shape[0], idx, bsz, lo.dtype), lo.new_zeros(bsz, 2 * r),
@@ -247,16 +248,16 @@ def intermediate(
                 l[:, idx] = torch.maximum(both[:, :r], l[:, idx])
                 u[:, idx] = torch.minimum(-both[:, r:], u[:, idx])
         pre.append((l, u))
-        rel.append(relaxation(kinds[k], l, u))
-        a_lo, a_hi = act(kinds[k], l), act(kinds[k], u)
+        rel.append(relaxation(activations[k], l, u))
+        a_lo, a_hi = act(activations[k], l), act(activations[k], u)
     return pre, rel
 
 
-def output_interval(layers: Layers, kinds: list[str], pre: list[tuple[torch.Tensor, torch.Tensor]]
+def output_interval(layers: Layers, activations: list[str], pre: list[tuple[torch.Tensor, torch.Tensor]]
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Interval bounds of the outputs from the last hidden layer's bounds."""
     l, u = pre[-1]
-    a_lo, a_hi = act(kinds[-1], l), act(kinds[-1], u)
+    a_lo, a_hi = act(activations[-1], l), act(activations[-1], u)
     w, bias = layers[-1]
     return (a_lo @ w.clamp(min=0).T + a_hi @ w.clamp(max=0).T + bias,
             a_hi @ w.clamp(min=0).T + a_lo @ w.clamp(max=0).T + bias)
@@ -264,7 +265,7 @@ def output_interval(layers: Layers, kinds: list[str], pre: list[tuple[torch.Tens
 
 def alpha_bounds(
     layers: Layers,
-    kinds: list[str],
+    activations: list[str],
     lo: torch.Tensor,
     hi: torch.Tensor,
     a: torch.Tensor,
@@ -281,16 +282,16 @@ def alpha_bounds(
 
     Returns the hidden layers' bounds and the rows' lower bounds (1, m).
     """
-    pre, rel = intermediate(layers, kinds, lo, hi)
+    pre, rel = intermediate(layers, activations, lo, hi)
     nk = len(layers) - 1
     lam_out, c_out = a.expand(1, *a.shape), -b.expand(1, b.shape[-1])
     spec, _ = backsub(layers, rel, nk, lam_out, c_out, lo, hi)
-    spec = torch.maximum(spec, _interval_rows(layers, kinds, pre, lam_out, c_out))
+    spec = torch.maximum(spec, _interval_rows(layers, activations, pre, lam_out, c_out))
     if steps <= 0 or nk == 0 or bool((spec > REFUTE).all()):
         return pre, spec
     params: dict[int, RowParams] = {}
     for k in range(1, nk + 1):
-        idx = _need(kinds[k], *pre[k]) if k < nk else None
+        idx = _need(activations[k], *pre[k]) if k < nk else None
         if idx is not None and not len(idx):
             continue
         m = lam_out.shape[1] if idx is None else 2 * len(idx)
@@ -301,7 +302,7 @@ def alpha_bounds(
     for _ in range(steps):
         if time.perf_counter() >= deadline:
             break
-        pre_t, rel_t = intermediate(layers, kinds, lo, hi, inner, best)
+        pre_t, rel_t = intermediate(layers, activations, lo, hi, inner, best)
         val, _ = backsub(layers, rel_t, nk, lam_out, c_out, lo, hi, params[nk].lines)
         best = [(torch.maximum(bl, l.detach()), torch.minimum(bu, u.detach())) for (bl, bu), (l, u) in zip(best, pre_t)]
         spec = torch.maximum(spec, val.detach())
@@ -314,16 +315,16 @@ def alpha_bounds(
         with torch.no_grad():
             for t in opt.params:
                 t.clamp_(0.0, 1.0)
-    return best, torch.maximum(spec, _interval_rows(layers, kinds, best, lam_out, c_out))
+    return best, torch.maximum(spec, _interval_rows(layers, activations, best, lam_out, c_out))
 
 
 def _grad(pair: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return pair[0].requires_grad_(True), pair[1].requires_grad_(True)
 
 
-def _interval_rows(layers: Layers, kinds: list[str], pre: list[tuple[torch.Tensor, torch.Tensor]],
+def _interval_rows(layers: Layers, activations: list[str], pre: list[tuple[torch.Tensor, torch.Tensor]],
                    lam: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    y_lo, y_hi = output_interval(layers, kinds, pre)
+    y_lo, y_hi = output_interval(layers, activations, pre)
     return (lam.clamp(min=0) * y_lo.unsqueeze(1)).sum(-1) + (lam.clamp(max=0) * y_hi.unsqueeze(1)).sum(-1) + c
 
 
@@ -387,17 +388,17 @@ class NeuronSplitSearch:
     candidate point. ``run`` may be called again after an 'open' outcome to go on.
     """
 
-    def __init__(self, layers: Layers, kinds: list[str], lo: np.ndarray, hi: np.ndarray,
+    def __init__(self, layers: Layers, activations: list[str], lo: np.ndarray, hi: np.ndarray,
                  pre: list[tuple[torch.Tensor, torch.Tensor]], a: np.ndarray, b: np.ndarray,
                  is_point: Callable[[np.ndarray], np.ndarray], *, batch: int = 64, steps: int = 20,
                  root_steps: int = 40, lr: float = 0.1, lr_beta: float = 0.1, deadline: float = math.inf) -> None:
-        self.layers, self.kinds = layers, kinds
+        self.layers, self.activations = layers, activations
         self.lo = torch.as_tensor(lo, dtype=DT)[None]
         self.hi = torch.as_tensor(hi, dtype=DT)[None]
         self.a, self.b = torch.as_tensor(a, dtype=DT), torch.as_tensor(b, dtype=DT)
         self.is_point = is_point
         self.batch, self.steps, self.lr, self.lr_beta = batch, steps, lr, lr_beta
-        self.forward = lambda x: forward_layers(layers, x, kinds)
+        self.forward = lambda x: forward_layers(layers, x, activations)
         # CROWN again on every child's intermediate bounds when that costs little next to bounding its rows
         weights = [w.numel() for w, _ in layers]
         cost = sum(2 * layers[k][0].shape[0] * sum(weights[:k]) for k in range(1, len(layers) - 1))
@@ -405,11 +406,11 @@ class NeuronSplitSearch:
         self.stats: dict[str, Any] = {"domains": 0, "refuted": 0, "batches": 0, "max_depth": 0, "seconds": 0.0}
         n = [l.shape[-1] for l, _ in pre]
         none = [torch.zeros(1, k, dtype=torch.bool) for k in n]
-        rel = [relaxation(kinds[j], l, u) for j, (l, u) in enumerate(pre)]
-        starts = [r.start(1) for r in rel]
+        rel = [relaxation(activations[j], l, u) for j, (l, u) in enumerate(pre)]
+        initial = [r.start(1) for r in rel]
         zeros = [torch.zeros(1, 1, k, dtype=DT) for k in n]
         root = _Pool([l.clone() for l, _ in pre], [u.clone() for _, u in pre], none, [t.clone() for t in none],
-                     [s[0] for s in starts], [s[1] for s in starts], zeros, [z.clone() for z in zeros],
+                     [s[0] for s in initial], [s[1] for s in initial], zeros, [z.clone() for z in zeros],
                      torch.zeros(1, len(b), dtype=DT), torch.full((1,), -math.inf, dtype=DT),
                      torch.zeros(1, dtype=torch.long))
         self.pool: _Pool | None = None
@@ -446,16 +447,16 @@ class NeuronSplitSearch:
         """Optimize and keep the best bound of each sub-domain of ``d``; refute, try candidates, keep the rest."""
         if self.refresh and len(self.layers) > 2:
             with torch.no_grad():
-                pre, _ = intermediate(self.layers, self.kinds, self.lo.expand(len(d), -1), self.hi.expand(len(d), -1),
-                                      start=list(zip(d.lower, d.upper)))
+                pre, _ = intermediate(self.layers, self.activations, self.lo.expand(len(d), -1),
+                                      self.hi.expand(len(d), -1), start=list(zip(d.lower, d.upper)))
             d.lower, d.upper = [l for l, _ in pre], [u for _, u in pre]
-        rel = [relaxation(self.kinds[j], l, u) for j, (l, u) in enumerate(zip(d.lower, d.upper))]
+        rel = [relaxation(self.activations[j], l, u) for j, (l, u) in enumerate(zip(d.lower, d.upper))]
         splits = Splits(d.split_lo, d.split_up)
         use_beta = splits.any()
         lines = [(tl.clone().requires_grad_(True), tu.clone().requires_grad_(True)) for tl, tu in zip(d.tl, d.tu)]
         betas = [(bl.clone().requires_grad_(True), bu.clone().requires_grad_(True)) for bl, bu in zip(d.bl, d.bu)]
         w = d.w.clone().requires_grad_(True)
-        y_lo, y_hi = output_interval(self.layers, self.kinds, list(zip(d.lower, d.upper)))
+        y_lo, y_hi = output_interval(self.layers, self.activations, list(zip(d.lower, d.upper)))
         nk = len(self.layers) - 1
 
         def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
@@ -530,7 +531,7 @@ class NeuronSplitSearch:
                 z = z @ w.T + b
                 split = d.split_lo[j] | d.split_up[j]
                 out = out + ((d.lower[j] - z).clamp(min=0) + (z - d.upper[j]).clamp(min=0)).mul(split).sum(-1)
-                z = act(self.kinds[j], z)
+                z = act(self.activations[j], z)
             return out
 
         return penalty
@@ -538,7 +539,7 @@ class NeuronSplitSearch:
     # -------------------------------------------------------------------------------- branching
     def _split(self, d: _Pool) -> _Pool:
         """Two children per sub-domain, split at the neuron with the largest gap reduction."""
-        rel = [relaxation(self.kinds[j], l, u) for j, (l, u) in enumerate(zip(d.lower, d.upper))]
+        rel = [relaxation(self.activations[j], l, u) for j, (l, u) in enumerate(zip(d.lower, d.upper))]
         coeffs: dict[int, torch.Tensor] = {}
         weights = torch.softmax(d.w, dim=-1)
         lam = (weights @ self.a).unsqueeze(1)
@@ -547,8 +548,8 @@ class NeuronSplitSearch:
         with torch.no_grad():
             backsub(self.layers, rel, len(self.layers) - 1, lam, c, self.lo, self.hi, list(zip(d.tl, d.tu)),
                     list(zip(d.bl, d.bu)), splits, coeffs)
-        scored = [_split_scores(self.kinds[j], r.l, r.u, coeffs[j][:, 0], [t[:, 0] for t in r.lines(d.tl[j], d.tu[j])])
-                  for j, r in enumerate(rel)]
+        scored = [_split_scores(self.activations[j], r.l, r.u, coeffs[j][:, 0],
+                                [t[:, 0] for t in r.lines(d.tl[j], d.tu[j])]) for j, r in enumerate(rel)]
         flat = torch.cat([sc for sc, _ in scored], dim=1)
         where = torch.cat([p for _, p in scored], dim=1)
         offsets = np.cumsum([0, *[r.l.shape[1] for r in rel]])
@@ -568,7 +569,8 @@ class NeuronSplitSearch:
             val, _ = backsub(self.layers, kid_rel, len(self.layers) - 1, lam, c, self.lo, self.hi,
                              list(zip(kids.tl, kids.tu)), list(zip(kids.bl, kids.bu)),
                              Splits(kids.split_lo, kids.split_up))
-            val = torch.maximum(val, _interval_rows(self.layers, self.kinds, list(zip(kids.lower, kids.upper)), lam, c))
+            val = torch.maximum(val, _interval_rows(self.layers, self.activations, list(zip(kids.lower, kids.upper)),
+                                                    lam, c))
         val = val[:, 0].reshape(2, len(d), k)  # children: all lower halves, then all upper halves
         score = torch.minimum(val[0], val[1]) + 1e-3 * torch.maximum(val[0], val[1])
         choice = score.argmax(dim=1) + torch.arange(len(d)) * k
@@ -603,7 +605,7 @@ class NeuronSplitSearch:
             l, u = r.l[rows[mine], col[mine]], r.u[rows[mine], col[mine]]
             s = point[mine]
             both = torch.cat([mine, mine + n])
-            part = relaxation(self.kinds[j], torch.cat([l, s])[:, None], torch.cat([s, u])[:, None])
+            part = relaxation(self.activations[j], torch.cat([l, s])[:, None], torch.cat([s, u])[:, None])
             out[j].put(both, torch.cat([col[mine], col[mine]]), part)
         return out
 
@@ -613,7 +615,7 @@ ATTACKED, ATTACK_STEPS = 8, 12  # per batch, the weakest children's bound minimi
 STRONG = 6  # neurons per sub-domain, the best by estimate, whose children are bounded before one is chosen
 
 
-def _split_scores(kind: str, l: torch.Tensor, u: torch.Tensor, lam: torch.Tensor, lines: list[torch.Tensor]
+def _split_scores(activation: str, l: torch.Tensor, u: torch.Tensor, lam: torch.Tensor, lines: list[torch.Tensor]
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per neuron (N, n): the estimated gain of the bound from splitting it (the worse child's), and the point.
 
@@ -627,12 +629,12 @@ def _split_scores(kind: str, l: torch.Tensor, u: torch.Tensor, lam: torch.Tensor
     a_use, c_use = torch.where(pos, al, au), torch.where(pos, cl, cu)
     best_score = torch.full_like(l, -math.inf)
     best_point = (l + u) / 2
-    cands = [(l + u) / 2] + ([torch.zeros_like(l)] if kind != "softplus" else [])
+    cands = [(l + u) / 2] + ([torch.zeros_like(l)] if activation != "softplus" else [])
     for s in cands:
         inside = (s > l) & (s < u)
         worst = torch.full_like(l, math.inf)
         for lo_, hi_ in ((l, s), (s, u)):
-            new = relax(kind, lo_, hi_)
+            new = relax(activation, lo_, hi_)
             da = lam * (torch.where(pos, new[0], new[2]) - a_use)
             gain = lam * (torch.where(pos, new[1], new[3]) - c_use) + torch.minimum(da * lo_, da * hi_)
             worst = torch.minimum(worst, gain)
