@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from netinvert.solvers.bounds.adam import Adam
-from netinvert.solvers.bounds.smooth import NARROW, SLACK, relax, slope, tangent_limit
+from netinvert.solvers.bounds.smooth import NARROW, SLACK, relax, tangent, tangent_limit
 from netinvert.solvers.network.graph import act, forward_layers
 from netinvert.solvers.search.attack import descend
 
@@ -71,12 +71,12 @@ class Relax:
             if self.activation == "relu":
                 sl, il = tl, torch.zeros_like(tl)
             else:
-                sl, il = _tangent(self.activation, self.lo0.unsqueeze(1) + (self.lo1 - self.lo0).unsqueeze(1) * tl)
+                sl, il = tangent(self.activation, self.lo0.unsqueeze(1) + (self.lo1 - self.lo0).unsqueeze(1) * tl)
                 il = il - SLACK * self._scale().unsqueeze(1)
             al, cl = torch.where(free, sl, al), torch.where(free, il, cl)
         if tu is not None and bool(self.free_up.any()):
             free = self.free_up.unsqueeze(1)
-            su, iu = _tangent(self.activation, self.up0.unsqueeze(1) + (self.up1 - self.up0).unsqueeze(1) * tu)
+            su, iu = tangent(self.activation, self.up0.unsqueeze(1) + (self.up1 - self.up0).unsqueeze(1) * tu)
             au, cu = torch.where(free, su, au), torch.where(free, iu + SLACK * self._scale().unsqueeze(1), cu)
         return al, cl, au, cu
 
@@ -104,11 +104,6 @@ class Relax:
 
     def _scale(self) -> torch.Tensor:
         return 1 + act(self.activation, self.u).abs() if self.activation == "softplus" else torch.ones_like(self.u)
-
-
-def _tangent(activation: str, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    a = slope(activation, d)
-    return a, act(activation, d) - a * d
 
 
 def relaxation(activation: str, l: torch.Tensor, u: torch.Tensor) -> Relax:
