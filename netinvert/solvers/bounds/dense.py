@@ -55,14 +55,19 @@ def layers_of(net: GraphNet) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return net.dense.layers(DT)
 
 
+def affine_interval(w: torch.Tensor, b: torch.Tensor, lo: torch.Tensor,
+                    hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Interval bounds of ``x @ w.T + b`` for ``lo <= x <= hi``."""
+    wp, wn = w.clamp(min=0), w.clamp(max=0)
+    return lo @ wp.T + hi @ wn.T + b, hi @ wp.T + lo @ wn.T + b
+
+
 def interval(layers: list[tuple[torch.Tensor, torch.Tensor]], lo: torch.Tensor, hi: torch.Tensor) -> Bounds:
     """Interval arithmetic through the hidden layers."""
     lows, ups = [], []
     a_lo, a_hi = lo, hi
     for w, b in layers[:-1]:
-        wp, wn = w.clamp(min=0), w.clamp(max=0)
-        z_lo = a_lo @ wp.T + a_hi @ wn.T + b
-        z_hi = a_hi @ wp.T + a_lo @ wn.T + b
+        z_lo, z_hi = affine_interval(w, b, a_lo, a_hi)
         lows.append(z_lo)
         ups.append(z_hi)
         a_lo, a_hi = z_lo.clamp(min=0), z_hi.clamp(min=0)

@@ -33,6 +33,7 @@ import math
 
 import torch
 
+from netinvert.solvers.bounds.dense import affine_interval
 from netinvert.solvers.network.graph import GraphNet, act, power
 
 DT = torch.float64
@@ -300,9 +301,7 @@ def crown(
     a_lo, a_hi = lo, hi
     for k in range(len(layers) - 1):
         w, bias = layers[k]
-        wp, wn = w.clamp(min=0), w.clamp(max=0)
-        l = a_lo @ wp.T + a_hi @ wn.T + bias
-        u = a_hi @ wp.T + a_lo @ wn.T + bias
+        l, u = affine_interval(w, bias, a_lo, a_hi)
         if k > 0:
             need = ((l < 0) & (u > 0)) if activations[k] == "relu" else (u - l) > NARROW
             idx = need.any(dim=0).nonzero().flatten()

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from netinvert.solvers.bounds.adam import Adam
+from netinvert.solvers.bounds.dense import affine_interval
 from netinvert.solvers.bounds.smooth import NARROW, SLACK, relax, tangent, tangent_limit
 from netinvert.solvers.network.graph import act, forward_layers
 from netinvert.solvers.search.attack import descend
@@ -227,9 +228,7 @@ def intermediate(
     a_lo, a_hi = lo, hi
     for k in range(len(layers) - 1):
         w, bias = layers[k]
-        wp, wn = w.clamp(min=0), w.clamp(max=0)
-        l = a_lo @ wp.T + a_hi @ wn.T + bias
-        u = a_hi @ wp.T + a_lo @ wn.T + bias
+        l, u = affine_interval(w, bias, a_lo, a_hi)
         if start is not None:
             l, u = torch.maximum(l, start[k][0]), torch.minimum(u, start[k][1])
         if k > 0:
